@@ -1,0 +1,147 @@
+// evla — run diffusion Vision-Language-Action policies (CogACT family) on CPU.
+//
+// Basic usage:
+//
+//   #include <evla/evla.h>
+//
+//   auto model = evla::Model::load("models/evla-tiny-random");   // throws evla::Error
+//   evla::Policy policy(model);                                  // one per thread
+//   evla::Observation obs;
+//   obs.images.push_back(evla::load_image("scene.png"));
+//   obs.instruction = "pick up the red cube";
+//   obs.seed = 7;
+//   evla::ActionChunk chunk = policy.infer(obs);
+//   for (int t = 0; t < chunk.horizon; ++t)
+//     robot.apply(chunk.row(t));                                 // chunk.dim floats
+//
+//   policy.set_plan(evla::Plan::load("plan.json"));              // accelerate
+//
+// Thread safety: a Model is immutable and may be shared by any number of
+// threads; a Policy holds per-inference buffers and is used by one thread at a
+// time. Every error is an evla::Error whose message names what was wrong.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "evla/error.h"
+#include "evla/image.h"
+#include "evla/plan.h"
+
+namespace evla {
+
+struct ModelImpl;
+struct PolicyState;
+
+struct LoadOptions {
+  bool load_tokenizer = true;
+};
+
+// Analytic cost of one inference, per module, in FLOPs (2 per multiply-add).
+struct FlopCount {
+  double vision = 0, projector = 0, llm = 0, action_head = 0;
+  double total() const { return vision + projector + llm + action_head; }
+};
+
+class Model {
+ public:
+  // Reads config.json, the safetensors weights and the tokenizer of `dir`.
+  static std::shared_ptr<const Model> load(const std::string& dir, const LoadOptions& opts = {});
+  ~Model();
+
+  const std::string& name() const;
+  const std::string& directory() const;
+  int action_dim() const;
+  int action_horizon() const;
+  int num_images() const;
+  int image_size() const;
+  int state_dim() const;
+  int64_t num_params() const;
+  // One-paragraph human-readable description of the architecture.
+  std::string describe() const;
+  // The analytic cost of one inference under `plan`.
+  FlopCount flops(const Plan& plan = Plan{}) const;
+  // Throws evla::Error naming the problem if `plan` does not fit this model.
+  void validate(const Plan& plan) const;
+
+  const ModelImpl& impl() const { return *impl_; }
+
+ private:
+  Model() = default;
+  std::unique_ptr<ModelImpl> impl_;
+};
+
+struct Observation {
+  std::vector<Image> images;    // num_images RGB images; resized when needed
+  std::string instruction;      // e.g. "pick up the coke can"
+  std::vector<float> state;     // state_dim floats, when the model takes state
+  uint64_t seed = 0;            // initial diffusion noise
+};
+
+// Wall-clock milliseconds of the last inference, per module.
+struct Timing {
+  double vision_ms = 0, projector_ms = 0, llm_ms = 0, action_head_ms = 0, total_ms = 0;
+};
+
+struct ActionChunk {
+  int horizon = 0;             // number of future steps
+  int dim = 0;                 // action dimensions per step
+  std::vector<float> actions;  // horizon × dim, un-normalised
+  Timing timing;
+  const float* row(int t) const { return actions.data() + size_t(t) * dim; }
+};
+
+struct PolicyOptions {
+  int threads = 0;  // 0: EVLA_THREADS or the number of cores
+};
+
+class Policy {
+ public:
+  explicit Policy(std::shared_ptr<const Model> model, const PolicyOptions& opts = {});
+  ~Policy();
+  Policy(Policy&&) noexcept;
+  Policy& operator=(Policy&&) noexcept;
+
+  // Checks the plan against the model (evla::Error if it does not fit).
+  void set_plan(const Plan& plan);
+  const Plan& plan() const;
+  const Model& model() const { return *model_; }
+
+  // Runs the whole policy. Same model, plan, observation, seed and thread
+  // count give bit-identical actions.
+  ActionChunk infer(const Observation& obs);
+
+  PolicyState& state() { return *state_; }
+
+ private:
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<PolicyState> state_;
+};
+
+// A Llama-family decoder on its own (e.g. a Hugging Face LlamaForCausalLM
+// directory): token ids in, hidden states and logits out.
+class LanguageModel {
+ public:
+  static std::shared_ptr<const LanguageModel> load(const std::string& dir);
+  ~LanguageModel();
+
+  struct Output {
+    int tokens = 0, hidden_size = 0, vocab_size = 0;
+    std::vector<std::vector<float>> hidden;  // layers+1 entries of tokens × hidden_size:
+                                             // input of each layer, then last output
+    std::vector<float> final_hidden;         // after the final norm
+    std::vector<float> logits;               // tokens × vocab_size
+  };
+  Output forward(const std::vector<int>& ids, int threads = 0) const;
+  // Greedy decoding: appends `n_new` argmax tokens to `prompt`.
+  std::vector<int> generate_greedy(const std::vector<int>& prompt, int n_new, int threads = 0) const;
+  int vocab_size() const;
+
+ private:
+  LanguageModel() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace evla

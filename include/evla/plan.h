@@ -1,0 +1,51 @@
+// evla — acceleration plans. A plan is data the model consults on every
+// forward pass: which language-model sub-layers run, how many visual tokens
+// continue after a given layer, and which denoising steps of the action head
+// recompute. The default Plan{} is the dense model.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace evla {
+
+struct LayerPlan {
+  bool attn = true;         // run the attention sub-layer
+  bool mlp = true;          // run the MLP sub-layer
+  float mlp_keep = 1.0f;    // fraction of MLP channels kept (1 = all)
+  std::vector<int> mlp_channels;  // kept channel indices when mlp_keep < 1
+};
+
+enum class TokenMethod { EfficientVla, FastV, Random };
+
+struct TokenPlan {
+  bool enabled = false;
+  int after_layer = 2;       // layers [0, after_layer) see every token
+  int keep = 0;              // K_final: visual tokens kept (over all images)
+  int key = 4;               // K_key: top-relevance tokens
+  float alpha = 0.5f;        // share of the remaining budget filled by relevance
+  TokenMethod method = TokenMethod::EfficientVla;
+  unsigned long long seed = 0;  // for TokenMethod::Random
+};
+
+struct CachePlan {
+  int interval = 1;          // 1 = recompute every step (dense)
+  int start = 0;             // steps before `start` always recompute
+  std::vector<int> blocks;   // DiT blocks that reuse; empty = all blocks
+};
+
+struct Plan {
+  int version = 1;
+  std::string name = "dense";
+  std::vector<LayerPlan> llm;  // empty = every layer dense; else one per layer
+  TokenPlan tokens;
+  CachePlan cache;
+
+  bool is_dense() const;
+  // Parses a plan JSON file and checks it against nothing model-specific;
+  // Policy::set_plan() checks it against the model. Throws evla::Error.
+  static Plan load(const std::string& path);
+  static Plan from_json(const std::string& text, const std::string& source);
+  std::string to_json() const;
+};
+
+}  // namespace evla

@@ -1,0 +1,26 @@
+#include "accel/mlp_compact.h"
+
+#include <cstring>
+
+namespace evla::accel {
+
+LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels,
+                       std::deque<std::vector<float>>& storage) {
+  LlamaLayer out = layer;
+  const int D = layer.gate.in, F = layer.gate.out, K = int(channels.size());
+  auto rows = [&](const Linear& src) {
+    auto& buf = storage.emplace_back(size_t(K) * D);
+    for (int i = 0; i < K; ++i)
+      std::memcpy(&buf[size_t(i) * D], src.w + size_t(channels[i]) * D, sizeof(float) * D);
+    return Linear{buf.data(), nullptr, D, K};
+  };
+  out.gate = rows(layer.gate);
+  out.up = rows(layer.up);
+  auto& down = storage.emplace_back(size_t(D) * K);
+  for (int r = 0; r < D; ++r)
+    for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = layer.down.w[size_t(r) * F + channels[i]];
+  out.down = Linear{down.data(), nullptr, K, D};
+  return out;
+}
+
+}  // namespace evla::accel

@@ -1,0 +1,16 @@
+// MLP channel compression: a Llama layer whose SwiGLU keeps only some
+// intermediate channels (rows of gate/up, columns of down).
+#pragma once
+#include <deque>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace evla::accel {
+
+// Returns a copy of `layer` whose MLP uses only `channels`; the compacted
+// matrices are stored in `storage` (which must outlive the result).
+LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels,
+                       std::deque<std::vector<float>>& storage);
+
+}  // namespace evla::accel

@@ -1,0 +1,65 @@
+#include "accel/plan_check.h"
+
+#include <string>
+
+#include "evla/error.h"
+
+namespace evla::accel {
+
+namespace {
+[[noreturn]] void bad(const Plan& plan, const std::string& field, const std::string& why) {
+  throw Error("plan '" + plan.name + "': " + field + ": " + why);
+}
+std::string s(long v) { return std::to_string(v); }
+}  // namespace
+
+void check_plan(const Plan& plan, const ModelConfig& cfg) {
+  const int L = cfg.llm.num_layers, F = cfg.llm.intermediate_size;
+  if (!plan.llm.empty() && int(plan.llm.size()) != L)
+    bad(plan, "llm", "describes " + s(plan.llm.size()) + " layers but the model has " + s(L));
+  for (size_t l = 0; l < plan.llm.size(); ++l) {
+    const LayerPlan& lp = plan.llm[l];
+    const std::string f = "llm.layers[" + s(l) + "]";
+    if (!(lp.mlp_keep > 0.f && lp.mlp_keep <= 1.f))
+      bad(plan, f + ".mlp_keep", "must be in (0, 1], got " + std::to_string(lp.mlp_keep));
+    if (lp.mlp_keep < 1.f) {
+      if (lp.mlp_channels.empty()) bad(plan, f + ".mlp_channels", "needed when mlp_keep < 1");
+      int prev = -1;
+      for (int c : lp.mlp_channels) {
+        if (c <= prev || c >= F)
+          bad(plan, f + ".mlp_channels",
+              "must be strictly increasing channel indices below " + s(F) + ", found " + s(c));
+        prev = c;
+      }
+    }
+  }
+  const TokenPlan& t = plan.tokens;
+  if (t.enabled) {
+    const int nv = cfg.vision.num_images * cfg.vision.tokens_per_image();
+    if (t.after_layer < 1 || t.after_layer >= L)
+      bad(plan, "tokens.after_layer", "must be in [1, " + s(L - 1) + "], got " + s(t.after_layer));
+    if (t.keep < 1 || t.keep > nv)
+      bad(plan, "tokens.keep", "must be in [1, " + s(nv) + "] (the visual tokens), got " + s(t.keep));
+    if (t.key < 0 || t.key > t.keep)
+      bad(plan, "tokens.key", "must be in [0, tokens.keep = " + s(t.keep) + "], got " + s(t.key));
+    if (!(t.alpha >= 0.f && t.alpha <= 1.f))
+      bad(plan, "tokens.alpha", "must be in [0, 1], got " + std::to_string(t.alpha));
+    if (!plan.llm.empty() && !plan.llm[size_t(t.after_layer - 1)].attn)
+      bad(plan, "tokens.after_layer",
+          "token relevance comes from layer " + s(t.after_layer - 1) +
+              "'s attention, which the plan drops");
+  }
+  const CachePlan& c = plan.cache;
+  const auto& ah = cfg.action_head;
+  if (c.interval < 1) bad(plan, "cache.interval", "must be ≥ 1, got " + s(c.interval));
+  if (c.interval > ah.sample_steps)
+    bad(plan, "cache.interval", "exceeds the " + s(ah.sample_steps) + " sampling steps");
+  if (c.start < 0 || c.start >= ah.sample_steps)
+    bad(plan, "cache.start", "must be in [0, " + s(ah.sample_steps - 1) + "], got " + s(c.start));
+  for (int b : c.blocks)
+    if (b < 0 || b >= ah.num_layers)
+      bad(plan, "cache.blocks", "block " + s(b) + " does not exist (the head has " +
+                                    s(ah.num_layers) + ")");
+}
+
+}  // namespace evla::accel

@@ -1,0 +1,175 @@
+// Plan files: versioned JSON, human-editable (layer lists rather than one
+// record per layer). Model-independent checks happen here; check_plan() does
+// the ones that need the model.
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/json_reader.h"
+#include "evla/error.h"
+#include "evla/plan.h"
+
+namespace evla {
+
+using nlohmann::json;
+
+bool Plan::is_dense() const {
+  for (const auto& l : llm)
+    if (!l.attn || !l.mlp || l.mlp_keep < 1.f) return false;
+  return !tokens.enabled && cache.interval <= 1;
+}
+
+Plan Plan::load(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open plan file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return from_json(ss.str(), path);
+}
+
+static TokenMethod parse_method(const JsonReader& r, const std::string& m) {
+  if (m == "efficientvla") return TokenMethod::EfficientVla;
+  if (m == "fastv") return TokenMethod::FastV;
+  if (m == "random") return TokenMethod::Random;
+  r.fail("method", "unknown method '" + m + "' (efficientvla, fastv, random)");
+}
+
+static const char* method_name(TokenMethod m) {
+  switch (m) {
+    case TokenMethod::FastV: return "fastv";
+    case TokenMethod::Random: return "random";
+    default: return "efficientvla";
+  }
+}
+
+Plan Plan::from_json(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(source + ": invalid JSON: " + e.what());
+  }
+  JsonReader r(j, source);
+  Plan p;
+  p.version = int(r.integer("evla_plan"));
+  if (p.version != 1) r.fail("evla_plan", "unsupported plan version " + std::to_string(p.version));
+  p.name = r.string("name", "unnamed");
+
+  if (r.has("llm")) {
+    JsonReader l = r.child("llm");
+    const int64_t n = l.integer("num_layers");
+    if (n < 1 || n > 4096) l.fail("num_layers", "must be in [1, 4096]");
+    p.llm.assign(size_t(n), LayerPlan{});
+    auto layer_list = [&](const char* key, auto apply) {
+      if (!l.has(key)) return;
+      std::set<int64_t> seen;
+      for (int64_t i : l.integers(key)) {
+        if (i < 0 || i >= n)
+          l.fail(key, "layer " + std::to_string(i) + " does not exist (num_layers = " +
+                          std::to_string(n) + ")");
+        if (!seen.insert(i).second) l.fail(key, "layer " + std::to_string(i) + " listed twice");
+        apply(p.llm[size_t(i)]);
+      }
+    };
+    layer_list("drop_blocks", [](LayerPlan& lp) { lp.attn = lp.mlp = false; });
+    layer_list("drop_attention", [](LayerPlan& lp) { lp.attn = false; });
+    layer_list("drop_mlp", [](LayerPlan& lp) { lp.mlp = false; });
+    if (l.has("mlp_channels")) {
+      const json& mc = l.node().at("mlp_channels");
+      if (!mc.is_object()) l.fail("mlp_channels", "expected an object {layer: [channels]}");
+      JsonReader m = l.child("mlp_channels");
+      for (auto it = mc.begin(); it != mc.end(); ++it) {
+        int64_t layer = -1;
+        try {
+          size_t used = 0;
+          layer = std::stoll(it.key(), &used);
+          if (used != it.key().size()) layer = -1;
+        } catch (...) {
+        }
+        if (layer < 0 || layer >= n) m.fail(it.key(), "not a layer index below " + std::to_string(n));
+        LayerPlan& lp = p.llm[size_t(layer)];
+        for (int64_t c : m.integers(it.key())) {
+          if (c < 0 || c > (1 << 30)) m.fail(it.key(), "channel index out of range");
+          lp.mlp_channels.push_back(int(c));
+        }
+      }
+      if (!l.has("intermediate_size"))
+        l.fail("intermediate_size", "required with mlp_channels");
+      const int64_t F = l.integer("intermediate_size");
+      if (F < 1) l.fail("intermediate_size", "must be positive");
+      for (auto& lp : p.llm)
+        if (!lp.mlp_channels.empty()) lp.mlp_keep = float(lp.mlp_channels.size()) / float(F);
+    }
+  }
+
+  if (r.has("tokens")) {
+    JsonReader t = r.child("tokens");
+    p.tokens.enabled = true;
+    p.tokens.keep = int(t.integer("keep"));
+    p.tokens.key = int(t.integer("key", 4));
+    p.tokens.alpha = float(t.number("alpha", 0.5));
+    p.tokens.after_layer = int(t.integer("after_layer", 2));
+    p.tokens.method = parse_method(t, t.string("method", "efficientvla"));
+    p.tokens.seed = uint64_t(t.integer("seed", 0));
+    if (p.tokens.keep < 1) t.fail("keep", "must be ≥ 1");
+    if (p.tokens.key < 0 || p.tokens.key > p.tokens.keep) t.fail("key", "must be in [0, keep]");
+    if (!(p.tokens.alpha >= 0 && p.tokens.alpha <= 1)) t.fail("alpha", "must be in [0, 1]");
+    if (p.tokens.after_layer < 1) t.fail("after_layer", "must be ≥ 1");
+  }
+
+  if (r.has("cache")) {
+    JsonReader c = r.child("cache");
+    p.cache.interval = int(c.integer("interval"));
+    p.cache.start = int(c.integer("start", 0));
+    if (p.cache.interval < 1) c.fail("interval", "must be ≥ 1, got " + std::to_string(p.cache.interval));
+    if (p.cache.start < 0) c.fail("start", "must be ≥ 0");
+    if (c.has("blocks"))
+      for (int64_t b : c.integers("blocks")) {
+        if (b < 0 || b > 4096) c.fail("blocks", "block index out of range");
+        p.cache.blocks.push_back(int(b));
+      }
+  }
+  return p;
+}
+
+std::string Plan::to_json() const {
+  json j;
+  j["evla_plan"] = version;
+  j["name"] = name;
+  if (!llm.empty()) {
+    json l;
+    l["num_layers"] = llm.size();
+    std::vector<int> blocks, attn, mlp;
+    json channels = json::object();
+    int F = 0;
+    for (size_t i = 0; i < llm.size(); ++i) {
+      const LayerPlan& lp = llm[i];
+      if (!lp.attn && !lp.mlp) blocks.push_back(int(i));
+      else if (!lp.attn) attn.push_back(int(i));
+      else if (!lp.mlp) mlp.push_back(int(i));
+      if (!lp.mlp_channels.empty()) {
+        channels[std::to_string(i)] = lp.mlp_channels;
+        F = int(std::lround(lp.mlp_channels.size() / lp.mlp_keep));
+      }
+    }
+    l["drop_blocks"] = blocks;
+    l["drop_attention"] = attn;
+    l["drop_mlp"] = mlp;
+    if (!channels.empty()) {
+      l["intermediate_size"] = F;
+      l["mlp_channels"] = channels;
+    }
+    j["llm"] = l;
+  }
+  if (tokens.enabled)
+    j["tokens"] = {{"keep", tokens.keep},          {"key", tokens.key},
+                   {"alpha", tokens.alpha},        {"after_layer", tokens.after_layer},
+                   {"method", method_name(tokens.method)}, {"seed", tokens.seed}};
+  if (cache.interval > 1)
+    j["cache"] = {{"interval", cache.interval}, {"start", cache.start}, {"blocks", cache.blocks}};
+  return j.dump(2);
+}
+
+}  // namespace evla

@@ -1,0 +1,29 @@
+// Visual-token selection (EfficientVLA's task-relevance + diversity rule, and
+// the FastV / random baselines), plus the text→visual attention score it
+// ranks by.
+#pragma once
+#include <vector>
+
+#include "evla/plan.h"
+
+namespace evla::accel {
+
+struct QkView {
+  const float* q;  // T rows, stride ldq, Hq heads of hd (already rotated)
+  const float* k;  // T rows, stride ldk, Hkv heads of hd
+  int ldq, ldk, T, Hq, Hkv, hd;
+  float scale;
+};
+
+// relevance[j] = Σ over text queries i (rows ≥ visual_end) of the head-averaged
+// causal softmax attention from i to visual key visual_begin + j.
+void text_to_visual_attention(const QkView& a, int visual_begin, int visual_count,
+                              float* relevance);
+
+// Indices (ascending, in [0, n_visual)) of the visual tokens to keep.
+// features: n_visual rows of D (stride ld), the hidden states the diversity
+// term compares.
+std::vector<int> select_visual_tokens(const TokenPlan& plan, const float* relevance,
+                                      const float* features, int n_visual, int D, int ld);
+
+}  // namespace evla::accel

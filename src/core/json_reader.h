@@ -1,0 +1,44 @@
+// Typed access to a JSON object whose errors name the full key path
+// ("config.json: llm.num_hidden_layers: expected an integer, got \"32\"").
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace evla {
+
+class JsonReader {
+ public:
+  JsonReader(const nlohmann::json& j, std::string source, std::string path = "");
+
+  bool has(const std::string& key) const;
+  JsonReader child(const std::string& key) const;  // required object
+  JsonReader at(size_t index) const;               // element of an array node
+  size_t size() const;                             // array length (requires an array)
+
+  int64_t integer(const std::string& key) const;
+  int64_t integer(const std::string& key, int64_t fallback) const;
+  double number(const std::string& key) const;
+  double number(const std::string& key, double fallback) const;
+  bool boolean(const std::string& key, bool fallback) const;
+  std::string string(const std::string& key) const;
+  std::string string(const std::string& key, const std::string& fallback) const;
+  std::vector<double> numbers(const std::string& key) const;
+  std::vector<int64_t> integers(const std::string& key) const;
+  std::vector<bool> booleans(const std::string& key) const;
+
+  // Throws evla::Error "<source>: <path.key>: <message>".
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const;
+  std::string key_path(const std::string& key) const;
+  const nlohmann::json& node() const { return j_; }
+
+ private:
+  const nlohmann::json& need(const std::string& key) const;
+  const nlohmann::json& j_;
+  std::string source_, path_;
+};
+
+// Parses a file into JSON; errors name the file and the parse position.
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace evla

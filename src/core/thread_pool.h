@@ -1,0 +1,49 @@
+// A fixed pool of worker threads with a static, deterministic partition of
+// work: the same thread count always splits a range the same way, so results
+// are bit-identical run to run.
+#pragma once
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace evla {
+
+class ThreadPool {
+ public:
+  // n_threads counts the calling thread: n_threads = 1 runs everything inline.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls fn(task) for task in [0, n_tasks), spread over the threads; returns
+  // when all are done. Task t always runs on thread t % size().
+  void run(int n_tasks, const std::function<void(int task)>& fn);
+
+  // Splits [0, n) into size() contiguous chunks (aligned to `grain`) and calls
+  // fn(begin, end) for each non-empty chunk.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+  // Default thread count: the EVLA_THREADS environment variable, else the
+  // number of cores.
+  static int default_threads();
+
+ private:
+  void worker(int index);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable start_cv_, done_cv_;
+  const std::function<void(int)>* job_ = nullptr;
+  int n_tasks_ = 0;
+  int generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace evla

@@ -1,0 +1,43 @@
+// Multi-head attention as two sgemms per head (scores, then weighted values)
+// with a row softmax between them; heads run in parallel on the pool.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/thread_pool.h"
+#include "kernels/kernels.h"
+
+namespace evla::kernels {
+
+size_t attention_scratch_floats(ThreadPool& pool, int Tq, int Tk) {
+  return size_t(pool.size()) * Tq * Tk;
+}
+
+void attention(ThreadPool& pool, const AttentionShape& a, const float* q, const float* k,
+               const float* v, float* out, float* scratch) {
+  init_blas();
+  const int group = a.Hq / a.Hkv;
+  const int Tq = a.Tq, Tk = a.Tk, hd = a.hd;
+  pool.run(a.Hq, [&](int h) {
+    const int kh = h / group;
+    float* S = scratch + size_t(h % pool.size()) * Tq * Tk;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, hd, a.scale, q + h * hd, a.ldq,
+                k + kh * hd, a.ldk, 0.0f, S, Tk);
+    for (int i = 0; i < Tq; ++i) {
+      float* row = S + size_t(i) * Tk;
+      const int n = a.causal ? std::min(Tk, a.q_offset + i + 1) : Tk;
+      float mx = row[0];
+      for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+      float sum = 0.f;
+      for (int j = 0; j < n; ++j) sum += (row[j] = std::exp(row[j] - mx));
+      const float inv = 1.0f / sum;
+      for (int j = 0; j < n; ++j) row[j] *= inv;
+      for (int j = n; j < Tk; ++j) row[j] = 0.f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hd, Tk, 1.0f, S, Tk, v + kh * hd,
+                a.ldv, 0.0f, out + h * hd, a.ldo);
+  });
+}
+
+}  // namespace evla::kernels

@@ -1,0 +1,89 @@
+// Norms, activations and small element-wise ops. Written as plain loops the
+// compiler vectorises; they are memory-bound next to the matrix products.
+#include <cmath>
+
+#include "kernels/kernels.h"
+
+namespace evla::kernels {
+
+void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps,
+                float* y) {
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + size_t(m) * D;
+    float* yr = y + size_t(m) * D;
+    double mean = 0, var = 0;
+    for (int d = 0; d < D; ++d) mean += xr[d];
+    mean /= D;
+    for (int d = 0; d < D; ++d) var += (xr[d] - mean) * (xr[d] - mean);
+    var /= D;
+    const float inv = float(1.0 / std::sqrt(var + eps));
+    const float mu = float(mean);
+    for (int d = 0; d < D; ++d) {
+      float v = (xr[d] - mu) * inv;
+      if (gamma) v *= gamma[d];
+      if (beta) v += beta[d];
+      yr[d] = v;
+    }
+  }
+}
+
+void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y) {
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + size_t(m) * D;
+    float* yr = y + size_t(m) * D;
+    double ss = 0;
+    for (int d = 0; d < D; ++d) ss += double(xr[d]) * xr[d];
+    const float inv = float(1.0 / std::sqrt(ss / D + eps));
+    for (int d = 0; d < D; ++d) yr[d] = xr[d] * inv * weight[d];
+  }
+}
+
+void gelu_erf(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+void gelu_tanh(float* x, size_t n) {
+  const float c = 0.7978845608028654f;  // sqrt(2/pi)
+  for (size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(c * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void silu(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
+}
+
+void swiglu(float* gate, const float* up, size_t n) {
+  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void add(float* y, const float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void add_scaled(float* y, const float* x, const float* scale, int M, int D) {
+  for (int m = 0; m < M; ++m)
+    for (int d = 0; d < D; ++d) y[size_t(m) * D + d] += scale[d] * x[size_t(m) * D + d];
+}
+
+void rope(float* x, int T, int H, int hd, const int* positions, float theta) {
+  const int half = hd / 2;
+  for (int t = 0; t < T; ++t) {
+    const double pos = positions[t];
+    for (int j = 0; j < half; ++j) {
+      // As HF Llama computes it: inv_freq in fp32, angle = pos * inv_freq in fp32.
+      const float inv_freq = float(1.0 / std::pow(double(theta), double(2 * j) / hd));
+      const float ang = float(pos) * inv_freq;
+      const float c = std::cos(ang), s = std::sin(ang);
+      for (int h = 0; h < H; ++h) {
+        float* r = x + size_t(t) * H * hd + size_t(h) * hd;
+        const float a = r[j], b = r[j + half];
+        r[j] = a * c - b * s;
+        r[j + half] = b * c + a * s;
+      }
+    }
+  }
+}
+
+}  // namespace evla::kernels

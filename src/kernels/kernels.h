@@ -1,0 +1,59 @@
+// The compute kernels the models are built from. Each optimized kernel here
+// has a plain reference twin in kernels/reference.h and a test comparing them.
+// Layout: row-major activations [rows, features]; weights as PyTorch stores
+// Linear weights, [out_features, in_features].
+#pragma once
+#include <cstddef>
+
+namespace evla {
+class ThreadPool;
+}
+
+namespace evla::kernels {
+
+// Must be called once before the first linear(): pins the BLAS library to one
+// thread, since evla splits work over its own pool.
+void init_blas();
+
+// y[M,N] = x[M,K] · W[N,K]ᵀ + bias[N] (bias may be null).
+void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, const float* bias,
+            int N, float* y);
+
+// Multi-head attention. q: Tq rows of Hq·hd; k, v: Tk rows of Hkv·hd (Hq a
+// multiple of Hkv: grouped-query); out: Tq rows of Hq·hd. Each operand has its
+// own row stride (ld*), so q, k and v can be read straight out of a fused qkv
+// projection. With causal, query i (at absolute position q_offset + i) sees
+// keys 0 … q_offset + i. scale multiplies q·k. scratch needs
+// attention_scratch_floats() floats.
+struct AttentionShape {
+  int Tq, Tk, Hq, Hkv, hd;
+  int ldq, ldk, ldv, ldo;
+  bool causal = false;
+  int q_offset = 0;
+  float scale = 1.0f;
+};
+void attention(ThreadPool& pool, const AttentionShape& a, const float* q, const float* k,
+               const float* v, float* out, float* scratch);
+size_t attention_scratch_floats(ThreadPool& pool, int Tq, int Tk);
+
+// Row-wise normalisations, in place allowed (y may equal x).
+void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps,
+                float* y);
+void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y);
+
+// Element-wise, in place.
+void gelu_erf(float* x, size_t n);
+void gelu_tanh(float* x, size_t n);
+void silu(float* x, size_t n);
+// gate[i] = silu(gate[i]) * up[i]
+void swiglu(float* gate, const float* up, size_t n);
+// y += x
+void add(float* y, const float* x, size_t n);
+// y[i] += scale[i % D] * x[i]  (LayerScale residual)
+void add_scaled(float* y, const float* x, const float* scale, int M, int D);
+
+// Rotary embedding, rotate-half convention (HF Llama): x is [T, H·hd], each
+// head's pairs (j, j + hd/2) rotated by position·theta^(−2j/hd).
+void rope(float* x, int T, int H, int hd, const int* positions, float theta);
+
+}  // namespace evla::kernels

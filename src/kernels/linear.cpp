@@ -1,0 +1,53 @@
+// Linear layers through BLAS sgemm, split over output features on evla's own
+// pool (each slice is an independent single-threaded sgemm, so the split is
+// deterministic and needs no BLAS-internal threading).
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "core/thread_pool.h"
+#include "kernels/kernels.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace evla::kernels {
+
+void init_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+static void linear_slice(const float* x, int M, int K, const float* W, const float* bias, int N,
+                         int n0, int n1, float* y) {
+  const int n = n1 - n0;
+  if (M == 1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, K, 1.0f, W + size_t(n0) * K, K, x, 1, 0.0f,
+                y + n0, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n, K, 1.0f, x, K, W + size_t(n0) * K,
+                K, 0.0f, y + n0, N);
+  }
+  if (bias)
+    for (int m = 0; m < M; ++m) {
+      float* row = y + size_t(m) * N;
+      for (int j = n0; j < n1; ++j) row[j] += bias[j];
+    }
+}
+
+void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, const float* bias,
+            int N, float* y) {
+  init_blas();
+  // Below ~64k multiply-adds per thread the hand-off costs more than it saves.
+  const int64_t work = int64_t(M) * K * N;
+  if (pool.size() == 1 || work < 65536 * 2) {
+    linear_slice(x, M, K, W, bias, N, 0, N, y);
+    return;
+  }
+  pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
+    linear_slice(x, M, K, W, bias, N, int(n0), int(n1), y);
+  });
+}
+
+}  // namespace evla::kernels

@@ -1,0 +1,44 @@
+#include "kernels/reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace evla::kernels::ref {
+
+void linear(const float* x, int M, int K, const float* W, const float* bias, int N, float* y) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = bias ? bias[n] : 0.0;
+      for (int k = 0; k < K; ++k) acc += double(x[size_t(m) * K + k]) * W[size_t(n) * K + k];
+      y[size_t(m) * N + n] = float(acc);
+    }
+}
+
+void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out) {
+  const int group = a.Hq / a.Hkv, hd = a.hd;
+  std::vector<double> p(a.Tk);
+  for (int h = 0; h < a.Hq; ++h) {
+    const int kh = h / group;
+    for (int i = 0; i < a.Tq; ++i) {
+      const int last = a.causal ? std::min(a.Tk - 1, a.q_offset + i) : a.Tk - 1;
+      double mx = -1e300;
+      for (int j = 0; j <= last; ++j) {
+        double s = 0;
+        for (int d = 0; d < hd; ++d)
+          s += double(q[size_t(i) * a.ldq + h * hd + d]) * k[size_t(j) * a.ldk + kh * hd + d];
+        p[j] = s * a.scale;
+        mx = std::max(mx, p[j]);
+      }
+      double sum = 0;
+      for (int j = 0; j <= last; ++j) sum += (p[j] = std::exp(p[j] - mx));
+      for (int d = 0; d < hd; ++d) {
+        double acc = 0;
+        for (int j = 0; j <= last; ++j) acc += p[j] * v[size_t(j) * a.ldv + kh * hd + d];
+        out[size_t(i) * a.ldo + h * hd + d] = float(acc / sum);
+      }
+    }
+  }
+}
+
+}  // namespace evla::kernels::ref

@@ -1,0 +1,214 @@
+#include "model/config.h"
+
+#include <filesystem>
+
+#include "core/json_reader.h"
+#include "evla/error.h"
+
+namespace evla {
+
+int VisionConfig::feature_dim() const {
+  int d = 0;
+  for (const auto& e : encoders) d += e.hidden_size;
+  return d;
+}
+
+int VisionConfig::tokens_per_image() const { return encoders.at(0).num_patches(); }
+
+namespace {
+
+void require_positive(const JsonReader& r, const std::string& key, int64_t v) {
+  if (v <= 0) r.fail(key, "must be positive, got " + std::to_string(v));
+}
+
+int positive(const JsonReader& r, const std::string& key) {
+  int64_t v = r.integer(key);
+  require_positive(r, key, v);
+  if (v > (int64_t(1) << 30)) r.fail(key, "unreasonably large: " + std::to_string(v));
+  return int(v);
+}
+
+void read_rgb(const JsonReader& r, const std::string& key, float* dst, float fallback) {
+  if (!r.has(key)) {
+    for (int c = 0; c < 3; ++c) dst[c] = fallback;
+    return;
+  }
+  auto v = r.numbers(key);
+  if (v.size() != 3) r.fail(key, "expected 3 numbers (R, G, B), got " + std::to_string(v.size()));
+  for (int c = 0; c < 3; ++c) dst[c] = float(v[c]);
+}
+
+VitConfig parse_vit(const JsonReader& r) {
+  VitConfig c;
+  c.name = r.string("name", "encoder");
+  c.prefix = r.string("prefix");
+  c.image_size = positive(r, "image_size");
+  c.patch_size = positive(r, "patch_size");
+  c.hidden_size = positive(r, "hidden_size");
+  c.num_layers = positive(r, "num_layers");
+  c.num_heads = positive(r, "num_heads");
+  c.intermediate_size = positive(r, "intermediate_size");
+  c.class_token = r.boolean("class_token", false);
+  c.num_registers = int(r.integer("num_registers", 0));
+  if (c.num_registers < 0 || c.num_registers > 64) r.fail("num_registers", "must be in [0, 64]");
+  c.layer_scale = r.boolean("layer_scale", false);
+  c.feature_layer = int(r.integer("feature_layer", c.num_layers - 2));
+  c.norm_eps = float(r.number("norm_eps", 1e-6));
+  read_rgb(r, "image_mean", c.image_mean, 0.5f);
+  read_rgb(r, "image_std", c.image_std, 0.5f);
+  for (int k = 0; k < 3; ++k)
+    if (!(c.image_std[k] > 0)) r.fail("image_std", "entries must be positive");
+  if (c.image_size % c.patch_size != 0)
+    r.fail("image_size", "must be a multiple of patch_size (" + std::to_string(c.patch_size) + ")");
+  if (c.hidden_size % c.num_heads != 0)
+    r.fail("hidden_size", "must be a multiple of num_heads (" + std::to_string(c.num_heads) + ")");
+  if (c.feature_layer < 0 || c.feature_layer >= c.num_layers)
+    r.fail("feature_layer", "must be a block index in [0, " + std::to_string(c.num_layers) +
+                                "), got " + std::to_string(c.feature_layer));
+  return c;
+}
+
+LlamaConfig parse_llama(const JsonReader& r) {
+  LlamaConfig c;
+  c.prefix = r.string("prefix", "");
+  c.hidden_size = positive(r, "hidden_size");
+  c.intermediate_size = positive(r, "intermediate_size");
+  c.num_layers = positive(r, "num_hidden_layers");
+  c.num_heads = positive(r, "num_attention_heads");
+  c.num_kv_heads = int(r.integer("num_key_value_heads", c.num_heads));
+  require_positive(r, "num_key_value_heads", c.num_kv_heads);
+  c.vocab_size = positive(r, "vocab_size");
+  c.rms_norm_eps = float(r.number("rms_norm_eps", 1e-5));
+  c.rope_theta = float(r.number("rope_theta", 10000.0));
+  c.bos_token_id = int(r.integer("bos_token_id", 1));
+  c.eos_token_id = int(r.integer("eos_token_id", 2));
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+  if (c.hidden_size % c.num_heads != 0)
+    r.fail("hidden_size", "must be a multiple of num_attention_heads");
+  if (c.num_heads % c.num_kv_heads != 0)
+    r.fail("num_key_value_heads", "must divide num_attention_heads (" +
+                                      std::to_string(c.num_heads) + ")");
+  if (c.head_dim() % 2 != 0) r.fail("hidden_size", "head dimension must be even for RoPE");
+  if (!(c.rope_theta > 0)) r.fail("rope_theta", "must be positive");
+  return c;
+}
+
+}  // namespace
+
+LlamaConfig parse_hf_llama_config(const nlohmann::json& j, const std::string& source) {
+  return parse_llama(JsonReader(j, source));
+}
+
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source) {
+  JsonReader root(j, source);
+  ModelConfig m;
+  m.raw = j;
+  const int64_t version = root.integer("evla_format");
+  if (version != 1) root.fail("evla_format", "unsupported version " + std::to_string(version));
+  const std::string arch = root.string("architecture");
+  if (arch != "cogact") root.fail("architecture", "unsupported architecture '" + arch + "'");
+  m.name = root.string("name", "unnamed");
+
+  // Vision
+  JsonReader vis = root.child("vision");
+  m.vision.num_images = int(vis.integer("num_images", 1));
+  if (m.vision.num_images < 1 || m.vision.num_images > 8) vis.fail("num_images", "must be in [1, 8]");
+  if (!vis.has("encoders") || !vis.node().at("encoders").is_array())
+    vis.fail("encoders", "expected an array of encoder objects");
+  JsonReader encs(vis.node().at("encoders"), source, vis.key_path("encoders"));
+  if (encs.size() < 1 || encs.size() > 2) vis.fail("encoders", "must hold 1 or 2 encoders");
+  for (size_t i = 0; i < encs.size(); ++i) m.vision.encoders.push_back(parse_vit(encs.at(i)));
+  if (m.vision.encoders.size() == 2) {
+    const auto &a = m.vision.encoders[0], &b = m.vision.encoders[1];
+    if (a.grid() != b.grid() || a.image_size != b.image_size)
+      vis.fail("encoders", "both encoders must see the same image_size and patch grid");
+  }
+
+  // Projector
+  JsonReader proj = root.child("projector");
+  m.projector.prefix = proj.string("prefix");
+  for (int64_t d : proj.integers("hidden_dims")) {
+    if (d <= 0) proj.fail("hidden_dims", "entries must be positive");
+    m.projector.hidden_dims.push_back(int(d));
+  }
+
+  // Language model
+  m.llm = parse_llama(root.child("llm"));
+
+  // Prompt
+  if (root.has("prompt")) {
+    JsonReader p = root.child("prompt");
+    m.prompt.tokenizer = p.string("tokenizer", m.prompt.tokenizer);
+    m.prompt.tmpl = p.string("template", m.prompt.tmpl);
+    if (m.prompt.tmpl.find("{instruction}") == std::string::npos)
+      p.fail("template", "must contain {instruction}");
+    m.prompt.lowercase_instruction = p.boolean("lowercase_instruction", true);
+    m.prompt.space_token_id = int(p.integer("space_token_id", m.prompt.space_token_id));
+    m.prompt.cognition_token_id = int(p.integer("cognition_token_id", m.llm.eos_token_id));
+    if (m.prompt.space_token_id >= m.llm.vocab_size)
+      p.fail("space_token_id", "outside the vocabulary");
+    if (m.prompt.cognition_token_id < 0 || m.prompt.cognition_token_id >= m.llm.vocab_size)
+      p.fail("cognition_token_id", "outside the vocabulary");
+  }
+
+  // Action head
+  JsonReader ah = root.child("action_head");
+  auto& a = m.action_head;
+  a.prefix = ah.string("prefix");
+  a.hidden_size = positive(ah, "hidden_size");
+  a.num_layers = positive(ah, "num_layers");
+  a.num_heads = positive(ah, "num_heads");
+  a.mlp_ratio = float(ah.number("mlp_ratio", 4.0));
+  a.action_dim = positive(ah, "action_dim");
+  a.chunk_size = positive(ah, "chunk_size");
+  a.cond_dim = positive(ah, "cond_dim");
+  a.state_dim = int(ah.integer("state_dim", 0));
+  a.frequency_embedding_size = positive(ah, "frequency_embedding_size");
+  a.norm_eps = float(ah.number("norm_eps", 1e-6));
+  a.train_steps = positive(ah, "train_steps");
+  a.beta_schedule = ah.string("beta_schedule", "squaredcos_cap_v2");
+  a.sample_steps = positive(ah, "sample_steps");
+  a.cfg_scale = float(ah.number("cfg_scale", 1.5));
+  if (a.state_dim < 0) ah.fail("state_dim", "must be ≥ 0");
+  if (a.hidden_size % a.num_heads != 0) ah.fail("hidden_size", "must be a multiple of num_heads");
+  if (a.cond_dim != m.llm.hidden_size)
+    ah.fail("cond_dim", "must equal llm.hidden_size (" + std::to_string(m.llm.hidden_size) + ")");
+  if (a.train_steps % a.sample_steps != 0)
+    ah.fail("sample_steps", "must divide train_steps (" + std::to_string(a.train_steps) + ")");
+  if (a.beta_schedule != "squaredcos_cap_v2" && a.beta_schedule != "linear")
+    ah.fail("beta_schedule", "unsupported schedule '" + a.beta_schedule + "'");
+  if (a.frequency_embedding_size % 2 != 0) ah.fail("frequency_embedding_size", "must be even");
+  if (a.mlp_hidden() <= 0) ah.fail("mlp_ratio", "must be positive");
+
+  // Action normalisation
+  auto& n = m.action_norm;
+  if (root.has("action_normalization")) {
+    JsonReader an = root.child("action_normalization");
+    for (double v : an.numbers("q01")) n.q01.push_back(float(v));
+    for (double v : an.numbers("q99")) n.q99.push_back(float(v));
+    if (an.has("mask")) n.mask = an.booleans("mask");
+    n.gripper_index = int(an.integer("gripper_index", a.action_dim - 1));
+    const size_t ad = size_t(a.action_dim);
+    if (n.q01.size() != ad) an.fail("q01", "must have action_dim (" + std::to_string(ad) + ") entries");
+    if (n.q99.size() != ad) an.fail("q99", "must have action_dim (" + std::to_string(ad) + ") entries");
+    if (n.mask.empty()) n.mask.assign(ad, true);
+    if (n.mask.size() != ad) an.fail("mask", "must have action_dim (" + std::to_string(ad) + ") entries");
+    if (n.gripper_index < -1 || n.gripper_index >= a.action_dim)
+      an.fail("gripper_index", "must be -1 or an action dimension");
+  } else {
+    // No statistics: actions stay in the normalised space.
+    n.q01.assign(a.action_dim, -1.f);
+    n.q99.assign(a.action_dim, 1.f);
+    n.mask.assign(a.action_dim, true);
+    n.gripper_index = -1;
+  }
+  return m;
+}
+
+ModelConfig load_model_config(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  if (!std::filesystem::exists(path)) throw Error(model_dir + ": no config.json in model directory");
+  return parse_model_config(read_json_file(path), path);
+}
+
+}  // namespace evla

@@ -1,0 +1,115 @@
+// The architecture of a model, read from config.json. Every size the runtime
+// uses comes from here; docs/format.md documents each key.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace evla {
+
+struct VitConfig {
+  std::string name;
+  std::string prefix;
+  int image_size = 224;
+  int patch_size = 14;
+  int hidden_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int intermediate_size = 0;
+  bool class_token = false;
+  int num_registers = 0;
+  bool layer_scale = false;
+  int feature_layer = 0;  // block whose output is taken
+  float norm_eps = 1e-6f;
+  float image_mean[3] = {0.5f, 0.5f, 0.5f};
+  float image_std[3] = {0.5f, 0.5f, 0.5f};
+
+  int grid() const { return image_size / patch_size; }
+  int num_patches() const { return grid() * grid(); }
+  int num_prefix_tokens() const { return (class_token ? 1 : 0) + num_registers; }
+};
+
+struct VisionConfig {
+  int num_images = 1;
+  std::vector<VitConfig> encoders;
+  int feature_dim() const;      // sum of encoder widths
+  int tokens_per_image() const;  // patches of one image
+  int image_size() const { return encoders.at(0).image_size; }
+};
+
+struct ProjectorConfig {
+  std::string prefix;
+  std::vector<int> hidden_dims;
+};
+
+struct LlamaConfig {
+  std::string prefix;  // "" for a bare Hugging Face checkpoint
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int vocab_size = 0;
+  float rms_norm_eps = 1e-5f;
+  float rope_theta = 10000.f;
+  int bos_token_id = 1;
+  int eos_token_id = 2;
+  bool tie_word_embeddings = false;
+  int head_dim() const { return hidden_size / num_heads; }
+};
+
+struct PromptConfig {
+  std::string tokenizer = "tokenizer.model";
+  std::string tmpl = "In: What action should the robot take to {instruction}?\nOut: ";
+  bool lowercase_instruction = true;
+  int space_token_id = 29871;  // -1: never appended
+  int cognition_token_id = 2;
+};
+
+struct ActionHeadConfig {
+  std::string prefix;
+  int hidden_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  float mlp_ratio = 4.f;
+  int action_dim = 7;
+  int chunk_size = 16;
+  int cond_dim = 0;
+  int state_dim = 0;
+  int frequency_embedding_size = 256;
+  float norm_eps = 1e-6f;
+  int train_steps = 100;
+  std::string beta_schedule = "squaredcos_cap_v2";
+  int sample_steps = 10;
+  float cfg_scale = 1.5f;
+
+  int mlp_hidden() const { return int(hidden_size * mlp_ratio); }
+  bool use_cfg() const { return cfg_scale > 1.0f; }
+  int batch() const { return use_cfg() ? 2 : 1; }
+};
+
+struct ActionNormConfig {
+  std::vector<float> q01, q99;
+  std::vector<bool> mask;
+  int gripper_index = -1;
+};
+
+struct ModelConfig {
+  std::string name;
+  VisionConfig vision;
+  ProjectorConfig projector;
+  LlamaConfig llm;
+  PromptConfig prompt;
+  ActionHeadConfig action_head;
+  ActionNormConfig action_norm;
+  nlohmann::json raw;  // as read, for tools that print it
+};
+
+// Parses and validates; errors name `source` and the offending key.
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
+ModelConfig load_model_config(const std::string& model_dir);
+
+// A Hugging Face LlamaForCausalLM config.json (for running a bare LM).
+LlamaConfig parse_hf_llama_config(const nlohmann::json& j, const std::string& source);
+
+}  // namespace evla

@@ -1,0 +1,142 @@
+#include "model/dit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/thread_pool.h"
+#include "kernels/kernels.h"
+
+namespace evla {
+
+Dit::Dit(const ActionHeadConfig& cfg, WeightStore& store) : cfg_(cfg) {
+  WeightLoader w(store, cfg.prefix);
+  const int H = cfg.hidden_size, M = cfg.mlp_hidden();
+  x_embedder_ = w.linear("x_embedder.linear", H, cfg.action_dim);
+  t_fc1_ = w.linear("t_embedder.mlp.0", H, cfg.frequency_embedding_size);
+  t_fc2_ = w.linear("t_embedder.mlp.2", H, H);
+  z_embedder_ = w.linear("z_embedder.linear", H, cfg.cond_dim);
+  uncondition_ = w.get("z_embedder.uncondition", {1, cfg.cond_dim});
+  if (cfg.state_dim > 0) s_embedder_ = w.linear("s_embedder.linear", H, cfg.state_dim);
+  // CogACT stores [C+1, H]; a leading batch axis of 1 is accepted too.
+  const auto& pe = w.store().tensors().get(w.name("positional_embedding"));
+  const bool batched = pe.shape.size() == 3;
+  pos_embed_ = batched ? w.get("positional_embedding", {1, cfg.chunk_size + 1, H})
+                       : w.get("positional_embedding", {cfg.chunk_size + 1, H});
+  for (int i = 0; i < cfg.num_layers; ++i) {
+    WeightLoader b = w.pp("blocks").pp(i);
+    blocks_.push_back({b.linear("attn.qkv", 3 * H, H), b.linear("attn.proj", H, H),
+                       b.linear("mlp.fc1", M, H), b.linear("mlp.fc2", H, M)});
+  }
+  final_ = w.linear("final_layer.linear", cfg.action_dim, H);
+}
+
+void Dit::condition(const float* cognition, const float* state, float* out,
+                    ThreadPool& pool) const {
+  const int H = cfg_.hidden_size;
+  kernels::linear(pool, cognition, 1, cfg_.cond_dim, z_embedder_.w, z_embedder_.b, H, out);
+  if (cfg_.use_cfg())
+    kernels::linear(pool, uncondition_, 1, cfg_.cond_dim, z_embedder_.w, z_embedder_.b, H, out + H);
+  if (cfg_.state_dim > 0) {
+    std::vector<float> s(H);
+    kernels::linear(pool, state, 1, cfg_.state_dim, s_embedder_.w, s_embedder_.b, H, s.data());
+    for (int b = 0; b < cfg_.batch(); ++b) kernels::add(out + size_t(b) * H, s.data(), H);
+  }
+}
+
+bool Dit::block_cached(const CachePlan& cache, int b) const {
+  return cache.blocks.empty() || std::find(cache.blocks.begin(), cache.blocks.end(), b) != cache.blocks.end();
+}
+
+void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, bool reuse,
+                  const CachePlan& cache, DitScratch& s, ThreadPool& pool) const {
+  const int H = cfg_.hidden_size, C = cfg_.chunk_size, A = cfg_.action_dim, M = cfg_.mlp_hidden();
+  const int L = C + 1, R = B * L, heads = cfg_.num_heads, hd = H / heads;
+
+  // Timestep embedding: [cos(t·f), sin(t·f)], f_i = 10000^(−i/half), in fp32.
+  const int F = cfg_.frequency_embedding_size, half = F / 2;
+  s.tfreq.resize(F);
+  for (int i = 0; i < half; ++i) {
+    const float f = std::exp(-std::log(10000.0f) * float(i) / float(half));
+    const float arg = float(t) * f;
+    s.tfreq[i] = std::cos(arg);
+    s.tfreq[half + i] = std::sin(arg);
+  }
+  s.temb.resize(2 * H);
+  kernels::linear(pool, s.tfreq.data(), 1, F, t_fc1_.w, t_fc1_.b, H, s.temb.data());
+  kernels::silu(s.temb.data(), H);
+  kernels::linear(pool, s.temb.data(), 1, H, t_fc2_.w, t_fc2_.b, H, s.temb.data() + H);
+  const float* temb = s.temb.data() + H;
+
+  // Tokens per batch row: [condition, x_embedder(action_i) …] + positional embedding.
+  s.x.resize(size_t(R) * H);
+  for (int b = 0; b < B; ++b) {
+    float* row0 = &s.x[size_t(b) * L * H];
+    for (int j = 0; j < H; ++j) row0[j] = temb[j] + cond[size_t(b) * H + j];
+    kernels::linear(pool, x + size_t(b) * C * A, C, A, x_embedder_.w, x_embedder_.b, H, row0 + H);
+    kernels::add(row0, pos_embed_, size_t(L) * H);
+  }
+
+  s.h.resize(size_t(R) * H);
+  s.qkv.resize(size_t(R) * 3 * H);
+  s.attn.resize(size_t(R) * H);
+  s.mlp.resize(size_t(R) * M);
+  s.attn_scratch.resize(kernels::attention_scratch_floats(pool, L, L));
+  s.cached_attn.resize(blocks_.size());
+  s.cached_mlp.resize(blocks_.size());
+  kernels::AttentionShape a{L, L, heads, heads, hd, 3 * H, 3 * H, 3 * H, H};
+  a.scale = 1.0f / std::sqrt(float(hd));
+
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const DitBlock& blk = blocks_[i];
+    const bool use_cache = reuse && block_cached(cache, int(i)) && !s.cached_attn[i].empty();
+    auto& ca = s.cached_attn[i];
+    auto& cm = s.cached_mlp[i];
+    if (use_cache) {
+      kernels::add(s.x.data(), ca.data(), size_t(R) * H);
+    } else {
+      kernels::layer_norm(s.x.data(), R, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
+      kernels::linear(pool, s.h.data(), R, H, blk.qkv.w, blk.qkv.b, 3 * H, s.qkv.data());
+      for (int b = 0; b < B; ++b) {
+        const float* q = &s.qkv[size_t(b) * L * 3 * H];
+        kernels::attention(pool, a, q, q + H, q + 2 * H, &s.attn[size_t(b) * L * H],
+                           s.attn_scratch.data());
+      }
+      kernels::linear(pool, s.attn.data(), R, H, blk.proj.w, blk.proj.b, H, s.h.data());
+      ca.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
+      kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
+    }
+    if (use_cache) {
+      kernels::add(s.x.data(), cm.data(), size_t(R) * H);
+    } else {
+      kernels::layer_norm(s.x.data(), R, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
+      kernels::linear(pool, s.h.data(), R, H, blk.fc1.w, blk.fc1.b, M, s.mlp.data());
+      kernels::gelu_tanh(s.mlp.data(), size_t(R) * M);
+      kernels::linear(pool, s.mlp.data(), R, M, blk.fc2.w, blk.fc2.b, H, s.h.data());
+      cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
+      kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
+    }
+  }
+
+  // Final LayerNorm + read-out on the action positions only.
+  for (int b = 0; b < B; ++b) {
+    const float* rows = &s.x[(size_t(b) * L + 1) * H];
+    kernels::layer_norm(rows, C, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
+    kernels::linear(pool, s.h.data(), C, H, final_.w, final_.b, A, eps + size_t(b) * C * A);
+  }
+}
+
+double Dit::flops_per_call(int B, const CachePlan* reuse) const {
+  const double H = cfg_.hidden_size, C = cfg_.chunk_size, L = C + 1, M = cfg_.mlp_hidden();
+  const double R = B * L;
+  double f = 2.0 * cfg_.frequency_embedding_size * H + 2.0 * H * H;  // timestep MLP
+  f += 2.0 * B * C * cfg_.action_dim * H;                           // x_embedder
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (reuse && block_cached(*reuse, int(i))) continue;
+    f += 2.0 * R * H * (4 * H) + 4.0 * B * L * L * H + 2.0 * R * H * 2 * M;
+  }
+  f += 2.0 * B * C * H * cfg_.action_dim;  // final layer
+  return f;
+}
+
+}  // namespace evla

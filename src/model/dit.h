@@ -1,0 +1,55 @@
+// CogACT's diffusion-transformer action head: a condition token (timestep
+// embedding + projected cognition feature [+ projected robot state]) followed
+// by the noisy action chunk, pre-LN blocks without affine norms, and a linear
+// read-out of the noise. The plan's cache (FORA) lets blocks reuse their
+// attention and MLP outputs from the last refresh step.
+#pragma once
+#include <vector>
+
+#include "evla/plan.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace evla {
+
+class ThreadPool;
+
+struct DitBlock {
+  Linear qkv, proj, fc1, fc2;
+};
+
+// Per-inference buffers, and the FORA cache of each block's sub-layer outputs.
+struct DitScratch {
+  std::vector<float> x, h, qkv, attn, mlp, attn_scratch, tfreq, temb, out;
+  std::vector<std::vector<float>> cached_attn, cached_mlp;
+};
+
+class Dit {
+ public:
+  Dit(const ActionHeadConfig& cfg, WeightStore& store);
+  const ActionHeadConfig& config() const { return cfg_; }
+
+  // Condition embeddings, one row per batch entry: z_embedder(cognition) for
+  // the conditional row and z_embedder(uncondition) for the CFG row, plus the
+  // state embedding when the model takes state. out: [batch, hidden].
+  void condition(const float* cognition, const float* state, float* out, ThreadPool& pool) const;
+
+  // Noise prediction for batch rows of noisy chunks x ([B, C, A]) at training
+  // timestep t. `reuse` = this step reads the FORA cache instead of
+  // recomputing the blocks the plan names; otherwise the cache is refreshed.
+  void predict(const float* x, int B, int t, const float* cond, float* eps, bool reuse,
+               const CachePlan& cache, DitScratch& s, ThreadPool& pool) const;
+
+  double flops_per_call(int B, const CachePlan* reuse = nullptr) const;
+
+ private:
+  bool block_cached(const CachePlan& cache, int b) const;
+
+  ActionHeadConfig cfg_;
+  Linear x_embedder_, t_fc1_, t_fc2_, z_embedder_, s_embedder_, final_;
+  const float* uncondition_;
+  const float* pos_embed_;
+  std::vector<DitBlock> blocks_;
+};
+
+}  // namespace evla

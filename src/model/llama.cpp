@@ -1,0 +1,177 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "accel/token_select.h"
+#include "core/thread_pool.h"
+#include "evla/error.h"
+#include "kernels/kernels.h"
+
+namespace evla {
+
+Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cfg_(cfg) {
+  WeightLoader w(store, cfg.prefix);
+  const int D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim();
+  const int Dq = cfg.num_heads * hd, Dkv = cfg.num_kv_heads * hd;
+  embed_tokens_ = w.get("model.embed_tokens.weight", {cfg.vocab_size, D});
+  norm_ = w.get("model.norm.weight", {D});
+  for (int i = 0; i < cfg.num_layers; ++i) {
+    WeightLoader l = w.pp("model.layers").pp(i);
+    LlamaLayer L;
+    L.attn_norm = l.get("input_layernorm.weight", {D});
+    L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
+    L.q = l.linear("self_attn.q_proj", Dq, D, false);
+    L.k = l.linear("self_attn.k_proj", Dkv, D, false);
+    L.v = l.linear("self_attn.v_proj", Dkv, D, false);
+    L.o = l.linear("self_attn.o_proj", D, Dq, false);
+    L.gate = l.linear("mlp.gate_proj", F, D, false);
+    L.up = l.linear("mlp.up_proj", F, D, false);
+    L.down = l.linear("mlp.down_proj", D, F, false);
+    layers_.push_back(L);
+  }
+  if (need_lm_head) {
+    if (cfg.tie_word_embeddings || !w.has("lm_head.weight"))
+      lm_head_ = embed_tokens_;
+    else
+      lm_head_ = w.get("lm_head.weight", {cfg.vocab_size, D});
+  }
+}
+
+void Llama::embed(const int* ids, int n, float* out) const {
+  const int D = cfg_.hidden_size;
+  for (int i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= cfg_.vocab_size)
+      throw Error("token id " + std::to_string(ids[i]) + " outside the vocabulary (size " +
+                  std::to_string(cfg_.vocab_size) + ")");
+    std::memcpy(out + size_t(i) * D, embed_tokens_ + size_t(ids[i]) * D, sizeof(float) * D);
+  }
+}
+
+void Llama::final_norm(const float* x, int rows, float* y) const {
+  kernels::rms_norm(x, rows, cfg_.hidden_size, norm_, cfg_.rms_norm_eps, y);
+}
+
+void Llama::logits(const float* normed, int rows, float* out, ThreadPool& pool) const {
+  if (!lm_head_) throw Error("this model was loaded without its LM head");
+  kernels::linear(pool, normed, rows, cfg_.hidden_size, lm_head_, nullptr, cfg_.vocab_size, out);
+}
+
+namespace {
+
+const LayerPlan& layer_plan(const Plan& plan, int l) {
+  static const LayerPlan dense;
+  return plan.llm.empty() ? dense : plan.llm[size_t(l)];
+}
+
+}  // namespace
+
+void Llama::forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
+                    const std::vector<LlamaLayer>& layers, const Plan& plan, LlamaScratch& s,
+                    ThreadPool& pool, LlamaObserver* obs) const {
+  const int D = cfg_.hidden_size, hd = cfg_.head_dim();
+  const int Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
+  const int Dq = Hq * hd, Dkv = Hkv * hd;
+  const int select_at = plan.tokens.enabled ? plan.tokens.after_layer - 1 : -1;
+  int T = int(positions.size());
+
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const LlamaLayer& L = layers[size_t(l)];
+    const LayerPlan& lp = layer_plan(plan, l);
+    const bool want_relevance =
+        l == select_at || (obs && obs->wants_visual_attention() && layout.visual_count > 0);
+    if (obs) obs->layer_input(l, x.data(), T, D);
+
+    if (lp.attn) {
+      s.h.resize(size_t(T) * D);
+      s.qkv_q.resize(size_t(T) * Dq);
+      s.qkv_k.resize(size_t(T) * Dkv);
+      s.qkv_v.resize(size_t(T) * Dkv);
+      s.attn.resize(size_t(T) * Dq);
+      s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
+      kernels::rms_norm(x.data(), T, D, L.attn_norm, cfg_.rms_norm_eps, s.h.data());
+      kernels::linear(pool, s.h.data(), T, D, L.q.w, nullptr, Dq, s.qkv_q.data());
+      kernels::linear(pool, s.h.data(), T, D, L.k.w, nullptr, Dkv, s.qkv_k.data());
+      kernels::linear(pool, s.h.data(), T, D, L.v.w, nullptr, Dkv, s.qkv_v.data());
+      kernels::rope(s.qkv_q.data(), T, Hq, hd, positions.data(), cfg_.rope_theta);
+      kernels::rope(s.qkv_k.data(), T, Hkv, hd, positions.data(), cfg_.rope_theta);
+      kernels::AttentionShape a{T, T, Hq, Hkv, hd, Dq, Dkv, Dkv, Dq};
+      a.causal = true;
+      a.scale = 1.0f / std::sqrt(float(hd));
+      if (want_relevance) {
+        s.relevance.resize(size_t(layout.visual_count));
+        accel::QkView view{s.qkv_q.data(), s.qkv_k.data(), Dq, Dkv, T, Hq, Hkv, hd, a.scale};
+        accel::text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
+                                        s.relevance.data());
+        if (obs && obs->wants_visual_attention())
+          obs->visual_attention(l, s.relevance.data(), layout.visual_count);
+      }
+      kernels::attention(pool, a, s.qkv_q.data(), s.qkv_k.data(), s.qkv_v.data(), s.attn.data(),
+                         s.attn_scratch.data());
+      kernels::linear(pool, s.attn.data(), T, Dq, L.o.w, nullptr, D, s.h.data());
+      kernels::add(x.data(), s.h.data(), size_t(T) * D);
+    }
+    if (obs) obs->after_attention(l, x.data(), T, D);
+
+    if (lp.mlp) {
+      const int F = L.gate.out;  // compacted layers have fewer channels
+      s.h.resize(size_t(T) * D);
+      s.gate.resize(size_t(T) * F);
+      s.up.resize(size_t(T) * F);
+      kernels::rms_norm(x.data(), T, D, L.mlp_norm, cfg_.rms_norm_eps, s.h.data());
+      kernels::linear(pool, s.h.data(), T, D, L.gate.w, nullptr, F, s.gate.data());
+      kernels::linear(pool, s.h.data(), T, D, L.up.w, nullptr, F, s.up.data());
+      kernels::swiglu(s.gate.data(), s.up.data(), size_t(T) * F);
+      kernels::linear(pool, s.gate.data(), T, F, L.down.w, nullptr, D, s.h.data());
+      kernels::add(x.data(), s.h.data(), size_t(T) * D);
+    }
+    if (obs) obs->layer_output(l, x.data(), T, D);
+
+    if (l == select_at && layout.visual_count > plan.tokens.keep) {
+      // Keep the selected visual tokens (with their original positions) and
+      // every non-visual token; later layers see the shorter sequence.
+      const int vb = layout.visual_begin, nv = layout.visual_count;
+      s.keep = accel::select_visual_tokens(plan.tokens, s.relevance.data(),
+                                           x.data() + size_t(vb) * D, nv, D, D);
+      const int kept_visual = int(s.keep.size());
+      const int T2 = T - nv + kept_visual;
+      s.x_next.resize(size_t(T2) * D);
+      s.pos_next.resize(size_t(T2));
+      int r = 0;
+      auto copy_row = [&](int src) {
+        std::memcpy(&s.x_next[size_t(r) * D], &x[size_t(src) * D], sizeof(float) * D);
+        s.pos_next[size_t(r)] = positions[size_t(src)];
+        ++r;
+      };
+      for (int i = 0; i < vb; ++i) copy_row(i);
+      for (int j : s.keep) copy_row(vb + j);
+      for (int i = vb + nv; i < T; ++i) copy_row(i);
+      x.swap(s.x_next);
+      positions.swap(s.pos_next);
+      x.resize(size_t(T2) * D);
+      positions.resize(size_t(T2));
+      T = T2;
+      layout.visual_count = kept_visual;
+    }
+  }
+}
+
+double Llama::flops(int T, int n_visual, const Plan& plan) const {
+  const double D = cfg_.hidden_size, hd = cfg_.head_dim();
+  const double Dq = cfg_.num_heads * hd, Dkv = cfg_.num_kv_heads * hd;
+  double f = 0;
+  double t = T;
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const LayerPlan& lp = layer_plan(plan, l);
+    if (lp.attn) f += 2.0 * t * D * (2 * Dq + 2 * Dkv) + 4.0 * t * t * Dq / 2.0;  // causal half
+    if (lp.mlp) {
+      const double F = cfg_.intermediate_size * (lp.mlp_keep < 1.f ? lp.mlp_keep : 1.f);
+      f += 2.0 * t * D * 3 * F;
+    }
+    if (plan.tokens.enabled && l == plan.tokens.after_layer - 1 && n_visual > plan.tokens.keep)
+      t -= n_visual - plan.tokens.keep;
+  }
+  return f;
+}
+
+}  // namespace evla

@@ -1,0 +1,84 @@
+// Llama-family decoder: RMSNorm, rotary positions (rotate-half), grouped-query
+// causal attention, SwiGLU MLP. One forward pass over a whole sequence (no
+// generation cache is needed by the policy). The forward pass consults the
+// acceleration plan: skipped sub-layers, compacted MLPs, and visual-token
+// selection after a given layer (kept tokens keep their positions).
+#pragma once
+#include <vector>
+
+#include "evla/plan.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace evla {
+
+class ThreadPool;
+
+struct LlamaLayer {
+  const float* attn_norm;
+  const float* mlp_norm;
+  Linear q, k, v, o, gate, up, down;
+};
+
+// Where the visual tokens sit in the sequence; the text follows them.
+struct SequenceLayout {
+  int visual_begin = 0;
+  int visual_count = 0;
+};
+
+// Optional hooks for analysis and tests; all default to doing nothing.
+struct LlamaObserver {
+  virtual ~LlamaObserver() = default;
+  virtual void layer_input(int layer, const float* x, int T, int D) {}
+  // Residual stream after the attention sub-layer was added.
+  virtual void after_attention(int layer, const float* x, int T, int D) {}
+  virtual void layer_output(int layer, const float* x, int T, int D) {}
+  // Head-averaged attention that text queries pay to each visual key
+  // (visual_count entries, summed over text queries). Only called when
+  // wants_visual_attention() is true, for every layer that runs attention.
+  virtual bool wants_visual_attention() const { return false; }
+  virtual void visual_attention(int layer, const float* relevance, int n_visual) {}
+};
+
+struct LlamaScratch {
+  std::vector<float> h, qkv_q, qkv_k, qkv_v, attn, gate, up, attn_scratch, relevance;
+  std::vector<float> x_next;
+  std::vector<int> pos_next, keep;
+};
+
+class Llama {
+ public:
+  Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head);
+  const LlamaConfig& config() const { return cfg_; }
+  const std::vector<LlamaLayer>& layers() const { return layers_; }
+
+  // Token embeddings of ids → out [n, hidden].
+  void embed(const int* ids, int n, float* out) const;
+
+  // Runs the decoder over x ([T, hidden], modified in place; T may shrink
+  // when the plan selects tokens) with `positions` (T entries, updated
+  // alongside). `layers` are the (possibly plan-compacted) layer weights.
+  // Leaves the residual stream *before* the final norm in x.
+  void forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
+               const std::vector<LlamaLayer>& layers, const Plan& plan, LlamaScratch& s,
+               ThreadPool& pool, LlamaObserver* obs = nullptr) const;
+
+  // Final RMSNorm of `rows` rows.
+  void final_norm(const float* x, int rows, float* y) const;
+  // Logits of normed hidden rows; requires the LM head.
+  void logits(const float* normed, int rows, float* out, ThreadPool& pool) const;
+  bool has_lm_head() const { return lm_head_ != nullptr; }
+
+  // FLOPs of one forward over T tokens, with the plan's token selection and
+  // layer skipping applied.
+  double flops(int T, int n_visual, const Plan& plan) const;
+
+ private:
+  LlamaConfig cfg_;
+  const float* embed_tokens_;
+  const float* norm_;
+  const float* lm_head_ = nullptr;
+  std::vector<LlamaLayer> layers_;
+};
+
+}  // namespace evla

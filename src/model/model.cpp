@@ -1,0 +1,112 @@
+// Model: loading a model directory, describing it, and its analytic cost.
+#include <filesystem>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "accel/plan_check.h"
+#include "model/model_impl.h"
+
+namespace evla {
+
+namespace fs = std::filesystem;
+
+Model::~Model() = default;
+
+std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptions& opts) {
+  if (!fs::is_directory(dir)) throw Error(dir + ": not a model directory");
+  std::shared_ptr<Model> m(new Model());
+  m->impl_ = std::make_unique<ModelImpl>();
+  ModelImpl& im = *m->impl_;
+  im.dir = dir;
+  im.cfg = load_model_config(dir);
+  im.weights = std::make_unique<WeightStore>(io::TensorStore::open_dir(dir));
+  WeightStore& w = *im.weights;
+  for (const auto& ec : im.cfg.vision.encoders) im.encoders.emplace_back(ec, WeightLoader(w, ec.prefix));
+  im.projector = std::make_unique<Projector>(im.cfg.projector, im.cfg.vision.feature_dim(),
+                                             im.cfg.llm.hidden_size, w);
+  im.llm = std::make_unique<Llama>(im.cfg.llm, w, /*need_lm_head=*/false);
+  im.dit = std::make_unique<Dit>(im.cfg.action_head, w);
+  im.schedule = DdimSchedule::make(im.cfg.action_head);
+  if (opts.load_tokenizer) {
+    const std::string tok = (fs::path(dir) / im.cfg.prompt.tokenizer).string();
+    im.tokenizer = io::load_sentencepiece(tok);
+    if (im.tokenizer->vocab_size() > im.cfg.llm.vocab_size)
+      throw Error(tok + ": tokenizer has " + std::to_string(im.tokenizer->vocab_size()) +
+                  " pieces but llm.vocab_size is " + std::to_string(im.cfg.llm.vocab_size));
+  }
+  return m;
+}
+
+std::vector<int> ModelImpl::prompt_ids(const std::string& instruction) const {
+  if (!tokenizer) throw Error(dir + ": model was loaded without its tokenizer");
+  std::string instr = instruction;
+  if (cfg.prompt.lowercase_instruction)
+    for (char& c : instr) c = char(std::tolower(static_cast<unsigned char>(c)));
+  std::string prompt = cfg.prompt.tmpl;
+  prompt.replace(prompt.find("{instruction}"), 13, instr);
+  std::vector<int> ids = tokenizer->encode(prompt, /*add_bos=*/true);
+  if (cfg.prompt.space_token_id >= 0 && (ids.empty() || ids.back() != cfg.prompt.space_token_id))
+    ids.push_back(cfg.prompt.space_token_id);
+  ids.push_back(cfg.prompt.cognition_token_id);
+  return ids;
+}
+
+const std::string& Model::name() const { return impl_->cfg.name; }
+const std::string& Model::directory() const { return impl_->dir; }
+int Model::action_dim() const { return impl_->cfg.action_head.action_dim; }
+int Model::action_horizon() const { return impl_->cfg.action_head.chunk_size; }
+int Model::num_images() const { return impl_->cfg.vision.num_images; }
+int Model::image_size() const { return impl_->cfg.vision.image_size(); }
+int Model::state_dim() const { return impl_->cfg.action_head.state_dim; }
+int64_t Model::num_params() const { return impl_->weights->loaded_params(); }
+
+void Model::validate(const Plan& plan) const { accel::check_plan(plan, impl_->cfg); }
+
+FlopCount Model::flops(const Plan& plan) const {
+  const ModelImpl& im = *impl_;
+  FlopCount f;
+  for (const auto& e : im.encoders) f.vision += e.flops() * im.cfg.vision.num_images;
+  const int nv = im.visual_tokens();
+  f.projector = im.projector->flops(nv);
+  // A typical prompt: the template plus a short instruction.
+  const int text = im.tokenizer ? int(im.prompt_ids("pick up the red block").size()) - 1 : 24;
+  f.llm = im.llm->flops(1 + nv + text, nv, plan);
+  const auto& ah = im.cfg.action_head;
+  for (int step = 0; step < ah.sample_steps; ++step) {
+    const bool reuse = !cache_refresh_step(plan.cache, step);
+    f.action_head += im.dit->flops_per_call(ah.batch(), reuse ? &plan.cache : nullptr);
+  }
+  return f;
+}
+
+std::string Model::describe() const {
+  const ModelConfig& c = impl_->cfg;
+  std::ostringstream o;
+  o << fmt::format("model        {} ({})\n", c.name, impl_->dir);
+  o << fmt::format("parameters   {:.2f} M\n", num_params() / 1e6);
+  for (const auto& e : c.vision.encoders)
+    o << fmt::format(
+        "vision       {}: ViT {}px/{} → {} patches, {} of {} blocks, d={} heads={} mlp={}{}{}{}\n",
+        e.name, e.image_size, e.patch_size, e.num_patches(), e.feature_layer + 1, e.num_layers,
+        e.hidden_size, e.num_heads, e.intermediate_size, e.class_token ? ", CLS" : "",
+        e.num_registers ? fmt::format(", {} registers", e.num_registers) : "",
+        e.layer_scale ? ", LayerScale" : "");
+  o << fmt::format("images       {} × {} visual tokens\n", c.vision.num_images,
+                   c.vision.tokens_per_image());
+  std::string dims = std::to_string(c.vision.feature_dim());
+  for (int d : c.projector.hidden_dims) dims += "→" + std::to_string(d);
+  dims += "→" + std::to_string(c.llm.hidden_size);
+  o << fmt::format("projector    MLP {}\n", dims);
+  o << fmt::format("llm          Llama {} layers, d={}, heads={}/{} kv, ffn={}, vocab={}\n",
+                   c.llm.num_layers, c.llm.hidden_size, c.llm.num_heads, c.llm.num_kv_heads,
+                   c.llm.intermediate_size, c.llm.vocab_size);
+  const auto& a = c.action_head;
+  o << fmt::format(
+      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}; DDIM {}/{} steps; CFG {}\n",
+      a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.sample_steps,
+      a.train_steps, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
+  return o.str();
+}
+
+}  // namespace evla

@@ -1,0 +1,72 @@
+// What a loaded Model holds (immutable, shared), and what a Policy holds
+// (per-caller buffers, plan, thread pool). Internal; the public API is
+// include/evla/evla.h.
+#pragma once
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "evla/evla.h"
+#include "io/tokenizer.h"
+#include "model/config.h"
+#include "model/dit.h"
+#include "model/llama.h"
+#include "model/projector.h"
+#include "model/sampler.h"
+#include "model/vit.h"
+#include "model/weights.h"
+
+namespace evla {
+
+struct ModelImpl {
+  std::string dir;
+  ModelConfig cfg;
+  std::unique_ptr<WeightStore> weights;
+  std::vector<Vit> encoders;
+  std::unique_ptr<Projector> projector;
+  std::unique_ptr<Llama> llm;
+  std::unique_ptr<Dit> dit;
+  DdimSchedule schedule;
+  std::unique_ptr<io::Tokenizer> tokenizer;
+
+  // Token ids of the whole text part of the sequence: BOS, prompt, space
+  // piece, cognition token.
+  std::vector<int> prompt_ids(const std::string& instruction) const;
+  int visual_tokens() const { return cfg.vision.num_images * cfg.vision.tokens_per_image(); }
+};
+
+// Named intermediate tensors of one inference, for parity tests and analysis.
+struct Trace {
+  std::map<std::string, std::vector<float>> tensors;
+  void put(const std::string& name, const float* data, size_t n) {
+    tensors[name].assign(data, data + n);
+  }
+};
+
+struct PolicyState {
+  explicit PolicyState(int threads) : pool(threads) {}
+  ThreadPool pool;
+  Plan plan;
+  std::vector<LlamaLayer> llm_layers;  // the LM layers the plan runs (compacted MLPs)
+  std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers
+
+  // Buffers reused across inferences.
+  std::vector<Image> resized;
+  std::vector<float> features, visual, x, cognition, cond, noise, sample, normalized;
+  std::vector<int> ids, positions;
+  VitScratch vit;
+  std::vector<float> proj_scratch;
+  LlamaScratch llm;
+  DitScratch dit;
+
+  // Test / analysis hooks.
+  Trace* trace = nullptr;
+  std::vector<float> noise_override;  // when set, replaces the seeded noise
+  std::vector<int> ids_override;      // when set, replaces the tokenizer's ids
+  LlamaObserver* llm_observer = nullptr;
+};
+
+}  // namespace evla

@@ -1,0 +1,197 @@
+// Policy: one inference of the composed model — vision towers, projector,
+// language model, diffusion action head — under the current plan.
+#include <chrono>
+#include <cstring>
+
+#include "accel/mlp_compact.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "model/model_impl.h"
+
+namespace evla {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+struct SamplerRecorder : SamplerTrace {
+  Trace* trace;
+  int n;
+  explicit SamplerRecorder(Trace* t, int n_) : trace(t), n(n_) {}
+  void step(int s, const float* eps, const float* x, int) override {
+    trace->put("dit.eps." + std::to_string(s), eps, n);
+    trace->put("dit.x." + std::to_string(s), x, n);
+  }
+};
+
+struct LayerRecorder : LlamaObserver {
+  Trace* trace;
+  LlamaObserver* inner;
+  int layers;
+  LayerRecorder(Trace* t, LlamaObserver* in, int n) : trace(t), inner(in), layers(n) {}
+  void layer_input(int l, const float* x, int T, int D) override {
+    trace->put("llm.hidden." + std::to_string(l), x, size_t(T) * D);
+    if (inner) inner->layer_input(l, x, T, D);
+  }
+  void after_attention(int l, const float* x, int T, int D) override {
+    if (inner) inner->after_attention(l, x, T, D);
+  }
+  void layer_output(int l, const float* x, int T, int D) override {
+    if (l == layers - 1) trace->put("llm.hidden." + std::to_string(layers), x, size_t(T) * D);
+    if (inner) inner->layer_output(l, x, T, D);
+  }
+  bool wants_visual_attention() const override { return inner && inner->wants_visual_attention(); }
+  void visual_attention(int l, const float* r, int n) override {
+    if (inner) inner->visual_attention(l, r, n);
+  }
+};
+
+}  // namespace
+
+Policy::Policy(std::shared_ptr<const Model> model, const PolicyOptions& opts)
+    : model_(std::move(model)) {
+  if (!model_) throw Error("Policy: no model");
+  const int threads = opts.threads > 0 ? opts.threads : ThreadPool::default_threads();
+  state_ = std::make_unique<PolicyState>(threads);
+  kernels::init_blas();
+  set_plan(Plan{});
+}
+
+Policy::~Policy() = default;
+Policy::Policy(Policy&&) noexcept = default;
+Policy& Policy::operator=(Policy&&) noexcept = default;
+
+const Plan& Policy::plan() const { return state_->plan; }
+
+void Policy::set_plan(const Plan& plan) {
+  const ModelImpl& im = model_->impl();
+  model_->validate(plan);
+  PolicyState& st = *state_;
+  st.plan = plan;
+  st.derived_weights.clear();
+  st.llm_layers = im.llm->layers();
+  for (size_t l = 0; l < plan.llm.size(); ++l)
+    if (plan.llm[l].mlp && plan.llm[l].mlp_keep < 1.f)
+      st.llm_layers[l] = accel::compact_mlp(st.llm_layers[l], plan.llm[l].mlp_channels,
+                                            st.derived_weights);
+}
+
+ActionChunk Policy::infer(const Observation& obs) {
+  const ModelImpl& im = model_->impl();
+  const ModelConfig& cfg = im.cfg;
+  PolicyState& st = *state_;
+  ThreadPool& pool = st.pool;
+  ActionChunk out;
+  const auto t_start = Clock::now();
+
+  // --- checks ---
+  if (int(obs.images.size()) != cfg.vision.num_images)
+    throw Error("observation has " + std::to_string(obs.images.size()) +
+                " images but the model takes " + std::to_string(cfg.vision.num_images));
+  const int S = cfg.vision.image_size();
+  for (size_t i = 0; i < obs.images.size(); ++i) {
+    const Image& img = obs.images[i];
+    if (img.empty() || img.rgb.size() != size_t(img.width) * img.height * 3)
+      throw Error("observation image " + std::to_string(i) + " is empty or malformed");
+  }
+  const auto& ah = cfg.action_head;
+  if (ah.state_dim > 0 && int(obs.state.size()) != ah.state_dim)
+    throw Error("observation state has " + std::to_string(obs.state.size()) +
+                " values but the model takes " + std::to_string(ah.state_dim));
+
+  // --- vision: each encoder writes its channels of every patch row ---
+  auto t0 = Clock::now();
+  const int N = cfg.vision.tokens_per_image(), Dv = cfg.vision.feature_dim();
+  const int nv = im.visual_tokens();
+  st.features.resize(size_t(nv) * Dv);
+  st.resized.resize(obs.images.size());
+  for (size_t i = 0; i < obs.images.size(); ++i) {
+    const Image& src = obs.images[i];
+    const Image* img = &src;
+    if (src.width != S || src.height != S) {
+      st.resized[i] = resize_bicubic(src, S, S);
+      img = &st.resized[i];
+    }
+    int col = 0;
+    for (size_t e = 0; e < im.encoders.size(); ++e) {
+      im.encoders[e].forward(*img, st.features.data() + size_t(i) * N * Dv + col, Dv, st.vit, pool);
+      col += im.encoders[e].config().hidden_size;
+    }
+  }
+  if (st.trace) {
+    int col = 0;
+    for (size_t e = 0; e < im.encoders.size(); ++e) {
+      const int De = im.encoders[e].config().hidden_size;
+      std::vector<float> fe(size_t(nv) * De);
+      for (int r = 0; r < nv; ++r)
+        std::memcpy(&fe[size_t(r) * De], &st.features[size_t(r) * Dv + col], sizeof(float) * De);
+      st.trace->put("vision." + std::to_string(e) + ".features", fe.data(), fe.size());
+      col += De;
+    }
+  }
+  out.timing.vision_ms = ms_since(t0);
+
+  // --- projector ---
+  t0 = Clock::now();
+  const int D = cfg.llm.hidden_size;
+  st.visual.resize(size_t(nv) * D);
+  im.projector->forward(st.features.data(), nv, st.visual.data(), st.proj_scratch, pool);
+  if (st.trace) st.trace->put("projector.out", st.visual.data(), st.visual.size());
+  out.timing.projector_ms = ms_since(t0);
+
+  // --- language model over [BOS, visual, text…] ---
+  t0 = Clock::now();
+  st.ids = st.ids_override.empty() ? im.prompt_ids(obs.instruction) : st.ids_override;
+  const int n_text = int(st.ids.size());
+  const int T = n_text + nv;
+  st.x.resize(size_t(T) * D);
+  im.llm->embed(st.ids.data(), 1, st.x.data());
+  std::memcpy(st.x.data() + size_t(D), st.visual.data(), sizeof(float) * nv * D);
+  im.llm->embed(st.ids.data() + 1, n_text - 1, st.x.data() + size_t(1 + nv) * D);
+  st.positions.resize(size_t(T));
+  for (int i = 0; i < T; ++i) st.positions[size_t(i)] = i;
+  LayerRecorder recorder(st.trace, st.llm_observer, cfg.llm.num_layers);
+  LlamaObserver* observer = st.trace ? &recorder : st.llm_observer;
+  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, st.llm_layers, st.plan, st.llm, pool,
+                  observer);
+  const int T_end = int(st.positions.size());
+  st.cognition.resize(size_t(D));
+  im.llm->final_norm(st.x.data() + size_t(T_end - 1) * D, 1, st.cognition.data());
+  if (st.trace) st.trace->put("llm.cognition", st.cognition.data(), D);
+  out.timing.llm_ms = ms_since(t0);
+
+  // --- action head: DDIM with CFG ---
+  t0 = Clock::now();
+  const int C = ah.chunk_size, A = ah.action_dim;
+  st.cond.resize(size_t(ah.batch()) * ah.hidden_size);
+  im.dit->condition(st.cognition.data(), obs.state.data(), st.cond.data(), pool);
+  st.noise.resize(size_t(C) * A);
+  if (!st.noise_override.empty()) {
+    if (st.noise_override.size() != st.noise.size()) throw Error("noise override has the wrong size");
+    st.noise = st.noise_override;
+  } else {
+    Rng rng(obs.seed);
+    for (float& v : st.noise) v = float(rng.normal());
+  }
+  st.sample.resize(size_t(C) * A);
+  SamplerRecorder srec(st.trace, C * A);
+  ddim_sample(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.plan.cache,
+              st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
+  out.horizon = C;
+  out.dim = A;
+  out.actions.resize(size_t(C) * A);
+  st.normalized = st.sample;
+  postprocess_actions(cfg.action_norm, C, A, st.normalized.data(), out.actions.data());
+  if (st.trace) {
+    st.trace->put("actions.normalized", st.normalized.data(), st.normalized.size());
+    st.trace->put("actions", out.actions.data(), out.actions.size());
+  }
+  out.timing.action_head_ms = ms_since(t0);
+  out.timing.total_ms = ms_since(t_start);
+  return out;
+}
+
+}  // namespace evla

@@ -1,0 +1,94 @@
+#include "model/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "model/dit.h"
+
+namespace evla {
+
+namespace {
+
+std::vector<double> training_alphas_cumprod(const ActionHeadConfig& cfg) {
+  const int T = cfg.train_steps;
+  std::vector<double> betas(T);
+  if (cfg.beta_schedule == "linear") {
+    const double scale = 1000.0 / T;
+    for (int i = 0; i < T; ++i)
+      betas[i] = scale * 0.0001 + (scale * 0.02 - scale * 0.0001) * i / std::max(1, T - 1);
+  } else {  // squaredcos_cap_v2
+    auto alpha_bar = [](double t) {
+      const double c = std::cos((t + 0.008) / 1.008 * M_PI / 2);
+      return c * c;
+    };
+    for (int i = 0; i < T; ++i)
+      betas[i] = std::min(1.0 - alpha_bar(double(i + 1) / T) / alpha_bar(double(i) / T), 0.999);
+  }
+  std::vector<double> acp(T);
+  double prod = 1.0;
+  for (int i = 0; i < T; ++i) acp[i] = (prod *= 1.0 - betas[i]);
+  return acp;
+}
+
+}  // namespace
+
+DdimSchedule DdimSchedule::make(const ActionHeadConfig& cfg) {
+  const std::vector<double> acp = training_alphas_cumprod(cfg);
+  const int stride = cfg.train_steps / cfg.sample_steps;
+  DdimSchedule s;
+  for (int i = cfg.sample_steps - 1; i >= 0; --i) {
+    const int t = i * stride;
+    s.timesteps.push_back(t);
+    s.acp.push_back(acp[t]);
+    s.acp_prev.push_back(i > 0 ? acp[(i - 1) * stride] : 1.0);
+  }
+  return s;
+}
+
+bool cache_refresh_step(const CachePlan& cache, int step) {
+  if (cache.interval <= 1 || step <= cache.start) return true;
+  return (step - cache.start) % cache.interval == 0;
+}
+
+void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, const float* noise,
+                 const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
+                 SamplerTrace* trace) {
+  const auto& cfg = dit.config();
+  const int n = cfg.chunk_size * cfg.action_dim, B = cfg.batch();
+  // With CFG both batch rows hold the same sample (CogACT duplicates the noise
+  // and applies the guided ε to both halves), so one copy is kept and fed twice.
+  std::vector<float> x(noise, noise + n), xb(size_t(B) * n), eps(size_t(B) * n), guided(n);
+  for (size_t step = 0; step < sched.timesteps.size(); ++step) {
+    for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
+    const bool reuse = !cache_refresh_step(cache, int(step));
+    dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
+    for (int i = 0; i < n; ++i)
+      guided[i] = B == 2 ? eps[n + i] + cfg.cfg_scale * (eps[i] - eps[n + i]) : eps[i];
+    const float r = float(std::sqrt(1.0 / sched.acp[step]));
+    const float rm1 = float(std::sqrt(1.0 / sched.acp[step] - 1.0));
+    const float a_prev = float(std::sqrt(sched.acp_prev[step]));
+    const float s_prev = float(std::sqrt(1.0 - sched.acp_prev[step]));
+    for (int i = 0; i < n; ++i) {
+      const float x0 = r * x[i] - rm1 * guided[i];
+      const float e = (r * x[i] - x0) / rm1;
+      x[i] = x0 * a_prev + s_prev * e;
+    }
+    if (trace) trace->step(int(step), guided.data(), x.data(), n);
+  }
+  std::copy(x.begin(), x.end(), out);
+}
+
+void postprocess_actions(const ActionNormConfig& norm, int C, int A, float* normalized,
+                         float* actions) {
+  for (int c = 0; c < C; ++c)
+    for (int d = 0; d < A; ++d) {
+      float& v = normalized[c * A + d];
+      v = std::clamp(v, -1.0f, 1.0f);
+      if (d == norm.gripper_index) v = v < 0.5f ? 0.0f : 1.0f;
+      actions[c * A + d] =
+          norm.mask[d] ? 0.5f * (v + 1.0f) * (norm.q99[d] - norm.q01[d]) + norm.q01[d] : v;
+    }
+}
+
+}  // namespace evla

@@ -1,0 +1,106 @@
+#include "model/vit.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/thread_pool.h"
+#include "kernels/kernels.h"
+
+namespace evla {
+
+Vit::Vit(const VitConfig& cfg, const WeightLoader& w) : cfg_(cfg) {
+  const int D = cfg.hidden_size, P = cfg.patch_size;
+  patch_embed_.in = 3 * P * P;
+  patch_embed_.out = D;
+  patch_embed_.w = w.get("patch_embed.proj.weight", {D, 3, P, P});
+  patch_embed_.b = w.get("patch_embed.proj.bias", {D});
+  pos_embed_ = w.get("pos_embed", {1, cfg.num_patches(), D});
+  if (cfg.class_token) cls_token_ = w.get("cls_token", {1, 1, D});
+  if (cfg.num_registers > 0) reg_token_ = w.get("reg_token", {1, cfg.num_registers, D});
+  for (int i = 0; i <= cfg.feature_layer; ++i) {
+    WeightLoader b = w.pp("blocks").pp(i);
+    VitBlock blk;
+    blk.norm1_w = b.get("norm1.weight", {D});
+    blk.norm1_b = b.get("norm1.bias", {D});
+    blk.norm2_w = b.get("norm2.weight", {D});
+    blk.norm2_b = b.get("norm2.bias", {D});
+    if (cfg.layer_scale) {
+      blk.ls1 = b.get("ls1.gamma", {D});
+      blk.ls2 = b.get("ls2.gamma", {D});
+    }
+    blk.qkv = b.linear("attn.qkv", 3 * D, D);
+    blk.proj = b.linear("attn.proj", D, D);
+    blk.fc1 = b.linear("mlp.fc1", cfg.intermediate_size, D);
+    blk.fc2 = b.linear("mlp.fc2", D, cfg.intermediate_size);
+    blocks_.push_back(blk);
+  }
+}
+
+double Vit::flops() const {
+  const double T = cfg_.num_patches() + cfg_.num_prefix_tokens();
+  const double D = cfg_.hidden_size, I = cfg_.intermediate_size;
+  const double patch = 2.0 * cfg_.num_patches() * D * 3 * cfg_.patch_size * cfg_.patch_size;
+  const double per_block = 2.0 * T * D * (3 * D + D + 2 * I) + 4.0 * T * T * D;
+  return patch + per_block * blocks_.size();
+}
+
+void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
+                  ThreadPool& pool) const {
+  const int P = cfg_.patch_size, G = cfg_.grid(), D = cfg_.hidden_size;
+  const int N = cfg_.num_patches(), prefix = cfg_.num_prefix_tokens(), T = N + prefix;
+  const int H = cfg_.num_heads, hd = D / H, I = cfg_.intermediate_size;
+
+  // Patches as rows of (channel, ky, kx), the order of the conv weight.
+  s.patches.resize(size_t(N) * 3 * P * P);
+  for (int gy = 0; gy < G; ++gy)
+    for (int gx = 0; gx < G; ++gx) {
+      float* row = &s.patches[(size_t(gy) * G + gx) * 3 * P * P];
+      for (int c = 0; c < 3; ++c)
+        for (int ky = 0; ky < P; ++ky)
+          for (int kx = 0; kx < P; ++kx) {
+            const uint8_t v = img.pixel(gx * P + kx, gy * P + ky)[c];
+            row[(c * P + ky) * P + kx] = (v / 255.0f - cfg_.image_mean[c]) / cfg_.image_std[c];
+          }
+    }
+
+  // Tokens: [CLS, registers, patches + pos_embed].
+  s.x.resize(size_t(T) * D);
+  float* x = s.x.data();
+  if (cls_token_) std::memcpy(x, cls_token_, sizeof(float) * D);
+  if (reg_token_)
+    std::memcpy(x + size_t(cls_token_ ? 1 : 0) * D, reg_token_, sizeof(float) * cfg_.num_registers * D);
+  float* xp = x + size_t(prefix) * D;
+  kernels::linear(pool, s.patches.data(), N, patch_embed_.in, patch_embed_.w, patch_embed_.b, D, xp);
+  kernels::add(xp, pos_embed_, size_t(N) * D);
+
+  s.h.resize(size_t(T) * D);
+  s.qkv.resize(size_t(T) * 3 * D);
+  s.attn.resize(size_t(T) * D);
+  s.mlp.resize(size_t(T) * I);
+  s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
+  kernels::AttentionShape attn_shape{T, T, H, H, hd, 3 * D, 3 * D, 3 * D, D};
+  attn_shape.scale = 1.0f / std::sqrt(float(hd));
+
+  for (const VitBlock& b : blocks_) {
+    kernels::layer_norm(x, T, D, b.norm1_w, b.norm1_b, cfg_.norm_eps, s.h.data());
+    kernels::linear(pool, s.h.data(), T, D, b.qkv.w, b.qkv.b, 3 * D, s.qkv.data());
+    const float* qkv = s.qkv.data();
+    kernels::attention(pool, attn_shape, qkv, qkv + D, qkv + 2 * D, s.attn.data(),
+                       s.attn_scratch.data());
+    kernels::linear(pool, s.attn.data(), T, D, b.proj.w, b.proj.b, D, s.h.data());
+    if (b.ls1) kernels::add_scaled(x, s.h.data(), b.ls1, T, D);
+    else kernels::add(x, s.h.data(), size_t(T) * D);
+
+    kernels::layer_norm(x, T, D, b.norm2_w, b.norm2_b, cfg_.norm_eps, s.h.data());
+    kernels::linear(pool, s.h.data(), T, D, b.fc1.w, b.fc1.b, I, s.mlp.data());
+    kernels::gelu_erf(s.mlp.data(), size_t(T) * I);
+    kernels::linear(pool, s.mlp.data(), T, I, b.fc2.w, b.fc2.b, D, s.h.data());
+    if (b.ls2) kernels::add_scaled(x, s.h.data(), b.ls2, T, D);
+    else kernels::add(x, s.h.data(), size_t(T) * D);
+  }
+
+  for (int n = 0; n < N; ++n)
+    std::memcpy(out + size_t(n) * out_stride, x + size_t(prefix + n) * D, sizeof(float) * D);
+}
+
+}  // namespace evla

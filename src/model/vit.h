@@ -1,0 +1,44 @@
+// Vision transformer encoder (timm layout: DINOv2 with registers and
+// LayerScale, or SigLIP without a class token). Produces the patch features
+// of block `feature_layer`, without the final norm, as CogACT uses them.
+#pragma once
+#include <vector>
+
+#include "evla/image.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace evla {
+
+class ThreadPool;
+
+struct VitBlock {
+  const float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
+  const float *ls1 = nullptr, *ls2 = nullptr;
+  Linear qkv, proj, fc1, fc2;
+};
+
+struct VitScratch {
+  std::vector<float> patches, x, h, qkv, attn, mlp, attn_scratch;
+};
+
+class Vit {
+ public:
+  Vit(const VitConfig& cfg, const WeightLoader& w);
+  const VitConfig& config() const { return cfg_; }
+
+  // Normalises `img` (already image_size × image_size) and writes the
+  // num_patches × hidden_size features to out, rows strided by out_stride.
+  void forward(const Image& img, float* out, int out_stride, VitScratch& s, ThreadPool& pool) const;
+  double flops() const;
+
+ private:
+  VitConfig cfg_;
+  Linear patch_embed_;  // conv as a matrix: [D, 3·P·P]
+  const float* pos_embed_;
+  const float* cls_token_ = nullptr;
+  const float* reg_token_ = nullptr;
+  std::vector<VitBlock> blocks_;  // only up to feature_layer
+};
+
+}  // namespace evla

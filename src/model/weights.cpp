@@ -1,0 +1,46 @@
+#include "model/weights.h"
+
+#include "evla/error.h"
+
+namespace evla {
+
+const float* WeightStore::f32(const std::string& name, const std::vector<int64_t>& shape) {
+  const io::TensorInfo& t = store_.get(name, shape);
+  loaded_params_ += t.numel();
+  const bool aligned = reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
+  if (t.dtype == io::DType::F32 && aligned) return reinterpret_cast<const float*>(t.data);
+  float* dst = allocate(size_t(t.numel()));
+  io::to_f32(t, dst);
+  return dst;
+}
+
+float* WeightStore::allocate(size_t n) {
+  owned_.emplace_back(n);
+  return owned_.back().data();
+}
+
+WeightLoader WeightLoader::pp(const std::string& part) const {
+  return WeightLoader(*store_, name(part));
+}
+
+std::string WeightLoader::name(const std::string& leaf) const {
+  if (prefix_.empty()) return leaf;
+  if (leaf.empty()) return prefix_;
+  return prefix_ + "." + leaf;
+}
+
+const float* WeightLoader::get(const std::string& leaf, const std::vector<int64_t>& shape) const {
+  return store_->f32(name(leaf), shape);
+}
+
+Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias) const {
+  Linear l;
+  l.in = in;
+  l.out = out;
+  const std::string base = leaf.empty() ? "" : leaf + ".";
+  l.w = get(base + "weight", {out, in});
+  if (bias) l.b = get(base + "bias", {out});
+  return l;
+}
+
+}  // namespace evla

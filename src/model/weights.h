@@ -1,0 +1,56 @@
+// Weights as the modules see them: fp32 pointers that stay valid for the
+// model's lifetime. F32 tensors are used in place from the memory map;
+// F16/BF16 are converted once at load. WeightLoader carries a name prefix
+// (like candle's VarBuilder) and checks every shape it hands out.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace evla {
+
+struct Linear {
+  const float* w = nullptr;  // [out, in]
+  const float* b = nullptr;  // [out] or null
+  int in = 0, out = 0;
+};
+
+class WeightStore {
+ public:
+  explicit WeightStore(io::TensorStore store) : store_(std::move(store)) {}
+  bool has(const std::string& name) const { return store_.has(name); }
+  // fp32 view of a tensor after checking its shape; the error names both shapes.
+  const float* f32(const std::string& name, const std::vector<int64_t>& shape);
+  // Owned fp32 storage for derived weights (e.g. compacted channels).
+  float* allocate(size_t n);
+  int64_t loaded_params() const { return loaded_params_; }
+  const std::string& source() const { return store_.source(); }
+  const io::TensorStore& tensors() const { return store_; }
+
+ private:
+  io::TensorStore store_;
+  std::deque<std::vector<float>> owned_;
+  int64_t loaded_params_ = 0;
+};
+
+class WeightLoader {
+ public:
+  WeightLoader(WeightStore& store, std::string prefix) : store_(&store), prefix_(std::move(prefix)) {}
+  WeightLoader pp(const std::string& part) const;
+  WeightLoader pp(int index) const { return pp(std::to_string(index)); }
+  std::string name(const std::string& leaf) const;
+  bool has(const std::string& leaf) const { return store_->has(name(leaf)); }
+  const float* get(const std::string& leaf, const std::vector<int64_t>& shape) const;
+  Linear linear(const std::string& leaf, int out, int in, bool bias = true) const;
+  WeightStore& store() const { return *store_; }
+
+ private:
+  WeightStore* store_;
+  std::string prefix_;
+};
+
+}  // namespace evla

@@ -1,0 +1,170 @@
+#include "sim/expert.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace evla::sim {
+
+using namespace geom;
+
+namespace {
+
+constexpr float kCarryBottom = 0.15f;   // held object's bottom while travelling (clears every object)
+constexpr float kAbove = 0.04f;         // hover this far above an object's top before descending
+constexpr float kGraspDepth = 0.03f;    // fingertips this far above an object's bottom when closing
+constexpr float kHandleBelow = 0.025f;  // fingertips this far below a handle's centre when closing
+constexpr float kFine = 0.012f;         // largest jitter where precision matters (grasp tolerance is 0.02-0.03)
+constexpr int kPhaseTimeout = 30;       // steps before giving up on a phase and starting over
+
+float uniform(Rng& rng, float lo, float hi) { return lo + (hi - lo) * float(rng.uniform()); }
+float clampf(float v, float lim) { return std::clamp(v, -lim, lim); }
+float max_abs(Vec3 v) { return std::max({std::fabs(v.x), std::fabs(v.y), std::fabs(v.z)}); }
+
+}  // namespace
+
+ExpertNoise ExpertNoise::level(float x) {
+  x = std::clamp(x, 0.0f, 2.0f);
+  return {0.02f * x, 0.3f * x, 0.03f * x, 0.004f * x};
+}
+
+Expert::Expert(const Episode& ep, const ExpertNoise& noise, uint64_t seed)
+    : goal_(ep.goal), noise_(noise), rng_(seed ^ 0x5EED0F5EED0F5EEDull) {
+  enter(Phase::Reach);
+}
+
+void Expert::enter(Phase p) {
+  phase_ = p;
+  phase_steps_ = 0;
+  float j = noise_.jitter;
+  jitter_ = {uniform(rng_, -j, j), uniform(rng_, -j, j), uniform(rng_, 0, j)};
+  speed_ = 1 - uniform(rng_, 0, std::min(noise_.slow, 0.6f));
+  // Open until the drawer has comfortably passed the success threshold.
+  pull_to_ = kMaxOpen - uniform(rng_, 0, 0.01f);
+}
+
+Expert::Waypoint Expert::waypoint(const Scene& s) const {
+  const Vec3 p = s.gripper.pos;
+  const Vec3 fine{clampf(jitter_.x, kFine), clampf(jitter_.y, kFine), std::min(jitter_.z, kFine)};
+  const bool open_task = goal_.task == Task::OpenDrawer;
+  const bool close_task = goal_.task == Task::CloseDrawer;
+  const int k = goal_.drawer;
+
+  if (open_task || close_task) {
+    Vec3 h = s.handle_center(k);
+    // Closing pushes the panel from in front of it (fingers either side of
+    // the handle); opening grasps the handle from above.
+    // The grasp aims a little in front of the handle's centre (and its
+    // jitter mostly forward) so the fingers never touch the panel and nudge
+    // the drawer shut while descending.
+    float front = s.panel_box(k).lo.y - kFingerD / 2 - 0.05f;
+    Vec3 base = close_task ? Vec3{h.x, front, h.z - 0.03f} : Vec3{h.x, h.y - 0.01f, h.z - kHandleBelow};
+    Vec3 j = fine;
+    if (open_task) j.y = std::clamp(j.y, -0.008f, 0.004f);
+    switch (phase_) {
+      case Phase::Reach: return {base + j + Vec3{0, 0, 0.07f}, false, 0.01f};
+      case Phase::Descend: return {base + j, false, 0.006f};
+      case Phase::Close: return {p, true, 0};
+      case Phase::Pull: return {{p.x, p.y - (pull_to_ - s.opening[k]), p.z}, true, 0.004f};
+      case Phase::Push: return {{p.x, s.panel_box(k).lo.y + 0.05f, p.z}, false, 0};
+      case Phase::Release: return {p, false, 0};
+      default: return {{p.x, p.y, 0.2f}, false, 0.01f};  // Retreat
+    }
+  }
+
+  const Object& o = s.objects[goal_.object];
+  // Where the object should go (its bottom centre), and at what height the tip carries it.
+  Vec3 place = spot_;
+  if (goal_.task == Task::PutInDrawer) place = {s.drawer_x(k), kCabFront - s.opening[k] / 2, kTrayFloor + 0.005f};
+  const Vec3 off = s.gripper.held_object == goal_.object ? s.gripper.grip_offset : Vec3{0, 0, -kGraspDepth};
+  switch (phase_) {
+    case Phase::Reach: return {Vec3{o.pos.x, o.pos.y, o.top() + kAbove} + jitter_, false, 0.01f};
+    case Phase::Descend:
+      return {Vec3{o.pos.x, o.pos.y, o.pos.z + std::min(kGraspDepth, o.height / 3)} + fine, false, 0.006f};
+    case Phase::Close: return {p, true, 0};
+    case Phase::Lift: return {{p.x, p.y, kCarryBottom - off.z + jitter_.z}, true, 0.01f};
+    case Phase::Carry: return {{place.x - off.x + jitter_.x / 2, place.y - off.y + fine.y, kCarryBottom - off.z}, true, 0.01f};
+    case Phase::Lower: return {place - off + Vec3{fine.x / 2, fine.y / 2, 0}, true, 0.006f};
+    case Phase::Release: return {p, false, 0};
+    default: return {{p.x, p.y, 0.2f}, false, 0.01f};  // Retreat
+  }
+}
+
+void Expert::advance(const Scene& s, bool arrived) {
+  const Gripper& g = s.gripper;
+  const bool holding = goal_.object >= 0 ? g.held_object == goal_.object : g.held_drawer == goal_.drawer;
+  if (++phase_steps_ > kPhaseTimeout) return enter(Phase::Reach);
+  switch (phase_) {
+    case Phase::Reach:
+      if (arrived && g.closure == 0) enter(Phase::Descend);
+      return;
+    case Phase::Descend:
+      if (arrived) enter(goal_.task == Task::CloseDrawer ? Phase::Push : Phase::Close);
+      return;
+    case Phase::Close:
+      if (g.closure < 1) return;
+      if (!holding) return enter(Phase::Reach);  // missed: start over
+      return enter(goal_.task == Task::OpenDrawer ? Phase::Pull : Phase::Lift);
+    case Phase::Lift:
+      if (!holding) return enter(Phase::Reach);
+      if (arrived && goal_.task != Task::Pick) {
+        if (goal_.task == Task::MoveNear && !place_near(s, goal_.object, goal_.anchor, &spot_))
+          spot_ = s.objects[goal_.object].pos;  // nowhere free: put it back and retry later
+        enter(Phase::Carry);
+      }
+      return;
+    case Phase::Carry:
+    case Phase::Lower:
+      if (!holding) return enter(Phase::Reach);
+      if (arrived) enter(phase_ == Phase::Carry ? Phase::Lower : Phase::Release);
+      return;
+    case Phase::Pull:
+      if (!holding) return enter(Phase::Reach);
+      if (s.opening[goal_.drawer] >= pull_to_ - 1e-4f) enter(Phase::Release);
+      return;
+    case Phase::Push:
+      return;  // ends with success (or the timeout)
+    case Phase::Release:
+      if (g.closure == 0) enter(Phase::Retreat);
+      return;
+    case Phase::Retreat:
+      if (arrived && !is_success(s, goal_)) enter(Phase::Reach);  // it went wrong: try again
+      return;
+  }
+}
+
+void Expert::act(const Scene& s, float* action) {
+  // Phases that end on arrival hand over at once, so no step is wasted.
+  Waypoint wp = waypoint(s);
+  for (int i = 0; i < 4; ++i) {
+    Phase before = phase_;
+    advance(s, max_abs(wp.target - s.gripper.pos) <= wp.tolerance);
+    wp = waypoint(s);
+    if (phase_ == before) break;
+  }
+
+  Vec3 d = wp.target - s.gripper.pos;
+  float vmax = speed_ * kMaxDelta, m = max_abs(d);
+  if (m > vmax) d = d * (vmax / m);  // straight line at the phase's speed
+
+  const bool travelling = phase_ == Phase::Reach || phase_ == Phase::Lift || phase_ == Phase::Carry ||
+                          phase_ == Phase::Retreat;
+  if (shove_steps_ == 0 && travelling && rng_.uniform() < noise_.perturb) {
+    shove_steps_ = 1 + int(rng_.uniform() * 3);
+    float a = 0.75f * kMaxDelta;
+    shove_ = {uniform(rng_, -a, a), uniform(rng_, -a, a), uniform(rng_, -a / 2, a)};
+  }
+  if (shove_steps_ > 0) {
+    --shove_steps_;
+    d = shove_;
+  }
+  if (phase_ != Phase::Close && phase_ != Phase::Release) {
+    float n = noise_.action;
+    d = d + Vec3{uniform(rng_, -n, n), uniform(rng_, -n, n), uniform(rng_, -n, n)};
+  }
+  action[0] = clampf(d.x, kMaxDelta);
+  action[1] = clampf(d.y, kMaxDelta);
+  action[2] = clampf(d.z, kMaxDelta);
+  action[3] = wp.closed ? 1.0f : 0.0f;
+}
+
+}  // namespace evla::sim

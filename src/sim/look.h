@@ -1,0 +1,39 @@
+// Appearance: everything about how a scene looks that is not its state —
+// camera, light, table and wall, furniture colours — plus the object palette.
+// The `matching` split uses one fixed look; `variants` draws a different one
+// per episode (shifted camera, other table/wall/light, other colour shades).
+#pragma once
+#include "core/rng.h"
+#include "sim/raster.h"
+
+namespace evla::sim {
+
+enum class TablePattern { Plain, Stripes, Checker };
+
+struct Look {
+  Camera camera;
+  Rgb wall_top{0.62f, 0.66f, 0.72f}, wall_bottom{0.44f, 0.48f, 0.55f};
+  Rgb table_a{0.80f, 0.74f, 0.63f}, table_b{0.75f, 0.68f, 0.56f};
+  TablePattern pattern = TablePattern::Stripes;
+  float pattern_scale = 0.06f;  // stripe / checker period in table units
+  Vec3 light_dir{-0.35f, -0.55f, 0.76f};  // towards the light, unit length
+  float ambient = 0.55f, diffuse = 0.5f;
+  Rgb light_tint{1, 1, 1};
+  Rgb cabinet{0.42f, 0.27f, 0.16f}, panel{0.86f, 0.80f, 0.68f}, tray{0.30f, 0.20f, 0.12f};
+  Rgb handle{0.12f, 0.12f, 0.13f};
+  Rgb finger{0.20f, 0.21f, 0.24f}, palm{0.78f, 0.79f, 0.82f};
+  float shadow = 0.55f;  // brightness factor under blob shadows
+};
+
+// Object colours: saturated so they stay distinct at 64 px.
+inline constexpr int kNumColors = 5;
+const char* color_name(int color);  // "red", "green", "blue", "yellow", "purple"
+Rgb base_color(int color);
+
+Look matching_look();
+Look variant_look(Rng& rng);
+// The colour an object of palette colour `color` is drawn with: the base
+// colour in `matching`, a lighter or darker shade of it in `variants`.
+Rgb object_shade(int color, bool variant, Rng& rng);
+
+}  // namespace evla::sim

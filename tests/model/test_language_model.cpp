@@ -1,0 +1,46 @@
+// The Llama decoder on real pretrained weights (shared/data/tinyllamas):
+// greedy decoding must reproduce the known continuations.
+#include <gtest/gtest.h>
+
+#include "evla/evla.h"
+#include "io/tokenizer.h"
+#include "test_util.h"
+
+namespace evla {
+namespace {
+
+const std::string kTiny = std::string(EVLA_SOURCE_DIR) + "/../shared/data/tinyllamas/";
+
+TEST(TinyLlamas, Stories260KGreedy) {
+  auto lm = LanguageModel::load(kTiny + "stories260K");
+  const std::vector<int> expect = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317};
+  EXPECT_EQ(lm->generate_greedy({1}, int(expect.size()) - 1, 2), expect);
+}
+
+TEST(TinyLlamas, BabyLlamaGreedyAndTokenizer) {
+  const std::string dir = kTiny + "babyllama-tok105";
+  auto lm = LanguageModel::load(dir);
+  const std::vector<int> expect = {1, 3, 34, 9, 22, 4, 3, 18, 20, 7, 9, 3, 5};
+  EXPECT_EQ(lm->generate_greedy({1}, int(expect.size()) - 1, 1), expect);
+  auto tok = io::load_sentencepiece(dir + "/tokenizer.model");
+  std::vector<int> ids = lm->generate_greedy(tok->encode("Once upon a time", true), 8, 2);
+  EXPECT_EQ(tok->decode(ids).rfind("Once upon a time,", 0), 0u) << tok->decode(ids);
+}
+
+TEST(TinyLlamas, HiddenStatesAndLogitsShapes) {
+  auto lm = LanguageModel::load(kTiny + "stories260K");
+  auto out = lm->forward({1, 403, 407});
+  EXPECT_EQ(out.hidden.size(), 6u);  // 5 layer inputs + last output
+  EXPECT_EQ(out.logits.size(), 3u * 512);
+  EXPECT_EQ(out.hidden[0].size(), 3u * 64);
+}
+
+TEST(TinyLlamas, BadInputsAreErrors) {
+  auto lm = LanguageModel::load(kTiny + "stories260K");
+  EXPECT_THROW(lm->forward({}), Error);
+  EXPECT_THROW(lm->forward({1, 99999}), Error);
+  EXPECT_THROW(LanguageModel::load("/nonexistent"), Error);
+}
+
+}  // namespace
+}  // namespace evla

@@ -1,0 +1,144 @@
+// Acceleration plans: parsing, validation against a model, and the run-time
+// behaviour each part promises.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "accel/token_select.h"
+#include "model/model_impl.h"
+#include "test_util.h"
+
+namespace evla {
+namespace {
+
+std::shared_ptr<const Model> fixture_model() {
+  static auto m = Model::load(test::source_path("tests/fixtures/dual_gqa_cfg"));
+  return m;
+}
+
+Observation fixture_obs() {
+  Observation obs;
+  obs.images.push_back(load_image(test::source_path("models/evla-tiny-random/example.png")));
+  obs.instruction = "pick up the red block";
+  obs.seed = 3;
+  return obs;
+}
+
+void expect_rejected(const std::string& json, const std::string& needle) {
+  try {
+    Plan p = Plan::from_json(json, "plan.json");
+    fixture_model()->validate(p);
+    FAIL() << "accepted: " << json;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << "message '" << e.what() << "' lacks '" << needle << "'";
+  }
+}
+
+TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
+  expect_rejected("{", "invalid JSON");
+  expect_rejected(R"({"name": "x"})", "evla_plan");
+  expect_rejected(R"({"evla_plan": 2})", "unsupported plan version");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [3]}})", "layer 3 does not exist");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1, 1]}})", "listed twice");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 5}})", "describes 5 layers but the model has 3");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 999}})", "tokens.keep");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "key": 9}})", "key");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "after_layer": 3}})", "tokens.after_layer");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "method": "magic"}})", "unknown method");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 0}})", "cache.interval");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "blocks": [7]}})", "block 7 does not exist");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "start": 10}})", "cache.start");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_attention": [0]}, "tokens": {"keep": 8, "after_layer": 1}})",
+                  "drops");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "intermediate_size": 128, "mlp_channels": {"0": [5, 3]}}})",
+                  "strictly increasing");
+}
+
+TEST(Plan, RoundTripsThroughJson) {
+  const std::string text = R"({"evla_plan": 1, "name": "all",
+    "llm": {"num_layers": 3, "drop_blocks": [1], "drop_mlp": [2], "intermediate_size": 128, "mlp_channels": {"0": [0, 2, 4]}},
+    "tokens": {"keep": 6, "key": 2, "alpha": 0.25, "after_layer": 1, "method": "fastv"},
+    "cache": {"interval": 3, "start": 1, "blocks": [0]}})";
+  Plan p = Plan::from_json(text, "t");
+  Plan q = Plan::from_json(p.to_json(), "t2");
+  EXPECT_EQ(q.to_json(), p.to_json());
+  EXPECT_FALSE(q.llm[1].attn);
+  EXPECT_FALSE(q.llm[1].mlp);
+  EXPECT_TRUE(q.llm[2].attn);
+  EXPECT_FALSE(q.llm[2].mlp);
+  EXPECT_EQ(q.llm[0].mlp_channels, (std::vector<int>{0, 2, 4}));
+  EXPECT_NEAR(q.llm[0].mlp_keep, 3.0f / 128, 1e-7);
+  EXPECT_EQ(q.tokens.method, TokenMethod::FastV);
+  EXPECT_EQ(q.cache.interval, 3);
+  EXPECT_TRUE(Plan{}.is_dense());
+  EXPECT_FALSE(p.is_dense());
+}
+
+TEST(Plan, CacheIntervalOneIsBitIdenticalToDense) {
+  Policy dense(fixture_model(), PolicyOptions{2}), cached(fixture_model(), PolicyOptions{2});
+  Plan p;
+  p.cache.interval = 1;
+  p.cache.start = 3;
+  cached.set_plan(p);
+  const auto a = dense.infer(fixture_obs()), b = cached.infer(fixture_obs());
+  EXPECT_EQ(0, std::memcmp(a.actions.data(), b.actions.data(), a.actions.size() * sizeof(float)));
+}
+
+TEST(Plan, EveryPartChangesTheComputationAndFlops) {
+  auto model = fixture_model();
+  const double dense = model->flops().total();
+  Plan tokens = Plan::from_json(R"({"evla_plan": 1, "tokens": {"keep": 4, "key": 2, "after_layer": 1}})", "t");
+  Plan cache = Plan::from_json(R"({"evla_plan": 1, "cache": {"interval": 5}})", "c");
+  Plan layers = Plan::from_json(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [2]}})", "l");
+  Policy base(model, PolicyOptions{1});
+  const auto ref = base.infer(fixture_obs());
+  for (const Plan* p : {&tokens, &cache, &layers}) {
+    EXPECT_LT(model->flops(*p).total(), dense);
+    Policy pol(model, PolicyOptions{1});
+    pol.set_plan(*p);
+    const auto out = pol.infer(fixture_obs());
+    EXPECT_NE(0, std::memcmp(ref.actions.data(), out.actions.data(), ref.actions.size() * sizeof(float)));
+  }
+}
+
+TEST(Plan, TokenSelectionKeepsPositionsOfChosenTokens) {
+  // Layer observer sees T shrink after the selection layer, positions kept.
+  struct Sizes : LlamaObserver {
+    std::vector<int> T;
+    void layer_input(int, const float*, int t, int) override { T.push_back(t); }
+  } sizes;
+  Policy pol(fixture_model(), PolicyOptions{1});
+  pol.set_plan(Plan::from_json(R"({"evla_plan": 1, "tokens": {"keep": 5, "key": 2, "after_layer": 2}})", "t"));
+  pol.state().llm_observer = &sizes;
+  pol.infer(fixture_obs());
+  ASSERT_EQ(sizes.T.size(), 3u);
+  EXPECT_EQ(sizes.T[0], sizes.T[1]);
+  EXPECT_EQ(sizes.T[0] - sizes.T[2], 16 - 5);
+  const auto& pos = pol.state().positions;
+  EXPECT_EQ(int(pos.size()), sizes.T[2]);
+  for (size_t i = 1; i < pos.size(); ++i) EXPECT_LT(pos[i - 1], pos[i]);
+  EXPECT_EQ(pos.back(), sizes.T[0] - 1);  // the cognition token keeps its position
+}
+
+TEST(TokenSelect, HandMadeScores) {
+  // 8 visual tokens in 2-D feature space; relevance picks keys, the rest by rule.
+  const float rel[8] = {0.9f, 0.1f, 0.8f, 0.2f, 0.05f, 0.3f, 0.0f, 0.15f};
+  const float feat[16] = {1, 0,   1, 0.1f,  0.9f, 0,  1, 0.05f,
+                          0, 1,   1, 0.2f,  -1, 0,    0.95f, 0};
+  TokenPlan p;
+  p.keep = 4;
+  p.key = 2;       // tokens 0 and 2
+  p.alpha = 0.5f;  // 1 more by relevance: token 5 (0.3)
+  // the last slot: most different from keys {0, 2} among the rest -> token 6 (-1, 0)
+  EXPECT_EQ(accel::select_visual_tokens(p, rel, feat, 8, 2, 2), (std::vector<int>{0, 2, 5, 6}));
+  p.method = TokenMethod::FastV;  // top-4 by relevance
+  EXPECT_EQ(accel::select_visual_tokens(p, rel, feat, 8, 2, 2), (std::vector<int>{0, 2, 3, 5}));
+  p.method = TokenMethod::Random;
+  auto r = accel::select_visual_tokens(p, rel, feat, 8, 2, 2);
+  EXPECT_EQ(r.size(), 4u);
+  EXPECT_TRUE(std::is_sorted(r.begin(), r.end()));
+}
+
+}  // namespace
+}  // namespace evla

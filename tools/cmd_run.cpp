@@ -1,0 +1,71 @@
+// evla run: one observation in, one action chunk out.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "evla/evla.h"
+
+namespace evla::cli {
+
+void add_run_command(CLI::App& app) {
+  struct Opts {
+    std::string model, prompt, state, plan;
+    std::vector<std::string> images;
+    uint64_t seed = 0;
+    int threads = 0, repeat = 1;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("run", "Run the policy on one observation and print the action chunk");
+  cmd->add_option("--model,-m", o->model, "Model directory")->required();
+  cmd->add_option("--image,-i", o->images, "RGB image (PNG or JPEG); repeat for several cameras")->required();
+  cmd->add_option("--prompt,-p", o->prompt, "Instruction, e.g. \"pick up the red block\"")->required();
+  cmd->add_option("--state", o->state, "Robot state as comma-separated floats");
+  cmd->add_option("--seed", o->seed, "Diffusion noise seed");
+  cmd->add_option("--threads,-t", o->threads, "Threads (default: all cores)");
+  cmd->add_option("--plan", o->plan, "Acceleration plan (JSON)");
+  cmd->add_option("--repeat", o->repeat, "Run N times and report the last timing")->check(CLI::Range(1, 100000));
+  cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->callback([o] {
+    auto model = Model::load(o->model);
+    Policy policy(model, PolicyOptions{o->threads});
+    if (!o->plan.empty()) policy.set_plan(Plan::load(o->plan));
+    Observation obs;
+    for (const auto& path : o->images) obs.images.push_back(load_image(path));
+    obs.instruction = o->prompt;
+    obs.seed = o->seed;
+    if (!o->state.empty()) obs.state = parse_floats(o->state, "--state");
+    ActionChunk chunk;
+    for (int r = 0; r < o->repeat; ++r) chunk = policy.infer(obs);
+    const Timing& t = chunk.timing;
+    if (o->json) {
+      nlohmann::json j;
+      j["model"] = model->name();
+      j["plan"] = policy.plan().name;
+      j["horizon"] = chunk.horizon;
+      j["dim"] = chunk.dim;
+      auto rows = nlohmann::json::array();
+      for (int s = 0; s < chunk.horizon; ++s)
+        rows.push_back(std::vector<float>(chunk.row(s), chunk.row(s) + chunk.dim));
+      j["actions"] = rows;
+      j["timing_ms"] = {{"vision", t.vision_ms}, {"projector", t.projector_ms}, {"llm", t.llm_ms},
+                        {"action_head", t.action_head_ms}, {"total", t.total_ms}};
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    fmt::print("{} · \"{}\" · seed {} · plan {}\n", model->name(), o->prompt, o->seed, policy.plan().name);
+    fmt::print("action chunk ({} steps × {} dims):\n", chunk.horizon, chunk.dim);
+    for (int s = 0; s < chunk.horizon; ++s) {
+      fmt::print("  {:2d}:", s);
+      for (int d = 0; d < chunk.dim; ++d) fmt::print(" {:+.4f}", chunk.row(s)[d]);
+      fmt::print("\n");
+    }
+    fmt::print("time: {:.1f} ms  (vision {:.1f}, projector {:.1f}, llm {:.1f}, action head {:.1f})\n",
+               t.total_ms, t.vision_ms, t.projector_ms, t.llm_ms, t.action_head_ms);
+  });
+}
+
+EVLA_COMMAND(10, add_run_command);
+
+}  // namespace evla::cli

@@ -1,0 +1,33 @@
+// Each `evla <subcommand>` lives in its own tools/cmd_<name>.cpp: it parses
+// its options, calls the library and prints. A file adds its subcommand to
+// the CLI with one EVLA_COMMAND(order, function) line.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <vector>
+
+namespace evla::cli {
+
+using CommandAdder = void (*)(CLI::App& app);
+
+struct CommandRegistry {
+  static std::vector<std::pair<int, CommandAdder>>& all() {
+    static std::vector<std::pair<int, CommandAdder>> list;
+    return list;
+  }
+};
+
+struct RegisterCommand {
+  RegisterCommand(int order, CommandAdder f) { CommandRegistry::all().emplace_back(order, f); }
+};
+
+void add_run_command(CLI::App& app);
+void add_info_command(CLI::App& app);
+void add_sim_command(CLI::App& app);
+
+// Shared helpers for subcommands.
+std::vector<float> parse_floats(const std::string& csv, const std::string& what);
+
+}  // namespace evla::cli
+
+#define EVLA_COMMAND(order, fn) static ::evla::cli::RegisterCommand evla_register_##fn(order, fn)

@@ -1,0 +1,48 @@
+// evla — command-line entry point. Subcommands register themselves (see
+// commands.h); errors print one line naming the problem and exit 1.
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include "commands.h"
+#include "evla/error.h"
+
+namespace evla::cli {
+
+std::vector<float> parse_floats(const std::string& csv, const std::string& what) {
+  std::vector<float> out;
+  std::stringstream ss(csv);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stof(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw Error(what + ": '" + item + "' is not a number");
+    }
+  }
+  return out;
+}
+
+}  // namespace evla::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"evla: fast diffusion Vision-Language-Action policies on CPU"};
+  app.require_subcommand(1);
+  auto& reg = evla::cli::CommandRegistry::all();
+  std::sort(reg.begin(), reg.end());
+  for (auto& [order, add] : reg) add(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const evla::Error& e) {
+    std::fprintf(stderr, "evla: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "evla: unexpected error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
