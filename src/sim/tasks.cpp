@@ -130,10 +130,10 @@ int max_steps(Task t) {
   // About twice what the noisy expert needs (see tests/sim/test_expert.cpp).
   switch (t) {
     case Task::Pick: return 60;
-    case Task::MoveNear: return 110;
+    case Task::MoveNear: return 100;
     case Task::OpenDrawer: return 60;
     case Task::CloseDrawer: return 50;
-    case Task::PutInDrawer: return 120;
+    case Task::PutInDrawer: return 100;
   }
   return 0;
 }

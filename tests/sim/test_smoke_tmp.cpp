@@ -67,3 +67,15 @@ TEST(SimSmoke, Trace) {
     printf("%3d a=(%.3f %.3f %.3f %.0f) p=(%.3f %.3f %.3f) c=%.2f hd=%d ho=%d open=%.3f %.3f\n", env.steps(), a[0], a[1], a[2], a[3], g.pos.x, g.pos.y, g.pos.z, g.closure, g.held_drawer, g.held_object, env.scene().opening[0], env.scene().opening[1]);
   }
 }
+TEST(SimSmoke, Speed) {
+  int size = getenv("SIZE") ? atoi(getenv("SIZE")) : 64;
+  long steps = 0; auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 50; ++i) {
+    Env env; env.reset({Split(i % 2), Task(i % 5), uint64_t(i)});
+    Expert ex(env.episode(), ExpertNoise::level(1), i);
+    float a[4];
+    while (!env.done()) { auto img = env.render(size, size); ex.act(env.scene(), a); env.step(a); ++steps; }
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  printf("%ld steps in %.3f s: %.0f steps/s at %d px\n", steps, s, steps / s, size);
+}
