@@ -1,7 +1,6 @@
 #include "sim/env.h"
 
 #include "evla/error.h"
-#include "sim/render.h"
 
 namespace evla::sim {
 
@@ -12,7 +11,7 @@ void Env::reset(const EpisodeSpec& spec) {
   success_ = false;
 }
 
-Image Env::render(int width, int height) const { return sim::render(scene_, episode_.look, width, height); }
+Image Env::render(int width, int height) const { return renderer_.render(scene_, episode_.look, width, height); }
 
 std::vector<float> Env::state() const {
   const Vec3 p = scene_.gripper.pos;

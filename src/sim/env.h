@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "evla/image.h"
+#include "sim/render.h"
 #include "sim/tasks.h"
 
 namespace evla::sim {
@@ -53,6 +54,7 @@ class Env {
  private:
   Episode episode_;
   Scene scene_;
+  mutable Renderer renderer_;  // caches the episode's background
   int steps_ = 0;
   bool success_ = false;
 };

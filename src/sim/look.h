@@ -23,6 +23,7 @@ struct Look {
   Rgb handle{0.12f, 0.12f, 0.13f};
   Rgb finger{0.20f, 0.21f, 0.24f}, palm{0.78f, 0.79f, 0.82f};
   float shadow = 0.55f;  // brightness factor under blob shadows
+  bool operator==(const Look&) const = default;
 };
 
 // Object colours: saturated so they stay distinct at 64 px.

@@ -13,6 +13,7 @@ struct Camera {
   Vec3 eye{0, -0.75f, 0.95f};
   Vec3 target{0, 0, 0};
   float fov_y_deg = 38;  // vertical field of view
+  bool operator==(const Camera&) const = default;
 };
 
 class Raster {

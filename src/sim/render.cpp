@@ -13,7 +13,7 @@ namespace {
 
 using namespace geom;
 
-constexpr int kRound = 16;  // segments of cylinders and rings of spheres
+constexpr int kRound = 12;  // segments of cylinders and rings of spheres
 
 // Unit circle, computed once.
 struct Circle {
@@ -169,15 +169,15 @@ void draw_shadows(Painter& p, const Scene& s) {
   p.blob(g.x, g.y, z, 0.03f, true);
 }
 
-}  // namespace
-
-Image render(const Scene& scene, const Look& look, int width, int height, int supersample) {
+void check_size(int width, int height, int supersample) {
   if (width < 8 || height < 8 || width > 4096 || height > 4096 || supersample < 1 || supersample > 4)
     throw Error("sim::render: bad size " + std::to_string(width) + "x" + std::to_string(height) + " (supersample " +
                 std::to_string(supersample) + ")");
-  Raster r(width * supersample, height * supersample, look.camera);
+}
+
+// Everything that moves, over a raster that already holds the background.
+Image draw_scene(Raster& r, const Scene& scene, const Look& look, int supersample) {
   Painter p(r, look);
-  draw_background(r, look);
   draw_cabinet(p, scene, look);
   // Resting objects before the shadows so that the gripper's and the held
   // object's shadows can fall on them; the moving parts come last.
@@ -188,6 +188,27 @@ Image render(const Scene& scene, const Look& look, int width, int height, int su
   if (held >= 0) draw_object(p, scene.objects[held]);
   draw_gripper(p, scene, look);
   return r.resolve(supersample);
+}
+
+}  // namespace
+
+Image render(const Scene& scene, const Look& look, int width, int height, int supersample) {
+  check_size(width, height, supersample);
+  Raster r(width * supersample, height * supersample, look.camera);
+  draw_background(r, look);
+  return draw_scene(r, scene, look, supersample);
+}
+
+Image Renderer::render(const Scene& scene, const Look& look, int width, int height) {
+  check_size(width, height, supersample_);
+  const int w = width * supersample_, h = height * supersample_;
+  if (!background_ || background_->width() != w || background_->height() != h || !(look_ == look)) {
+    background_ = std::make_unique<Raster>(w, h, look.camera);
+    draw_background(*background_, look);
+    look_ = look;
+  }
+  Raster r = *background_;
+  return draw_scene(r, scene, look, supersample_);
 }
 
 }  // namespace evla::sim

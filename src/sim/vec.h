@@ -8,6 +8,7 @@ struct Vec3 {
   float x = 0, y = 0, z = 0;
   float& operator[](int i) { return i == 0 ? x : i == 1 ? y : z; }
   float operator[](int i) const { return i == 0 ? x : i == 1 ? y : z; }
+  bool operator==(const Vec3&) const = default;
 };
 inline Vec3 operator+(Vec3 a, Vec3 b) { return {a.x + b.x, a.y + b.y, a.z + b.z}; }
 inline Vec3 operator-(Vec3 a, Vec3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
@@ -20,6 +21,7 @@ inline Vec3 cross(Vec3 a, Vec3 b) {
 // Linear RGB in [0, 1] (values above 1 are clipped when converted to bytes).
 struct Rgb {
   float r = 0, g = 0, b = 0;
+  bool operator==(const Rgb&) const = default;
 };
 inline Rgb operator*(Rgb c, float s) { return {c.r * s, c.g * s, c.b * s}; }
 inline Rgb operator*(Rgb a, Rgb b) { return {a.r * b.r, a.g * b.g, a.b * b.b}; }
