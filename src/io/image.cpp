@@ -16,6 +16,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -285,14 +286,15 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& what) {
 }
 
 Image load_image(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw Error(fmt::format("{}: cannot open image", path));
-  const std::streamoff size = in.tellg();
-  if (size < 0 || size_t(size) > kMaxFileBytes)
-    throw Error(fmt::format("{}: cannot read image (size {})", path, int64_t(size)));
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size))
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(fmt::format("{}: not found or not a regular file", path));
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxFileBytes)
+    throw Error(fmt::format("{}: image file is unreadable or larger than 1 GiB", path));
+  std::vector<uint8_t> bytes(size);
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size)))
     throw Error(fmt::format("{}: cannot read image", path));
   return decode_image(bytes.data(), bytes.size(), path);
 }

@@ -60,7 +60,11 @@ const DTypeInfo& dtype_info(DType t) {
 // turning one message into megabytes.
 std::string quote(const json& j) {
   std::string s = j.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  if (s.size() > 80) {
+    size_t cut = 77;
+    while (cut > 0 && (uint8_t(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 character
+    s = s.substr(0, cut) + "...";
+  }
   return s;
 }
 

@@ -13,13 +13,13 @@ enum class TablePattern { Plain, Stripes, Checker };
 struct Look {
   Camera camera;
   Rgb wall_top{0.62f, 0.66f, 0.72f}, wall_bottom{0.44f, 0.48f, 0.55f};
-  Rgb table_a{0.80f, 0.74f, 0.63f}, table_b{0.75f, 0.68f, 0.56f};
+  Rgb table_a{0.66f, 0.58f, 0.48f}, table_b{0.62f, 0.54f, 0.44f};
   TablePattern pattern = TablePattern::Stripes;
   float pattern_scale = 0.06f;  // stripe / checker period in table units
   Vec3 light_dir{-0.35f, -0.55f, 0.76f};  // towards the light, unit length
   float ambient = 0.55f, diffuse = 0.5f;
   Rgb light_tint{1, 1, 1};
-  Rgb cabinet{0.42f, 0.27f, 0.16f}, panel{0.86f, 0.80f, 0.68f}, tray{0.30f, 0.20f, 0.12f};
+  Rgb cabinet{0.40f, 0.26f, 0.15f}, panel{0.94f, 0.93f, 0.89f}, tray{0.25f, 0.17f, 0.10f};
   Rgb handle{0.12f, 0.12f, 0.13f};
   Rgb finger{0.20f, 0.21f, 0.24f}, palm{0.78f, 0.79f, 0.82f};
   float shadow = 0.55f;  // brightness factor under blob shadows

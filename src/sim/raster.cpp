@@ -53,14 +53,15 @@ void Raster::scan(Vec3 a, Vec3 b, Vec3 c, F&& shade) {
   int y0 = std::max(0, int(std::floor(std::min({p[0].y, p[1].y, p[2].y}))));
   int y1 = std::min(h_ - 1, int(std::ceil(std::max({p[0].y, p[1].y, p[2].y}))));
   const float inv_area = 1.0f / area;
+  // Edge functions: the weight of each vertex is the area of the opposite
+  // sub-triangle; they are affine in x, so each row steps them by a constant.
+  const float dx0 = -(p[2].y - p[1].y), dx1 = -(p[0].y - p[2].y), dx2 = -(p[1].y - p[0].y);
   for (int y = y0; y <= y1; ++y) {
-    float py = float(y) + 0.5f;
-    for (int x = x0; x <= x1; ++x) {
-      float px = float(x) + 0.5f;
-      // Edge functions: weight of each vertex = area of the opposite sub-triangle.
-      float w0 = (p[2].x - p[1].x) * (py - p[1].y) - (px - p[1].x) * (p[2].y - p[1].y);
-      float w1 = (p[0].x - p[2].x) * (py - p[2].y) - (px - p[2].x) * (p[0].y - p[2].y);
-      float w2 = (p[1].x - p[0].x) * (py - p[0].y) - (px - p[0].x) * (p[1].y - p[0].y);
+    const float py = float(y) + 0.5f, px = float(x0) + 0.5f;
+    float w0 = (p[2].x - p[1].x) * (py - p[1].y) - (px - p[1].x) * (p[2].y - p[1].y);
+    float w1 = (p[0].x - p[2].x) * (py - p[2].y) - (px - p[2].x) * (p[0].y - p[2].y);
+    float w2 = (p[1].x - p[0].x) * (py - p[0].y) - (px - p[0].x) * (p[1].y - p[0].y);
+    for (int x = x0; x <= x1; ++x, w0 += dx0, w1 += dx1, w2 += dx2) {
       if (w0 < 0 || w1 < 0 || w2 < 0) continue;
       float inv_z = (w0 * p[0].inv_z + w1 * p[1].inv_z + w2 * p[2].inv_z) * inv_area;
       shade(size_t(y) * w_ + x, inv_z);
@@ -87,18 +88,17 @@ void Raster::darken(Vec3 a, Vec3 b, Vec3 c, float factor) {
 Image Raster::resolve(int factor) const {
   Image img(w_ / factor, h_ / factor);
   const float norm = 255.0f / float(factor * factor);
+  auto byte = [](float v) { return uint8_t(std::clamp(v, 0.0f, 255.0f) + 0.5f); };
   for (int y = 0; y < img.height; ++y) {
     for (int x = 0; x < img.width; ++x) {
       Rgb sum;
-      for (int sy = 0; sy < factor; ++sy)
-        for (int sx = 0; sx < factor; ++sx) {
-          const Rgb& c = color_[size_t(y * factor + sy) * w_ + x * factor + sx];
-          sum.r += std::min(c.r, 1.0f), sum.g += std::min(c.g, 1.0f), sum.b += std::min(c.b, 1.0f);
-        }
+      for (int sy = 0; sy < factor; ++sy) {
+        const Rgb* row = &color_[size_t(y * factor + sy) * w_ + x * factor];
+        for (int sx = 0; sx < factor; ++sx)
+          sum.r += std::min(row[sx].r, 1.0f), sum.g += std::min(row[sx].g, 1.0f), sum.b += std::min(row[sx].b, 1.0f);
+      }
       uint8_t* px = img.pixel(x, y);
-      px[0] = uint8_t(std::lround(std::max(0.0f, sum.r * norm)));
-      px[1] = uint8_t(std::lround(std::max(0.0f, sum.g * norm)));
-      px[2] = uint8_t(std::lround(std::max(0.0f, sum.b * norm)));
+      px[0] = byte(sum.r * norm), px[1] = byte(sum.g * norm), px[2] = byte(sum.b * norm);
     }
   }
   return img;

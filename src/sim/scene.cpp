@@ -140,9 +140,10 @@ void move_gripper(Scene& s, Vec3 d) {
     float v = std::clamp(g.pos[a] + d[a], kReachLo[a], kReachHi[a]) - g.pos[a];
     Box gb = s.gripper_box();
     v = limit(gb, cab, a, v);
-    if (held) {
+    if (held) {  // a held object is stopped by the cabinet and the drawer fronts
       Box hb = held->box();
       v = limit(hb, cab, a, v);
+      for (int k = 0; k < kDrawers; ++k) v = limit(hb, s.panel_box(k), a, v);
       if (a == 2 && hb.lo.z >= 0) v = std::max(v, -hb.lo.z);  // held object stops on the table
     }
     if (a == 1 && v > 0) v = push_drawers(s, gb, v);

@@ -12,6 +12,8 @@
 //  - closing the fingers around an object or a drawer handle grasps it; a
 //    grasped object moves rigidly with the gripper, a grasped handle makes
 //    the gripper's y motion slide the drawer (x and z are then locked);
+//  - a held object is stopped by the cabinet and the drawer fronts (it does
+//    not push them); objects do not collide with each other while carried;
 //  - opening the fingers drops the object straight down onto what is below
 //    (table, drawer floor, cabinet top or another object); objects resting in
 //    a drawer slide with it.

@@ -424,6 +424,11 @@ TEST(SafetensorsWriterErrors, BadInput) {
   EXPECT_THROW(w.add("__metadata__", DType::F32, {4}, x, 16), Error);
   w.add("a", DType::F32, {4}, x, 16);
   EXPECT_THROW(w.add("a", DType::F32, {4}, x, 16), Error);
+  // JSON cannot carry a name that is not UTF-8.
+  w.add("bad\xff", DType::F32, {4}, x, 16);
+  const fs::path path = fs::temp_directory_path() / "evla_io_bad_name.safetensors";
+  EXPECT_THROW(w.write(path.string()), Error);
+  EXPECT_FALSE(fs::exists(path));
 }
 
 TEST(SafetensorsWriterErrors, UnwritablePath) {

@@ -1,0 +1,227 @@
+// `import evla`: the policy from Python, with the observation keys and checks
+// of `evla serve` (see docs/serving.md).
+//
+//   policy = evla.Policy("models/evla-tiny-random", plan=None, threads=None)
+//   out = policy.infer({"observation/image": img_uint8_hwc, "prompt": "pick up the can"})
+//   out["actions"]  # float32 [horizon, dim]
+//
+// infer() releases the GIL while the policy runs; one Policy object serves one
+// call at a time (others wait on its lock), so use one per thread for parallelism.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <mutex>
+#include <optional>
+
+#include "evla/evla.h"
+#include "serve/protocol.h"
+#ifdef EVLA_PY_SIM
+#include "sim/env.h"
+#endif
+
+namespace py = pybind11;
+using namespace evla;
+using serve::ProtocolError;
+
+namespace {
+
+// obs["a/b"], else obs["a"]["b"] (as the server's lookup).
+py::object lookup(const py::dict& obs, const std::string& key) {
+  if (obs.contains(key)) return obs[py::str(key)];
+  for (size_t p = key.find('/'); p != std::string::npos; p = key.find('/', p + 1)) {
+    std::string head = key.substr(0, p);
+    if (obs.contains(head) && py::isinstance<py::dict>(obs[py::str(head)])) {
+      py::object v = lookup(obs[py::str(head)].cast<py::dict>(), key.substr(p + 1));
+      if (!v.is_none()) return v;
+    }
+  }
+  return py::none();
+}
+
+py::object need(const py::dict& obs, const std::string& key) {
+  py::object v = lookup(obs, key);
+  if (v.is_none()) throw ProtocolError("missing key '" + key + "'");
+  return v;
+}
+
+// The checks run on a C-contiguous view; `keep` owns it.
+serve::ArrayView view(const py::array& a, py::object* keep) {
+  *keep = py::module_::import("numpy").attr("ascontiguousarray")(a);
+  auto c = keep->cast<py::array>();
+  serve::ArrayView v;
+  v.dtype = py::str(c.dtype().attr("str")).cast<std::string>();
+  for (py::ssize_t i = 0; i < c.ndim(); ++i) v.shape.push_back(int64_t(c.shape(i)));
+  v.data = static_cast<const uint8_t*>(c.data());
+  v.size = size_t(c.nbytes());
+  return v;
+}
+
+py::dict metadata_dict(const serve::Metadata& m) {
+  py::dict d, plan;
+  plan["name"] = m.plan_name;
+  plan["dense"] = m.plan_dense;
+  plan["summary"] = m.plan_summary;
+  d["server"] = "evla";
+  d["model"] = m.model;
+  d["action_horizon"] = m.action_horizon;
+  d["action_dim"] = m.action_dim;
+  d["image_keys"] = m.image_keys;
+  d["image_size"] = m.image_size;
+  d["state_key"] = m.state_key;
+  d["state_dim"] = m.state_dim;
+  d["prompt_key"] = m.prompt_key;
+  d["seed_key"] = m.seed_key;
+  d["plan"] = plan;
+  return d;
+}
+
+py::array_t<uint8_t> image_to_numpy(const Image& img) {
+  py::array_t<uint8_t> a({img.height, img.width, 3});
+  std::memcpy(a.mutable_data(), img.rgb.data(), img.rgb.size());
+  return a;
+}
+
+class PyPolicy {
+ public:
+  PyPolicy(const std::string& model_dir, std::optional<std::string> plan, std::optional<int> threads,
+           std::optional<std::vector<std::string>> image_keys, std::optional<std::string> state_key,
+           std::optional<std::string> prompt_key) {
+    serve::ObsKeys keys;
+    if (image_keys) keys.images = *image_keys;
+    if (state_key) keys.state = *state_key;
+    if (prompt_key) keys.prompt = *prompt_key;
+    py::gil_scoped_release nogil;  // loading reads the weights from disk
+    model_ = Model::load(model_dir);
+    Plan p = plan ? Plan::load(*plan) : Plan{};
+    policy_ = std::make_unique<Policy>(model_, PolicyOptions{threads.value_or(0)});
+    policy_->set_plan(p);
+    meta_ = serve::make_metadata(*model_, p, keys, 1);
+  }
+
+  py::dict infer(const py::dict& obs) {
+    Observation o;
+    for (const auto& key : meta_.image_keys) {
+      py::object v = need(obs, key);
+      if (!py::isinstance<py::array>(v)) throw ProtocolError(key + ": expected a numpy uint8 array (H×W×3)");
+      py::object keep;
+      o.images.push_back(serve::image_from_array(key, view(v.cast<py::array>(), &keep)));
+    }
+    if (meta_.state_dim > 0) {
+      py::object keep;
+      py::array a = py::module_::import("numpy").attr("asarray")(need(obs, meta_.state_key));
+      o.state = serve::state_from_array(meta_.state_key, view(a, &keep), meta_.state_dim);
+    }
+    py::object prompt = need(obs, meta_.prompt_key);
+    if (py::isinstance<py::bytes>(prompt)) o.instruction = prompt.cast<std::string>();
+    else if (py::isinstance<py::str>(prompt)) o.instruction = prompt.cast<std::string>();
+    else throw ProtocolError(meta_.prompt_key + ": expected a string");
+    py::object seed = lookup(obs, meta_.seed_key);
+    if (!seed.is_none()) {
+      py::int_ s = py::reinterpret_steal<py::int_>(PyNumber_Index(seed.ptr()));
+      if (!s) throw py::error_already_set();
+      if (s < py::int_(0)) throw ProtocolError(meta_.seed_key + ": expected a non-negative integer");
+      o.seed = s.cast<uint64_t>();
+    }
+
+    ActionChunk chunk;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
+      chunk = policy_->infer(o);
+    }
+    py::array_t<float> actions({chunk.horizon, chunk.dim});
+    std::memcpy(actions.mutable_data(), chunk.actions.data(), chunk.actions.size() * sizeof(float));
+    const Timing& t = chunk.timing;
+    py::dict timing;
+    timing["infer_ms"] = t.total_ms;
+    timing["vision_ms"] = t.vision_ms;
+    timing["projector_ms"] = t.projector_ms;
+    timing["llm_ms"] = t.llm_ms;
+    timing["action_head_ms"] = t.action_head_ms;
+    timing["total_ms"] = t.total_ms;
+    py::dict out;
+    out["actions"] = actions;
+    out["policy_timing"] = timing;
+    return out;
+  }
+
+  py::dict metadata() const { return metadata_dict(meta_); }
+
+ private:
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<Policy> policy_;
+  serve::Metadata meta_;
+  std::mutex mu_;
+};
+
+#ifdef EVLA_PY_SIM
+sim::EpisodeSpec spec_of(const std::string& split, const std::string& task, uint64_t seed) {
+  return sim::EpisodeSpec{sim::parse_split(split), sim::parse_task(task), seed};
+}
+
+void bind_sim(py::module_& m) {
+  auto s = m.def_submodule("sim", "The built-in tabletop simulator (evla::sim::Env)");
+  s.attr("ACTION_DIM") = sim::kActionDim;
+  s.attr("STATE_DIM") = sim::kStateDim;
+  s.def("tasks", [] {
+    std::vector<std::string> names;
+    for (auto t : sim::all_tasks()) names.push_back(sim::task_name(t));
+    return names;
+  });
+  py::class_<sim::Env>(s, "Env")
+      .def(py::init([](const std::string& split, const std::string& task, uint64_t seed) {
+             auto env = std::make_unique<sim::Env>();
+             env->reset(spec_of(split, task, seed));
+             return env;
+           }),
+           py::arg("split") = "matching", py::arg("task") = "pick", py::arg("seed") = 0)
+      .def("reset", [](sim::Env& e, const std::string& split, const std::string& task,
+                       uint64_t seed) { e.reset(spec_of(split, task, seed)); },
+           py::arg("split") = "matching", py::arg("task") = "pick", py::arg("seed") = 0)
+      .def("render", [](const sim::Env& e, int width, int height) { return image_to_numpy(e.render(width, height)); },
+           py::arg("width") = 64, py::arg("height") = 64, "uint8 [height, width, 3]")
+      .def_property_readonly("instruction", &sim::Env::instruction)
+      .def("state", [](const sim::Env& e) {
+        auto v = e.state();
+        return py::array_t<float>(py::ssize_t(v.size()), v.data());
+      })
+      .def("step", [](sim::Env& e, py::array_t<float, py::array::c_style | py::array::forcecast> a) {
+        if (a.size() != sim::kActionDim)
+          throw ProtocolError("step: expected " + std::to_string(sim::kActionDim) + " action values");
+        e.step(a.data());
+      }, py::arg("action"))
+      .def_property_readonly("success", &sim::Env::success)
+      .def_property_readonly("done", &sim::Env::done)
+      .def_property_readonly("steps", &sim::Env::steps)
+      .def_property_readonly("max_steps", &sim::Env::max_steps);
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(evla, m) {
+  m.doc() = "evla: diffusion Vision-Language-Action policies on CPU";
+  m.attr("__version__") = "0.1.0";
+  py::register_exception<ProtocolError>(m, "ObservationError", PyExc_ValueError);
+  py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
+
+  py::class_<PyPolicy>(m, "Policy")
+      .def(py::init<const std::string&, std::optional<std::string>, std::optional<int>,
+                    std::optional<std::vector<std::string>>, std::optional<std::string>,
+                    std::optional<std::string>>(),
+           py::arg("model_dir"), py::arg("plan") = py::none(), py::arg("threads") = py::none(),
+           py::arg("image_keys") = py::none(), py::arg("state_key") = py::none(),
+           py::arg("prompt_key") = py::none())
+      .def("infer", &PyPolicy::infer, py::arg("obs"),
+           "obs: dict with the server's keys (numpy uint8 H×W×3 images, state, prompt, optional seed).\n"
+           "Returns {'actions': float32 [horizon, dim], 'policy_timing': {...}}.")
+      .def_property_readonly("metadata", &PyPolicy::metadata);
+
+  m.def("load_image", [](const std::string& path) { return image_to_numpy(load_image(path)); },
+        "PNG or JPEG file -> uint8 [H, W, 3]");
+#ifdef EVLA_PY_SIM
+  bind_sim(m);
+#endif
+}

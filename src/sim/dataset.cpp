@@ -1,0 +1,141 @@
+#include "sim/dataset.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/thread_pool.h"
+#include "evla/error.h"
+#include "io/safetensors.h"
+#include "sim/env.h"
+
+namespace evla::sim {
+
+Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
+  Env env;
+  env.reset(spec);
+  // The noise seed depends on the whole spec, so tasks sharing a seed differ.
+  Expert expert(env.episode(), options.noise, spec.seed * 31 + uint64_t(spec.task) * 7 + uint64_t(spec.split));
+  Demo d;
+  d.spec = spec;
+  d.instruction = env.instruction();
+  while (!env.done()) {
+    Image img = env.render(options.image_size, options.image_size);
+    d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
+    std::vector<float> s = env.state();
+    d.states.insert(d.states.end(), s.begin(), s.end());
+    float a[kActionDim];
+    expert.act(env.scene(), a);
+    d.actions.insert(d.actions.end(), a, a + kActionDim);
+    env.step(a);
+  }
+  d.steps = env.steps();
+  d.success = env.success();
+  return d;
+}
+
+std::vector<float> action_chunks(const Demo& demo, int chunk) {
+  if (chunk < 1) throw Error("sim::action_chunks: chunk must be >= 1, got " + std::to_string(chunk));
+  const int n = demo.steps;
+  float pad[kActionDim] = {0, 0, 0, n > 0 ? demo.actions[size_t(n - 1) * kActionDim + 3] : 0.0f};
+  std::vector<float> out(size_t(n) * chunk * kActionDim);
+  for (int t = 0; t < n; ++t)
+    for (int c = 0; c < chunk; ++c) {
+      const float* src = t + c < n ? &demo.actions[size_t(t + c) * kActionDim] : pad;
+      std::copy(src, src + kActionDim, &out[(size_t(t) * chunk + c) * kActionDim]);
+    }
+  return out;
+}
+
+void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_t first_index,
+                 const DemoOptions& options) {
+  const int64_t size = options.image_size, chunk = options.chunk;
+  std::vector<uint8_t> images;
+  std::vector<float> states, actions;
+  std::vector<int32_t> episode;
+  nlohmann::json meta = nlohmann::json::array();
+  for (size_t i = 0; i < demos.size(); ++i) {
+    const Demo& d = demos[i];
+    if (d.images.size() != size_t(d.steps) * size * size * 3)
+      throw Error("sim::write_shard: " + path + ": demo " + std::to_string(i) + " was recorded at another image size");
+    const int64_t index = first_index + int64_t(i);
+    meta.push_back({{"index", index},
+                    {"first_frame", episode.size()},
+                    {"frames", d.steps},
+                    {"task", task_name(d.spec.task)},
+                    {"split", split_name(d.spec.split)},
+                    {"seed", d.spec.seed},
+                    {"instruction", d.instruction},
+                    {"success", d.success}});
+    images.insert(images.end(), d.images.begin(), d.images.end());
+    states.insert(states.end(), d.states.begin(), d.states.end());
+    std::vector<float> c = action_chunks(d, int(chunk));
+    actions.insert(actions.end(), c.begin(), c.end());
+    episode.insert(episode.end(), size_t(d.steps), int32_t(index));
+  }
+  const int64_t n = int64_t(episode.size());
+  io::SafetensorsWriter w;
+  w.add("image", io::DType::U8, {n, size, size, 3}, images.data(), images.size());
+  w.add_f32("state", {n, kStateDim}, states.data());
+  w.add_f32("action", {n, chunk, kActionDim}, actions.data());
+  w.add("episode", io::DType::I32, {n}, episode.data(), episode.size() * sizeof(int32_t));
+  const ExpertNoise& z = options.noise;
+  nlohmann::json info = {
+      {"format", "evla-sim-demos/1"},
+      {"image_size", size},
+      {"chunk", chunk},
+      {"action_dim", kActionDim},
+      {"action", "dx, dy, dz (table units, each clipped to +-max_delta), gripper (0 open .. 1 closed)"},
+      {"max_delta", geom::kMaxDelta},
+      {"state_dim", kStateDim},
+      {"state", "gripper x, y, z (table units), finger opening (1 open .. 0 closed)"},
+      {"noise", {{"jitter", z.jitter}, {"slow", z.slow}, {"perturb", z.perturb}, {"action", z.action}}},
+  };
+  w.set_metadata("info", info.dump());
+  w.set_metadata("episodes", meta.dump());
+  w.write(path);
+}
+
+DatasetReport write_dataset(const std::string& dir, const DatasetOptions& options,
+                            const std::function<void(int, int)>& progress) {
+  if (options.tasks.empty()) throw Error("sim::write_dataset: no tasks given");
+  if (options.episodes < 0 || options.episodes_per_shard < 1 || options.threads < 1)
+    throw Error("sim::write_dataset: episodes, episodes_per_shard and threads must be positive");
+  std::filesystem::create_directories(dir);
+  ThreadPool pool(options.threads);
+  DatasetReport report;
+  std::vector<Demo> pending;  // kept demos not yet written
+  auto flush = [&] {
+    char name[32];
+    std::snprintf(name, sizeof name, "shard-%05d.safetensors", int(report.shards.size()));
+    std::string path = (std::filesystem::path(dir) / name).string();
+    write_shard(path, pending, report.episodes, options.demo);
+    for (const Demo& d : pending) report.frames += d.steps;
+    report.episodes += int(pending.size());
+    report.shards.push_back(path);
+    pending.clear();
+  };
+  const int n_tasks = int(options.tasks.size());
+  // Batches small enough for frequent progress, large enough to keep the threads busy.
+  const int batch = 8 * options.threads;
+  for (int begin = 0; begin < options.episodes; begin += batch) {
+    const int end = std::min(options.episodes, begin + batch);
+    std::vector<Demo> demos(size_t(end - begin));
+    pool.run(end - begin, [&](int i) {
+      const int e = begin + i;
+      EpisodeSpec spec{options.split, options.tasks[size_t(e % n_tasks)], options.seed + uint64_t(e)};
+      demos[size_t(i)] = record_demo(spec, options.demo);
+    });
+    for (Demo& d : demos) {
+      if (!d.success) ++report.failed;
+      if (!d.success && !options.keep_failed) continue;
+      pending.push_back(std::move(d));
+      if (int(pending.size()) == options.episodes_per_shard) flush();
+    }
+    if (progress) progress(end, options.episodes);
+  }
+  if (!pending.empty()) flush();
+  return report;
+}
+
+}  // namespace evla::sim

@@ -1,0 +1,67 @@
+// Demonstrations: expert episodes recorded frame by frame and written as
+// safetensors shards for training (format: docs/dataset.md).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "sim/expert.h"
+#include "sim/tasks.h"
+
+namespace evla::sim {
+
+struct DemoOptions {
+  int image_size = 64;  // square frames
+  int chunk = 16;       // actions per training target
+  ExpertNoise noise = ExpertNoise::level(1);
+};
+
+// One expert episode; frame t is what the policy saw before action t.
+struct Demo {
+  EpisodeSpec spec;
+  std::string instruction;
+  bool success = false;
+  int steps = 0;                // frames = actions
+  std::vector<uint8_t> images;  // [steps, size, size, 3]
+  std::vector<float> states;    // [steps, kStateDim]
+  std::vector<float> actions;   // [steps, kActionDim]
+};
+
+// Runs the expert on one episode (its noise seeded from the spec) and records it.
+Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options);
+
+// [steps, chunk, kActionDim]: the expert's actions t .. t+chunk-1 for every
+// frame t. The expert is stateful, so chunks are sliced from the recorded
+// episode; past its end they repeat a zero-motion action that keeps the last
+// gripper command.
+std::vector<float> action_chunks(const Demo& demo, int chunk);
+
+// Writes demos as one shard; their episode indices are first_index, first_index+1, ...
+void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_t first_index,
+                 const DemoOptions& options);
+
+struct DatasetOptions {
+  Split split = Split::Matching;
+  std::vector<Task> tasks = all_tasks();
+  int episodes = 100;            // attempted; episode i runs tasks[i % tasks.size()] with seed + i
+  uint64_t seed = 0;
+  int episodes_per_shard = 200;  // 64 px: about 12 KB per frame, ~35 frames per episode
+  bool keep_failed = false;      // failed expert episodes are dropped unless set
+  int threads = 1;
+  DemoOptions demo;
+};
+
+struct DatasetReport {
+  int episodes = 0;  // written
+  int failed = 0;    // expert failures (dropped unless keep_failed)
+  int64_t frames = 0;
+  std::vector<std::string> shards;
+};
+
+// Writes dir/shard-00000.safetensors, ... (dir is created). `progress`, if
+// given, is called with (episodes attempted so far, total).
+DatasetReport write_dataset(const std::string& dir, const DatasetOptions& options,
+                            const std::function<void(int, int)>& progress = {});
+
+}  // namespace evla::sim

@@ -1,0 +1,91 @@
+// The scripted expert: success rate on both splits, determinism, diversity
+// and recovery.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "sim/env.h"
+#include "sim/expert.h"
+#include "sim/expert_eval.h"
+
+namespace evla::sim {
+namespace {
+
+struct Rollout {
+  bool success;
+  int steps;
+  std::vector<float> actions;
+};
+
+Rollout run_expert(const EpisodeSpec& spec, const ExpertNoise& noise, uint64_t seed) {
+  Env env;
+  env.reset(spec);
+  Expert expert(env.episode(), noise, seed);
+  Rollout r;
+  float a[kActionDim];
+  while (!env.done()) {
+    expert.act(env.scene(), a);
+    r.actions.insert(r.actions.end(), a, a + kActionDim);
+    env.step(a);
+  }
+  r.success = env.success();
+  r.steps = env.steps();
+  return r;
+}
+
+// The acceptance bar: >= 98% of episodes of every task in both splits, with
+// the demonstration noise (level 1) and without noise.
+TEST(SimExpert, SolvesAtLeast98PercentOfEveryTaskAndSplit) {
+  for (float level : {0.0f, 1.0f})
+    for (Split sp : {Split::Matching, Split::Variants}) {
+      ExpertEvalOptions o;
+      o.split = sp;
+      o.episodes = 100;
+      o.noise = ExpertNoise::level(level);
+      o.render_size = 0;
+      ExpertEvalReport r = evaluate_expert(o);
+      ASSERT_EQ(r.tasks.size(), size_t(kNumTasks));
+      for (const ExpertTaskResult& t : r.tasks) {
+        std::printf("noise %.0f %-9s %-14s %3d/%d  mean steps %.1f (max %d)\n", level, split_name(sp),
+                    task_name(t.task), t.successes, t.episodes, t.mean_steps, max_steps(t.task));
+        EXPECT_EQ(t.episodes, 100);
+        EXPECT_GE(t.successes, 98) << "noise " << level << " " << split_name(sp) << " " << task_name(t.task);
+        EXPECT_LT(t.mean_steps, 0.5 * max_steps(t.task));  // the step limits leave a policy room
+      }
+    }
+}
+
+TEST(SimExpert, NoiseIsReproducibleAndDiverse) {
+  const EpisodeSpec spec{Split::Matching, Task::MoveNear, 3};
+  const ExpertNoise noise = ExpertNoise::level(1);
+  EXPECT_EQ(run_expert(spec, noise, 1).actions, run_expert(spec, noise, 1).actions);
+  EXPECT_NE(run_expert(spec, noise, 1).actions, run_expert(spec, noise, 2).actions);
+  EXPECT_EQ(run_expert(spec, {}, 1).actions, run_expert(spec, {}, 2).actions);  // no noise: seed unused
+}
+
+TEST(SimExpert, RecoversWhenTheObjectIsDropped) {
+  for (Task t : {Task::Pick, Task::MoveNear, Task::PutInDrawer}) {
+    Env env;
+    env.reset({Split::Matching, t, 21});
+    Expert expert(env.episode());
+    float a[kActionDim];
+    // Pick: drop it right after the grasp; the others: while carrying it high.
+    const float drop_height = t == Task::Pick ? 0.0f : 0.1f;
+    int dropped = 0;  // steps of forced opening done (3 open the fingers fully)
+    while (!env.done()) {
+      expert.act(env.scene(), a);
+      const Gripper& g = env.scene().gripper;
+      bool carrying = g.held_object >= 0 && env.scene().objects[g.held_object].pos.z >= drop_height;
+      if ((dropped == 0 && carrying) || (dropped > 0 && dropped < 3)) {
+        a[3] = 0;
+        ++dropped;
+      }
+      env.step(a);
+    }
+    EXPECT_EQ(dropped, 3) << task_name(t);
+    EXPECT_TRUE(env.success()) << task_name(t);
+  }
+}
+
+}  // namespace
+}  // namespace evla::sim

@@ -1,0 +1,64 @@
+// evla eval: closed-loop success and latency on the tabletop benchmark.
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "eval/evaluator.h"
+
+namespace evla::cli {
+
+void add_eval_command(CLI::App& app) {
+  struct Opts {
+    std::string model, plan, split = "matching", tasks, json, record;
+    int episodes = 50, execute = 4, workers = 0, threads = 1;
+    uint64_t seed = 0;
+    bool ensemble = false, quiet = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("eval", "Run the policy closed-loop on benchmark episodes");
+  cmd->add_option("--model,-m", o->model, "Model directory")->required();
+  cmd->add_option("--plan", o->plan, "Acceleration plan (JSON)");
+  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
+  cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();
+  cmd->add_option("--execute", o->execute, "Actions executed per inference")->capture_default_str();
+  cmd->add_flag("--ensemble", o->ensemble, "CogACT adaptive action ensembling (one action per inference)");
+  cmd->add_option("--workers", o->workers, "Episodes run in parallel (default: cores)");
+  cmd->add_option("--threads,-t", o->threads, "Threads per policy")->capture_default_str();
+  cmd->add_option("--json", o->json, "Also write the full report (every episode) as JSON here");
+  cmd->add_option("--record", o->record, "Write PNG strips of episodes to this directory");
+  cmd->add_flag("--quiet,-q", o->quiet, "No progress bar");
+  cmd->callback([o] {
+    eval::EvalOptions opts;
+    opts.split = sim::parse_split(o->split);
+    if (!o->tasks.empty()) {
+      opts.tasks.clear();
+      std::stringstream ss(o->tasks);
+      for (std::string t; std::getline(ss, t, ',');) opts.tasks.push_back(sim::parse_task(t));
+    }
+    opts.episodes = o->episodes;
+    opts.seed = o->seed;
+    opts.execute = o->execute;
+    opts.ensemble = o->ensemble;
+    opts.workers = o->workers;
+    opts.threads_per_policy = o->threads;
+    opts.record_dir = o->record;
+    opts.progress = !o->quiet;
+    auto model = Model::load(o->model);
+    Plan plan = o->plan.empty() ? Plan{} : Plan::load(o->plan);
+    const eval::EvalReport rep = eval::evaluate(model, plan, opts);
+    fmt::print("{}", rep.to_markdown());
+    if (!o->json.empty()) {
+      std::ofstream f(o->json);
+      if (!f) throw Error(o->json + ": cannot write");
+      f << rep.to_json().dump(2) << "\n";
+    }
+  });
+}
+
+EVLA_COMMAND(30, add_eval_command);
+
+}  // namespace evla::cli

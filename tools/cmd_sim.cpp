@@ -1,0 +1,158 @@
+// evla sim: the tabletop benchmark's simulator. `gen` writes expert
+// demonstrations for training, `render` saves one episode's first frame,
+// `expert` measures the scripted expert's success and the simulator's speed.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "sim/dataset.h"
+#include "sim/env.h"
+#include "sim/expert_eval.h"
+
+namespace evla::cli {
+
+namespace {
+
+std::vector<sim::Task> parse_tasks(const std::string& csv) {
+  if (csv.empty() || csv == "all") return sim::all_tasks();
+  std::vector<sim::Task> tasks;
+  std::stringstream ss(csv);
+  for (std::string t; std::getline(ss, t, ',');) tasks.push_back(sim::parse_task(t));
+  return tasks;
+}
+
+const char* kTasksHelp = "Comma list or 'all': pick, move_near, open_drawer, close_drawer, put_in_drawer";
+
+void add_gen(CLI::App& sim_cmd) {
+  struct Opts {
+    std::string split = "matching", tasks = "all", out;
+    int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1;
+    uint64_t seed = 0;
+    float noise = 1;
+    bool keep_failed = false, quiet = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = sim_cmd.add_subcommand("gen", "Write expert demonstrations as safetensors shards (docs/dataset.md)");
+  cmd->add_option("--out,-o", o->out, "Output directory")->required();
+  cmd->add_option("--episodes,-n", o->episodes, "Episodes, cycling through the tasks")->capture_default_str();
+  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
+  cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
+  cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Episode i uses seed + i")->capture_default_str();
+  cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2")->capture_default_str();
+  cmd->add_option("--shard-episodes", o->shard, "Episodes per shard")->capture_default_str();
+  cmd->add_option("--threads,-t", o->threads, "Episodes recorded in parallel")->capture_default_str();
+  cmd->add_flag("--keep-failed", o->keep_failed, "Keep episodes the expert failed (marked success=false)");
+  cmd->add_flag("--quiet,-q", o->quiet, "No progress");
+  cmd->callback([o] {
+    sim::DatasetOptions d;
+    d.split = sim::parse_split(o->split);
+    d.tasks = parse_tasks(o->tasks);
+    d.episodes = o->episodes;
+    d.seed = o->seed;
+    d.episodes_per_shard = o->shard;
+    d.keep_failed = o->keep_failed;
+    d.threads = o->threads;
+    d.demo.image_size = o->size;
+    d.demo.chunk = o->chunk;
+    d.demo.noise = sim::ExpertNoise::level(o->noise);
+    auto progress = [&](int done, int total) {
+      if (!o->quiet) fmt::print(stderr, "\rsim gen: {}/{} episodes", done, total);
+    };
+    sim::DatasetReport r = sim::write_dataset(o->out, d, progress);
+    if (!o->quiet) fmt::print(stderr, "\n");
+    fmt::print("{} episodes ({} frames) in {} shards under {}; {} expert failures {}\n", r.episodes, r.frames,
+               r.shards.size(), o->out, r.failed, o->keep_failed ? "kept" : "dropped");
+  });
+}
+
+void add_render(CLI::App& sim_cmd) {
+  struct Opts {
+    std::string task = "pick", split = "matching", out;
+    uint64_t seed = 0;
+    int size = 128, steps = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = sim_cmd.add_subcommand("render", "Save an episode's frame as PNG and print its instruction");
+  cmd->add_option("--out,-o", o->out, "PNG file")->required();
+  cmd->add_option("--task", o->task, kTasksHelp)->capture_default_str();
+  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Episode seed")->capture_default_str();
+  cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Let the clean expert act this many steps first")->capture_default_str();
+  cmd->callback([o] {
+    sim::Env env;
+    env.reset({sim::parse_split(o->split), sim::parse_task(o->task), o->seed});
+    sim::Expert expert(env.episode());
+    float action[sim::kActionDim];
+    for (int i = 0; i < o->steps && !env.done(); ++i) {
+      expert.act(env.scene(), action);
+      env.step(action);
+    }
+    save_png(o->out, env.render(o->size, o->size));
+    fmt::print("{}  (step {}, {})\n", env.instruction(), env.steps(), env.success() ? "solved" : "not solved");
+  });
+}
+
+void add_expert(CLI::App& sim_cmd) {
+  struct Opts {
+    std::string split = "matching", tasks = "all";
+    int episodes = 100, size = 64;
+    uint64_t seed = 0;
+    float noise = 1;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = sim_cmd.add_subcommand("expert", "Scripted expert's success per task, and simulator steps/s");
+  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
+  cmd->add_option("--episodes,-n", o->episodes, "Episodes per task")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();
+  cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2")->capture_default_str();
+  cmd->add_option("--size", o->size, "Render every step at this size (0: no rendering)")->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print JSON instead of a table");
+  cmd->callback([o] {
+    sim::ExpertEvalOptions e;
+    e.split = sim::parse_split(o->split);
+    e.tasks = parse_tasks(o->tasks);
+    e.episodes = o->episodes;
+    e.seed = o->seed;
+    e.noise = sim::ExpertNoise::level(o->noise);
+    e.render_size = o->size;
+    sim::ExpertEvalReport r = sim::evaluate_expert(e);
+    if (o->json) {
+      nlohmann::json j = {{"split", o->split}, {"noise", o->noise}, {"render_size", o->size},
+                          {"steps", r.steps}, {"seconds", r.seconds}, {"steps_per_second", r.steps_per_second()}};
+      for (const auto& t : r.tasks)
+        j["tasks"].push_back({{"task", sim::task_name(t.task)}, {"episodes", t.episodes},
+                              {"successes", t.successes}, {"mean_steps", t.mean_steps}});
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    fmt::print("| task | episodes | success | mean steps | max steps |\n|---|---|---|---|---|\n");
+    for (const auto& t : r.tasks)
+      fmt::print("| {} | {} | {:.1f}% | {:.1f} | {} |\n", sim::task_name(t.task), t.episodes,
+                 100.0 * t.successes / t.episodes, t.mean_steps, sim::max_steps(t.task));
+    fmt::print("\n{} split, noise {}: {} steps in {:.2f} s = {:.0f} steps/s ({})\n", o->split, o->noise, r.steps,
+               r.seconds, r.steps_per_second(),
+               o->size > 0 ? fmt::format("rendering {0}x{0} every step", o->size) : std::string("no rendering"));
+  });
+}
+
+}  // namespace
+
+void add_sim_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("sim", "Tabletop simulator: demonstrations, renders, expert baseline");
+  cmd->require_subcommand(1);
+  add_gen(*cmd);
+  add_render(*cmd);
+  add_expert(*cmd);
+}
+
+EVLA_COMMAND(50, add_sim_command);
+
+}  // namespace evla::cli
