@@ -97,7 +97,22 @@ def cases(space_id, vocab):
          "cond_dim": 128},
         BRIDGE_NORM, space_id)
 
+    # Shaped for the tabletop benchmark (4-d actions, 4-d state): the model of
+    # the closed-loop evaluation smoke tests.
+    sim = base_config(
+        "sim_random",
+        [encoder("dino", "vision_backbone.dino_featurizer", 32, 8, 32, 3, 2, True)],
+        [64],
+        {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 3,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab},
+        {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "action_dim": 4, "chunk_size": 8,
+         "cond_dim": 48, "state_dim": 4},
+        {"q01": [-0.04, -0.04, -0.04, 0.0], "q99": [0.04, 0.04, 0.04, 1.0],
+         "mask": [True, True, True, False], "gripper_index": 3},
+        space_id)
+
     return [("tests/fixtures/dual_gqa_cfg", dual, "Put the spoon on the towel", 1),
+            ("tests/fixtures/sim_random", sim, "pick up the red cube", 4),
             ("tests/fixtures/single_mha_nocfg", single, "Put the Carrot on the plate", 2),
             ("models/evla-tiny-random", tiny, "put the eggplant in the basket", 3)]
 

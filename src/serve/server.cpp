@@ -201,12 +201,12 @@ awaitable<void> Server::Impl::serve(tcp::socket sock) {
     ws.auto_fragment(false);
     co_await ws.async_accept(req, use_awaitable);
     co_await serve_websocket(s, ws);
-    outcome = "closed";
+    outcome = "closed";  // by us, after an error frame or on shutdown
   } catch (const boost::system::system_error& e) {
     const auto& c = e.code();
-    outcome = (c == websocket::error::closed || c == asio::error::eof || c == beast::http::error::end_of_stream)
-                  ? "client closed"
-                  : "dropped (" + c.message() + ")";
+    if (c == websocket::error::closed) outcome = "closed by the client";
+    else if (c == asio::error::eof || c == http::error::end_of_stream) outcome = "dropped by the client (no close frame)";
+    else outcome = "dropped (" + c.message() + ")";
     if (s.closing) outcome = "closed for shutdown";
   } catch (const std::exception& e) {  // never let one connection take the I/O thread down
     ++errors;

@@ -52,10 +52,9 @@ Expert::Waypoint Expert::waypoint(const Scene& s) const {
   if (open_task || close_task) {
     Vec3 h = s.handle_center(k);
     // Closing pushes the panel from in front of it (fingers either side of
-    // the handle); opening grasps the handle from above.
-    // The grasp aims a little in front of the handle's centre (and its
-    // jitter mostly forward) so the fingers never touch the panel and nudge
-    // the drawer shut while descending.
+    // the handle). Opening grasps the handle from above, aiming a little in
+    // front of its centre (jitter mostly forward) so that the fingers never
+    // touch the panel, which would nudge the drawer shut on the way down.
     float front = s.panel_box(k).lo.y - kFingerD / 2 - 0.05f;
     Vec3 base = close_task ? Vec3{h.x, front, h.z - 0.03f} : Vec3{h.x, h.y - 0.01f, h.z - kHandleBelow};
     Vec3 j = fine;
@@ -82,7 +81,8 @@ Expert::Waypoint Expert::waypoint(const Scene& s) const {
       return {Vec3{o.pos.x, o.pos.y, o.pos.z + std::min(kGraspDepth, o.height / 3)} + fine, false, 0.006f};
     case Phase::Close: return {p, true, 0};
     case Phase::Lift: return {{p.x, p.y, kCarryBottom - off.z + jitter_.z}, true, 0.01f};
-    case Phase::Carry: return {{place.x - off.x + jitter_.x / 2, place.y - off.y + fine.y, kCarryBottom - off.z}, true, 0.01f};
+    case Phase::Carry:
+      return {{place.x - off.x + jitter_.x / 2, place.y - off.y + fine.y, kCarryBottom - off.z}, true, 0.01f};
     case Phase::Lower: return {place - off + Vec3{fine.x / 2, fine.y / 2, 0}, true, 0.006f};
     case Phase::Release: return {p, false, 0};
     default: return {{p.x, p.y, 0.2f}, false, 0.01f};  // Retreat

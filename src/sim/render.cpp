@@ -120,7 +120,9 @@ void draw_background(Raster& r, const Look& look) {
         continue;
       }
       int u = int(std::floor(p.x / look.pattern_scale)), v = int(std::floor(p.y / look.pattern_scale));
-      bool alt = look.pattern == TablePattern::Stripes ? (v & 1) : look.pattern == TablePattern::Checker ? ((u + v) & 1) : 0;
+      bool alt = false;
+      if (look.pattern == TablePattern::Stripes) alt = v & 1;
+      if (look.pattern == TablePattern::Checker) alt = (u + v) & 1;
       r.put(x, y, (alt ? look.table_b : look.table_a) * look.light_tint * table_light, r.view_depth(d, t));
     }
   }
@@ -130,10 +132,10 @@ void draw_cabinet(Painter& p, const Scene& s, const Look& look) {
   p.box(s.cabinet_box(), look.cabinet);
   for (int k = 0; k < kDrawers; ++k) {
     Box t = s.tray_box(k), in = s.tray_inside(k);
-    p.box({t.lo, {t.hi.x, t.hi.y, kTrayFloor}}, look.tray);                       // floor
-    p.box({t.lo, {in.lo.x, t.hi.y, t.hi.z}}, look.tray);                           // left wall
-    p.box({{in.hi.x, t.lo.y, t.lo.z}, t.hi}, look.tray);                           // right wall
-    p.box({{t.lo.x, in.hi.y, t.lo.z}, t.hi}, look.tray);                           // back wall
+    p.box({t.lo, {t.hi.x, t.hi.y, kTrayFloor}}, look.tray);  // floor
+    p.box({t.lo, {in.lo.x, t.hi.y, t.hi.z}}, look.tray);      // left wall
+    p.box({{in.hi.x, t.lo.y, t.lo.z}, t.hi}, look.tray);      // right wall
+    p.box({{t.lo.x, in.hi.y, t.lo.z}, t.hi}, look.tray);      // back wall
     p.box(s.panel_box(k), look.panel);
     p.box(s.handle_box(k), look.handle);
   }

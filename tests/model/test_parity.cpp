@@ -84,7 +84,7 @@ TEST_P(Parity, EveryStageMatchesPyTorch) {
   EXPECT_LE(test::nmse(chunk.actions.data(), ref.data(), ref.size()), 1e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::Values("dual_gqa_cfg", "single_mha_nocfg"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::Values("dual_gqa_cfg", "single_mha_nocfg", "sim_random"));
 
 TEST(Determinism, SameSeedSameThreadsBitIdentical) {
   Fixture fx("dual_gqa_cfg");

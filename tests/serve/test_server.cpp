@@ -182,7 +182,8 @@ TEST(ServeServer, BadInputGetsErrorFrameAnd1011AndOthersKeepGoing) {
   big.images[0].second = test_image(200, 200);  // 120 kB > 64 kB
 
   std::vector<BadCase> cases = {
-      {"not msgpack", "this is not msgpack", "not a valid msgpack"},
+      {"not msgpack", "\xc1 is never used in msgpack", "not a valid msgpack"},
+      {"msgpack int", "this is not msgpack", "trailing bytes"},  // 't' is a fixint
       {"wrong dtype", wrong_dtype.pack(), "images must be uint8"},
       {"wrong shape", wrong_shape.pack(), "image side"},
       {"missing key", missing.pack(), "missing key 'prompt'"},

@@ -55,7 +55,9 @@ TEST_F(SimDataset, ChunksSliceAheadAndPadWithStillActions) {
   d.actions = {0.01f, 0, 0, 0, 0.02f, 0, 0, 1, 0.03f, 0.01f, -0.01f, 1};
   std::vector<float> c = action_chunks(d, 4);
   ASSERT_EQ(c.size(), size_t(3 * 4 * kActionDim));
-  auto at = [&](int t, int k) { return std::vector<float>(c.begin() + (t * 4 + k) * 4, c.begin() + (t * 4 + k + 1) * 4); };
+  auto at = [&](int t, int k) {
+    return std::vector<float>(c.begin() + (t * 4 + k) * 4, c.begin() + (t * 4 + k + 1) * 4);
+  };
   EXPECT_EQ(at(0, 0), (std::vector<float>{0.01f, 0, 0, 0}));
   EXPECT_EQ(at(0, 2), (std::vector<float>{0.03f, 0.01f, -0.01f, 1}));
   EXPECT_EQ(at(1, 0), (std::vector<float>{0.02f, 0, 0, 1}));

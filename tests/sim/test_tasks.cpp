@@ -54,13 +54,18 @@ TEST(SimTasks, InstructionsNameTargetAmongLookAlikes) {
           EXPECT_NE(ep.instruction.find(object_name(objs[g.object])), std::string::npos);
           // Another object shares the target's colour or shape, so neither alone suffices.
           bool look_alike = false;
+          const Object& target = objs[g.object];
           for (size_t i = 0; i < objs.size(); ++i)
-            if (int(i) != g.object && (objs[i].color == objs[g.object].color) != (objs[i].shape == objs[g.object].shape))
+            if (int(i) != g.object && (objs[i].color == target.color) != (objs[i].shape == target.shape))
               look_alike = true;
           EXPECT_TRUE(look_alike);
         }
-        if (g.anchor >= 0) EXPECT_NE(ep.instruction.find(object_name(objs[g.anchor])), std::string::npos);
-        if (g.drawer >= 0) EXPECT_NE(ep.instruction.find(g.drawer == 0 ? "left" : "right"), std::string::npos);
+        if (g.anchor >= 0) {
+          EXPECT_NE(ep.instruction.find(object_name(objs[g.anchor])), std::string::npos);
+        }
+        if (g.drawer >= 0) {
+          EXPECT_NE(ep.instruction.find(g.drawer == 0 ? "left" : "right"), std::string::npos);
+        }
         EXPECT_EQ(ep.instruction.find('{'), std::string::npos);
         // Names are unambiguous.
         std::set<std::string> names;

@@ -1,0 +1,198 @@
+"""Trainable evla-tabletop policy: the config, a batched forward over evla_ref's
+modules (python/evla_ref/model.py, the reference of docs/format.md), the
+instruction tokenizer, and export to a model directory the C++ runtime loads.
+
+The modules are evla_ref's own, so the exported tensor names and the forward
+pass are exactly the runtime's; only batching (right-padded prompts, several
+diffusion samples per backbone forward) is added here.
+"""
+import copy
+import io
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from evla_ref import model as ref  # noqa: E402
+from evla_ref import safetensors_io  # noqa: E402
+
+TEMPLATE = "In: What action should the robot take to {instruction}?\nOut: "
+
+
+# --------------------------------------------------------------------------- config
+
+def make_config(vocab_size, space_id, q01, q99, size="default"):
+    """The shipped architecture. CogACT's layout (DINOv2-like + SigLIP-like ViTs, features
+    of the second-to-last block, 3-layer projector, Llama, DiT head), scaled down."""
+    s = dict(vit_d=96, vit_layers=4, vit_heads=4, llm_d=128, llm_layers=12, llm_heads=4, llm_kv=2,
+             llm_ffn=352, dit_d=128, dit_layers=3, dit_heads=4)
+    if isinstance(size, dict):
+        s.update(size)
+
+    def enc(name, prefix, dino):
+        return {
+            "name": name, "prefix": prefix, "image_size": 64, "patch_size": 8,
+            "hidden_size": s["vit_d"], "num_layers": s["vit_layers"], "num_heads": s["vit_heads"],
+            "intermediate_size": 4 * s["vit_d"],
+            "class_token": dino, "num_registers": 4 if dino else 0, "layer_scale": dino,
+            "feature_layer": s["vit_layers"] - 2, "norm_eps": 1e-6,
+            "image_mean": [0.485, 0.456, 0.406] if dino else [0.5, 0.5, 0.5],
+            "image_std": [0.229, 0.224, 0.225] if dino else [0.5, 0.5, 0.5],
+        }
+
+    return {
+        "evla_format": 1,
+        "architecture": "cogact",
+        "name": "evla-tabletop",
+        "vision": {"num_images": 1, "encoders": [
+            enc("dino", "vision_backbone.dino_featurizer", True),
+            enc("siglip", "vision_backbone.siglip_featurizer", False)]},
+        "projector": {"prefix": "projector.projector", "hidden_dims": [8 * s["vit_d"], s["llm_d"]]},
+        "llm": {
+            "prefix": "llm_backbone.llm", "hidden_size": s["llm_d"], "intermediate_size": s["llm_ffn"],
+            "num_hidden_layers": s["llm_layers"], "num_attention_heads": s["llm_heads"],
+            "num_key_value_heads": s["llm_kv"], "vocab_size": vocab_size, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
+        },
+        "prompt": {"tokenizer": "tokenizer.model", "template": TEMPLATE, "lowercase_instruction": True,
+                   "space_token_id": space_id, "cognition_token_id": 2},
+        "action_head": {
+            "prefix": "action_model.net", "hidden_size": s["dit_d"], "num_layers": s["dit_layers"],
+            "num_heads": s["dit_heads"], "mlp_ratio": 4.0, "action_dim": 4, "chunk_size": 16,
+            "cond_dim": s["llm_d"], "state_dim": 4, "frequency_embedding_size": 256, "norm_eps": 1e-6,
+            "train_steps": 100, "beta_schedule": "squaredcos_cap_v2", "sample_steps": 10, "cfg_scale": 1.5,
+        },
+        "action_normalization": {"q01": [float(v) for v in q01], "q99": [float(v) for v in q99],
+                                 "mask": [True, True, True, False], "gripper_index": 3},
+    }
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+def train_tokenizer(instructions, vocab_size=160):
+    """SentencePiece BPE with Llama conventions (as evla_ref/tokenizer.py): unk 0, BOS 1, EOS 2,
+    identity normalisation, dummy prefix, "\\n" user-defined. Trained on the benchmark's
+    instructions, bare and inside the prompt template. Returns the model bytes."""
+    import sentencepiece as spm
+    lines = sorted(set(i.lower() for i in instructions))
+    corpus = lines + [TEMPLATE.replace("{instruction}", s) for s in lines]
+    while True:
+        out = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(corpus), model_writer=out, vocab_size=vocab_size,
+                model_type="bpe", character_coverage=1.0, byte_fallback=False,
+                unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+                user_defined_symbols=["\n"], split_digits=True,
+                num_threads=1, shuffle_input_sentence=False, input_sentence_size=0, minloglevel=2)
+            return out.getvalue()
+        except RuntimeError as e:  # "Vocabulary size too high": shrink to what the corpus supports
+            if "too high" not in str(e) or vocab_size <= 64:
+                raise
+            vocab_size -= 8
+
+
+# --------------------------------------------------------------------------- model
+
+def init_weights(policy, seed):
+    """Scratch initialisation: N(0, 0.02) linears/embeddings, zero biases, LayerScale 0.1,
+    zero DiT output layer (it predicts eps ~ N(0,1) from the start through its bias-free start)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.1)
+            elif name.endswith("bias"):
+                p.zero_()
+            elif p.dim() >= 2 or "pos" in name or "token" in name or "uncondition" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        # residual output projections scaled down (GPT-2 style)
+        nl = policy.config["llm"]["num_hidden_layers"]
+        for layer in policy.llm.model.layers:
+            layer.self_attn.o_proj.weight.mul_(1 / math.sqrt(2 * nl))
+            layer.mlp.down_proj.weight.mul_(1 / math.sqrt(2 * nl))
+        policy.dit.final_layer.linear.weight.zero_()
+        policy.dit.final_layer.linear.bias.zero_()
+
+
+class Trainable(nn.Module):
+    """evla_ref.Policy plus state normalisation (baked into s_embedder at export)."""
+
+    def __init__(self, cfg, state_mean, state_std):
+        super().__init__()
+        self.policy = ref.Policy(cfg, with_lm_head=False)
+        self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32))
+        self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32))
+        for i, e in enumerate(cfg["vision"]["encoders"]):
+            self.register_buffer(f"pix_mean{i}", torch.tensor(e["image_mean"]).view(1, 3, 1, 1))
+            self.register_buffer(f"pix_std{i}", torch.tensor(e["image_std"]).view(1, 3, 1, 1))
+        acp = ref.squaredcos_alphas_cumprod(cfg["action_head"]["train_steps"])
+        self.register_buffer("sqrt_acp", torch.tensor(np.sqrt(acp), dtype=torch.float32))
+        self.register_buffer("sqrt_1macp", torch.tensor(np.sqrt(1 - acp), dtype=torch.float32))
+
+    def cognition(self, images01, text_ids, text_len):
+        """images01 [B,3,S,S] in [0,1]; text_ids [B,T] prompt ids after BOS (right-padded);
+        text_len [B] -> cognition features [B,d] (final-norm hidden at each sample's last token)."""
+        p = self.policy
+        feats = []
+        for i, enc in enumerate(p.encoders):
+            x = (images01 - getattr(self, f"pix_mean{i}")) / getattr(self, f"pix_std{i}")
+            feats.append(enc(x))
+        vis = p.projector(torch.cat(feats, dim=-1))
+        emb = p.llm.model.embed_tokens
+        b = images01.shape[0]
+        bos = emb(torch.full((b, 1), p.config["llm"]["bos_token_id"], dtype=torch.long))
+        seq = torch.cat([bos, vis, emb(text_ids)], dim=1)
+        # Right padding: causal attention keeps the real tokens blind to the pads.
+        _, normed = p.llm.run(seq)
+        last = 1 + vis.shape[1] + text_len - 1
+        return normed[torch.arange(b), last]
+
+    def diffusion_loss(self, cog, state, actions, repeats, cond_drop):
+        """CogACT's DiT loss: eps-prediction MSE, `repeats` noise samples per backbone forward,
+        condition replaced by the learned uncondition with probability cond_drop."""
+        dit = self.policy.dit
+        b = cog.shape[0]
+        z = cog.repeat_interleave(repeats, 0)
+        st = ((state - self.state_mean) / self.state_std).repeat_interleave(repeats, 0)
+        x0 = actions.repeat_interleave(repeats, 0)
+        n = x0.shape[0]
+        drop = torch.rand(n) < cond_drop
+        z = torch.where(drop[:, None], dit.z_embedder.uncondition.expand(n, -1), z)
+        t = torch.randint(0, self.sqrt_acp.shape[0], (n,))
+        eps = torch.randn_like(x0)
+        xt = self.sqrt_acp[t, None, None] * x0 + self.sqrt_1macp[t, None, None] * eps
+        pred = dit(xt, t.numpy(), z, st)
+        return ((pred - eps) ** 2).mean()
+
+
+def export(trainable, cfg, tok_bytes, out_dir, dtype=np.float32):
+    """Writes config.json, model.safetensors, tokenizer.model; state normalisation folded
+    into s_embedder so the runtime can feed the raw env state. Written atomically-ish
+    (temp files then rename) so a concurrent evla eval never sees a half-written model."""
+    os.makedirs(out_dir, exist_ok=True)
+    pol = copy.deepcopy(trainable.policy).float().eval()
+    with torch.no_grad():
+        lin = pol.dit.s_embedder.linear
+        w = lin.weight / trainable.state_std[None, :]
+        lin.bias.copy_(lin.bias - w @ trainable.state_mean)
+        lin.weight.copy_(w)
+    tensors = {k: v.detach().cpu().numpy().astype(dtype) for k, v in pol.flat_state_dict().items()}
+    tmp = os.path.join(out_dir, ".tmp")
+    os.makedirs(tmp, exist_ok=True)
+    safetensors_io.write(os.path.join(tmp, "model.safetensors"), tensors,
+                         metadata={"format": "pt", "evla_format": "1"})
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(tmp, "tokenizer.model"), "wb") as f:
+        f.write(tok_bytes)
+    for name in ("tokenizer.model", "model.safetensors", "config.json"):
+        os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    os.rmdir(tmp)

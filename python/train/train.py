@@ -1,0 +1,233 @@
+#!/usr/bin/python3
+"""Trains evla-tabletop (the runtime's CogACT architecture) on `evla sim gen` demonstrations.
+
+CogACT's recipe: eps-prediction, 100 training steps, squaredcos_cap_v2 betas, several
+diffusion samples per backbone forward ("repeated diffusion steps"), 10% condition dropout
+to the learned uncondition (for CFG), AdamW, warmup + cosine LR; plus an EMA of the
+weights (exported). Seeded (torch + numpy). The schedule runs on max(step/steps,
+elapsed/time_budget), so the run ends on time however busy the CPUs are.
+
+  /usr/bin/python3 python/train/train.py --data /tmp/evla_train/demos --out models/evla-tabletop \
+      --steps 4000 --batch 32 --repeats 8 --time-budget 4200 --log /tmp/evla_train/train.log
+
+`--init-only` exports the random-initialised model (for `evla bench` before training).
+"""
+import argparse
+import copy
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import policy as P  # noqa: E402
+
+
+def log(f, msg):
+    line = time.strftime("%H:%M:%S ") + msg
+    print(line, flush=True)
+    if f:
+        f.write(line + "\n")
+        f.flush()
+
+
+def load_demos(data_dir, max_episodes):
+    """All shards into memory: uint8 images, states, chunks, per-frame instruction index."""
+    images, states, actions, instr_idx = [], [], [], []
+    instructions, lookup, tasks = [], {}, []
+    n_ep = 0
+    for path in sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors"))):
+        t, meta = P.safetensors_io.read(path)
+        eps = json.loads(meta["episodes"])
+        keep_rows = []
+        for e in eps:
+            if n_ep >= max_episodes:
+                break
+            if not e.get("success", True):
+                continue
+            n_ep += 1
+            s = e["instruction"].lower()
+            if s not in lookup:
+                lookup[s] = len(instructions)
+                instructions.append(s)
+            keep_rows.append(np.arange(e["first_frame"], e["first_frame"] + e["frames"]))
+            instr_idx.append(np.full(e["frames"], lookup[s], np.int64))
+            tasks.append(e["task"])
+        if keep_rows:
+            rows = np.concatenate(keep_rows)
+            images.append(t["image"][rows])
+            states.append(t["state"][rows])
+            actions.append(t["action"][rows])
+        if n_ep >= max_episodes:
+            break
+    return (np.concatenate(images), np.concatenate(states).astype(np.float32),
+            np.concatenate(actions).astype(np.float32), np.concatenate(instr_idx), instructions, n_ep)
+
+
+def colour_jitter(x, gen):
+    """x [B,3,H,W] in [0,1]: brightness, contrast, per-channel gain, small offset; 80% of images."""
+    b = x.shape[0]
+    u = lambda lo, hi, *shape: lo + (hi - lo) * torch.rand(b, *shape, generator=gen)
+    on = (torch.rand(b, 1, 1, 1, generator=gen) < 0.8).float()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    y = (x - mean) * u(0.75, 1.25, 1, 1, 1) + mean  # contrast
+    y = y * u(0.75, 1.25, 1, 1, 1) * u(0.9, 1.1, 3, 1, 1) + u(-0.06, 0.06, 3, 1, 1)
+    return (on * y + (1 - on) * x).clamp(0, 1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True, help="exported model directory")
+    ap.add_argument("--episodes", type=int, default=10 ** 9, help="use at most this many episodes")
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--time-budget", type=float, default=1e9, help="seconds; the schedule also ends on it")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=8, help="diffusion samples per backbone forward")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--min-lr-frac", type=float, default=0.05)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--cond-drop", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--no-aug", action="store_true")
+    ap.add_argument("--export-every", type=float, default=600, help="seconds between exports")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--log", default=None)
+    ap.add_argument("--size", default=None, help="JSON dict overriding make_config sizes")
+    ap.add_argument("--init-only", action="store_true")
+    ap.add_argument("--ckpt", default=None, help="torch checkpoint path (saved with each export)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    rng = np.random.default_rng(args.seed)
+    lf = open(args.log, "a") if args.log else None
+    log(lf, "args: " + json.dumps(vars(args)))
+
+    t0 = time.time()
+    images, states, actions, instr_idx, instructions, n_ep = load_demos(args.data, args.episodes)
+    n = len(images)
+    log(lf, f"data: {n_ep} episodes, {n} frames, {len(instructions)} instructions, "
+            f"{images.nbytes / 2**20:.0f} MiB images, loaded in {time.time() - t0:.0f} s")
+
+    # Action statistics (CogACT: per-dim q01/q99 over the dataset's actions); gripper not normalised.
+    step_actions = actions[:, 0, :]
+    q01 = np.quantile(step_actions, 0.01, axis=0)
+    q99 = np.quantile(step_actions, 0.99, axis=0)
+    q01[3], q99[3] = 0.0, 1.0
+    norm = actions.copy()
+    norm[..., :3] = np.clip(2 * (actions[..., :3] - q01[:3]) / (q99[:3] - q01[:3]) - 1, -1, 1)
+    state_mean, state_std = states.mean(0), states.std(0) + 1e-6
+    log(lf, f"q01 {q01.round(4).tolist()} q99 {q99.round(4).tolist()} state mean "
+            f"{state_mean.round(3).tolist()} std {state_std.round(3).tolist()}")
+
+    import sentencepiece as spm
+    tok = P.train_tokenizer(instructions)
+    sp = spm.SentencePieceProcessor(model_proto=tok)
+    space_id = sp.piece_to_id("\u2581")
+    cfg = P.make_config(sp.get_piece_size(), space_id, q01, q99,
+                        json.loads(args.size) if args.size else "default")
+    # Prompt ids per instruction (exactly the runtime's build_prompt_ids), minus the BOS.
+    ids = [P.ref.build_prompt_ids(cfg, sp, s)[1:] for s in instructions]
+    assert all(sp.id_to_piece(i) != "<unk>" for s in ids for i in s[:-1])
+    tmax = max(len(i) for i in ids)
+    text_ids = torch.zeros(len(ids), tmax, dtype=torch.long)
+    for k, i in enumerate(ids):
+        text_ids[k, :len(i)] = torch.tensor(i)
+    text_len = torch.tensor([len(i) for i in ids])
+    log(lf, f"tokenizer: vocab {sp.get_piece_size()}, space id {space_id}, prompt {tmax}..{min(text_len)} "
+            f"tokens after BOS (+64 visual)")
+
+    model = P.Trainable(cfg, state_mean, state_std)
+    P.init_weights(model.policy, args.seed)
+    nparam = sum(p.numel() for p in model.policy.parameters())
+    log(lf, f"model: {nparam / 1e6:.2f} M parameters")
+    if args.init_only:
+        P.export(model, cfg, tok, args.out)
+        log(lf, f"exported random init to {args.out}")
+        return
+
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "embed_tokens" not in name and "pos" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+
+    images_t = torch.from_numpy(images)  # [N,H,W,3] uint8
+    states_t = torch.from_numpy(states)
+    norm_t = torch.from_numpy(norm)
+    instr_t = torch.from_numpy(instr_idx)
+
+    def lr_at(progress, step):
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        p = min(1.0, progress)
+        return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    def do_export(tag):
+        te = time.time()
+        P.export(ema, cfg, tok, args.out)
+        if args.ckpt:
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "step": step, "cfg": cfg}, args.ckpt)
+        log(lf, f"export ({tag}) step {step} to {args.out} in {time.time() - te:.1f} s")
+
+    t_start = time.time()
+    last_export = t_start
+    step, losses, hist = 0, [], []
+    progress = 0.0
+    while progress < 1.0:
+        ts = time.time()
+        lr = lr_at(progress, step)
+        for gparam in opt.param_groups:
+            gparam["lr"] = lr
+        idx = torch.from_numpy(rng.integers(0, n, args.batch))
+        x = images_t[idx].permute(0, 3, 1, 2).float() / 255.0
+        if not args.no_aug:
+            x = colour_jitter(x, gen)
+        ii = instr_t[idx]
+        model.train()
+        cog = model.cognition(x, text_ids[ii], text_len[ii])
+        loss = model.diffusion_loss(cog, states_t[idx], norm_t[idx], args.repeats, args.cond_drop)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        d = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(d).add_(pm, alpha=1 - d)
+        step += 1
+        losses.append(loss.item())
+        now = time.time()
+        progress = max(step / args.steps, (now - t_start) / args.time_budget)
+        if step % 25 == 0 or step == 1:
+            el = now - t_start
+            eta = el / max(progress, 1e-9) - el
+            avg = float(np.mean(losses[-25:]))
+            hist.append((step, avg))
+            log(lf, f"step {step} loss {avg:.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
+                    f"{now - ts:.2f} s/step elapsed {el / 60:.1f} min progress {100 * progress:.1f}% "
+                    f"ETA {eta / 60:.1f} min")
+        if now - last_export > args.export_every:
+            do_export("periodic")
+            last_export = time.time()
+    do_export("final")
+    log(lf, f"done: {step} steps in {(time.time() - t_start) / 60:.1f} min; final loss (last 100) "
+            f"{np.mean(losses[-100:]):.4f}; curve " + " ".join(f"{s}:{l:.3f}" for s, l in hist[::8]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+// Bad model directories and bad observations give errors that name the
+// problem; nothing aborts.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/json_reader.h"
+#include "evla/evla.h"
+#include "io/safetensors.h"
+#include "test_util.h"
+
+namespace evla {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A scratch copy of a fixture model that a test may corrupt.
+struct ModelCopy {
+  fs::path dir;
+  explicit ModelCopy(const std::string& name) {
+    dir = fs::temp_directory_path() / ("evla_test_" + name + "_" + std::to_string(::getpid()) + "_" +
+                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir);
+    fs::copy(test::source_path("tests/fixtures/" + name), dir);
+  }
+  ~ModelCopy() { fs::remove_all(dir); }
+  nlohmann::json config() const { return read_json_file((dir / "config.json").string()); }
+  void write_config(const nlohmann::json& j) const { std::ofstream(dir / "config.json") << j.dump(2); }
+};
+
+std::string load_error(const fs::path& dir) {
+  try {
+    Model::load(dir.string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void expect_contains(const std::string& msg, const std::string& needle) {
+  EXPECT_NE(msg.find(needle), std::string::npos) << "'" << msg << "' lacks '" << needle << "'";
+}
+
+TEST(LoadErrors, ConfigProblemsNameTheKey) {
+  ModelCopy m("dual_gqa_cfg");
+  auto good = m.config();
+  struct Case {
+    std::function<void(nlohmann::json&)> edit;
+    std::string needle;
+  };
+  std::vector<Case> cases = {
+      {[](auto& j) { j["llm"].erase("hidden_size"); }, "llm.hidden_size: missing required key"},
+      {[](auto& j) { j["llm"]["num_hidden_layers"] = "3"; }, "llm.num_hidden_layers: expected an integer"},
+      {[](auto& j) { j["llm"]["num_key_value_heads"] = 3; }, "llm.num_key_value_heads"},
+      {[](auto& j) { j["action_head"]["cond_dim"] = 7; }, "action_head.cond_dim: must equal llm.hidden_size"},
+      {[](auto& j) { j["action_head"]["sample_steps"] = 7; }, "action_head.sample_steps"},
+      {[](auto& j) { j["vision"]["encoders"][0]["feature_layer"] = 9; }, "vision.encoders[0].feature_layer"},
+      {[](auto& j) { j["vision"]["encoders"][1]["patch_size"] = 16; }, "vision.encoders: both encoders must see the same image_size and patch grid"},
+      {[](auto& j) { j["action_normalization"]["q01"] = {0.0}; }, "action_normalization.q01"},
+      {[](auto& j) { j["evla_format"] = 9; }, "evla_format"},
+      {[](auto& j) { j["prompt"]["template"] = "no slot"; }, "prompt.template"},
+  };
+  for (auto& c : cases) {
+    auto j = good;
+    c.edit(j);
+    m.write_config(j);
+    expect_contains(load_error(m.dir), c.needle);
+  }
+  std::ofstream(m.dir / "config.json") << "{ not json";
+  expect_contains(load_error(m.dir), "invalid JSON");
+}
+
+TEST(LoadErrors, WeightProblemsNameTheTensor) {
+  ModelCopy m("dual_gqa_cfg");
+  auto j = m.config();
+  j["llm"]["intermediate_size"] = 130;  // the checkpoint's MLPs are 128 wide
+  m.write_config(j);
+  const std::string msg = load_error(m.dir);
+  expect_contains(msg, "mlp.gate_proj.weight");
+  expect_contains(msg, "[130, 64]");
+
+  // A missing tensor is named with the directory.
+  ModelCopy n("dual_gqa_cfg");
+  auto st = io::SafetensorsFile::open((n.dir / "model.safetensors").string());
+  io::SafetensorsWriter w;
+  for (const auto& [name, t] : st->tensors())
+    if (name != "action_model.net.final_layer.linear.bias") w.add(name, t.dtype, t.shape, t.data, t.nbytes);
+  st.reset();
+  w.write((n.dir / "model.safetensors").string());
+  expect_contains(load_error(n.dir), "action_model.net.final_layer.linear.bias");
+}
+
+TEST(LoadErrors, CorruptWeightFileAndMissingFiles) {
+  ModelCopy m("dual_gqa_cfg");
+  fs::resize_file(m.dir / "model.safetensors", 1000);
+  expect_contains(load_error(m.dir), "model.safetensors");
+  fs::remove(m.dir / "model.safetensors");
+  EXPECT_FALSE(load_error(m.dir).empty());
+  ModelCopy t("dual_gqa_cfg");
+  fs::remove(t.dir / "tokenizer.model");
+  expect_contains(load_error(t.dir), "tokenizer.model");
+  EXPECT_FALSE(load_error("/nonexistent/model").empty());
+}
+
+TEST(LoadErrors, BadObservations) {
+  auto model = Model::load(test::source_path("tests/fixtures/single_mha_nocfg"));
+  Policy p(model, PolicyOptions{1});
+  Observation obs;
+  obs.instruction = "pick up the can";
+  obs.images = {Image(28, 28)};
+  obs.state.assign(5, 0.f);
+  EXPECT_THROW(p.infer(obs), Error);  // needs 2 images
+  obs.images.push_back(Image(40, 30));  // resized, fine
+  EXPECT_NO_THROW(p.infer(obs));
+  obs.state.pop_back();
+  EXPECT_THROW(p.infer(obs), Error);  // state too short
+  obs.state.push_back(0.f);
+  obs.images[1].rgb.resize(5);
+  EXPECT_THROW(p.infer(obs), Error);  // malformed pixel buffer
+}
+
+}  // namespace
+}  // namespace evla
