@@ -159,7 +159,7 @@ std::string Plan::to_json() const {
     l["drop_mlp"] = mlp;
     if (!channels.empty()) {
       l["intermediate_size"] = F;
-      l["mlp_channels"] = channels;
+      l["mlp_channels"] = "@channels@";  // written compactly below, one line per layer
     }
     j["llm"] = l;
   }
@@ -169,7 +169,17 @@ std::string Plan::to_json() const {
                    {"method", method_name(tokens.method)}, {"seed", tokens.seed}};
   if (cache.interval > 1)
     j["cache"] = {{"interval", cache.interval}, {"start", cache.start}, {"blocks", cache.blocks}};
-  return j.dump(2);
+  std::string text = j.dump(2);
+  const size_t at = text.find("\"@channels@\"");
+  if (at != std::string::npos) {
+    std::string ch = "{";
+    for (size_t i = 0; i < llm.size(); ++i)
+      if (!llm[i].mlp_channels.empty())
+        ch += std::string(ch.size() > 1 ? "," : "") + "\n      \"" + std::to_string(i) + "\": " +
+              json(llm[i].mlp_channels).dump();
+    text.replace(at, 12, ch + "\n    }");
+  }
+  return text;
 }
 
 }  // namespace evla

@@ -92,6 +92,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
     const bool use_cache = reuse && block_cached(cache, int(i)) && !s.cached_attn[i].empty();
     auto& ca = s.cached_attn[i];
     auto& cm = s.cached_mlp[i];
+    if (s.observer) s.x_in.assign(s.x.begin(), s.x.end());
     if (use_cache) {
       kernels::add(s.x.data(), ca.data(), size_t(R) * H);
     } else {
@@ -116,6 +117,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
       cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
+    if (s.observer) s.observer->block(s.step, int(i), s.x_in.data(), ca.data(), cm.data(), R, H);
   }
 
   // Final LayerNorm + read-out on the action positions only.

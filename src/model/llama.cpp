@@ -122,6 +122,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       kernels::linear(pool, s.h.data(), T, D, L.gate.w, nullptr, F, s.gate.data());
       kernels::linear(pool, s.h.data(), T, D, L.up.w, nullptr, F, s.up.data());
       kernels::swiglu(s.gate.data(), s.up.data(), size_t(T) * F);
+      if (obs) obs->mlp_activation(l, s.gate.data(), T, F);
       kernels::linear(pool, s.gate.data(), T, F, L.down.w, nullptr, D, s.h.data());
       kernels::add(x.data(), s.h.data(), size_t(T) * D);
     }

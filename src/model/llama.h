@@ -33,6 +33,8 @@ struct LlamaObserver {
   // Residual stream after the attention sub-layer was added.
   virtual void after_attention(int layer, const float* x, int T, int D) {}
   virtual void layer_output(int layer, const float* x, int T, int D) {}
+  // The SwiGLU activations (input of down_proj), T × F.
+  virtual void mlp_activation(int layer, const float* act, int T, int F) {}
   // Head-averaged attention that text queries pay to each visual key
   // (visual_count entries, summed over text queries). Only called when
   // wants_visual_attention() is true, for every layer that runs attention.

@@ -62,6 +62,7 @@ void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, c
   for (size_t step = 0; step < sched.timesteps.size(); ++step) {
     for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
     const bool reuse = !cache_refresh_step(cache, int(step));
+    s.step = int(step);
     dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
     for (int i = 0; i < n; ++i)
       guided[i] = B == 2 ? eps[n + i] + cfg.cfg_scale * (eps[i] - eps[n + i]) : eps[i];

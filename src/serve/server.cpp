@@ -212,6 +212,7 @@ awaitable<void> Server::Impl::serve(tcp::socket sock) {
     ++errors;
     outcome = std::string("failed: ") + e.what();
   }
+  fprintf(stderr, "DBG %s ends: %s\n", s.peer.c_str(), outcome.c_str());
   if (s.ws)  // plain HTTP requests (health checks) are not worth a line each
     log(fmt::format("{}: connection {}", s.peer, outcome));
 }
@@ -237,6 +238,7 @@ awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
   };
 
   while (!s.closing) {
+    fprintf(stderr, "DBG %s loop top\n", s.peer.c_str());
     auto t0 = Clock::now();  // openpi's prev_total_ms also starts before the receive
     buf.clear();
     std::string error;
@@ -255,6 +257,7 @@ awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
       co_await fail(error);
       co_return;
     }
+    fprintf(stderr, "DBG %s got request\n", s.peer.c_str());
     s.busy = true;
     InferResult r = co_await async_infer(*pool, std::move(obs), use_awaitable);
     s.busy = false;
@@ -267,10 +270,13 @@ awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
     co_await ws.async_write(asio::buffer(reply), use_awaitable);
     ++served;
     ++requests;
+    fprintf(stderr, "DBG %s replied\n", s.peer.c_str());
     prev_total_ms = ms_since(t0);
   }
   // Shutdown asked while this request was in flight: its reply went out, now say goodbye.
+  fprintf(stderr, "DBG %s closing after reply\n", s.peer.c_str());
   co_await ws.async_close(websocket::close_code::going_away, use_awaitable);
+  fprintf(stderr, "DBG %s closed after reply\n", s.peer.c_str());
 }
 
 // Reads one whole binary message into `buf`, refusing (false, *error) text
@@ -298,6 +304,7 @@ void Server::Impl::begin_shutdown() {
   acceptor.close(ec);
   signals.cancel(ec);
   for (Session* s : sessions) {
+    fprintf(stderr, "DBG shutdown %s tcp=%d ws=%d busy=%d\n", s->peer.c_str(), !!s->tcp, !!s->ws, s->busy);
     if (s->tcp) {
       s->tcp->socket().close(ec);
     } else if (s->ws && s->busy) {
@@ -305,7 +312,7 @@ void Server::Impl::begin_shutdown() {
     } else if (s->ws) {
       // Idle in a read: a close frame (1001) completes that read with "closed".
       s->closing = true;
-      s->ws->async_close(websocket::close_code::going_away, [](beast::error_code) {});
+      s->ws->async_close(websocket::close_code::going_away, [p = s->peer](beast::error_code ec) { fprintf(stderr, "DBG %s detached close done: %s\n", p.c_str(), ec.message().c_str()); });
     }
   }
   if (sessions.empty()) return;
@@ -317,6 +324,7 @@ void Server::Impl::begin_shutdown() {
 
 // Grace period over: fail whatever is still queued and cut the sockets.
 void Server::Impl::force_close() {
+  fprintf(stderr, "DBG force close, %zu sessions\n", sessions.size());
   pool->stop();  // in-flight inferences finish; queued ones resume with an error
   beast::error_code ec;
   for (Session* s : sessions) {

@@ -1,0 +1,244 @@
+#include "accel/analysis.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include "core/json_reader.h"
+#include "core/progress.h"
+#include "model/model_impl.h"
+
+namespace evla::accel {
+
+namespace {
+
+// Σ over rows of cosine(a_row, b_row).
+double sum_row_cosines(const float* a, const float* b, int rows, int D) {
+  double total = 0;
+  for (int r = 0; r < rows; ++r) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int d = 0; d < D; ++d) {
+      const double x = a[size_t(r) * D + d], y = b[size_t(r) * D + d];
+      ab += x * y, aa += x * x, bb += y * y;
+    }
+    total += ab / (std::sqrt(aa * bb) + 1e-30);
+  }
+  return total;
+}
+
+struct CosSum {
+  double sum = 0;
+  int64_t n = 0;
+  void add(double s, int64_t rows) { sum += s, n += rows; }
+  double importance() const { return n ? 1.0 - sum / double(n) : 0.0; }
+};
+
+struct LlmProbe : LlamaObserver {
+  int L = 0;
+  std::vector<CosSum> block, attn, mlp;
+  std::vector<std::vector<double>> act_abs;  // Σ|a| per channel
+  std::vector<int64_t> act_rows;
+  std::vector<std::vector<double>> vis_att;
+  std::vector<int> vis_samples;
+  std::vector<float> in, mid;
+
+  explicit LlmProbe(int layers)
+      : L(layers), block(layers), attn(layers), mlp(layers), act_abs(layers), act_rows(layers),
+        vis_att(layers), vis_samples(layers) {}
+  void layer_input(int, const float* x, int T, int D) override { in.assign(x, x + size_t(T) * D); }
+  void after_attention(int l, const float* x, int T, int D) override {
+    attn[l].add(sum_row_cosines(in.data(), x, T, D), T);
+    mid.assign(x, x + size_t(T) * D);
+  }
+  void layer_output(int l, const float* x, int T, int D) override {
+    mlp[l].add(sum_row_cosines(mid.data(), x, T, D), T);
+    block[l].add(sum_row_cosines(in.data(), x, T, D), T);
+  }
+  void mlp_activation(int l, const float* a, int T, int F) override {
+    auto& acc = act_abs[l];
+    acc.resize(size_t(F), 0.0);
+    for (int t = 0; t < T; ++t)
+      for (int f = 0; f < F; ++f) acc[size_t(f)] += std::fabs(a[size_t(t) * F + f]);
+    act_rows[l] += T;
+  }
+  bool wants_visual_attention() const override { return true; }
+  void visual_attention(int l, const float* r, int n) override {
+    auto& acc = vis_att[l];
+    acc.resize(size_t(n), 0.0);
+    for (int j = 0; j < n; ++j) acc[size_t(j)] += r[j];
+    vis_samples[l]++;
+  }
+};
+
+struct DitProbe : DitObserver {
+  int steps, blocks;
+  std::vector<std::vector<CosSum>> block_cos, attn_cos, mlp_cos;
+  std::vector<std::vector<double>> attn_change, mlp_change;
+  std::vector<std::vector<int>> change_n;
+  std::vector<std::vector<float>> prev_attn, prev_mlp;  // per block, from the previous step
+  std::vector<float> tmp;
+
+  DitProbe(int s, int b)
+      : steps(s), blocks(b), block_cos(s, std::vector<CosSum>(b)), attn_cos(s, std::vector<CosSum>(b)),
+        mlp_cos(s, std::vector<CosSum>(b)), attn_change(s, std::vector<double>(b)),
+        mlp_change(s, std::vector<double>(b)), change_n(s, std::vector<int>(b)), prev_attn(b),
+        prev_mlp(b) {}
+
+  static double rel_change(const std::vector<float>& prev, const float* cur, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; ++i) num += (cur[i] - prev[i]) * double(cur[i] - prev[i]), den += double(prev[i]) * prev[i];
+    return std::sqrt(num / (den + 1e-30));
+  }
+
+  void block(int s, int b, const float* x, const float* a, const float* m, int rows, int H) override {
+    const size_t n = size_t(rows) * H;
+    tmp.assign(x, x + n);  // residual after attention
+    for (size_t i = 0; i < n; ++i) tmp[i] += a[i];
+    attn_cos[s][b].add(sum_row_cosines(x, tmp.data(), rows, H), rows);
+    std::vector<float> out(tmp);
+    for (size_t i = 0; i < n; ++i) out[i] += m[i];
+    mlp_cos[s][b].add(sum_row_cosines(tmp.data(), out.data(), rows, H), rows);
+    block_cos[s][b].add(sum_row_cosines(x, out.data(), rows, H), rows);
+    if (s > 0 && prev_attn[b].size() == n) {
+      attn_change[s][b] += rel_change(prev_attn[b], a, n);
+      mlp_change[s][b] += rel_change(prev_mlp[b], m, n);
+      change_n[s][b]++;
+    }
+    prev_attn[b].assign(a, a + n);
+    prev_mlp[b].assign(m, m + n);
+  }
+};
+
+nlohmann::json scores_json(const SubLayerScores& s) {
+  return {{"block", s.block}, {"attn", s.attn}, {"mlp", s.mlp}};
+}
+
+std::vector<int> ascending(const std::vector<SubLayerScores>& v, double SubLayerScores::*field) {
+  std::vector<int> idx(v.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return v[a].*field < v[b].*field; });
+  return idx;
+}
+
+}  // namespace
+
+std::vector<int> AnalysisReport::least_important_blocks() const { return ascending(llm, &SubLayerScores::block); }
+std::vector<int> AnalysisReport::least_important_attention() const { return ascending(llm, &SubLayerScores::attn); }
+std::vector<int> AnalysisReport::least_important_mlp() const { return ascending(llm, &SubLayerScores::mlp); }
+
+AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Observation>& calibration,
+                       int threads, Progress* progress) {
+  if (calibration.empty()) throw Error("analysis needs at least one calibration observation");
+  const ModelImpl& im = model->impl();
+  const int L = im.cfg.llm.num_layers;
+  const int steps = im.cfg.action_head.sample_steps, blocks = im.cfg.action_head.num_layers;
+  Policy policy(model, PolicyOptions{threads});
+  LlmProbe llm(L);
+  DitProbe dit(steps, blocks);
+  Timing sum;
+  for (const Observation& obs : calibration) {
+    policy.state().llm_observer = &llm;
+    policy.state().dit.observer = &dit;
+    const Timing t = policy.infer(obs).timing;
+    sum.vision_ms += t.vision_ms, sum.projector_ms += t.projector_ms, sum.llm_ms += t.llm_ms;
+    sum.action_head_ms += t.action_head_ms, sum.total_ms += t.total_ms;
+    if (progress) progress->advance(1);
+  }
+  policy.state().llm_observer = nullptr;
+  policy.state().dit.observer = nullptr;
+
+  AnalysisReport r;
+  r.model = model->name();
+  r.samples = int(calibration.size());
+  r.visual_tokens = im.visual_tokens();
+  const double n = double(calibration.size());
+  r.dense_ms = {sum.vision_ms / n, sum.projector_ms / n, sum.llm_ms / n, sum.action_head_ms / n, sum.total_ms / n};
+  r.flops = model->flops();
+  for (int l = 0; l < L; ++l) {
+    r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance()});
+    // Channel score: mean |activation| × L2 norm of the channel's down_proj column.
+    const Linear& down = im.llm->layers()[size_t(l)].down;
+    std::vector<float> score(size_t(down.in), 0.f);
+    for (int c = 0; c < down.in && !llm.act_abs[l].empty(); ++c) {
+      double norm = 0;
+      for (int d = 0; d < down.out; ++d) norm += double(down.w[size_t(d) * down.in + c]) * down.w[size_t(d) * down.in + c];
+      score[size_t(c)] = float(llm.act_abs[l][size_t(c)] / double(llm.act_rows[l]) * std::sqrt(norm));
+    }
+    r.mlp_channels.push_back(score);
+    std::vector<float> att;
+    for (double v : llm.vis_att[l]) att.push_back(float(v / std::max(1, llm.vis_samples[l])));
+    r.visual_attention.push_back(att);
+  }
+  for (int s = 0; s < steps; ++s) {
+    std::vector<SubLayerScores> row;
+    std::vector<double> ac, mc;
+    for (int b = 0; b < blocks; ++b) {
+      row.push_back({dit.block_cos[s][b].importance(), dit.attn_cos[s][b].importance(), dit.mlp_cos[s][b].importance()});
+      const int k = std::max(1, dit.change_n[s][b]);
+      ac.push_back(dit.attn_change[s][b] / k);
+      mc.push_back(dit.mlp_change[s][b] / k);
+    }
+    r.dit.push_back(row);
+    r.dit_attn_change.push_back(ac);
+    r.dit_mlp_change.push_back(mc);
+  }
+  return r;
+}
+
+nlohmann::json AnalysisReport::to_json() const {
+  nlohmann::json j;
+  j["evla_analysis"] = 1;
+  j["model"] = model;
+  j["samples"] = samples;
+  j["visual_tokens"] = visual_tokens;
+  j["dense_ms"] = {{"vision", dense_ms.vision_ms}, {"projector", dense_ms.projector_ms}, {"llm", dense_ms.llm_ms},
+                   {"action_head", dense_ms.action_head_ms}, {"total", dense_ms.total_ms}};
+  j["flops"] = {{"vision", flops.vision}, {"projector", flops.projector}, {"llm", flops.llm},
+                {"action_head", flops.action_head}};
+  for (const auto& s : llm) j["llm_importance"].push_back(scores_json(s));
+  j["mlp_channel_scores"] = mlp_channels;
+  j["visual_attention"] = visual_attention;
+  for (const auto& row : dit) {
+    nlohmann::json jr = nlohmann::json::array();
+    for (const auto& s : row) jr.push_back(scores_json(s));
+    j["dit_importance"].push_back(jr);
+  }
+  j["dit_attn_change"] = dit_attn_change;
+  j["dit_mlp_change"] = dit_mlp_change;
+  return j;
+}
+
+AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::string& source) {
+  JsonReader r(j, source);
+  if (r.integer("evla_analysis") != 1) r.fail("evla_analysis", "unsupported version");
+  AnalysisReport a;
+  try {
+    a.model = r.string("model");
+    a.samples = int(r.integer("samples"));
+    a.visual_tokens = int(r.integer("visual_tokens"));
+    const auto& d = j.at("dense_ms");
+    a.dense_ms = {d.at("vision"), d.at("projector"), d.at("llm"), d.at("action_head"), d.at("total")};
+    const auto& f = j.at("flops");
+    a.flops = {f.at("vision"), f.at("projector"), f.at("llm"), f.at("action_head")};
+    for (const auto& s : j.at("llm_importance")) a.llm.push_back({s.at("block"), s.at("attn"), s.at("mlp")});
+    a.mlp_channels = j.at("mlp_channel_scores").get<std::vector<std::vector<float>>>();
+    a.visual_attention = j.at("visual_attention").get<std::vector<std::vector<float>>>();
+    for (const auto& row : j.at("dit_importance")) {
+      std::vector<SubLayerScores> v;
+      for (const auto& s : row) v.push_back({s.at("block"), s.at("attn"), s.at("mlp")});
+      a.dit.push_back(v);
+    }
+    a.dit_attn_change = j.at("dit_attn_change").get<std::vector<std::vector<double>>>();
+    a.dit_mlp_change = j.at("dit_mlp_change").get<std::vector<std::vector<double>>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": malformed analysis report: " + e.what());
+  }
+  if (a.mlp_channels.size() != a.llm.size() || a.visual_attention.size() != a.llm.size())
+    throw Error(source + ": per-layer arrays disagree in length");
+  return a;
+}
+
+AnalysisReport AnalysisReport::load(const std::string& path) { return from_json(read_json_file(path), path); }
+
+}  // namespace evla::accel

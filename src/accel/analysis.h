@@ -1,0 +1,55 @@
+// Redundancy analysis: runs the dense policy over a calibration set and
+// measures what EfficientVLA's plan is built from — how much each LM block
+// and sub-layer changes its input, per-channel MLP activity, the attention
+// text pays to visual tokens, and how much each DiT block's outputs change
+// from one denoising step to the next.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "evla/evla.h"
+
+namespace evla {
+class Progress;
+}
+
+namespace evla::accel {
+
+// Importance = 1 − mean cosine(input, output) over all tokens and samples.
+struct SubLayerScores {
+  double block = 0, attn = 0, mlp = 0;
+};
+
+struct AnalysisReport {
+  std::string model;
+  int samples = 0;
+  int visual_tokens = 0;
+  std::vector<SubLayerScores> llm;                 // per LM layer
+  std::vector<std::vector<float>> mlp_channels;    // per LM layer: mean|act| × ‖down column‖
+  std::vector<std::vector<float>> visual_attention;  // per LM layer: mean text→visual attention
+  std::vector<std::vector<SubLayerScores>> dit;    // [step][block]
+  std::vector<std::vector<double>> dit_attn_change;  // [step][block], relative L2 change vs step−1
+  std::vector<std::vector<double>> dit_mlp_change;
+  Timing dense_ms;   // mean per-module latency of the dense policy during analysis
+  FlopCount flops;   // dense analytic FLOPs
+
+  nlohmann::json to_json() const;
+  static AnalysisReport from_json(const nlohmann::json& j, const std::string& source);
+  static AnalysisReport load(const std::string& path);
+  // Ranking helpers: layer indices sorted by ascending importance.
+  std::vector<int> least_important_blocks() const;
+  std::vector<int> least_important_attention() const;
+  std::vector<int> least_important_mlp() const;
+};
+
+// `progress` (may be null) is advanced once per sample.
+AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Observation>& calibration,
+                       int threads, Progress* progress = nullptr);
+
+// The layer profile as an SVG picture (LM blocks and sub-layers, DiT step-to-step change).
+std::string analysis_svg(const AnalysisReport& r);
+
+}  // namespace evla::accel

@@ -1,0 +1,137 @@
+#include "accel/plan_builder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "accel/plan_check.h"
+#include "core/rng.h"
+#include "evla/error.h"
+#include "model/model_impl.h"
+
+namespace evla::accel {
+
+namespace {
+
+// The `n` layers to drop, from `ranked` (least important first), never
+// touching `protect` (the layer whose attention scores the visual tokens).
+std::vector<int> choose_layers(LayerChoice how, const std::vector<int>& ranked, int n, int L, int protect,
+                               uint64_t seed, const std::vector<bool>& taken) {
+  std::vector<int> pool;
+  for (int l : ranked)
+    if (l != protect && !taken[size_t(l)]) pool.push_back(l);
+  n = std::min<int>(n, int(pool.size()));
+  std::vector<int> out;
+  if (how == LayerChoice::Importance) {
+    out.assign(pool.begin(), pool.begin() + n);
+  } else if (how == LayerChoice::Random) {
+    Rng rng(seed);
+    for (int i = 0; i < n; ++i) {
+      std::swap(pool[size_t(i)], pool[size_t(i) + rng.next_u64() % (pool.size() - size_t(i))]);
+      out.push_back(pool[size_t(i)]);
+    }
+  } else {  // Even: spread through the middle of the stack, keeping the first and last layer
+    std::vector<int> middle;
+    for (int l = 1; l < L - 1; ++l)
+      if (l != protect && !taken[size_t(l)]) middle.push_back(l);
+    n = std::min<int>(n, int(middle.size()));
+    for (int i = 0; i < n; ++i) out.push_back(middle[size_t((2 * i + 1) * middle.size() / (2 * n))]);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRequest& r) {
+  const int L = cfg.llm.num_layers;
+  if (int(a.llm.size()) != L)
+    throw Error("analysis report has " + std::to_string(a.llm.size()) + " LM layers but the model has " +
+                std::to_string(L) + ": it was made for another model");
+  Plan p;
+  p.name = r.name.empty() ? "plan" : r.name;
+  p.llm.assign(size_t(L), LayerPlan{});
+  const int protect = r.tokens > 0 ? r.token_after_layer - 1 : -1;
+  std::vector<bool> taken(size_t(L), false);
+  for (int l : choose_layers(r.layers, a.least_important_blocks(), r.drop_blocks, L, protect, r.seed, taken)) {
+    p.llm[size_t(l)].attn = p.llm[size_t(l)].mlp = false;
+    taken[size_t(l)] = true;
+  }
+  for (int l : choose_layers(r.layers, a.least_important_attention(), r.drop_attention, L, protect, r.seed + 1, taken))
+    p.llm[size_t(l)].attn = false;
+  std::vector<bool> no_mlp = taken;
+  for (int l : choose_layers(r.layers, a.least_important_mlp(), r.drop_mlp, L, -1, r.seed + 2, no_mlp))
+    p.llm[size_t(l)].mlp = false;
+  if (r.mlp_prune > 0.f) {
+    if (r.mlp_prune >= 1.f) throw Error("--mlp-prune must be below 1");
+    for (int l = 0; l < L; ++l) {
+      LayerPlan& lp = p.llm[size_t(l)];
+      if (!lp.mlp) continue;
+      const auto& score = a.mlp_channels[size_t(l)];
+      const int F = int(score.size());
+      const int keep = std::max(1, int(std::lround(F * (1.0 - r.mlp_prune))));
+      std::vector<int> idx(static_cast<size_t>(F));
+      std::iota(idx.begin(), idx.end(), 0);
+      std::stable_sort(idx.begin(), idx.end(), [&](int x, int y) { return score[size_t(x)] > score[size_t(y)]; });
+      lp.mlp_channels.assign(idx.begin(), idx.begin() + keep);
+      std::sort(lp.mlp_channels.begin(), lp.mlp_channels.end());
+      lp.mlp_keep = float(keep) / float(F);
+    }
+  }
+  if (r.tokens > 0) {
+    p.tokens.enabled = true;
+    p.tokens.keep = r.tokens;
+    p.tokens.key = std::min(r.token_key, r.tokens);
+    p.tokens.alpha = r.token_alpha;
+    p.tokens.after_layer = r.token_after_layer;
+    p.tokens.method = r.token_method;
+    p.tokens.seed = r.seed;
+  }
+  p.cache.interval = r.cache_interval;
+  p.cache.start = r.cache_start;
+  p.cache.blocks = r.cache_blocks;
+  bool any_llm = false;
+  for (const auto& lp : p.llm) any_llm |= !lp.attn || !lp.mlp || lp.mlp_keep < 1.f;
+  if (!any_llm) p.llm.clear();
+  check_plan(p, cfg);
+  return p;
+}
+
+}  // namespace
+
+double estimated_speedup(const AnalysisReport& a, const FlopCount& pf) {
+  const Timing& t = a.dense_ms;
+  auto ratio = [](double p, double d) { return d > 0 ? p / d : 1.0; };
+  const double planned = t.vision_ms * ratio(pf.vision, a.flops.vision) +
+                         t.projector_ms * ratio(pf.projector, a.flops.projector) +
+                         t.llm_ms * ratio(pf.llm, a.flops.llm) + t.action_head_ms * ratio(pf.action_head, a.flops.action_head);
+  const double dense = t.vision_ms + t.projector_ms + t.llm_ms + t.action_head_ms;
+  return planned > 0 ? dense / planned : 1.0;
+}
+
+Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req) {
+  const ModelConfig& cfg = model.impl().cfg;
+  if (req.target_speedup <= 0) return explicit_plan(a, cfg, req);
+  if (req.target_speedup < 1) throw Error("--target-speedup must be ≥ 1");
+  // A ladder in EfficientVLA's order of risk: cache the action head first,
+  // then fewer visual tokens, then more and more LM layers, then MLP channels.
+  const int L = cfg.llm.num_layers, nv = a.visual_tokens;
+  PlanRequest r = req;
+  r.cache_interval = std::min(5, cfg.action_head.sample_steps);
+  std::vector<int> token_steps = {nv, nv / 2, std::max(1, nv * 7 / 16), std::max(1, nv / 4), std::max(1, nv * 7 / 32)};
+  for (int tok : token_steps)
+    for (int drop = 0; drop <= L / 2; ++drop)
+      for (float mlp : {0.f, 0.25f}) {
+        r.tokens = tok < nv ? tok : 0;
+        r.drop_blocks = drop;
+        r.mlp_prune = mlp;
+        Plan p = explicit_plan(a, cfg, r);
+        const double s = estimated_speedup(a, model.flops(p));
+        if (s >= req.target_speedup) {
+          if (p.name == "plan") p.name = "target-" + std::to_string(req.target_speedup).substr(0, 4) + "x";
+          return p;
+        }
+      }
+  throw Error("no plan on the ladder reaches a " + std::to_string(req.target_speedup) +
+              "× estimated speed-up for this model; ask for less");
+}
+
+}  // namespace evla::accel

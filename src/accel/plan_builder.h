@@ -1,0 +1,42 @@
+// Building an acceleration plan from an analysis report: explicit numbers
+// (how many layers to drop, tokens to keep, cache interval …) or a target
+// speed-up, with the choice of *which* layers made by redundancy (the
+// method) or by the baselines it is compared with (random, evenly spread).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "accel/analysis.h"
+#include "evla/plan.h"
+#include "model/config.h"
+
+namespace evla::accel {
+
+enum class LayerChoice { Importance, Random, Even };
+
+struct PlanRequest {
+  std::string name;
+  int drop_blocks = 0;       // whole LM blocks
+  int drop_attention = 0;    // attention sub-layers (of blocks not dropped whole)
+  int drop_mlp = 0;          // MLP sub-layers
+  float mlp_prune = 0.f;     // fraction of MLP channels removed in every kept MLP
+  LayerChoice layers = LayerChoice::Importance;
+  int tokens = 0;            // K_final; 0 = keep all
+  int token_key = 4;
+  float token_alpha = 0.5f;
+  int token_after_layer = 2;
+  TokenMethod token_method = TokenMethod::EfficientVla;
+  int cache_interval = 1;
+  int cache_start = 0;
+  std::vector<int> cache_blocks;
+  uint64_t seed = 0;         // for the random baselines
+  double target_speedup = 0; // > 0: choose the numbers above to reach it
+};
+
+Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req);
+
+// Estimated end-to-end speed-up of a plan: each module's measured dense time
+// scaled by its FLOPs ratio under the plan.
+double estimated_speedup(const AnalysisReport& a, const FlopCount& plan_flops);
+
+}  // namespace evla::accel

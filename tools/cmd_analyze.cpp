@@ -1,0 +1,73 @@
+// evla analyze: redundancy analysis over a calibration set → JSON report + SVG.
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "accel/analysis.h"
+#include "commands.h"
+#include "core/progress.h"
+#include "eval/calibration.h"
+
+namespace evla::cli {
+
+void add_analyze_command(CLI::App& app) {
+  struct Opts {
+    std::string model, demos, split = "matching", tasks, out = "analysis.json", svg;
+    int episodes = 20, every = 4, samples = 200, threads = 0;
+    uint64_t seed = 900000;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("analyze", "Measure layer, token and denoising-step redundancy on a calibration set");
+  cmd->add_option("--model,-m", o->model, "Model directory")->required();
+  cmd->add_option("--demos", o->demos, "Calibrate on recorded demonstrations (shard directory) instead of fresh expert episodes");
+  cmd->add_option("--split", o->split, "Benchmark split for expert episodes")->capture_default_str();
+  cmd->add_option("--tasks", o->tasks, "Comma list of tasks (default: all)");
+  cmd->add_option("--episodes", o->episodes, "Expert episodes to sample")->capture_default_str();
+  cmd->add_option("--every", o->every, "Keep every k-th frame")->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd->add_option("--samples", o->samples, "At most this many observations")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First expert episode seed")->capture_default_str();
+  cmd->add_option("--out,-o", o->out, "Report JSON")->capture_default_str();
+  cmd->add_option("--svg", o->svg, "Layer-profile picture (default: report path with .svg)");
+  cmd->add_option("--threads,-t", o->threads, "Threads");
+  cmd->callback([o] {
+    auto model = Model::load(o->model);
+    std::vector<Observation> calib;
+    if (!o->demos.empty()) {
+      calib = eval::calibration_from_demos(o->demos, o->samples, o->every, model->state_dim() > 0);
+    } else {
+      eval::CalibrationOptions c;
+      c.split = sim::parse_split(o->split);
+      if (!o->tasks.empty()) {
+        c.tasks.clear();
+        std::stringstream ss(o->tasks);
+        for (std::string t; std::getline(ss, t, ',');) c.tasks.push_back(sim::parse_task(t));
+      }
+      c.episodes = o->episodes;
+      c.every = o->every;
+      c.seed = o->seed;
+      c.image_size = model->image_size();
+      c.with_state = model->state_dim() > 0;
+      calib = eval::calibration_from_sim(c);
+      if (int(calib.size()) > o->samples) calib.resize(size_t(o->samples));
+    }
+    Progress progress("analyze " + model->name(), int64_t(calib.size()));
+    const accel::AnalysisReport r = accel::analyze(model, calib, o->threads, &progress);
+    progress.finish();
+    std::ofstream(o->out) << r.to_json().dump(1) << "\n";
+    std::string svg = o->svg;
+    if (svg.empty()) svg = (o->out.size() > 5 && o->out.ends_with(".json") ? o->out.substr(0, o->out.size() - 5) : o->out) + ".svg";
+    std::ofstream(svg) << accel::analysis_svg(r);
+    fmt::print("{} calibration samples → {} and {}\n\n", r.samples, o->out, svg);
+    fmt::print("| LM layer | block 1−cos | attention 1−cos | MLP 1−cos |\n|---:|---:|---:|---:|\n");
+    for (size_t l = 0; l < r.llm.size(); ++l)
+      fmt::print("| {} | {:.5f} | {:.5f} | {:.5f} |\n", l, r.llm[l].block, r.llm[l].attn, r.llm[l].mlp);
+    fmt::print("\nleast important blocks first: {}\n", fmt::join(r.least_important_blocks(), ", "));
+    fmt::print("dense time per module (ms): vision {:.2f}, projector {:.2f}, llm {:.2f}, action head {:.2f}\n",
+               r.dense_ms.vision_ms, r.dense_ms.projector_ms, r.dense_ms.llm_ms, r.dense_ms.action_head_ms);
+  });
+}
+
+EVLA_COMMAND(70, add_analyze_command);
+
+}  // namespace evla::cli

@@ -1,0 +1,67 @@
+// evla plan: build an acceleration plan from an analysis report.
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "accel/plan_builder.h"
+#include "commands.h"
+#include "model/model_impl.h"
+
+namespace evla::cli {
+
+void add_plan_command(CLI::App& app) {
+  struct Opts {
+    std::string analysis, model, out = "plan.json", choice = "importance", method = "efficientvla", blocks;
+    accel::PlanRequest req;
+  };
+  auto o = std::make_shared<Opts>();
+  auto& r = o->req;
+  CLI::App* cmd = app.add_subcommand("plan", "Build an acceleration plan from an analysis report");
+  cmd->add_option("--analysis,-a", o->analysis, "Report from `evla analyze`")->required();
+  cmd->add_option("--model,-m", o->model, "Model directory (for validation and FLOPs)")->required();
+  cmd->add_option("--out,-o", o->out, "Plan file to write")->capture_default_str();
+  cmd->add_option("--name", r.name, "Plan name");
+  cmd->add_option("--drop-layers", r.drop_blocks, "Whole LM blocks to drop");
+  cmd->add_option("--drop-attention", r.drop_attention, "LM attention sub-layers to drop");
+  cmd->add_option("--drop-mlp", r.drop_mlp, "LM MLP sub-layers to drop");
+  cmd->add_option("--mlp-prune", r.mlp_prune, "Fraction of MLP channels removed in kept layers (score: mean|activation| × ‖down_proj column‖)");
+  cmd->add_option("--layer-choice", o->choice, "importance (the method), random or even (baselines)")
+      ->check(CLI::IsMember({"importance", "random", "even"}))->capture_default_str();
+  cmd->add_option("--tokens", r.tokens, "Visual tokens kept (K_final); 0 keeps all");
+  cmd->add_option("--token-key", r.token_key, "K_key: top-relevance tokens")->capture_default_str();
+  cmd->add_option("--token-alpha", r.token_alpha, "Share of the remaining budget chosen by relevance")->capture_default_str();
+  cmd->add_option("--token-after", r.token_after_layer, "Layers that see every token")->capture_default_str();
+  cmd->add_option("--token-method", o->method, "efficientvla, fastv or random")
+      ->check(CLI::IsMember({"efficientvla", "fastv", "random"}))->capture_default_str();
+  cmd->add_option("--cache-interval", r.cache_interval, "Recompute the action head every N steps")->capture_default_str();
+  cmd->add_option("--cache-start", r.cache_start, "Steps before this always recompute")->capture_default_str();
+  cmd->add_option("--cache-blocks", o->blocks, "Comma list of DiT blocks that reuse (default: all)");
+  cmd->add_option("--target-speedup", r.target_speedup, "Choose the numbers to reach this estimated speed-up");
+  cmd->add_option("--seed", r.seed, "Seed of the random baselines");
+  cmd->callback([o] {
+    auto model = Model::load(o->model);
+    auto a = accel::AnalysisReport::load(o->analysis);
+    auto& r = o->req;
+    r.layers = o->choice == "random" ? accel::LayerChoice::Random
+               : o->choice == "even" ? accel::LayerChoice::Even
+                                     : accel::LayerChoice::Importance;
+    r.token_method = o->method == "fastv" ? TokenMethod::FastV
+                     : o->method == "random" ? TokenMethod::Random
+                                             : TokenMethod::EfficientVla;
+    if (!o->blocks.empty())
+      for (float b : parse_floats(o->blocks, "--cache-blocks")) r.cache_blocks.push_back(int(b));
+    Plan p = accel::build_plan(a, *model, r);
+    std::ofstream f(o->out);
+    if (!f) throw Error(o->out + ": cannot write");
+    f << p.to_json() << "\n";
+    const FlopCount d = model->flops(), q = model->flops(p);
+    fmt::print("plan '{}' → {}\n", p.name, o->out);
+    fmt::print("FLOPs {:.3f} → {:.3f} GFLOP ({:.1f}%), estimated speed-up {:.2f}×\n", d.total() / 1e9,
+               q.total() / 1e9, 100 * q.total() / d.total(), accel::estimated_speedup(a, q));
+  });
+}
+
+EVLA_COMMAND(80, add_plan_command);
+
+}  // namespace evla::cli
