@@ -9,6 +9,7 @@ byte-identical files.
 """
 import argparse
 import copy
+import json
 import os
 import re
 
@@ -226,6 +227,62 @@ def make_case(root, rel, cfg, instruction, seed, tok_bytes):
     return d, out
 
 
+# The layer surgery of the pruned fixture, in the original model's indexing:
+# block 1 dropped whole, block 2 keeps only its MLP, block 0's MLP keeps the
+# even channels. tests/model/test_prune.cpp applies the same as a plan.
+PRUNE_DROP_BLOCK, PRUNE_ATTN_ONLY_DROPPED = 1, 2
+
+
+def make_pruned_case(root, src_rel, dst_rel, instruction, tok_bytes):
+    """A physically pruned copy of a fixture model (config `llm.layers`), with
+    the PyTorch reference's outputs on it."""
+    src, dst = os.path.join(root, src_rel), os.path.join(root, dst_rel)
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    tensors, _ = safetensors_io.read(os.path.join(src, "model.safetensors"))
+    llm = cfg["llm"]
+    pre = llm["prefix"] + ".model.layers."
+    ffn = llm["intermediate_size"]
+    keep0 = np.arange(0, ffn, 2)
+    out, new_index = {}, {0: 0, 2: 1}
+    for name, t in tensors.items():
+        if not name.startswith(pre):
+            out[name] = t
+            continue
+        layer, leaf = name[len(pre):].split(".", 1)
+        layer = int(layer)
+        if layer == PRUNE_DROP_BLOCK:
+            continue
+        if layer == PRUNE_ATTN_ONLY_DROPPED and (leaf.startswith("self_attn.") or leaf.startswith("input_layernorm.")):
+            continue
+        if layer == 0 and leaf in ("mlp.gate_proj.weight", "mlp.up_proj.weight"):
+            t = t[keep0]
+        if layer == 0 and leaf == "mlp.down_proj.weight":
+            t = t[:, keep0]
+        out[f"{pre}{new_index[layer]}.{leaf}"] = np.ascontiguousarray(t)
+    cfg["name"] = cfg["name"] + "_pruned"
+    llm["num_hidden_layers"] = 2
+    llm["layers"] = [{"attention": True, "mlp": True, "intermediate_size": len(keep0)},
+                     {"attention": False, "mlp": True, "intermediate_size": ffn}]
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    safetensors_io.write(os.path.join(dst, "model.safetensors"), out, metadata={"format": "pt", "evla_format": "1"})
+    with open(os.path.join(dst, cfg["prompt"]["tokenizer"]), "wb") as f:
+        f.write(tok_bytes)
+    # Same inputs as the source fixture.
+    expected, meta = safetensors_io.read(os.path.join(src, "expected.safetensors"))
+    model = load_model(dst)
+    imgs = [expected[f"input.image.{k}"] for k in range(cfg["vision"]["num_images"])]
+    state = expected.get("input.state")
+    res = forward_all(model, imgs, expected["input.ids"].tolist(), state, expected["input.noise"])
+    tensors = {k: v for k, v in expected.items() if k.startswith("input.")}
+    tensors.update({k: np.asarray(v, np.float32) for k, v in res.items()})
+    safetensors_io.write(os.path.join(dst, "expected.safetensors"), tensors, dict(meta, case=cfg["name"]))
+    return dst, res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
@@ -241,6 +298,9 @@ def main():
         a = out["actions.normalized"]
         print(f"{rel}: {size / 1e6:.2f} MB, {len(out)} outputs, "
               f"normalized actions in (-1,1): {np.mean(np.abs(a) < 1):.0%}")
+    d, _ = make_pruned_case(args.root, "tests/fixtures/dual_gqa_cfg", "tests/fixtures/dual_gqa_cfg_pruned",
+                            "Put the spoon on the towel", tok)
+    print(f"{os.path.relpath(d, args.root)}: pruned copy of dual_gqa_cfg")
 
 
 if __name__ == "__main__":

@@ -253,23 +253,36 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaLayer(nn.Module):
-    def __init__(self, c):
+    """A decoder block. `spec` (from the optional config list `llm.layers`)
+    describes a physically pruned block: sub-layers may be absent and the MLP
+    may be narrower than `intermediate_size`."""
+
+    def __init__(self, c, spec=None):
         super().__init__()
-        self.input_layernorm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
-        self.self_attn = LlamaAttention(c)
-        self.post_attention_layernorm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
-        self.mlp = LlamaMLP(c["hidden_size"], c["intermediate_size"])
+        spec = spec or {}
+        self.has_attn = spec.get("attention", True)
+        self.has_mlp = spec.get("mlp", True)
+        if self.has_attn:
+            self.input_layernorm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
+            self.self_attn = LlamaAttention(c)
+        if self.has_mlp:
+            self.post_attention_layernorm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
+            self.mlp = LlamaMLP(c["hidden_size"], spec.get("intermediate_size", c["intermediate_size"]))
 
     def forward(self, x, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        if self.has_attn:
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        if self.has_mlp:
+            x = x + self.mlp(self.post_attention_layernorm(x))
+        return x
 
 
 class LlamaBody(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.embed_tokens = nn.Embedding(c["vocab_size"], c["hidden_size"])
-        self.layers = nn.ModuleList(LlamaLayer(c) for _ in range(c["num_hidden_layers"]))
+        specs = c.get("layers") or [None] * c["num_hidden_layers"]
+        self.layers = nn.ModuleList(LlamaLayer(c, specs[i]) for i in range(c["num_hidden_layers"]))
         self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
 
 

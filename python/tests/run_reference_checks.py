@@ -361,9 +361,10 @@ def cfg_guidance_matches_separate_branches():
         m = load_model(d, torch.float64)
         x = torch.from_numpy(t["input.noise"].astype(np.float64))[None]
         cog = torch.from_numpy(t["llm.cognition"].astype(np.float64))[None]
+        state = torch.from_numpy(t["input.state"].astype(np.float64))[None] if "input.state" in t else None
         with torch.no_grad():
-            c = m.dit(x, [90], cog)[0].numpy()
-            u = m.dit(x, [90], m.dit.z_embedder.uncondition)[0].numpy()
+            c = m.dit(x, [90], cog, state)[0].numpy()
+            u = m.dit(x, [90], m.dit.z_embedder.uncondition, state)[0].numpy()
         guided = u + cfg["action_head"]["cfg_scale"] * (c - u)
         assert nmse(t["dit.eps.0"], guided) < 1e-9
         rel = np.sqrt(nmse(c, u))

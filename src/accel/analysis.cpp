@@ -158,8 +158,8 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   for (int l = 0; l < L; ++l) {
     r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance()});
     // Channel score: mean |activation| × L2 norm of the channel's down_proj column.
-    const Linear& down = im.llm->layers()[size_t(l)].down;
-    std::vector<float> score(size_t(down.in), 0.f);
+    const Linear& down = im.llm->layers()[size_t(l)].down;  // empty when the checkpoint has no MLP here
+    std::vector<float> score(static_cast<size_t>(down.in), 0.f);
     for (int c = 0; c < down.in && !llm.act_abs[l].empty(); ++c) {
       double norm = 0;
       for (int d = 0; d < down.out; ++d) norm += double(down.w[size_t(d) * down.in + c]) * down.w[size_t(d) * down.in + c];

@@ -67,6 +67,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
       if (!lp.mlp) continue;
       const auto& score = a.mlp_channels[size_t(l)];
       const int F = int(score.size());
+      if (F == 0) continue;  // no MLP in this (already pruned) layer
       const int keep = std::max(1, int(std::lround(F * (1.0 - r.mlp_prune))));
       std::vector<int> idx(static_cast<size_t>(F));
       std::iota(idx.begin(), idx.end(), 0);

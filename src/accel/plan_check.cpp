@@ -14,12 +14,13 @@ std::string s(long v) { return std::to_string(v); }
 }  // namespace
 
 void check_plan(const Plan& plan, const ModelConfig& cfg) {
-  const int L = cfg.llm.num_layers, F = cfg.llm.intermediate_size;
+  const int L = cfg.llm.num_layers;
   if (!plan.llm.empty() && int(plan.llm.size()) != L)
     bad(plan, "llm", "describes " + s(plan.llm.size()) + " layers but the model has " + s(L));
   for (size_t l = 0; l < plan.llm.size(); ++l) {
     const LayerPlan& lp = plan.llm[l];
     const std::string f = "llm.layers[" + s(l) + "]";
+    const int F = cfg.llm.layers[l].intermediate_size;
     if (!(lp.mlp_keep > 0.f && lp.mlp_keep <= 1.f))
       bad(plan, f + ".mlp_keep", "must be in (0, 1], got " + std::to_string(lp.mlp_keep));
     if (lp.mlp_keep < 1.f) {
@@ -44,10 +45,11 @@ void check_plan(const Plan& plan, const ModelConfig& cfg) {
       bad(plan, "tokens.key", "must be in [0, tokens.keep = " + s(t.keep) + "], got " + s(t.key));
     if (!(t.alpha >= 0.f && t.alpha <= 1.f))
       bad(plan, "tokens.alpha", "must be in [0, 1], got " + std::to_string(t.alpha));
-    if (!plan.llm.empty() && !plan.llm[size_t(t.after_layer - 1)].attn)
+    const size_t scorer = size_t(t.after_layer - 1);
+    if ((!plan.llm.empty() && !plan.llm[scorer].attn) || !cfg.llm.layers[scorer].attn)
       bad(plan, "tokens.after_layer",
           "token relevance comes from layer " + s(t.after_layer - 1) +
-              "'s attention, which the plan drops");
+              "'s attention, which is dropped");
   }
   const CachePlan& c = plan.cache;
   const auto& ah = cfg.action_head;

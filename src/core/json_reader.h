@@ -31,6 +31,7 @@ class JsonReader {
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
   std::string key_path(const std::string& key) const;
   const nlohmann::json& node() const { return j_; }
+  const std::string& source() const { return source_; }
 
  private:
   const nlohmann::json& need(const std::string& key) const;

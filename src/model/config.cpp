@@ -90,6 +90,21 @@ LlamaConfig parse_llama(const JsonReader& r) {
                                       std::to_string(c.num_heads) + ")");
   if (c.head_dim() % 2 != 0) r.fail("hidden_size", "head dimension must be even for RoPE");
   if (!(c.rope_theta > 0)) r.fail("rope_theta", "must be positive");
+  c.layers.assign(size_t(c.num_layers), LlamaLayerShape{true, true, c.intermediate_size});
+  if (r.has("layers")) {  // a physically pruned checkpoint
+    if (!r.node().at("layers").is_array()) r.fail("layers", "expected an array of layer objects");
+    JsonReader list(r.node().at("layers"), r.source(), r.key_path("layers"));
+    if (int(list.size()) != c.num_layers)
+      r.fail("layers", "must describe num_hidden_layers (" + std::to_string(c.num_layers) + ") layers");
+    for (int i = 0; i < c.num_layers; ++i) {
+      JsonReader e = list.at(size_t(i));
+      auto& L = c.layers[size_t(i)];
+      L.attn = e.boolean("attention", true);
+      L.mlp = e.boolean("mlp", true);
+      L.intermediate_size = int(e.integer("intermediate_size", c.intermediate_size));
+      if (L.intermediate_size < 1) e.fail("intermediate_size", "must be positive");
+    }
+  }
   return c;
 }
 

@@ -42,6 +42,13 @@ struct ProjectorConfig {
   std::vector<int> hidden_dims;
 };
 
+// One decoder block of a physically pruned checkpoint (config `llm.layers`).
+struct LlamaLayerShape {
+  bool attn = true;
+  bool mlp = true;
+  int intermediate_size = 0;
+};
+
 struct LlamaConfig {
   std::string prefix;  // "" for a bare Hugging Face checkpoint
   int hidden_size = 0;
@@ -55,6 +62,7 @@ struct LlamaConfig {
   int bos_token_id = 1;
   int eos_token_id = 2;
   bool tie_word_embeddings = false;
+  std::vector<LlamaLayerShape> layers;  // one per layer (filled in by the parser)
   int head_dim() const { return hidden_size / num_heads; }
 };
 

@@ -12,22 +12,30 @@ namespace evla {
 
 Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cfg_(cfg) {
   WeightLoader w(store, cfg.prefix);
-  const int D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim();
+  const int D = cfg.hidden_size, hd = cfg.head_dim();
   const int Dq = cfg.num_heads * hd, Dkv = cfg.num_kv_heads * hd;
   embed_tokens_ = w.get("model.embed_tokens.weight", {cfg.vocab_size, D});
   norm_ = w.get("model.norm.weight", {D});
   for (int i = 0; i < cfg.num_layers; ++i) {
     WeightLoader l = w.pp("model.layers").pp(i);
+    const LlamaLayerShape& shape = cfg.layers[size_t(i)];
     LlamaLayer L;
-    L.attn_norm = l.get("input_layernorm.weight", {D});
-    L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
-    L.q = l.linear("self_attn.q_proj", Dq, D, false);
-    L.k = l.linear("self_attn.k_proj", Dkv, D, false);
-    L.v = l.linear("self_attn.v_proj", Dkv, D, false);
-    L.o = l.linear("self_attn.o_proj", D, Dq, false);
-    L.gate = l.linear("mlp.gate_proj", F, D, false);
-    L.up = l.linear("mlp.up_proj", F, D, false);
-    L.down = l.linear("mlp.down_proj", D, F, false);
+    L.has_attn = shape.attn;
+    L.has_mlp = shape.mlp;
+    if (L.has_attn) {
+      L.attn_norm = l.get("input_layernorm.weight", {D});
+      L.q = l.linear("self_attn.q_proj", Dq, D, false);
+      L.k = l.linear("self_attn.k_proj", Dkv, D, false);
+      L.v = l.linear("self_attn.v_proj", Dkv, D, false);
+      L.o = l.linear("self_attn.o_proj", D, Dq, false);
+    }
+    if (L.has_mlp) {
+      const int F = shape.intermediate_size;
+      L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
+      L.gate = l.linear("mlp.gate_proj", F, D, false);
+      L.up = l.linear("mlp.up_proj", F, D, false);
+      L.down = l.linear("mlp.down_proj", D, F, false);
+    }
     layers_.push_back(L);
   }
   if (need_lm_head) {
@@ -82,7 +90,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
         l == select_at || (obs && obs->wants_visual_attention() && layout.visual_count > 0);
     if (obs) obs->layer_input(l, x.data(), T, D);
 
-    if (lp.attn) {
+    if (lp.attn && L.has_attn) {
       s.h.resize(size_t(T) * D);
       s.qkv_q.resize(size_t(T) * Dq);
       s.qkv_k.resize(size_t(T) * Dkv);
@@ -113,7 +121,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     }
     if (obs) obs->after_attention(l, x.data(), T, D);
 
-    if (lp.mlp) {
+    if (lp.mlp && L.has_mlp) {
       const int F = L.gate.out;  // compacted layers have fewer channels
       s.h.resize(size_t(T) * D);
       s.gate.resize(size_t(T) * F);
@@ -164,11 +172,10 @@ double Llama::flops(int T, int n_visual, const Plan& plan) const {
   double t = T;
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LayerPlan& lp = layer_plan(plan, l);
-    if (lp.attn) f += 2.0 * t * D * (2 * Dq + 2 * Dkv) + 4.0 * t * t * Dq / 2.0;  // causal half
-    if (lp.mlp) {
-      const double F = cfg_.intermediate_size * (lp.mlp_keep < 1.f ? lp.mlp_keep : 1.f);
-      f += 2.0 * t * D * 3 * F;
-    }
+    const LlamaLayer& L = layers_[size_t(l)];
+    if (lp.attn && L.has_attn) f += 2.0 * t * D * (2 * Dq + 2 * Dkv) + 4.0 * t * t * Dq / 2.0;  // causal half
+    if (lp.mlp && L.has_mlp)
+      f += 2.0 * t * D * 3 * double(lp.mlp_channels.empty() ? L.gate.out : int(lp.mlp_channels.size()));
     if (plan.tokens.enabled && l == plan.tokens.after_layer - 1 && n_visual > plan.tokens.keep)
       t -= n_visual - plan.tokens.keep;
   }

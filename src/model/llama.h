@@ -15,8 +15,9 @@ namespace evla {
 class ThreadPool;
 
 struct LlamaLayer {
-  const float* attn_norm;
-  const float* mlp_norm;
+  bool has_attn = true, has_mlp = true;  // false in physically pruned checkpoints
+  const float* attn_norm = nullptr;
+  const float* mlp_norm = nullptr;
   Linear q, k, v, o, gate, up, down;
 };
 

@@ -74,7 +74,7 @@ void Policy::set_plan(const Plan& plan) {
   st.derived_weights.clear();
   st.llm_layers = im.llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
-    if (plan.llm[l].mlp && plan.llm[l].mlp_keep < 1.f)
+    if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && st.llm_layers[l].has_mlp)
       st.llm_layers[l] = accel::compact_mlp(st.llm_layers[l], plan.llm[l].mlp_channels,
                                             st.derived_weights);
 }

@@ -49,13 +49,16 @@ DType parse_dtype(const std::string& key, const std::string& s) {
 // Number of elements, checked against the byte size without overflowing.
 size_t checked_count(const std::string& key, const ArrayView& a, int itemsize) {
   size_t n = 1;
+  bool overflow = false;
   for (int64_t d : a.shape) {
-    if (d < 0 || d > (int64_t(1) << 31)) throw ProtocolError(key + ": bad shape");
-    if (d != 0 && n > a.size / size_t(d)) throw ProtocolError(key + ": shape does not match the data size");
-    n *= size_t(d);
+    if (d < 0) throw ProtocolError(key + ": bad shape");
+    overflow |= __builtin_mul_overflow(n, size_t(d), &n);
   }
-  if (n * size_t(itemsize) != a.size)
-    throw ProtocolError(fmt::format("{}: shape needs {} bytes but data has {}", key, n * itemsize, a.size));
+  size_t bytes = 0;
+  overflow |= __builtin_mul_overflow(n, size_t(itemsize), &bytes);
+  if (overflow || bytes != a.size)
+    throw ProtocolError(overflow ? key + ": shape is too large"
+                                 : fmt::format("{}: shape needs {} bytes but data has {}", key, bytes, a.size));
   return n;
 }
 

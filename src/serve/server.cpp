@@ -5,6 +5,8 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <functional>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange without including it
@@ -68,13 +70,17 @@ auto async_infer(WorkerPool& pool, Observation obs, Token&& token) {
 
 }  // namespace
 
-// Per connection; lives in its coroutine frame, the server only points at it.
-struct Session {
+// Per connection. Shared between its coroutine and, on shutdown, a close
+// operation that may outlive the coroutine (Beast needs the stream until then).
+struct Session : std::enable_shared_from_this<Session> {
+  std::function<void()> on_destroy;  // the server forgets it only once nothing uses the stream
+  ~Session() { on_destroy(); }
   std::string peer;
-  beast::tcp_stream* tcp = nullptr;  // during the HTTP phase
-  Ws* ws = nullptr;                  // after the upgrade
-  bool busy = false;                 // a request is between read and reply
-  bool closing = false;              // shutdown: close after the in-flight reply
+  beast::tcp_stream* tcp = nullptr;  // during the HTTP phase (lives in the coroutine)
+  std::optional<Ws> ws;              // after the upgrade
+  bool reading = false;              // waiting for the next request
+  bool closing = false;              // shutdown asked: close at the next chance
+  bool close_sent = false;           // a close frame is on its way
 };
 
 struct Server::Impl {
@@ -98,7 +104,7 @@ struct Server::Impl {
 
   awaitable<void> accept_loop();
   awaitable<void> serve(tcp::socket sock);
-  awaitable<void> serve_websocket(Session& s, Ws& ws);
+  awaitable<void> serve_websocket(Session& s);
   awaitable<bool> read_message(Ws& ws, beast::flat_buffer& buf, std::string* error);
   bool authorized(const http::request<http::string_body>& req) const;
   void begin_shutdown();
@@ -128,22 +134,19 @@ bool Server::Impl::authorized(const http::request<http::string_body>& req) const
 }
 
 awaitable<void> Server::Impl::serve(tcp::socket sock) {
-  Session s;
-  beast::error_code ec;
-  auto ep = sock.remote_endpoint(ec);
-  s.peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  auto sp = std::make_shared<Session>();
+  Session& s = *sp;
+  s.on_destroy = [this, p = sp.get()] {
+    sessions.erase(p);
+    --open;
+    if (stopping && sessions.empty()) grace.cancel();
+  };
   sessions.insert(&s);
   ++open;
   ++connections;
-  struct Leave {  // runs however the coroutine ends, including destruction
-    Impl* self;
-    Session* s;
-    ~Leave() {
-      self->sessions.erase(s);
-      --self->open;
-      if (self->stopping && self->sessions.empty()) self->grace.cancel();
-    }
-  } leave{this, &s};
+  beast::error_code ec;
+  auto ep = sock.remote_endpoint(ec);
+  s.peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
 
   beast::tcp_stream stream(std::move(sock));
   s.tcp = &stream;
@@ -186,9 +189,8 @@ awaitable<void> Server::Impl::serve(tcp::socket sock) {
       co_return;
     }
 
-    Ws ws(std::move(stream));
+    Ws& ws = s.ws.emplace(std::move(stream));
     s.tcp = nullptr;
-    s.ws = &ws;
     beast::get_lowest_layer(ws).expires_never();  // the websocket has its own timeouts
     websocket::stream_base::timeout t{};
     t.handshake_timeout = std::chrono::seconds(15);
@@ -200,8 +202,8 @@ awaitable<void> Server::Impl::serve(tcp::socket sock) {
     ws.read_message_max(0);  // read_message() enforces our limit and reports it the openpi way
     ws.auto_fragment(false);
     co_await ws.async_accept(req, use_awaitable);
-    co_await serve_websocket(s, ws);
-    outcome = "closed";  // by us, after an error frame or on shutdown
+    co_await serve_websocket(s);
+    outcome = s.closing ? "closed for shutdown" : "closed after an error";
   } catch (const boost::system::system_error& e) {
     const auto& c = e.code();
     if (c == websocket::error::closed) outcome = "closed by the client";
@@ -212,14 +214,14 @@ awaitable<void> Server::Impl::serve(tcp::socket sock) {
     ++errors;
     outcome = std::string("failed: ") + e.what();
   }
-  fprintf(stderr, "DBG %s ends: %s\n", s.peer.c_str(), outcome.c_str());
   if (s.ws)  // plain HTTP requests (health checks) are not worth a line each
     log(fmt::format("{}: connection {}", s.peer, outcome));
 }
 
 // One observation per iteration, as openpi's server loop. Returns when the
 // client closes (or on shutdown); throws on I/O errors.
-awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
+awaitable<void> Server::Impl::serve_websocket(Session& s) {
+  Ws& ws = *s.ws;
   ws.binary(true);
   co_await ws.async_write(asio::buffer(encode_metadata(meta)), use_awaitable);
   uint64_t served = 0;
@@ -237,12 +239,22 @@ awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
                             use_awaitable);
   };
 
-  while (!s.closing) {
-    fprintf(stderr, "DBG %s loop top\n", s.peer.c_str());
+  for (;;) {
+    if (s.closing) {  // shutdown came while we were busy: say goodbye now
+      if (!s.close_sent) {
+        s.close_sent = true;
+        co_await ws.async_close(websocket::close_code::going_away, use_awaitable);
+      }
+      co_return;
+    }
     auto t0 = Clock::now();  // openpi's prev_total_ms also starts before the receive
     buf.clear();
     std::string error;
-    if (!co_await read_message(ws, buf, &error)) {
+    s.reading = true;
+    bool ok = co_await read_message(ws, buf, &error);
+    s.reading = false;
+    if (s.close_sent) co_return;  // shutdown's close frame crossed this request; Beast finishes the close
+    if (!ok) {
       co_await fail(error);
       co_return;
     }
@@ -257,10 +269,7 @@ awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
       co_await fail(error);
       co_return;
     }
-    fprintf(stderr, "DBG %s got request\n", s.peer.c_str());
-    s.busy = true;
     InferResult r = co_await async_infer(*pool, std::move(obs), use_awaitable);
-    s.busy = false;
     if (!r.error.empty()) {
       co_await fail("inference failed: " + r.error);
       co_return;
@@ -270,13 +279,8 @@ awaitable<void> Server::Impl::serve_websocket(Session& s, Ws& ws) {
     co_await ws.async_write(asio::buffer(reply), use_awaitable);
     ++served;
     ++requests;
-    fprintf(stderr, "DBG %s replied\n", s.peer.c_str());
     prev_total_ms = ms_since(t0);
   }
-  // Shutdown asked while this request was in flight: its reply went out, now say goodbye.
-  fprintf(stderr, "DBG %s closing after reply\n", s.peer.c_str());
-  co_await ws.async_close(websocket::close_code::going_away, use_awaitable);
-  fprintf(stderr, "DBG %s closed after reply\n", s.peer.c_str());
 }
 
 // Reads one whole binary message into `buf`, refusing (false, *error) text
@@ -304,16 +308,15 @@ void Server::Impl::begin_shutdown() {
   acceptor.close(ec);
   signals.cancel(ec);
   for (Session* s : sessions) {
-    fprintf(stderr, "DBG shutdown %s tcp=%d ws=%d busy=%d\n", s->peer.c_str(), !!s->tcp, !!s->ws, s->busy);
+    s->closing = true;
     if (s->tcp) {
       s->tcp->socket().close(ec);
-    } else if (s->ws && s->busy) {
-      s->closing = true;  // closes itself after sending the reply
-    } else if (s->ws) {
-      // Idle in a read: a close frame (1001) completes that read with "closed".
-      s->closing = true;
-      s->ws->async_close(websocket::close_code::going_away, [p = s->peer](beast::error_code ec) { fprintf(stderr, "DBG %s detached close done: %s\n", p.c_str(), ec.message().c_str()); });
-    }
+    } else if (s->ws && s->reading) {
+      // Idle in a read: Beast lets a close run beside it; the read then ends
+      // with "closed". The handler keeps the stream alive until the close is done.
+      s->close_sent = true;
+      s->ws->async_close(websocket::close_code::going_away, [keep = s->shared_from_this()](beast::error_code) {});
+    }  // else busy (handshake, inference, reply): it closes itself at the top of its loop
   }
   if (sessions.empty()) return;
   grace.expires_after(std::chrono::milliseconds(opts.shutdown_grace_ms));
@@ -324,7 +327,6 @@ void Server::Impl::begin_shutdown() {
 
 // Grace period over: fail whatever is still queued and cut the sockets.
 void Server::Impl::force_close() {
-  fprintf(stderr, "DBG force close, %zu sessions\n", sessions.size());
   pool->stop();  // in-flight inferences finish; queued ones resume with an error
   beast::error_code ec;
   for (Session* s : sessions) {

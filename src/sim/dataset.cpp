@@ -101,6 +101,8 @@ DatasetReport write_dataset(const std::string& dir, const DatasetOptions& option
   if (options.tasks.empty()) throw Error("sim::write_dataset: no tasks given");
   if (options.episodes < 0 || options.episodes_per_shard < 1 || options.threads < 1)
     throw Error("sim::write_dataset: episodes, episodes_per_shard and threads must be positive");
+  if (options.demo.chunk < 1 || options.demo.image_size < 8 || options.demo.image_size > 4096)
+    throw Error("sim::write_dataset: chunk must be >= 1 and image_size in [8, 4096]");
   std::filesystem::create_directories(dir);
   ThreadPool pool(options.threads);
   DatasetReport report;

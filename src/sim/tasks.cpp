@@ -37,10 +37,14 @@ void replace(std::string& s, const std::string& key, const std::string& value) {
     s.replace(at, key.size(), value);
 }
 
-// Where objects may stand: on the table in front of the cabinet, clear of
-// the cabinet and of the sweep of its fully opened drawers and handles.
+// Objects stand within |x| <= kAreaX, kAreaFront <= y <= kAreaBack: narrower
+// than the gripper's reach and fully in view, so they look large at 64 px.
+constexpr float kAreaX = 0.31f, kAreaFront = -0.38f, kAreaBack = 0.36f;
+
+// Where objects may stand: in the area, clear of the cabinet and of the
+// sweep of its fully opened drawers and handles.
 bool in_free_area(const Scene& s, float x, float y, float half) {
-  if (x < -0.31f + half || x > 0.31f - half || y < -0.38f + half || y > 0.36f - half) return false;
+  if (x < -kAreaX + half || x > kAreaX - half || y < kAreaFront + half || y > kAreaBack - half) return false;
   Box cab = s.cabinet_box();
   float sweep_front = kCabFront - kMaxOpen - kPanelT - kHandleD - 0.02f;
   bool beside = x < cab.lo.x - 0.05f - half || x > cab.hi.x + 0.05f + half;
@@ -84,7 +88,7 @@ bool place_objects(Scene& s, Rng& rng) {
     Object& o = s.objects[i];
     bool placed = false;
     for (int attempt = 0; attempt < 100 && !placed; ++attempt) {
-      float x = uniform(rng, -0.31f, 0.31f), y = uniform(rng, -0.38f, 0.36f);
+      float x = uniform(rng, -kAreaX, kAreaX), y = uniform(rng, kAreaFront, kAreaBack);
       if (!in_free_area(s, x, y, o.half)) continue;
       placed = true;
       for (size_t j = 0; j < i; ++j) placed = placed && !crowded(s.objects[j], x, y, o.half, 0.045f);

@@ -84,7 +84,8 @@ TEST_P(Parity, EveryStageMatchesPyTorch) {
   EXPECT_LE(test::nmse(chunk.actions.data(), ref.data(), ref.size()), 1e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::Values("dual_gqa_cfg", "single_mha_nocfg", "sim_random"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::Values("dual_gqa_cfg", "single_mha_nocfg", "sim_random",
+                                           "dual_gqa_cfg_pruned"));
 
 TEST(Determinism, SameSeedSameThreadsBitIdentical) {
   Fixture fx("dual_gqa_cfg");

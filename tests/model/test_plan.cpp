@@ -50,7 +50,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "blocks": [7]}})", "block 7 does not exist");
   expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "start": 10}})", "cache.start");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_attention": [0]}, "tokens": {"keep": 8, "after_layer": 1}})",
-                  "drops");
+                  "dropped");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "intermediate_size": 128, "mlp_channels": {"0": [5, 3]}}})",
                   "strictly increasing");
 }
