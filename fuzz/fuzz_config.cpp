@@ -1,0 +1,31 @@
+// Fuzzes the JSON front doors: model config.json and acceleration plans.
+// Any input must either parse or raise evla::Error — never crash.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "evla/error.h"
+#include "evla/plan.h"
+#include "model/config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  try {
+    evla::Plan p = evla::Plan::from_json(text, "fuzz-plan");
+    (void)evla::Plan::from_json(p.to_json(), "fuzz-plan-roundtrip");
+  } catch (const evla::Error&) {
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    return 0;
+  }
+  try {
+    evla::parse_model_config(j, "fuzz-config");
+  } catch (const evla::Error&) {
+  }
+  return 0;
+}
