@@ -225,13 +225,18 @@ def expected_tensor_shapes(cfg):
     s[f"{p}.model.embed_tokens.weight"] = (L["vocab_size"], d)
     s[f"{p}.model.norm.weight"] = (d,)
     s[f"{p}.lm_head.weight"] = (L["vocab_size"], d)
+    specs = L.get("layers") or [{}] * L["num_hidden_layers"]  # pruned checkpoints list each layer
     for i in range(L["num_hidden_layers"]):
-        b = f"{p}.model.layers.{i}"
-        s[f"{b}.self_attn.q_proj.weight"] = s[f"{b}.self_attn.o_proj.weight"] = (d, d)
-        s[f"{b}.self_attn.k_proj.weight"] = s[f"{b}.self_attn.v_proj.weight"] = (kv, d)
-        s[f"{b}.mlp.gate_proj.weight"] = s[f"{b}.mlp.up_proj.weight"] = (L["intermediate_size"], d)
-        s[f"{b}.mlp.down_proj.weight"] = (d, L["intermediate_size"])
-        s[f"{b}.input_layernorm.weight"] = s[f"{b}.post_attention_layernorm.weight"] = (d,)
+        b, spec = f"{p}.model.layers.{i}", specs[i]
+        if spec.get("attention", True):
+            s[f"{b}.self_attn.q_proj.weight"] = s[f"{b}.self_attn.o_proj.weight"] = (d, d)
+            s[f"{b}.self_attn.k_proj.weight"] = s[f"{b}.self_attn.v_proj.weight"] = (kv, d)
+            s[f"{b}.input_layernorm.weight"] = (d,)
+        if spec.get("mlp", True):
+            ffn = spec.get("intermediate_size", L["intermediate_size"])
+            s[f"{b}.mlp.gate_proj.weight"] = s[f"{b}.mlp.up_proj.weight"] = (ffn, d)
+            s[f"{b}.mlp.down_proj.weight"] = (d, ffn)
+            s[f"{b}.post_attention_layernorm.weight"] = (d,)
     a = cfg["action_head"]
     p, H, A, C, F = a["prefix"], a["hidden_size"], a["action_dim"], a["chunk_size"], a["frequency_embedding_size"]
     M = int(H * a["mlp_ratio"])

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# analyze → plan → info/run/eval with the plan → prune → the pruned model runs.
+set -euo pipefail
+evla=$1 model=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$evla" analyze -m "$model" --episodes 4 --every 5 -o "$tmp/an.json" -t 1 2>/dev/null | grep -q "least important blocks first"
+test -s "$tmp/an.svg"
+grep -q "<svg" "$tmp/an.svg"
+"$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --mlp-prune 0.25 --tokens 6 --token-after 1 \
+  --cache-interval 5 -o "$tmp/plan.json" | grep -q "estimated speed-up"
+"$evla" info -m "$model" --plan "$tmp/plan.json" | grep -q "GFLOPs plan"
+"$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
+"$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
+"$evla" eval -m "$tmp/pruned" --plan "$tmp/pruned/plan.json" -n 2 --tasks pick -q | grep -q "overall"
+# A bad plan is refused with its reason.
+echo '{"evla_plan": 1, "cache": {"interval": 0}}' > "$tmp/bad.json"
+if "$evla" info -m "$model" --plan "$tmp/bad.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "cache.interval: must be ≥ 1" "$tmp/err"
+echo "accelerate pipeline ok"
