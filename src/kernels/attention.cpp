@@ -7,6 +7,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
+#include "kernels/vec_math.h"
 
 namespace evla::kernels {
 
@@ -19,9 +20,12 @@ void attention(ThreadPool& pool, const AttentionShape& a, const float* q, const 
   init_blas();
   const int group = a.Hq / a.Hkv;
   const int Tq = a.Tq, Tk = a.Tk, hd = a.hd;
-  pool.run(a.Hq, [&](int h) {
+  // Small problems (the action head's 17-token sequences) run on the caller:
+  // waking the pool costs more than the work.
+  const bool parallel = double(a.Hq) * Tq * Tk * hd >= double(1 << 18);
+  auto one_head = [&](int h) {
     const int kh = h / group;
-    float* S = scratch + size_t(h % pool.size()) * Tq * Tk;
+    float* S = scratch + size_t(parallel ? h % pool.size() : 0) * Tq * Tk;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, hd, a.scale, q + h * hd, a.ldq,
                 k + kh * hd, a.ldk, 0.0f, S, Tk);
     for (int i = 0; i < Tq; ++i) {
@@ -29,15 +33,23 @@ void attention(ThreadPool& pool, const AttentionShape& a, const float* q, const 
       const int n = a.causal ? std::min(Tk, a.q_offset + i + 1) : Tk;
       float mx = row[0];
       for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+      for (int j = 0; j < n; ++j) row[j] -= mx;
+      if (cpu_has_avx2()) avx2::exp_inplace(row, size_t(n));
+      else for (int j = 0; j < n; ++j) row[j] = std::exp(row[j]);
       float sum = 0.f;
-      for (int j = 0; j < n; ++j) sum += (row[j] = std::exp(row[j] - mx));
+      for (int j = 0; j < n; ++j) sum += row[j];
       const float inv = 1.0f / sum;
       for (int j = 0; j < n; ++j) row[j] *= inv;
       for (int j = n; j < Tk; ++j) row[j] = 0.f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hd, Tk, 1.0f, S, Tk, v + kh * hd,
                 a.ldv, 0.0f, out + h * hd, a.ldo);
-  });
+  };
+  if (parallel) {
+    pool.run(a.Hq, one_head);
+  } else {
+    for (int h = 0; h < a.Hq; ++h) one_head(h);
+  }
 }
 
 }  // namespace evla::kernels

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/kernels.h"
+#include "kernels/vec_math.h"
 
 namespace evla::kernels {
 
@@ -38,6 +39,8 @@ void rms_norm(const float* x, int M, int D, const float* weight, float eps, floa
   }
 }
 
+namespace ref {
+
 void gelu_erf(float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
 }
@@ -56,6 +59,16 @@ void silu(float* x, size_t n) {
 
 void swiglu(float* gate, const float* up, size_t n) {
   for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+}  // namespace ref
+
+// Run-time dispatch: the AVX2 versions where the CPU has them.
+void gelu_erf(float* x, size_t n) { cpu_has_avx2() ? avx2::gelu_erf(x, n) : ref::gelu_erf(x, n); }
+void gelu_tanh(float* x, size_t n) { cpu_has_avx2() ? avx2::gelu_tanh(x, n) : ref::gelu_tanh(x, n); }
+void silu(float* x, size_t n) { cpu_has_avx2() ? avx2::silu(x, n) : ref::silu(x, n); }
+void swiglu(float* gate, const float* up, size_t n) {
+  cpu_has_avx2() ? avx2::swiglu(gate, up, n) : ref::swiglu(gate, up, n);
 }
 
 void add(float* y, const float* x, size_t n) {

@@ -39,9 +39,9 @@ static void linear_slice(const float* x, int M, int K, const float* W, const flo
 void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, const float* bias,
             int N, float* y) {
   init_blas();
-  // Below ~64k multiply-adds per thread the hand-off costs more than it saves.
+  // Below ~1M multiply-adds per thread the hand-off costs more than it saves.
   const int64_t work = int64_t(M) * K * N;
-  if (pool.size() == 1 || work < 65536 * 2) {
+  if (pool.size() == 1 || work < (int64_t(1) << 21)) {
     linear_slice(x, M, K, W, bias, N, 0, N, y);
     return;
   }

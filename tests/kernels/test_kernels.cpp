@@ -9,6 +9,7 @@
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
+#include "kernels/vec_math.h"
 
 namespace evla {
 namespace {
@@ -134,6 +135,39 @@ TEST(Rope, RotatesPairsByPosition) {
   EXPECT_NEAR(x[6], 3 * std::cos(1.f) + 1 * std::sin(1.f), 1e-6);
   // j = 1: angle 1/100
   EXPECT_NEAR(x[5], 2 * std::cos(0.01f) - 4 * std::sin(0.01f), 1e-6);
+}
+
+}  // namespace
+}  // namespace evla
+
+namespace evla {
+namespace {
+
+// The AVX2 activations against their <cmath> reference, over a wide range
+// (including saturation) and lengths that exercise the scalar tail.
+TEST(VecMath, ActivationsMatchReference) {
+  if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (size_t n : {1u, 7u, 8u, 1001u}) {
+    std::vector<float> base(n);
+    for (size_t i = 0; i < n; ++i) base[i] = -20.0f + 40.0f * float(i) / float(std::max<size_t>(1, n - 1));
+    auto check = [&](const char* name, auto fast, auto slow, double tol) {
+      std::vector<float> a = base, b = base;
+      fast(a.data(), n);
+      slow(b.data(), n);
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_NEAR(a[i], b[i], tol * std::max(1.0f, std::fabs(b[i]))) << name << " at x=" << base[i];
+    };
+    check("gelu_erf", kernels::avx2::gelu_erf, kernels::ref::gelu_erf, 3e-7);
+    check("gelu_tanh", kernels::avx2::gelu_tanh, kernels::ref::gelu_tanh, 3e-7);
+    check("silu", kernels::avx2::silu, kernels::ref::silu, 3e-7);
+    std::vector<float> g = base, g2 = base, up(n, 0.5f);
+    kernels::avx2::swiglu(g.data(), up.data(), n);
+    kernels::ref::swiglu(g2.data(), up.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_NEAR(g[i], g2[i], 3e-7 * std::max(1.0f, std::fabs(g2[i])));
+    std::vector<float> e = base;
+    kernels::avx2::exp_inplace(e.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_NEAR(e[i], std::exp(base[i]), 2e-7 * std::exp(base[i]));
+  }
 }
 
 }  // namespace

@@ -1,0 +1,27 @@
+// Vectorised transcendental element-wise kernels (AVX2 + FMA, chosen at run
+// time), with the plain <cmath> loops of elementwise.cpp as their reference.
+// Accuracy: exp ~1 ulp (Cephes polynomial), erf ≤ 1.5e-7 absolute
+// (Abramowitz & Stegun 7.1.26).
+#pragma once
+#include <cstddef>
+
+namespace evla::kernels {
+
+bool cpu_has_avx2();
+
+namespace avx2 {
+void exp_inplace(float* x, size_t n);
+void gelu_erf(float* x, size_t n);
+void gelu_tanh(float* x, size_t n);
+void silu(float* x, size_t n);
+void swiglu(float* gate, const float* up, size_t n);
+}  // namespace avx2
+
+namespace ref {
+void gelu_erf(float* x, size_t n);
+void gelu_tanh(float* x, size_t n);
+void silu(float* x, size_t n);
+void swiglu(float* gate, const float* up, size_t n);
+}  // namespace ref
+
+}  // namespace evla::kernels

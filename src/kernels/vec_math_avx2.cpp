@@ -1,0 +1,111 @@
+// AVX2/FMA versions of the activation functions. Compiled for AVX2 through
+// function attributes so the rest of the binary stays baseline x86-64; only
+// called when cpu_has_avx2().
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels/vec_math.h"
+
+#define EVLA_AVX2 __attribute__((target("avx2,fma")))
+
+namespace evla::kernels {
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+namespace avx2 {
+namespace {
+
+// e^x for x in float range (clamped), Cephes-style: 2^n · p(r), |r| ≤ ln2/2.
+EVLA_AVX2 inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+// x / (1 + e^(−s·x)) with s folded into `arg`.
+EVLA_AVX2 inline __m256 x_sigmoid(__m256 x, __m256 arg) {
+  const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), arg));
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+EVLA_AVX2 inline __m256 erf256(__m256 z) {
+  const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f));
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+  const __m256 r = _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.0f));
+  return _mm256_or_ps(r, sign);
+}
+
+}  // namespace
+
+EVLA_AVX2 void exp_inplace(float* x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp256(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+EVLA_AVX2 void gelu_erf(float* x, size_t n) {
+  size_t i = 0;
+  const __m256 half = _mm256_set1_ps(0.5f), k = _mm256_set1_ps(0.70710678118654752f), one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 e = erf256(_mm256_mul_ps(v, k));
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+  }
+  ref::gelu_erf(x + i, n - i);
+}
+
+// 0.5·x·(1 + tanh(u)) = x·sigmoid(2u), u = √(2/π)(x + 0.044715x³): no cancellation.
+EVLA_AVX2 void gelu_tanh(float* x, size_t n) {
+  size_t i = 0;
+  const __m256 c2 = _mm256_set1_ps(2.0f * 0.7978845608028654f), k = _mm256_set1_ps(0.044715f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(k, v), _mm256_mul_ps(v, v), v);
+    _mm256_storeu_ps(x + i, x_sigmoid(v, _mm256_mul_ps(c2, inner)));
+  }
+  ref::gelu_tanh(x + i, n - i);
+}
+
+EVLA_AVX2 void silu(float* x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(x + i, x_sigmoid(v, v));
+  }
+  ref::silu(x + i, n - i);
+}
+
+EVLA_AVX2 void swiglu(float* gate, const float* up, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(x_sigmoid(g, g), _mm256_loadu_ps(up + i)));
+  }
+  ref::swiglu(gate + i, up + i, n - i);
+}
+
+}  // namespace avx2
+}  // namespace evla::kernels
