@@ -84,34 +84,47 @@ void add_bench_command(CLI::App& app) {
     std::vector<std::string> plans = o->plans.empty() ? std::vector<std::string>{"dense"} : split_csv(o->plans);
     auto rows = nlohmann::json::array();
     const bool tty = isatty(2);  // progress only for a person watching
-    for (const std::string& plan_path : plans) {
-      Plan plan = plan_path == "dense" ? Plan{} : Plan::load(plan_path);
-      const FlopCount fl = model->flops(plan);
+    // Every (plan, threads) configuration gets its own policy; repetitions
+    // then go round-robin over them, so drifting machine load (other
+    // processes, frequency changes) hits all configurations alike.
+    struct Config {
+      Plan plan;
+      int threads;
+      std::unique_ptr<Policy> policy;
+      std::vector<double> total, vis, proj, llm, head;
+    };
+    std::vector<Config> configs;
+    for (const std::string& plan_path : plans)
       for (const std::string& t : split_csv(o->threads)) {
-        const int threads = int(parse_floats(t, "--threads").at(0));
-        Policy policy(model, PolicyOptions{threads});
-        policy.set_plan(plan);
-        for (int i = 0; i < o->warmup; ++i) policy.infer(obs);
-        std::vector<double> total, vis, proj, llm, head;
-        for (int i = 0; i < o->reps; ++i) {
-          obs.seed = uint64_t(i);
-          const Timing tm = policy.infer(obs).timing;
-          total.push_back(tm.total_ms);
-          vis.push_back(tm.vision_ms);
-          proj.push_back(tm.projector_ms);
-          llm.push_back(tm.llm_ms);
-          head.push_back(tm.action_head_ms);
-          if (tty) std::fprintf(stderr, "\r%s t=%d: %d/%d", plan.name.c_str(), threads, i + 1, o->reps);
-        }
-        if (tty) std::fprintf(stderr, "\r\033[K");
-        const double p50 = percentile(total, 0.5);
-        rows.push_back({{"model", model->name()}, {"plan", plan.name}, {"threads", threads},
-                        {"reps", o->reps}, {"min_ms", percentile(total, 0)}, {"p50_ms", p50},
-                        {"p90_ms", percentile(total, 0.9)}, {"vision_ms", percentile(vis, 0.5)},
-                        {"projector_ms", percentile(proj, 0.5)}, {"llm_ms", percentile(llm, 0.5)},
-                        {"action_head_ms", percentile(head, 0.5)}, {"gflops", fl.total() / 1e9},
-                        {"gflops_per_s", fl.total() / 1e6 / p50}, {"peak_rss_mb", peak_rss_mb()}});
+        Config c{plan_path == "dense" ? Plan{} : Plan::load(plan_path), int(parse_floats(t, "--threads").at(0)),
+                 nullptr, {}, {}, {}, {}, {}};
+        c.policy = std::make_unique<Policy>(model, PolicyOptions{c.threads});
+        c.policy->set_plan(c.plan);
+        for (int i = 0; i < o->warmup; ++i) c.policy->infer(obs);
+        configs.push_back(std::move(c));
       }
+    for (int i = 0; i < o->reps; ++i) {
+      obs.seed = uint64_t(i);
+      for (Config& c : configs) {
+        const Timing tm = c.policy->infer(obs).timing;
+        c.total.push_back(tm.total_ms);
+        c.vis.push_back(tm.vision_ms);
+        c.proj.push_back(tm.projector_ms);
+        c.llm.push_back(tm.llm_ms);
+        c.head.push_back(tm.action_head_ms);
+      }
+      if (tty) std::fprintf(stderr, "\rrepetition %d/%d", i + 1, o->reps);
+    }
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    for (const Config& c : configs) {
+      const FlopCount fl = model->flops(c.plan);
+      const double p50 = percentile(c.total, 0.5);
+      rows.push_back({{"model", model->name()}, {"plan", c.plan.name}, {"threads", c.threads},
+                      {"reps", o->reps}, {"min_ms", percentile(c.total, 0)}, {"p50_ms", p50},
+                      {"p90_ms", percentile(c.total, 0.9)}, {"vision_ms", percentile(c.vis, 0.5)},
+                      {"projector_ms", percentile(c.proj, 0.5)}, {"llm_ms", percentile(c.llm, 0.5)},
+                      {"action_head_ms", percentile(c.head, 0.5)}, {"gflops", fl.total() / 1e9},
+                      {"gflops_per_s", fl.total() / 1e6 / p50}, {"peak_rss_mb", peak_rss_mb()}});
     }
     if (o->output == "json") {
       fmt::print("{}\n", rows.dump(2));
