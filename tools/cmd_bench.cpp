@@ -11,6 +11,8 @@
 
 #include "commands.h"
 #include "evla/evla.h"
+#include "kernels/roofline.h"
+#include <map>
 
 namespace evla::cli {
 
@@ -65,6 +67,7 @@ void add_bench_command(CLI::App& app) {
   struct Opts {
     std::string model, plans, threads = "2", output = "md", image, prompt;
     int reps = 10, warmup = 2;
+    bool roofline = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("bench", "Time whole inferences per plan and thread count");
@@ -76,6 +79,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--image", o->image, "Use this image instead of a synthetic one");
   cmd->add_option("--prompt", o->prompt, "Instruction");
   cmd->add_option("-o,--output", o->output, "md, json or csv")->check(CLI::IsMember({"md", "json", "csv"}))->capture_default_str();
+  cmd->add_flag("--roofline", o->roofline, "Also measure this machine's fp32 GEMM and memory-bandwidth ceilings and report runs as a fraction");
   cmd->callback([o] {
     auto model = Model::load(o->model);
     Observation obs = synthetic_observation(*model);
@@ -116,6 +120,16 @@ void add_bench_command(CLI::App& app) {
       if (tty) std::fprintf(stderr, "\rrepetition %d/%d", i + 1, o->reps);
     }
     if (tty) std::fprintf(stderr, "\r\033[K");
+    // Measured after the runs, so its large buffers do not inflate their peak memory.
+    const double rss = peak_rss_mb();
+    std::map<int, kernels::Roofline> roof;
+    if (o->roofline)
+      for (const std::string& t : split_csv(o->threads)) {
+        const int n = int(parse_floats(t, "--threads").at(0));
+        roof[n] = kernels::measure_roofline(n);
+        fmt::print(stderr, "roofline, {} thread(s): fp32 GEMM {:.1f} GFLOP/s, memory {:.1f} GB/s\n", n,
+                   roof[n].gemm_gflops, roof[n].bandwidth_gbs);
+      }
     for (const Config& c : configs) {
       const FlopCount fl = model->flops(c.plan);
       const double p50 = percentile(c.total, 0.5);
@@ -124,14 +138,20 @@ void add_bench_command(CLI::App& app) {
                       {"p90_ms", percentile(c.total, 0.9)}, {"vision_ms", percentile(c.vis, 0.5)},
                       {"projector_ms", percentile(c.proj, 0.5)}, {"llm_ms", percentile(c.llm, 0.5)},
                       {"action_head_ms", percentile(c.head, 0.5)}, {"gflops", fl.total() / 1e9},
-                      {"gflops_per_s", fl.total() / 1e6 / p50}, {"peak_rss_mb", peak_rss_mb()}});
+                      {"gflops_per_s", fl.total() / 1e6 / p50}, {"peak_rss_mb", rss}});
+      if (roof.count(c.threads)) {
+        rows.back()["pct_of_gemm_peak"] = 100.0 * fl.total() / 1e6 / p50 / roof[c.threads].gemm_gflops;
+        rows.back()["roofline_gemm_gflops"] = roof[c.threads].gemm_gflops;
+        rows.back()["roofline_bandwidth_gbs"] = roof[c.threads].bandwidth_gbs;
+      }
     }
     if (o->output == "json") {
       fmt::print("{}\n", rows.dump(2));
       return;
     }
-    const char* cols[] = {"plan", "threads", "min_ms", "p50_ms", "p90_ms", "vision_ms", "projector_ms",
-                          "llm_ms", "action_head_ms", "gflops", "gflops_per_s", "peak_rss_mb"};
+    std::vector<const char*> cols = {"plan", "threads", "min_ms", "p50_ms", "p90_ms", "vision_ms", "projector_ms",
+                                     "llm_ms", "action_head_ms", "gflops", "gflops_per_s", "peak_rss_mb"};
+    if (o->roofline) cols.push_back("pct_of_gemm_peak");
     auto cell = [](const nlohmann::json& v) {
       return v.is_string() ? v.get<std::string>()
              : v.is_number_integer() ? std::to_string(v.get<int64_t>())
@@ -140,16 +160,16 @@ void add_bench_command(CLI::App& app) {
     const bool md = o->output == "md";
     std::string sep = md ? " | " : ",";
     if (md) fmt::print("| ");
-    for (size_t i = 0; i < std::size(cols); ++i) fmt::print("{}{}", cols[i], i + 1 < std::size(cols) ? sep : "");
+    for (size_t i = 0; i < cols.size(); ++i) fmt::print("{}{}", cols[i], i + 1 < cols.size() ? sep : "");
     fmt::print("{}\n", md ? " |" : "");
     if (md) {
       fmt::print("|");
-      for (size_t i = 0; i < std::size(cols); ++i) fmt::print("{}|", i < 2 ? "---" : "---:");
+      for (size_t i = 0; i < cols.size(); ++i) fmt::print("{}|", i < 2 ? "---" : "---:");
       fmt::print("\n");
     }
     for (const auto& r : rows) {
       if (md) fmt::print("| ");
-      for (size_t i = 0; i < std::size(cols); ++i) fmt::print("{}{}", cell(r[cols[i]]), i + 1 < std::size(cols) ? sep : "");
+      for (size_t i = 0; i < cols.size(); ++i) fmt::print("{}{}", cell(r[cols[i]]), i + 1 < cols.size() ? sep : "");
       fmt::print("{}\n", md ? " |" : "");
     }
   });
