@@ -31,16 +31,16 @@ Dit::Dit(const ActionHeadConfig& cfg, WeightStore& store) : cfg_(cfg) {
   final_ = w.linear("final_layer.linear", cfg.action_dim, H);
 }
 
-void Dit::condition(const float* cognition, const float* state, float* out,
+void Dit::condition(const float* cognition, const float* state, float* out, DitScratch& s,
                     ThreadPool& pool) const {
   const int H = cfg_.hidden_size;
   kernels::linear(pool, cognition, 1, cfg_.cond_dim, z_embedder_.w, z_embedder_.b, H, out);
   if (cfg_.use_cfg())
     kernels::linear(pool, uncondition_, 1, cfg_.cond_dim, z_embedder_.w, z_embedder_.b, H, out + H);
   if (cfg_.state_dim > 0) {
-    std::vector<float> s(H);
-    kernels::linear(pool, state, 1, cfg_.state_dim, s_embedder_.w, s_embedder_.b, H, s.data());
-    for (int b = 0; b < cfg_.batch(); ++b) kernels::add(out + size_t(b) * H, s.data(), H);
+    s.state_emb.resize(size_t(H));
+    kernels::linear(pool, state, 1, cfg_.state_dim, s_embedder_.w, s_embedder_.b, H, s.state_emb.data());
+    for (int b = 0; b < cfg_.batch(); ++b) kernels::add(out + size_t(b) * H, s.state_emb.data(), H);
   }
 }
 

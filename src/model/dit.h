@@ -30,6 +30,7 @@ struct DitScratch {
   DitObserver* observer = nullptr;
   int step = 0;  // set by the sampler, for the observer
   std::vector<float> x, x_in, h, qkv, attn, mlp, attn_scratch, tfreq, temb, out;
+  std::vector<float> sample, batch, eps, guided, state_emb;  // sampler and condition buffers
   std::vector<std::vector<float>> cached_attn, cached_mlp;
 };
 
@@ -41,7 +42,7 @@ class Dit {
   // Condition embeddings, one row per batch entry: z_embedder(cognition) for
   // the conditional row and z_embedder(uncondition) for the CFG row, plus the
   // state embedding when the model takes state. out: [batch, hidden].
-  void condition(const float* cognition, const float* state, float* out, ThreadPool& pool) const;
+  void condition(const float* cognition, const float* state, float* out, DitScratch& s, ThreadPool& pool) const;
 
   // Noise prediction for batch rows of noisy chunks x ([B, C, A]) at training
   // timestep t. `reuse` = this step reads the FORA cache instead of

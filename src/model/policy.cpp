@@ -167,7 +167,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   t0 = Clock::now();
   const int C = ah.chunk_size, A = ah.action_dim;
   st.cond.resize(size_t(ah.batch()) * ah.hidden_size);
-  im.dit->condition(st.cognition.data(), obs.state.data(), st.cond.data(), pool);
+  im.dit->condition(st.cognition.data(), obs.state.data(), st.cond.data(), st.dit, pool);
   st.noise.resize(size_t(C) * A);
   if (!st.noise_override.empty()) {
     if (st.noise_override.size() != st.noise.size()) throw Error("noise override has the wrong size");

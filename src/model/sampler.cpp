@@ -58,7 +58,11 @@ void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, c
   const int n = cfg.chunk_size * cfg.action_dim, B = cfg.batch();
   // With CFG both batch rows hold the same sample (CogACT duplicates the noise
   // and applies the guided ε to both halves), so one copy is kept and fed twice.
-  std::vector<float> x(noise, noise + n), xb(size_t(B) * n), eps(size_t(B) * n), guided(n);
+  std::vector<float>&x = s.sample, &xb = s.batch, &eps = s.eps, &guided = s.guided;  // reused buffers
+  x.assign(noise, noise + n);
+  xb.resize(size_t(B) * n);
+  eps.resize(size_t(B) * n);
+  guided.resize(size_t(n));
   for (size_t step = 0; step < sched.timesteps.size(); ++step) {
     for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
     const bool reuse = !cache_refresh_step(cache, int(step));
