@@ -1,6 +1,7 @@
 // Norms, activations and small element-wise ops. Written as plain loops the
 // compiler vectorises; they are memory-bound next to the matrix products.
 #include <cmath>
+#include <vector>
 
 #include "kernels/kernels.h"
 #include "kernels/vec_math.h"
@@ -80,23 +81,39 @@ void add_scaled(float* y, const float* x, const float* scale, int M, int D) {
     for (int d = 0; d < D; ++d) y[size_t(m) * D + d] += scale[d] * x[size_t(m) * D + d];
 }
 
-void rope(float* x, int T, int H, int hd, const int* positions, float theta) {
+void rope_tables(const int* positions, int T, int hd, float theta, float* cos, float* sin) {
+  const int half = hd / 2;
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  // As HF Llama computes it: inv_freq in fp32, angle = pos * inv_freq in fp32.
+  for (int j = 0; j < half; ++j) inv_freq[size_t(j)] = float(1.0 / std::pow(double(theta), double(2 * j) / hd));
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < half; ++j) {
+      const float ang = float(positions[t]) * inv_freq[size_t(j)];
+      cos[size_t(t) * half + j] = std::cos(ang);
+      sin[size_t(t) * half + j] = std::sin(ang);
+    }
+}
+
+void rope_apply(float* x, int T, int H, int hd, const float* cos, const float* sin) {
   const int half = hd / 2;
   for (int t = 0; t < T; ++t) {
-    const double pos = positions[t];
-    for (int j = 0; j < half; ++j) {
-      // As HF Llama computes it: inv_freq in fp32, angle = pos * inv_freq in fp32.
-      const float inv_freq = float(1.0 / std::pow(double(theta), double(2 * j) / hd));
-      const float ang = float(pos) * inv_freq;
-      const float c = std::cos(ang), s = std::sin(ang);
-      for (int h = 0; h < H; ++h) {
-        float* r = x + size_t(t) * H * hd + size_t(h) * hd;
+    const float* c = cos + size_t(t) * half;
+    const float* s = sin + size_t(t) * half;
+    for (int h = 0; h < H; ++h) {
+      float* r = x + size_t(t) * H * hd + size_t(h) * hd;
+      for (int j = 0; j < half; ++j) {
         const float a = r[j], b = r[j + half];
-        r[j] = a * c - b * s;
-        r[j + half] = b * c + a * s;
+        r[j] = a * c[j] - b * s[j];
+        r[j + half] = b * c[j] + a * s[j];
       }
     }
   }
+}
+
+void rope(float* x, int T, int H, int hd, const int* positions, float theta) {
+  std::vector<float> c(size_t(T) * hd / 2), s(c.size());
+  rope_tables(positions, T, hd, theta, c.data(), s.data());
+  rope_apply(x, T, H, hd, c.data(), s.data());
 }
 
 }  // namespace evla::kernels

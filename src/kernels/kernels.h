@@ -55,5 +55,9 @@ void add_scaled(float* y, const float* x, const float* scale, int M, int D);
 // Rotary embedding, rotate-half convention (HF Llama): x is [T, H·hd], each
 // head's pairs (j, j + hd/2) rotated by position·theta^(−2j/hd).
 void rope(float* x, int T, int H, int hd, const int* positions, float theta);
+// The same in two steps, so one table serves q and k of every layer:
+// cos/sin are T × hd/2.
+void rope_tables(const int* positions, int T, int hd, float theta, float* cos, float* sin);
+void rope_apply(float* x, int T, int H, int hd, const float* cos, const float* sin);
 
 }  // namespace evla::kernels

@@ -82,6 +82,13 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
   const int Dq = Hq * hd, Dkv = Hkv * hd;
   const int select_at = plan.tokens.enabled ? plan.tokens.after_layer - 1 : -1;
   int T = int(positions.size());
+  // One rotary table for every layer (rebuilt if token selection shortens the sequence).
+  auto build_rope = [&] {
+    s.rope_cos.resize(size_t(T) * hd / 2);
+    s.rope_sin.resize(size_t(T) * hd / 2);
+    kernels::rope_tables(positions.data(), T, hd, cfg_.rope_theta, s.rope_cos.data(), s.rope_sin.data());
+  };
+  build_rope();
 
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LlamaLayer& L = layers[size_t(l)];
@@ -101,8 +108,8 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       kernels::linear(pool, s.h.data(), T, D, L.q.w, nullptr, Dq, s.qkv_q.data());
       kernels::linear(pool, s.h.data(), T, D, L.k.w, nullptr, Dkv, s.qkv_k.data());
       kernels::linear(pool, s.h.data(), T, D, L.v.w, nullptr, Dkv, s.qkv_v.data());
-      kernels::rope(s.qkv_q.data(), T, Hq, hd, positions.data(), cfg_.rope_theta);
-      kernels::rope(s.qkv_k.data(), T, Hkv, hd, positions.data(), cfg_.rope_theta);
+      kernels::rope_apply(s.qkv_q.data(), T, Hq, hd, s.rope_cos.data(), s.rope_sin.data());
+      kernels::rope_apply(s.qkv_k.data(), T, Hkv, hd, s.rope_cos.data(), s.rope_sin.data());
       kernels::AttentionShape a{T, T, Hq, Hkv, hd, Dq, Dkv, Dkv, Dq};
       a.causal = true;
       a.scale = 1.0f / std::sqrt(float(hd));
@@ -161,6 +168,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       positions.resize(size_t(T2));
       T = T2;
       layout.visual_count = kept_visual;
+      build_rope();
     }
   }
 }

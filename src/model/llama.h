@@ -44,7 +44,7 @@ struct LlamaObserver {
 };
 
 struct LlamaScratch {
-  std::vector<float> h, qkv_q, qkv_k, qkv_v, attn, gate, up, attn_scratch, relevance;
+  std::vector<float> h, qkv_q, qkv_k, qkv_v, attn, gate, up, attn_scratch, relevance, rope_cos, rope_sin;
   std::vector<float> x_next;
   std::vector<int> pos_next, keep;
 };

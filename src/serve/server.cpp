@@ -100,6 +100,10 @@ struct Server::Impl {
   std::mutex join_mu;
   int port = 0;
 
+  // Members die after this body: a Session released while the io_context is
+  // torn down must not touch `grace`, which is already gone by then.
+  ~Impl() { stopping = false; }
+
   void log(const std::string& line) { opts.log ? opts.log(line) : log_stderr(line); }
 
   awaitable<void> accept_loop();
@@ -367,8 +371,8 @@ void Server::start() {
     });
   }
   asio::co_spawn(m.ioc, m.accept_loop(), asio::detached);
-  m.log(fmt::format("serving {} (plan {}, {} workers) on ws://{}:{}", m.meta.model, m.meta.plan_name,
-                    m.pool->workers(), m.opts.host, m.port));
+  m.log(fmt::format("serving {} (plan {}, {} worker{}) on ws://{}:{}", m.meta.model, m.meta.plan_name,
+                    m.pool->workers(), m.pool->workers() > 1 ? "s" : "", m.opts.host, m.port));
   m.thread = std::thread([&m] { m.ioc.run(); });
 }
 

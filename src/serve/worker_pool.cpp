@@ -14,7 +14,9 @@ WorkerPool::WorkerPool(std::shared_ptr<const Model> model, const Plan& plan, int
                        int threads_per_worker, size_t max_queue)
     : max_queue_(std::max<size_t>(max_queue, 1)) {
   workers = std::max(workers, 1);
-  if (threads_per_worker <= 0)  // N workers on C cores: C/N threads each, so they don't oversubscribe
+  // N workers on C cores: C/N threads each, so they don't oversubscribe. One
+  // worker keeps the library's default (EVLA_THREADS or every core).
+  if (threads_per_worker <= 0 && workers > 1)
     threads_per_worker = std::max(1, int(std::thread::hardware_concurrency()) / workers);
   for (int i = 0; i < workers; ++i) {
     policies_.emplace_back(model, PolicyOptions{threads_per_worker});

@@ -29,7 +29,7 @@ class WorkerPool {
 
   // Builds every Policy up front so that a plan that does not fit fails here
   // (evla::Error), not on the first request. threads_per_worker 0: share the
-  // cores evenly.
+  // cores evenly (one worker: EVLA_THREADS or every core).
   WorkerPool(std::shared_ptr<const Model> model, const Plan& plan, int workers, int threads_per_worker,
              size_t max_queue);
   ~WorkerPool();  // stop()
