@@ -26,7 +26,7 @@ TEMPLATE = "In: What action should the robot take to {instruction}?\nOut: "
 
 # --------------------------------------------------------------------------- config
 
-def make_config(vocab_size, space_id, q01, q99, size="default"):
+def make_config(vocab_size, space_id, q01, q99, size="default", state_dim=4):
     """The shipped architecture. CogACT's layout (DINOv2-like + SigLIP-like ViTs, features
     of the second-to-last block, 3-layer projector, Llama, DiT head), scaled down."""
     s = dict(vit_d=96, vit_layers=4, vit_heads=4, llm_d=128, llm_layers=12, llm_heads=4, llm_kv=2,
@@ -64,7 +64,7 @@ def make_config(vocab_size, space_id, q01, q99, size="default"):
         "action_head": {
             "prefix": "action_model.net", "hidden_size": s["dit_d"], "num_layers": s["dit_layers"],
             "num_heads": s["dit_heads"], "mlp_ratio": 4.0, "action_dim": 4, "chunk_size": 16,
-            "cond_dim": s["llm_d"], "state_dim": 4, "frequency_embedding_size": 256, "norm_eps": 1e-6,
+            "cond_dim": s["llm_d"], "state_dim": state_dim, "frequency_embedding_size": 256, "norm_eps": 1e-6,
             "train_steps": 100, "beta_schedule": "squaredcos_cap_v2", "sample_steps": 10, "cfg_scale": 1.5,
         },
         "action_normalization": {"q01": [float(v) for v in q01], "q99": [float(v) for v in q99],
@@ -160,7 +160,9 @@ class Trainable(nn.Module):
         dit = self.policy.dit
         b = cog.shape[0]
         z = cog.repeat_interleave(repeats, 0)
-        st = ((state - self.state_mean) / self.state_std).repeat_interleave(repeats, 0)
+        st = None
+        if hasattr(dit, "s_embedder"):
+            st = ((state - self.state_mean) / self.state_std).repeat_interleave(repeats, 0)
         x0 = actions.repeat_interleave(repeats, 0)
         n = x0.shape[0]
         drop = torch.rand(n) < cond_drop
@@ -178,11 +180,12 @@ def export(trainable, cfg, tok_bytes, out_dir, dtype=np.float32):
     (temp files then rename) so a concurrent evla eval never sees a half-written model."""
     os.makedirs(out_dir, exist_ok=True)
     pol = copy.deepcopy(trainable.policy).float().eval()
-    with torch.no_grad():
-        lin = pol.dit.s_embedder.linear
-        w = lin.weight / trainable.state_std[None, :]
-        lin.bias.copy_(lin.bias - w @ trainable.state_mean)
-        lin.weight.copy_(w)
+    if hasattr(pol.dit, "s_embedder"):
+        with torch.no_grad():
+            lin = pol.dit.s_embedder.linear
+            w = lin.weight / trainable.state_std[None, :]
+            lin.bias.copy_(lin.bias - w @ trainable.state_mean)
+            lin.weight.copy_(w)
     tensors = {k: v.detach().cpu().numpy().astype(dtype) for k, v in pol.flat_state_dict().items()}
     tmp = os.path.join(out_dir, ".tmp")
     os.makedirs(tmp, exist_ok=True)

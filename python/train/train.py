@@ -98,9 +98,12 @@ def main():
     ap.add_argument("--no-aug", action="store_true")
     ap.add_argument("--export-every", type=float, default=600, help="seconds between exports")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1: torch's OpenMP spins badly on busy shared cores")
     ap.add_argument("--log", default=None)
     ap.add_argument("--size", default=None, help="JSON dict overriding make_config sizes")
+    ap.add_argument("--state-dim", type=int, default=0, choices=[0, 4],
+                    help="4 feeds the env state through s_embedder; 0 (default, as CogACT) does not: "
+                         "with the state the policy learned to ignore the image (see docs/benchmark.md)")
     ap.add_argument("--init-only", action="store_true")
     ap.add_argument("--ckpt", default=None, help="torch checkpoint path (saved with each export)")
     args = ap.parse_args()
@@ -135,7 +138,7 @@ def main():
     sp = spm.SentencePieceProcessor(model_proto=tok)
     space_id = sp.piece_to_id("\u2581")
     cfg = P.make_config(sp.get_piece_size(), space_id, q01, q99,
-                        json.loads(args.size) if args.size else "default")
+                        json.loads(args.size) if args.size else "default", state_dim=args.state_dim)
     # Prompt ids per instruction (exactly the runtime's build_prompt_ids), minus the BOS.
     ids = [P.ref.build_prompt_ids(cfg, sp, s)[1:] for s in instructions]
     assert all(sp.id_to_piece(i) != "<unk>" for s in ids for i in s[:-1])

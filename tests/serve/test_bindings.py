@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""Checks for the `evla` Python module (plain script: exits non-zero on failure).
+
+    PYTHONPATH=build/python /usr/bin/python3 tests/serve/test_bindings.py
+"""
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, "models", "evla-tiny-random")
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "single_mha_nocfg")
+
+import evla  # noqa: E402  (PYTHONPATH=<build>/python)
+
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        raise AssertionError(what)
+
+
+def raises(exc, fn, part):
+    try:
+        fn()
+    except exc as e:
+        check(part in str(e), f"{exc.__name__} message {str(e)!r} lacks {part!r}")
+        return
+    raise AssertionError(f"expected {exc.__name__} containing {part!r}")
+
+
+def image(h, w, salt=0):
+    return ((np.arange(h * w * 3, dtype=np.int64) * 7 + salt * 31) % 251).astype(np.uint8).reshape(h, w, 3)
+
+
+def test_tiny():
+    p = evla.Policy(TINY, threads=1)
+    m = p.metadata
+    check(m["model"] == "evla-tiny-random", m)
+    check(m["image_keys"] == ["observation/image"], m)
+    check(m["state_dim"] == 0 and m["plan"]["name"] == "dense", m)
+    obs = {"observation/image": image(64, 64), "prompt": "put the eggplant in the basket", "seed": 3}
+    out = p.infer(obs)
+    a = out["actions"]
+    check(a.dtype == np.float32 and a.shape == (m["action_horizon"], m["action_dim"]), a.shape)
+    check(np.all(np.isfinite(a)), "finite actions")
+    check(out["policy_timing"]["infer_ms"] > 0, out["policy_timing"])
+    check(np.array_equal(p.infer(obs)["actions"], a), "same seed, same actions")
+    check(not np.array_equal(p.infer(dict(obs, seed=np.int64(4)))["actions"], a), "seed changes the noise")
+    # Full camera frames are resized; a non-contiguous view is fine too.
+    big = image(480, 640)
+    check(p.infer(dict(obs, **{"observation/image": big}))["actions"].shape == a.shape, "resize")
+    check(p.infer(dict(obs, **{"observation/image": big[::2, ::2]}))["actions"].shape == a.shape, "strided")
+    # Nested keys, as openpi's aloha-style observations.
+    nested = {"observation": {"image": obs["observation/image"]}, "prompt": obs["prompt"], "seed": 3}
+    check(np.array_equal(p.infer(nested)["actions"], a), "nested keys")
+    # Bad input is a ValueError (evla.ObservationError) naming the key.
+    raises(ValueError, lambda: p.infer({"prompt": "x"}), "missing key 'observation/image'")
+    raises(evla.ObservationError, lambda: p.infer(dict(obs, **{"observation/image": image(64, 64).astype(np.float32)})),
+           "images must be uint8")
+    raises(ValueError, lambda: p.infer(dict(obs, **{"observation/image": image(64, 64)[:, :, :2]})), "H×W×3")
+    raises(ValueError, lambda: p.infer(dict(obs, **{"observation/image": [[1, 2, 3]]})), "numpy uint8 array")
+    raises(ValueError, lambda: p.infer(dict(obs, prompt=5)), "prompt: expected a string")
+    raises(ValueError, lambda: p.infer(dict(obs, seed=-1)), "non-negative")
+    raises(RuntimeError, lambda: evla.Policy(os.path.join(ROOT, "no-such-model")), "no-such-model")
+    return p, obs
+
+
+def test_fixture():
+    p = evla.Policy(FIXTURE, threads=1)
+    check(p.metadata["image_keys"] == ["observation/image", "observation/wrist_image"], p.metadata)
+    obs = {"observation/image": image(28, 28, 1), "observation/wrist_image": image(28, 28, 2),
+           "observation/state": np.array([0.1, -0.2, 0.3, 0.0, 1.0], dtype=np.float32), "prompt": "pick", "seed": 1}
+    a = p.infer(obs)["actions"]
+    check(a.shape == (p.metadata["action_horizon"], 4), a.shape)
+    # float64 arrays and plain lists convert.
+    check(np.array_equal(p.infer(dict(obs, **{"observation/state": [0.1, -0.2, 0.3, 0.0, 1.0]}))["actions"], a),
+          "state as a list")
+    raises(ValueError, lambda: p.infer(dict(obs, **{"observation/state": np.zeros(3)})), "expected 5 values")
+    raises(ValueError, lambda: p.infer({k: v for k, v in obs.items() if k != "observation/wrist_image"}),
+           "missing key 'observation/wrist_image'")
+
+
+def test_gil_released(p, obs):
+    """A Python thread keeps running while another thread infers."""
+    done = threading.Event()
+    ticks = 0
+
+    def work():
+        for _ in range(4):
+            p.infer(obs)
+        done.set()
+
+    t = threading.Thread(target=work)
+    start = time.monotonic()
+    t.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    t.join()
+    elapsed = time.monotonic() - start
+    # With the GIL held through inference this loop would barely run.
+    check(ticks > 0.3 * elapsed / 0.0011, f"only {ticks} ticks in {elapsed:.3f} s")
+
+
+def test_sim():
+    if not hasattr(evla, "sim"):
+        print("evla.sim not built (src/sim/env.h missing): skipped")
+        return
+    env = evla.sim.Env("matching", "pick", 0)
+    img = env.render(64, 64)
+    check(img.dtype == np.uint8 and img.shape == (64, 64, 3), img.shape)
+    check(isinstance(env.instruction, str) and env.instruction, env.instruction)
+    check(env.state().shape == (evla.sim.STATE_DIM,), env.state())
+    env.step(np.zeros(evla.sim.ACTION_DIM, dtype=np.float32))
+    check(env.steps == 1 and not env.success, (env.steps, env.success))
+    raises(ValueError, lambda: env.step([0.0, 0.0]), "action values")
+    check("pick" in evla.sim.tasks(), evla.sim.tasks())
+    raises(RuntimeError, lambda: evla.sim.Env("matching", "fly", 0), "fly")
+
+
+if __name__ == "__main__":
+    policy, observation = test_tiny()
+    test_fixture()
+    test_gil_released(policy, observation)
+    test_sim()
+    print(f"test_bindings: {checks} checks passed")
