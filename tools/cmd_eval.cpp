@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "eval/evaluator.h"
+#include <nlohmann/json.hpp>
 
 namespace evla::cli {
 
@@ -19,7 +20,7 @@ void add_eval_command(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("eval", "Run the policy closed-loop on benchmark episodes");
   cmd->add_option("--model,-m", o->model, "Model directory")->required();
-  cmd->add_option("--plan", o->plan, "Acceleration plan (JSON)");
+  cmd->add_option("--plan", o->plan, "Acceleration plan (JSON); a comma list ('dense' for none) compares them side by side");
   cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
   cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->capture_default_str();
@@ -48,13 +49,29 @@ void add_eval_command(CLI::App& app) {
     opts.record_dir = o->record;
     opts.progress = !o->quiet;
     auto model = Model::load(o->model);
-    Plan plan = o->plan.empty() ? Plan{} : Plan::load(o->plan);
-    const eval::EvalReport rep = eval::evaluate(model, plan, opts);
-    fmt::print("{}", rep.to_markdown());
+    std::vector<std::string> plan_paths;
+    std::stringstream ps(o->plan.empty() ? std::string("dense") : o->plan);
+    for (std::string p; std::getline(ps, p, ',');) plan_paths.push_back(p);
+    nlohmann::json all = nlohmann::json::array();
+    std::vector<eval::EvalReport> reports;
+    for (const std::string& path : plan_paths) {
+      const Plan plan = path == "dense" ? Plan{} : Plan::load(path);
+      reports.push_back(eval::evaluate(model, plan, opts));
+      fmt::print("{}\n", reports.back().to_markdown());
+      all.push_back(reports.back().to_json());
+    }
+    if (reports.size() > 1) {
+      // Side by side; speed-up against the first configuration.
+      fmt::print("| plan | success | 95% CI | p50 ms | speed-up | control rate |\n|---|---:|---:|---:|---:|---:|\n");
+      for (const auto& r : reports)
+        fmt::print("| {} | {:.1f}% | {:.1f}–{:.1f}% | {:.2f} | {:.2f}× | {:.0f}/s |\n", r.plan, 100 * r.overall.rate,
+                   100 * r.overall.lo, 100 * r.overall.hi, r.latency_p50_ms,
+                   reports[0].latency_p50_ms / r.latency_p50_ms, r.control_hz);
+    }
     if (!o->json.empty()) {
       std::ofstream f(o->json);
       if (!f) throw Error(o->json + ": cannot write");
-      f << rep.to_json().dump(2) << "\n";
+      f << (reports.size() == 1 ? all[0] : all).dump(2) << "\n";
     }
   });
 }
