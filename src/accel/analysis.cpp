@@ -55,11 +55,11 @@ struct LlmProbe : LlamaObserver {
     mlp[l].add(sum_row_cosines(mid.data(), x, T, D), T);
     block[l].add(sum_row_cosines(in.data(), x, T, D), T);
   }
-  void mlp_activation(int l, const float* a, int T, int F) override {
+  void mlp_activation(int l, const float* a, int T, int F, int ld) override {
     auto& acc = act_abs[l];
     acc.resize(size_t(F), 0.0);
     for (int t = 0; t < T; ++t)
-      for (int f = 0; f < F; ++f) acc[size_t(f)] += std::fabs(a[size_t(t) * F + f]);
+      for (int f = 0; f < F; ++f) acc[size_t(f)] += std::fabs(a[size_t(t) * ld + f]);
     act_rows[l] += T;
   }
   bool wants_visual_attention() const override { return true; }

@@ -20,6 +20,11 @@ LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels
   for (int r = 0; r < D; ++r)
     for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = layer.down.w[size_t(r) * F + channels[i]];
   out.down = Linear{down.data(), nullptr, K, D};
+  // The fused gate|up matrix the forward pass runs: the two compacted blocks stacked.
+  auto& gu = storage.emplace_back(size_t(2 * K) * D);
+  std::memcpy(gu.data(), out.gate.w, sizeof(float) * size_t(K) * D);
+  std::memcpy(gu.data() + size_t(K) * D, out.up.w, sizeof(float) * size_t(K) * D);
+  out.gate_up = Linear{gu.data(), nullptr, D, 2 * K};
   return out;
 }
 

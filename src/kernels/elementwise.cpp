@@ -94,13 +94,13 @@ void rope_tables(const int* positions, int T, int hd, float theta, float* cos, f
     }
 }
 
-void rope_apply(float* x, int T, int H, int hd, const float* cos, const float* sin) {
+void rope_apply(float* x, int ld, int T, int H, int hd, const float* cos, const float* sin) {
   const int half = hd / 2;
   for (int t = 0; t < T; ++t) {
     const float* c = cos + size_t(t) * half;
     const float* s = sin + size_t(t) * half;
     for (int h = 0; h < H; ++h) {
-      float* r = x + size_t(t) * H * hd + size_t(h) * hd;
+      float* r = x + size_t(t) * ld + size_t(h) * hd;
       for (int j = 0; j < half; ++j) {
         const float a = r[j], b = r[j + half];
         r[j] = a * c[j] - b * s[j];
@@ -113,7 +113,7 @@ void rope_apply(float* x, int T, int H, int hd, const float* cos, const float* s
 void rope(float* x, int T, int H, int hd, const int* positions, float theta) {
   std::vector<float> c(size_t(T) * hd / 2), s(c.size());
   rope_tables(positions, T, hd, theta, c.data(), s.data());
-  rope_apply(x, T, H, hd, c.data(), s.data());
+  rope_apply(x, H * hd, T, H, hd, c.data(), s.data());
 }
 
 }  // namespace evla::kernels

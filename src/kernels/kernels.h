@@ -18,6 +18,10 @@ void init_blas();
 // y[M,N] = x[M,K] · W[N,K]ᵀ + bias[N] (bias may be null).
 void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, const float* bias,
             int N, float* y);
+// The same with explicit row strides of x and y (e.g. reading one half of a
+// fused gate/up activation in place).
+void linear_strided(ThreadPool& pool, const float* x, int ldx, int M, int K, const float* W,
+                    const float* bias, int N, float* y, int ldy);
 
 // Multi-head attention. q: Tq rows of Hq·hd; k, v: Tk rows of Hkv·hd (Hq a
 // multiple of Hkv: grouped-query); out: Tq rows of Hq·hd. Each operand has its
@@ -58,6 +62,7 @@ void rope(float* x, int T, int H, int hd, const int* positions, float theta);
 // The same in two steps, so one table serves q and k of every layer:
 // cos/sin are T × hd/2.
 void rope_tables(const int* positions, int T, int hd, float theta, float* cos, float* sin);
-void rope_apply(float* x, int T, int H, int hd, const float* cos, const float* sin);
+// x rows have stride ld (H·hd when packed).
+void rope_apply(float* x, int ld, int T, int H, int hd, const float* cos, const float* sin);
 
 }  // namespace evla::kernels

@@ -38,6 +38,8 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
     }
     layers_.push_back(L);
   }
+  packed_.resize(2 * layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) pack_fused(layers_[i], packed_[2 * i], packed_[2 * i + 1]);
   if (need_lm_head) {
     if (cfg.tie_word_embeddings || !w.has("lm_head.weight"))
       lm_head_ = embed_tokens_;
@@ -63,6 +65,23 @@ void Llama::final_norm(const float* x, int rows, float* y) const {
 void Llama::logits(const float* normed, int rows, float* out, ThreadPool& pool) const {
   if (!lm_head_) throw Error("this model was loaded without its LM head");
   kernels::linear(pool, normed, rows, cfg_.hidden_size, lm_head_, nullptr, cfg_.vocab_size, out);
+}
+
+void pack_fused(LlamaLayer& L, std::vector<float>& qkv, std::vector<float>& gate_up) {
+  auto stack = [](std::initializer_list<const Linear*> parts, std::vector<float>& buf) {
+    int rows = 0;
+    const int in = (*parts.begin())->in;
+    for (const Linear* p : parts) rows += p->out;
+    buf.resize(size_t(rows) * in);
+    size_t at = 0;
+    for (const Linear* p : parts) {
+      std::memcpy(buf.data() + at, p->w, sizeof(float) * size_t(p->out) * in);
+      at += size_t(p->out) * in;
+    }
+    return Linear{buf.data(), nullptr, in, rows};
+  };
+  if (L.has_attn) L.qkv = stack({&L.q, &L.k, &L.v}, qkv);
+  if (L.has_mlp) L.gate_up = stack({&L.gate, &L.up}, gate_up);
 }
 
 namespace {
@@ -98,31 +117,30 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     if (obs) obs->layer_input(l, x.data(), T, D);
 
     if (lp.attn && L.has_attn) {
+      const int W = Dq + 2 * Dkv;  // one row of the fused q|k|v projection
       s.h.resize(size_t(T) * D);
-      s.qkv_q.resize(size_t(T) * Dq);
-      s.qkv_k.resize(size_t(T) * Dkv);
-      s.qkv_v.resize(size_t(T) * Dkv);
+      s.qkv.resize(size_t(T) * W);
       s.attn.resize(size_t(T) * Dq);
       s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
       kernels::rms_norm(x.data(), T, D, L.attn_norm, cfg_.rms_norm_eps, s.h.data());
-      kernels::linear(pool, s.h.data(), T, D, L.q.w, nullptr, Dq, s.qkv_q.data());
-      kernels::linear(pool, s.h.data(), T, D, L.k.w, nullptr, Dkv, s.qkv_k.data());
-      kernels::linear(pool, s.h.data(), T, D, L.v.w, nullptr, Dkv, s.qkv_v.data());
-      kernels::rope_apply(s.qkv_q.data(), T, Hq, hd, s.rope_cos.data(), s.rope_sin.data());
-      kernels::rope_apply(s.qkv_k.data(), T, Hkv, hd, s.rope_cos.data(), s.rope_sin.data());
-      kernels::AttentionShape a{T, T, Hq, Hkv, hd, Dq, Dkv, Dkv, Dq};
+      kernels::linear(pool, s.h.data(), T, D, L.qkv.w, nullptr, W, s.qkv.data());
+      float* q = s.qkv.data();
+      float* k = q + Dq;
+      const float* v = q + Dq + Dkv;
+      kernels::rope_apply(q, W, T, Hq, hd, s.rope_cos.data(), s.rope_sin.data());
+      kernels::rope_apply(k, W, T, Hkv, hd, s.rope_cos.data(), s.rope_sin.data());
+      kernels::AttentionShape a{T, T, Hq, Hkv, hd, W, W, W, Dq};
       a.causal = true;
       a.scale = 1.0f / std::sqrt(float(hd));
       if (want_relevance) {
         s.relevance.resize(size_t(layout.visual_count));
-        accel::QkView view{s.qkv_q.data(), s.qkv_k.data(), Dq, Dkv, T, Hq, Hkv, hd, a.scale};
+        accel::QkView view{q, k, W, W, T, Hq, Hkv, hd, a.scale};
         accel::text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
                                         s.relevance.data());
         if (obs && obs->wants_visual_attention())
           obs->visual_attention(l, s.relevance.data(), layout.visual_count);
       }
-      kernels::attention(pool, a, s.qkv_q.data(), s.qkv_k.data(), s.qkv_v.data(), s.attn.data(),
-                         s.attn_scratch.data());
+      kernels::attention(pool, a, q, k, v, s.attn.data(), s.attn_scratch.data());
       kernels::linear(pool, s.attn.data(), T, Dq, L.o.w, nullptr, D, s.h.data());
       kernels::add(x.data(), s.h.data(), size_t(T) * D);
     }
@@ -131,14 +149,17 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     if (lp.mlp && L.has_mlp) {
       const int F = L.gate.out;  // compacted layers have fewer channels
       s.h.resize(size_t(T) * D);
-      s.gate.resize(size_t(T) * F);
-      s.up.resize(size_t(T) * F);
+      s.gate_up.resize(size_t(T) * 2 * F);
       kernels::rms_norm(x.data(), T, D, L.mlp_norm, cfg_.rms_norm_eps, s.h.data());
-      kernels::linear(pool, s.h.data(), T, D, L.gate.w, nullptr, F, s.gate.data());
-      kernels::linear(pool, s.h.data(), T, D, L.up.w, nullptr, F, s.up.data());
-      kernels::swiglu(s.gate.data(), s.up.data(), size_t(T) * F);
-      if (obs) obs->mlp_activation(l, s.gate.data(), T, F);
-      kernels::linear(pool, s.gate.data(), T, F, L.down.w, nullptr, D, s.h.data());
+      kernels::linear(pool, s.h.data(), T, D, L.gate_up.w, nullptr, 2 * F, s.gate_up.data());
+      // Row t holds [gate | up]; SwiGLU overwrites the gate half, which the
+      // down projection then reads in place (row stride 2F).
+      for (int t = 0; t < T; ++t) {
+        float* row = s.gate_up.data() + size_t(t) * 2 * F;
+        kernels::swiglu(row, row + F, size_t(F));
+      }
+      if (obs) obs->mlp_activation(l, s.gate_up.data(), T, F, 2 * F);
+      kernels::linear_strided(pool, s.gate_up.data(), 2 * F, T, F, L.down.w, nullptr, D, s.h.data(), D);
       kernels::add(x.data(), s.h.data(), size_t(T) * D);
     }
     if (obs) obs->layer_output(l, x.data(), T, D);

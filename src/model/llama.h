@@ -4,6 +4,7 @@
 // acceleration plan: skipped sub-layers, compacted MLPs, and visual-token
 // selection after a given layer (kept tokens keep their positions).
 #pragma once
+#include <deque>
 #include <vector>
 
 #include "evla/plan.h"
@@ -19,7 +20,13 @@ struct LlamaLayer {
   const float* attn_norm = nullptr;
   const float* mlp_norm = nullptr;
   Linear q, k, v, o, gate, up, down;
+  // q, k, v stacked into one [Dq + 2·Dkv, D] matrix and gate, up into one
+  // [2F, D] matrix (packed once at load): one GEMM each instead of three / two.
+  Linear qkv, gate_up;
 };
+
+// Packs a layer's fused qkv and gate_up matrices into `storage`.
+void pack_fused(LlamaLayer& L, std::vector<float>& qkv_storage, std::vector<float>& gate_up_storage);
 
 // Where the visual tokens sit in the sequence; the text follows them.
 struct SequenceLayout {
@@ -34,8 +41,8 @@ struct LlamaObserver {
   // Residual stream after the attention sub-layer was added.
   virtual void after_attention(int layer, const float* x, int T, int D) {}
   virtual void layer_output(int layer, const float* x, int T, int D) {}
-  // The SwiGLU activations (input of down_proj), T × F.
-  virtual void mlp_activation(int layer, const float* act, int T, int F) {}
+  // The SwiGLU activations (input of down_proj): T rows of F, row stride ld.
+  virtual void mlp_activation(int layer, const float* act, int T, int F, int ld) {}
   // Head-averaged attention that text queries pay to each visual key
   // (visual_count entries, summed over text queries). Only called when
   // wants_visual_attention() is true, for every layer that runs attention.
@@ -44,7 +51,7 @@ struct LlamaObserver {
 };
 
 struct LlamaScratch {
-  std::vector<float> h, qkv_q, qkv_k, qkv_v, attn, gate, up, attn_scratch, relevance, rope_cos, rope_sin;
+  std::vector<float> h, qkv, attn, gate_up, attn_scratch, relevance, rope_cos, rope_sin;
   std::vector<float> x_next;
   std::vector<int> pos_next, keep;
 };
@@ -82,6 +89,7 @@ class Llama {
   const float* norm_;
   const float* lm_head_ = nullptr;
   std::vector<LlamaLayer> layers_;
+  std::vector<std::vector<float>> packed_;  // fused matrices behind layers_
 };
 
 }  // namespace evla
