@@ -38,11 +38,7 @@ void add_analyze_command(CLI::App& app) {
     } else {
       eval::CalibrationOptions c;
       c.split = sim::parse_split(o->split);
-      if (!o->tasks.empty()) {
-        c.tasks.clear();
-        std::stringstream ss(o->tasks);
-        for (std::string t; std::getline(ss, t, ',');) c.tasks.push_back(sim::parse_task(t));
-      }
+      c.tasks = sim::parse_task_list(o->tasks);
       c.episodes = o->episodes;
       c.every = o->every;
       c.seed = o->seed;

@@ -18,13 +18,6 @@ namespace evla::cli {
 
 namespace {
 
-std::vector<std::string> split_csv(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
-}
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());

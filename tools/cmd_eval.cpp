@@ -35,11 +35,7 @@ void add_eval_command(CLI::App& app) {
   cmd->callback([o] {
     eval::EvalOptions opts;
     opts.split = sim::parse_split(o->split);
-    if (!o->tasks.empty()) {
-      opts.tasks.clear();
-      std::stringstream ss(o->tasks);
-      for (std::string t; std::getline(ss, t, ',');) opts.tasks.push_back(sim::parse_task(t));
-    }
+    opts.tasks = sim::parse_task_list(o->tasks);
     opts.episodes = o->episodes;
     opts.seed = o->seed;
     opts.execute = o->execute;
@@ -49,9 +45,7 @@ void add_eval_command(CLI::App& app) {
     opts.record_dir = o->record;
     opts.progress = !o->quiet;
     auto model = Model::load(o->model);
-    std::vector<std::string> plan_paths;
-    std::stringstream ps(o->plan.empty() ? std::string("dense") : o->plan);
-    for (std::string p; std::getline(ps, p, ',');) plan_paths.push_back(p);
+    const std::vector<std::string> plan_paths = split_csv(o->plan.empty() ? std::string("dense") : o->plan);
     nlohmann::json all = nlohmann::json::array();
     std::vector<eval::EvalReport> reports;
     for (const std::string& path : plan_paths) {

@@ -16,13 +16,6 @@ namespace evla::cli {
 
 namespace {
 
-std::vector<sim::Task> parse_tasks(const std::string& csv) {
-  if (csv.empty() || csv == "all") return sim::all_tasks();
-  std::vector<sim::Task> tasks;
-  std::stringstream ss(csv);
-  for (std::string t; std::getline(ss, t, ',');) tasks.push_back(sim::parse_task(t));
-  return tasks;
-}
 
 const char* kTasksHelp = "Comma list or 'all': pick, move_near, open_drawer, close_drawer, put_in_drawer";
 
@@ -51,7 +44,7 @@ void add_gen(CLI::App& sim_cmd) {
   cmd->callback([o] {
     sim::DatasetOptions d;
     d.split = sim::parse_split(o->split);
-    d.tasks = parse_tasks(o->tasks);
+    d.tasks = sim::parse_task_list(o->tasks);
     d.episodes = o->episodes;
     d.seed = o->seed;
     d.episodes_per_shard = o->shard;
@@ -118,7 +111,7 @@ void add_expert(CLI::App& sim_cmd) {
   cmd->callback([o] {
     sim::ExpertEvalOptions e;
     e.split = sim::parse_split(o->split);
-    e.tasks = parse_tasks(o->tasks);
+    e.tasks = sim::parse_task_list(o->tasks);
     e.episodes = o->episodes;
     e.seed = o->seed;
     e.noise = sim::ExpertNoise::level(o->noise);

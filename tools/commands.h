@@ -26,6 +26,7 @@ void add_info_command(CLI::App& app);
 void add_sim_command(CLI::App& app);
 
 // Shared helpers for subcommands.
+std::vector<std::string> split_csv(const std::string& csv);
 std::vector<float> parse_floats(const std::string& csv, const std::string& what);
 
 }  // namespace evla::cli

@@ -9,11 +9,16 @@
 
 namespace evla::cli {
 
+std::vector<std::string> split_csv(const std::string& csv) {
+  std::vector<std::string> out;
+  std::stringstream ss(csv);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+  return out;
+}
+
 std::vector<float> parse_floats(const std::string& csv, const std::string& what) {
   std::vector<float> out;
-  std::stringstream ss(csv);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : split_csv(csv)) {
     try {
       size_t used = 0;
       out.push_back(std::stof(item, &used));

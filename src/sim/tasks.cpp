@@ -1,5 +1,6 @@
 #include "sim/tasks.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "evla/error.h"
@@ -118,6 +119,18 @@ Task parse_task(const std::string& name) {
   for (int i = 0; i < kNumTasks; ++i)
     if (name == kTaskNames[i]) return Task(i);
   throw Error("unknown task '" + name + "' (expected pick, move_near, open_drawer, close_drawer or put_in_drawer)");
+}
+
+std::vector<Task> parse_task_list(const std::string& csv) {
+  if (csv.empty() || csv == "all") return all_tasks();
+  std::vector<Task> tasks;
+  size_t start = 0;
+  while (start <= csv.size()) {
+    const size_t end = std::min(csv.find(',', start), csv.size());
+    tasks.push_back(parse_task(csv.substr(start, end - start)));
+    start = end + 1;
+  }
+  return tasks;
 }
 
 std::vector<Task> all_tasks() {

@@ -20,6 +20,8 @@ const char* task_name(Task t);    // "pick", "move_near", "open_drawer", "close_
 // Both throw evla::Error listing the valid names.
 Split parse_split(const std::string& name);
 Task parse_task(const std::string& name);
+// A comma list of task names, or "all" / empty for every task.
+std::vector<Task> parse_task_list(const std::string& csv);
 std::vector<Task> all_tasks();
 
 struct EpisodeSpec {
