@@ -7,8 +7,7 @@ to the learned uncondition (for CFG), AdamW, warmup + cosine LR; plus an EMA of 
 weights (exported). Seeded (torch + numpy). The schedule runs on max(step/steps,
 elapsed/time_budget), so the run ends on time however busy the CPUs are.
 
-  /usr/bin/python3 python/train/train.py --data /tmp/evla_train/demos --out models/evla-tabletop \
-      --steps 4000 --batch 32 --repeats 8 --time-budget 4200 --log /tmp/evla_train/train.log
+  The shipped model's exact command is in docs/benchmark.md ("Training").
 
 `--init-only` exports the random-initialised model (for `evla bench` before training).
 """
