@@ -35,7 +35,7 @@ void heatmap(std::string& svg, const std::vector<std::vector<double>>& m, double
 std::string analysis_svg(const AnalysisReport& r) {
   const int L = int(r.llm.size());
   const double bar_w = 8, group = 3 * bar_w + 8, left = 50, top = 40, height = 180;
-  const double width = std::max(640.0, left + L * group + 40);
+  const double width = std::max(820.0, left + L * group + 40);
   double vmax = 1e-9;
   for (const auto& s : r.llm) vmax = std::max({vmax, s.block, s.attn, s.mlp});
   std::string svg = fmt::format(
@@ -69,7 +69,7 @@ std::string analysis_svg(const AnalysisReport& r) {
   const double cell = 16;
   heatmap(svg, r.dit_attn_change, left, hy, cell, "DiT attention output: change vs step before");
   const double blocks = r.dit_attn_change.empty() ? 1 : r.dit_attn_change[0].size();
-  heatmap(svg, r.dit_mlp_change, left + std::max(blocks * cell + 120, 340.0), hy, cell, "DiT MLP output: change vs step before");
+  heatmap(svg, r.dit_mlp_change, left + std::max(blocks * cell + 120, 400.0), hy, cell, "DiT MLP output: change vs step before");
   svg += "</svg>\n";
   return svg;
 }
