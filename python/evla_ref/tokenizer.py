@@ -38,11 +38,14 @@ def corpus():
     return lines + capitalised + prompts
 
 
-def train(vocab_size=256):
-    """Returns the serialized tokenizer.model bytes (byte-identical on every run)."""
+def train(vocab_size=256, sentences=None):
+    """Returns the serialized tokenizer.model bytes (byte-identical on every
+    run) trained on `sentences` (default: this module's corpus), with Llama's
+    conventions: unk 0, BOS 1, EOS 2, identity normalisation, dummy prefix."""
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()), model_writer=out, vocab_size=vocab_size,
+        sentence_iterator=iter(sentences if sentences is not None else corpus()), model_writer=out,
+        vocab_size=vocab_size,
         model_type="bpe", character_coverage=1.0, byte_fallback=False,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,

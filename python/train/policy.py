@@ -78,20 +78,12 @@ def train_tokenizer(instructions, vocab_size=160):
     """SentencePiece BPE with Llama conventions (as evla_ref/tokenizer.py): unk 0, BOS 1, EOS 2,
     identity normalisation, dummy prefix, "\\n" user-defined. Trained on the benchmark's
     instructions, bare and inside the prompt template. Returns the model bytes."""
-    import sentencepiece as spm
+    from evla_ref import tokenizer
     lines = sorted(set(i.lower() for i in instructions))
     corpus = lines + [TEMPLATE.replace("{instruction}", s) for s in lines]
     while True:
-        out = io.BytesIO()
         try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(corpus), model_writer=out, vocab_size=vocab_size,
-                model_type="bpe", character_coverage=1.0, byte_fallback=False,
-                unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-                normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
-                user_defined_symbols=["\n"], split_digits=True,
-                num_threads=1, shuffle_input_sentence=False, input_sentence_size=0, minloglevel=2)
-            return out.getvalue()
+            return tokenizer.train(vocab_size, sentences=corpus)
         except RuntimeError as e:  # "Vocabulary size too high": shrink to what the corpus supports
             if "too high" not in str(e) or vocab_size <= 64:
                 raise

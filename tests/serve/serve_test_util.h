@@ -21,6 +21,16 @@ inline std::string model_dir(const char* name) {
 }
 
 // A deterministic test image.
+// The two models the serve tests use: one image, no state; two images + state.
+inline std::shared_ptr<const Model> tiny() {
+  static auto m = Model::load(model_dir("models/evla-tiny-random"));
+  return m;
+}
+inline std::shared_ptr<const Model> fixture() {
+  static auto m = Model::load(model_dir("tests/fixtures/single_mha_nocfg"));
+  return m;
+}
+
 inline Image test_image(int w, int h, int salt = 0) {
   Image img(w, h);
   for (size_t i = 0; i < img.rgb.size(); ++i) img.rgb[i] = uint8_t((i * 7 + salt * 31) % 251);

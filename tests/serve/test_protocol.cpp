@@ -16,14 +16,6 @@ using namespace evla::serve::testing;
 
 namespace {
 
-std::shared_ptr<const Model> tiny() {
-  static auto m = Model::load(model_dir("models/evla-tiny-random"));
-  return m;
-}
-std::shared_ptr<const Model> fixture() {
-  static auto m = Model::load(model_dir("tests/fixtures/single_mha_nocfg"));
-  return m;
-}
 
 TestObs tiny_obs() {
   TestObs o;
