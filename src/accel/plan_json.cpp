@@ -48,7 +48,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers out of range
     throw Error(source + ": invalid JSON: " + e.what());
   }
   JsonReader r(j, source);

@@ -134,7 +134,7 @@ json read_json_file(const std::string& path) {
   ss << f.rdbuf();
   try {
     return json::parse(ss.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers out of range
     throw Error(path + ": invalid JSON: " + e.what());
   }
 }

@@ -37,6 +37,7 @@ void expect_rejected(const std::string& json, const std::string& needle) {
 
 TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected("{", "invalid JSON");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 1e906}})", "invalid JSON");  // found by fuzzing
   expect_rejected(R"({"name": "x"})", "evla_plan");
   expect_rejected(R"({"evla_plan": 2})", "unsupported plan version");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [3]}})", "layer 3 does not exist");
