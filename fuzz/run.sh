@@ -26,9 +26,10 @@ for exe in "$build"/fuzz/fuzz_*; do
   # so the checked-in seeds stay small.
   corpus=$build/corpus/$short
   mkdir -p "$corpus"
-  # A fixed seed makes the run reproducible: a slower machine covers a prefix
-  # of the same input sequence, so a pass here is a pass in CI.
-  args=(-seed="${EVLA_FUZZ_SEED:-1}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1
+  # A fixed seed and a fixed number of executions make the run reproducible
+  # (a pass here is a pass in CI); SECONDS still bounds it on a slow machine,
+  # which then covers a prefix of the same input sequence.
+  args=(-seed="${EVLA_FUZZ_SEED:-1}" -runs="${EVLA_FUZZ_RUNS:-50000}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1
         -artifact_prefix="$build/artifacts/$name-")
   [[ -f $root/fuzz/$short.dict ]] && args+=(-dict="$root/fuzz/$short.dict")
   seeds=()

@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install_deps.sh
 bash scripts/build.sh
-echo "== fuzzing the parsers (${EVLA_FUZZ_SECONDS:-30}s each)"
-bash fuzz/run.sh "${EVLA_FUZZ_SECONDS:-30}"
+echo "== fuzzing the parsers (${EVLA_FUZZ_SECONDS:-60}s each)"
+bash fuzz/run.sh "${EVLA_FUZZ_SECONDS:-60}"
 echo "== ctest"
 cd build && ctest --output-on-failure -j2
