@@ -92,6 +92,9 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
     const bool use_cache = reuse && block_cached(cache, int(i)) && !s.cached_attn[i].empty();
     auto& ca = s.cached_attn[i];
     auto& cm = s.cached_mlp[i];
+    // Sub-layer outputs are kept only when a later step may reuse them or an
+    // observer reads them; the dense path skips the copies.
+    const bool keep = (cache.interval > 1 && block_cached(cache, int(i))) || s.observer;
     if (s.observer) s.x_in.assign(s.x.begin(), s.x.end());
     if (use_cache) {
       kernels::add(s.x.data(), ca.data(), size_t(R) * H);
@@ -104,7 +107,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
                            s.attn_scratch.data());
       }
       kernels::linear(pool, s.attn.data(), R, H, blk.proj.w, blk.proj.b, H, s.h.data());
-      ca.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
+      if (keep) ca.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
     if (use_cache) {
@@ -114,7 +117,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
       kernels::linear(pool, s.h.data(), R, H, blk.fc1.w, blk.fc1.b, M, s.mlp.data());
       kernels::gelu_tanh(s.mlp.data(), size_t(R) * M);
       kernels::linear(pool, s.mlp.data(), R, M, blk.fc2.w, blk.fc2.b, H, s.h.data());
-      cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
+      if (keep) cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
     if (s.observer) s.observer->block(s.step, int(i), s.x_in.data(), ca.data(), cm.data(), R, H);
