@@ -6,18 +6,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "commands.h"
 #include "evla/evla.h"
 #include "kernels/roofline.h"
-#include <map>
 
 namespace evla::cli {
 
 namespace {
 
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -74,7 +78,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "md, json or csv")->check(CLI::IsMember({"md", "json", "csv"}))->capture_default_str();
   cmd->add_flag("--roofline", o->roofline, "Also measure this machine's fp32 GEMM and memory-bandwidth ceilings and report runs as a fraction");
   cmd->callback([o] {
+    // Cold start: load (map + validate + pack) and the first policy's first
+    // inference, which also sizes its buffers; compared below with the warm p50.
+    const auto t_load = std::chrono::steady_clock::now();
     auto model = Model::load(o->model);
+    const double load_ms = ms_since(t_load);
+    double first_ms = -1;
     Observation obs = synthetic_observation(*model);
     if (!o->image.empty()) obs.images.assign(size_t(model->num_images()), load_image(o->image));
     if (!o->prompt.empty()) obs.instruction = o->prompt;
@@ -95,8 +104,13 @@ void add_bench_command(CLI::App& app) {
       for (const std::string& t : split_csv(o->threads)) {
         Config c{plan_path == "dense" ? Plan{} : Plan::load(plan_path), int(parse_floats(t, "--threads").at(0)),
                  nullptr, {}, {}, {}, {}, {}};
+        const auto t_first = std::chrono::steady_clock::now();
         c.policy = std::make_unique<Policy>(model, PolicyOptions{c.threads});
         c.policy->set_plan(c.plan);
+        if (first_ms < 0) {  // policy creation + first inference
+          c.policy->infer(obs);
+          first_ms = ms_since(t_first);
+        }
         for (int i = 0; i < o->warmup; ++i) c.policy->infer(obs);
         configs.push_back(std::move(c));
       }
@@ -123,6 +137,10 @@ void add_bench_command(CLI::App& app) {
         fmt::print(stderr, "roofline, {} thread(s): fp32 GEMM {:.1f} GFLOP/s, memory {:.1f} GB/s\n", n,
                    roof[n].gemm_gflops, roof[n].bandwidth_gbs);
       }
+    const double warm_p50 = percentile(configs.front().total, 0.5);
+    fmt::print(stderr, "cold start ({}, {} thread(s)): load {:.1f} ms + first inference {:.1f} ms = {:.2f}x the warm p50 "
+               "({:.1f} ms)\n", configs.front().plan.name, configs.front().threads, load_ms, first_ms,
+               (load_ms + first_ms) / warm_p50, warm_p50);
     for (const Config& c : configs) {
       const FlopCount fl = model->flops(c.plan);
       const double p50 = percentile(c.total, 0.5);
@@ -132,6 +150,10 @@ void add_bench_command(CLI::App& app) {
                       {"projector_ms", percentile(c.proj, 0.5)}, {"llm_ms", percentile(c.llm, 0.5)},
                       {"action_head_ms", percentile(c.head, 0.5)}, {"gflops", fl.total() / 1e9},
                       {"gflops_per_s", fl.total() / 1e6 / p50}, {"peak_rss_mb", rss}});
+      if (&c == &configs.front()) {
+        rows.back()["cold_load_ms"] = load_ms;
+        rows.back()["cold_first_inference_ms"] = first_ms;
+      }
       if (roof.count(c.threads)) {
         rows.back()["pct_of_gemm_peak"] = 100.0 * fl.total() / 1e6 / p50 / roof[c.threads].gemm_gflops;
         rows.back()["roofline_gemm_gflops"] = roof[c.threads].gemm_gflops;

@@ -26,6 +26,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--drop-attention", r.drop_attention, "LM attention sub-layers to drop");
   cmd->add_option("--drop-mlp", r.drop_mlp, "LM MLP sub-layers to drop");
   cmd->add_option("--mlp-prune", r.mlp_prune, "Fraction of MLP channels removed in kept layers (score: mean|activation| × ‖down_proj column‖)");
+  cmd->add_option("--int8-layers", r.int8_layers, "Kept LM layers that run from int8 weights, least important first (weight-only, per-row scales)");
   cmd->add_option("--layer-choice", o->choice, "importance (the method), random or even (baselines)")
       ->check(CLI::IsMember({"importance", "random", "even"}))->capture_default_str();
   cmd->add_option("--tokens", r.tokens, "Visual tokens kept (K_final); 0 keeps all");

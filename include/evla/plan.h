@@ -8,11 +8,16 @@
 
 namespace evla {
 
+// Storage of a layer's matrices while it runs. Int8 is weight-only (one
+// scale per output row); activations stay fp32.
+enum class WeightType { F32, Int8 };
+
 struct LayerPlan {
   bool attn = true;         // run the attention sub-layer
   bool mlp = true;          // run the MLP sub-layer
   float mlp_keep = 1.0f;    // fraction of MLP channels kept (1 = all)
   std::vector<int> mlp_channels;  // kept channel indices when mlp_keep < 1
+  WeightType weights = WeightType::F32;
 };
 
 enum class TokenMethod { EfficientVla, FastV, Random };

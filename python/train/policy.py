@@ -122,9 +122,11 @@ def init_weights(policy, seed):
 class Trainable(nn.Module):
     """evla_ref.Policy plus state normalisation (baked into s_embedder at export)."""
 
-    def __init__(self, cfg, state_mean, state_std):
+    def __init__(self, cfg, state_mean, state_std, aux_dim=0):
         super().__init__()
         self.policy = ref.Policy(cfg, with_lm_head=False)
+        # Training-only head for the auxiliary position loss (never exported).
+        self.aux_head = nn.Linear(cfg["llm"]["hidden_size"], aux_dim) if aux_dim else None
         self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32))
         for i, e in enumerate(cfg["vision"]["encoders"]):
@@ -152,15 +154,25 @@ class Trainable(nn.Module):
         last = 1 + vis.shape[1] + text_len - 1
         return normed[torch.arange(b), last]
 
-    def diffusion_loss(self, cog, state, actions, repeats, cond_drop):
+    def aux_loss(self, cog, state, target):
+        """MSE of the aux head's prediction of [object xyz, destination xyz, object - gripper xyz]
+        (table units / 0.2, so each is O(1)) from the cognition feature alone."""
+        want = torch.cat([target, target[:, :3] - state[:, :3]], dim=1) / 0.2
+        return ((self.aux_head(cog) - want) ** 2).mean()
+
+    def diffusion_loss(self, cog, state, actions, repeats, cond_drop, state_drop=0.0):
         """CogACT's DiT loss: eps-prediction MSE, `repeats` noise samples per backbone forward,
-        condition replaced by the learned uncondition with probability cond_drop."""
+        condition replaced by the learned uncondition with probability cond_drop; with
+        probability state_drop the action head sees the mean state (normalised 0) instead."""
         dit = self.policy.dit
         b = cog.shape[0]
         z = cog.repeat_interleave(repeats, 0)
         st = None
         if hasattr(dit, "s_embedder"):
-            st = ((state - self.state_mean) / self.state_std).repeat_interleave(repeats, 0)
+            st = (state - self.state_mean) / self.state_std
+            if state_drop > 0:
+                st = st * (torch.rand(b, 1) >= state_drop).float()
+            st = st.repeat_interleave(repeats, 0)
         x0 = actions.repeat_interleave(repeats, 0)
         n = x0.shape[0]
         drop = torch.rand(n) < cond_drop

@@ -37,7 +37,7 @@ def log(f, msg):
 
 def load_demos(data_dir, max_episodes):
     """All shards into memory: uint8 images, states, chunks, per-frame instruction index."""
-    images, states, actions, instr_idx = [], [], [], []
+    images, states, actions, targets, instr_idx = [], [], [], [], []
     instructions, lookup, tasks = [], {}, []
     n_ep = 0
     for path in sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors"))):
@@ -62,10 +62,13 @@ def load_demos(data_dir, max_episodes):
             images.append(t["image"][rows])
             states.append(t["state"][rows])
             actions.append(t["action"][rows])
+            if "target" in t:
+                targets.append(t["target"][rows])
         if n_ep >= max_episodes:
             break
+    tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
     return (np.concatenate(images), np.concatenate(states).astype(np.float32),
-            np.concatenate(actions).astype(np.float32), np.concatenate(instr_idx), instructions, n_ep)
+            np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep)
 
 
 def colour_jitter(x, gen):
@@ -103,6 +106,12 @@ def main():
     ap.add_argument("--state-dim", type=int, default=0, choices=[0, 4],
                     help="4 feeds the env state through s_embedder; 0 (default, as CogACT) does not: "
                          "with the state the policy learned to ignore the image (see docs/benchmark.md)")
+    ap.add_argument("--state-drop", type=float, default=0.0,
+                    help="probability of hiding the state from the action head (it sees the mean state)")
+    ap.add_argument("--aux-weight", type=float, default=0.0,
+                    help="weight of the auxiliary loss: a training-only linear head on the cognition "
+                         "feature regresses the task's object and destination positions (the shards' "
+                         "privileged `target`), which teaches the backbone to localise them")
     ap.add_argument("--init-only", action="store_true")
     ap.add_argument("--ckpt", default=None, help="torch checkpoint path (saved with each export)")
     args = ap.parse_args()
@@ -116,7 +125,9 @@ def main():
     log(lf, "args: " + json.dumps(vars(args)))
 
     t0 = time.time()
-    images, states, actions, instr_idx, instructions, n_ep = load_demos(args.data, args.episodes)
+    images, states, actions, targets, instr_idx, instructions, n_ep = load_demos(args.data, args.episodes)
+    if args.aux_weight > 0 and targets is None:
+        sys.exit("--aux-weight needs shards with the `target` tensor (evla sim gen writes it)")
     n = len(images)
     log(lf, f"data: {n_ep} episodes, {n} frames, {len(instructions)} instructions, "
             f"{images.nbytes / 2**20:.0f} MiB images, loaded in {time.time() - t0:.0f} s")
@@ -149,7 +160,7 @@ def main():
     log(lf, f"tokenizer: vocab {sp.get_piece_size()}, space id {space_id}, prompt {tmax}..{min(text_len)} "
             f"tokens after BOS (+64 visual)")
 
-    model = P.Trainable(cfg, state_mean, state_std)
+    model = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if args.aux_weight > 0 else 0)
     P.init_weights(model.policy, args.seed)
     nparam = sum(p.numel() for p in model.policy.parameters())
     log(lf, f"model: {nparam / 1e6:.2f} M parameters")
@@ -171,6 +182,7 @@ def main():
     states_t = torch.from_numpy(states)
     norm_t = torch.from_numpy(norm)
     instr_t = torch.from_numpy(instr_idx)
+    targets_t = torch.from_numpy(targets) if targets is not None else None
 
     def lr_at(progress, step):
         if step < args.warmup:
@@ -188,7 +200,7 @@ def main():
 
     t_start = time.time()
     last_export = t_start
-    step, losses, hist = 0, [], []
+    step, losses, hist, aux_losses = 0, [], [], [0.0]
     progress = 0.0
     while progress < 1.0:
         ts = time.time()
@@ -202,7 +214,12 @@ def main():
         ii = instr_t[idx]
         model.train()
         cog = model.cognition(x, text_ids[ii], text_len[ii])
-        loss = model.diffusion_loss(cog, states_t[idx], norm_t[idx], args.repeats, args.cond_drop)
+        loss = model.diffusion_loss(cog, states_t[idx], norm_t[idx], args.repeats, args.cond_drop,
+                                    args.state_drop)
+        if args.aux_weight > 0:
+            aux = model.aux_loss(cog, states_t[idx], targets_t[idx])
+            aux_losses.append(aux.item())
+            loss = loss + args.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -220,7 +237,7 @@ def main():
             eta = el / max(progress, 1e-9) - el
             avg = float(np.mean(losses[-25:]))
             hist.append((step, avg))
-            log(lf, f"step {step} loss {avg:.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
+            log(lf, f"step {step} loss {avg:.4f} aux {float(np.mean(aux_losses[-25:])):.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
                     f"{now - ts:.2f} s/step elapsed {el / 60:.1f} min progress {100 * progress:.1f}% "
                     f"ETA {eta / 60:.1f} min")
         if now - last_export > args.export_every:

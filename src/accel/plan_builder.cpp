@@ -77,6 +77,13 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
       lp.mlp_keep = float(keep) / float(F);
     }
   }
+  if (r.int8_layers > 0) {
+    // Layer-wise precision: the least redundant (most important) layers keep fp32.
+    std::vector<bool> dropped(size_t(L), false);
+    for (int l = 0; l < L; ++l) dropped[size_t(l)] = !p.llm[size_t(l)].attn && !p.llm[size_t(l)].mlp;
+    for (int l : choose_layers(r.layers, a.least_important_blocks(), r.int8_layers, L, -1, r.seed + 3, dropped))
+      p.llm[size_t(l)].weights = WeightType::Int8;
+  }
   if (r.tokens > 0) {
     p.tokens.enabled = true;
     p.tokens.keep = r.tokens;
@@ -90,7 +97,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   p.cache.start = r.cache_start;
   p.cache.blocks = r.cache_blocks;
   bool any_llm = false;
-  for (const auto& lp : p.llm) any_llm |= !lp.attn || !lp.mlp || lp.mlp_keep < 1.f;
+  for (const auto& lp : p.llm) any_llm |= !lp.attn || !lp.mlp || lp.mlp_keep < 1.f || lp.weights != WeightType::F32;
   if (!any_llm) p.llm.clear();
   check_plan(p, cfg);
   return p;

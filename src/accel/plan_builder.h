@@ -20,6 +20,7 @@ struct PlanRequest {
   int drop_attention = 0;    // attention sub-layers (of blocks not dropped whole)
   int drop_mlp = 0;          // MLP sub-layers
   float mlp_prune = 0.f;     // fraction of MLP channels removed in every kept MLP
+  int int8_layers = 0;       // kept LM layers run from int8 weights (the least important first)
   LayerChoice layers = LayerChoice::Importance;
   int tokens = 0;            // K_final; 0 = keep all
   int token_key = 4;

@@ -17,7 +17,7 @@ using nlohmann::json;
 
 bool Plan::is_dense() const {
   for (const auto& l : llm)
-    if (!l.attn || !l.mlp || l.mlp_keep < 1.f) return false;
+    if (!l.attn || !l.mlp || l.mlp_keep < 1.f || l.weights != WeightType::F32) return false;
   return !tokens.enabled && cache.interval <= 1;
 }
 
@@ -76,6 +76,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
     layer_list("drop_blocks", [](LayerPlan& lp) { lp.attn = lp.mlp = false; });
     layer_list("drop_attention", [](LayerPlan& lp) { lp.attn = false; });
     layer_list("drop_mlp", [](LayerPlan& lp) { lp.mlp = false; });
+    layer_list("int8_layers", [](LayerPlan& lp) { lp.weights = WeightType::Int8; });
     if (l.has("mlp_channels")) {
       const json& mc = l.node().at("mlp_channels");
       if (!mc.is_object()) l.fail("mlp_channels", "expected an object {layer: [channels]}");
@@ -141,7 +142,7 @@ std::string Plan::to_json() const {
   if (!llm.empty()) {
     json l;
     l["num_layers"] = llm.size();
-    std::vector<int> blocks, attn, mlp;
+    std::vector<int> blocks, attn, mlp, int8;
     json channels = json::object();
     int F = 0;
     for (size_t i = 0; i < llm.size(); ++i) {
@@ -149,6 +150,7 @@ std::string Plan::to_json() const {
       if (!lp.attn && !lp.mlp) blocks.push_back(int(i));
       else if (!lp.attn) attn.push_back(int(i));
       else if (!lp.mlp) mlp.push_back(int(i));
+      if (lp.weights == WeightType::Int8) int8.push_back(int(i));
       if (!lp.mlp_channels.empty()) {
         channels[std::to_string(i)] = lp.mlp_channels;
         F = int(std::lround(lp.mlp_channels.size() / lp.mlp_keep));
@@ -157,6 +159,7 @@ std::string Plan::to_json() const {
     l["drop_blocks"] = blocks;
     l["drop_attention"] = attn;
     l["drop_mlp"] = mlp;
+    if (!int8.empty()) l["int8_layers"] = int8;
     if (!channels.empty()) {
       l["intermediate_size"] = F;
       l["mlp_channels"] = "@channels@";  // written compactly below, one line per layer

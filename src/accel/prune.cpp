@@ -110,10 +110,19 @@ PruneResult prune_model(const Model& model, const Plan& plan, const std::string&
   if (fs::exists(tok))
     fs::copy_file(tok, fs::path(out_dir) / im.cfg.prompt.tokenizer, fs::copy_options::overwrite_existing);
 
-  // What weights cannot express: token selection (its layer renumbered) and caching.
+  // What weights cannot express: token selection (its layer renumbered),
+  // caching, and int8 layers (renumbered; quantized when the plan is applied).
   Plan residual;
   residual.name = plan.name + "-residual";
   residual.tokens = plan.tokens;
+  bool any_int8 = false;
+  for (const LayerPlan& lp : plan.llm) any_int8 |= lp.weights == WeightType::Int8;
+  if (any_int8)
+    for (int l = 0; l < L; ++l)
+      if (fate[size_t(l)].keep) {
+        residual.llm.emplace_back();
+        residual.llm.back().weights = plan.llm[size_t(l)].weights;
+      }
   if (plan.tokens.enabled) {
     int before = 0;
     for (int l = 0; l < plan.tokens.after_layer; ++l) before += fate[size_t(l)].keep;

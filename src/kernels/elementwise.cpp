@@ -62,6 +62,10 @@ void swiglu(float* gate, const float* up, size_t n) {
   for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void dequant_int8(const int8_t* q, float scale, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = scale * float(q[i]);
+}
+
 }  // namespace ref
 
 // Run-time dispatch: the AVX2 versions where the CPU has them.

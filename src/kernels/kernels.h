@@ -4,6 +4,7 @@
 // Linear weights, [out_features, in_features].
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace evla {
 class ThreadPool;
@@ -22,6 +23,16 @@ void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, cons
 // fused gate/up activation in place).
 void linear_strided(ThreadPool& pool, const float* x, int ldx, int M, int K, const float* W,
                     const float* bias, int N, float* y, int ldy);
+
+// Weight-only int8: symmetric, one scale per output row, so
+// W[n, :] ≈ scale[n] · Wq[n, :] with |Wq| ≤ 127 (scale = max|W[n, :]| / 127).
+void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale);
+// y[M,N] = x · (scale ⊙ Wq)ᵀ + bias, rows strided like linear_strided.
+// Blocks of weight rows are dequantized into a per-thread panel that stays in
+// cache and multiplied there: weights cost a quarter of the memory and
+// bandwidth, activations stay fp32.
+void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq,
+                 const float* scale, const float* bias, int N, float* y, int ldy);
 
 // Multi-head attention. q: Tq rows of Hq·hd; k, v: Tk rows of Hkv·hd (Hq a
 // multiple of Hkv: grouped-query); out: Tq rows of Hq·hd. Each operand has its

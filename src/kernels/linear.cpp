@@ -4,11 +4,14 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
+#include "kernels/vec_math.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -20,40 +23,77 @@ void init_blas() {
 }
 
 // Bias goes in first and sgemm accumulates onto it (beta = 1): that fuses the
-// bias add and spares OpenBLAS its zero-fill of C for beta = 0.
-static void linear_slice(const float* x, int ldx, int M, int K, const float* W, const float* bias,
-                         int n0, int n1, float* y, int ldy) {
-  const int n = n1 - n0;
+// bias add and spares OpenBLAS its zero-fill of C for beta = 0. W, bias and y
+// point at the slice's first output feature.
+static void gemm_rows(const float* x, int ldx, int M, int K, const float* W, const float* bias, int n,
+                      float* y, int ldy) {
   float beta = 0.0f;
   if (bias) {
-    for (int m = 0; m < M; ++m) std::memcpy(y + size_t(m) * ldy + n0, bias + n0, sizeof(float) * n);
+    for (int m = 0; m < M; ++m) std::memcpy(y + size_t(m) * ldy, bias, sizeof(float) * n);
     beta = 1.0f;
   }
   if (M == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, K, 1.0f, W + size_t(n0) * K, K, x, 1, beta, y + n0, 1);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, K, 1.0f, W, K, x, 1, beta, y, 1);
   } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n, K, 1.0f, x, ldx, W + size_t(n0) * K, K, beta,
-                y + n0, ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n, K, 1.0f, x, ldx, W, K, beta, y, ldy);
   }
+}
+
+// Below ~1M multiply-adds per thread the hand-off costs more than it saves.
+static bool run_serial(const ThreadPool& pool, int M, int K, int N) {
+  return pool.size() == 1 || int64_t(M) * K * N < (int64_t(1) << 21);
 }
 
 void linear_strided(ThreadPool& pool, const float* x, int ldx, int M, int K, const float* W,
                     const float* bias, int N, float* y, int ldy) {
   init_blas();
-  // Below ~1M multiply-adds per thread the hand-off costs more than it saves.
-  const int64_t work = int64_t(M) * K * N;
-  if (pool.size() == 1 || work < (int64_t(1) << 21)) {
-    linear_slice(x, ldx, M, K, W, bias, 0, N, y, ldy);
-    return;
-  }
-  pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
-    linear_slice(x, ldx, M, K, W, bias, int(n0), int(n1), y, ldy);
-  });
+  auto slice = [&](int n0, int n1) {
+    gemm_rows(x, ldx, M, K, W + size_t(n0) * K, bias ? bias + n0 : nullptr, n1 - n0, y + n0, ldy);
+  };
+  if (run_serial(pool, M, K, N)) return slice(0, N);
+  pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1) { slice(int(n0), int(n1)); });
 }
 
 void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, const float* bias,
             int N, float* y) {
   linear_strided(pool, x, K, M, K, W, bias, N, y, N);
+}
+
+void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale) {
+  for (int n = 0; n < N; ++n) {
+    const float* w = W + size_t(n) * K;
+    float mx = 0;
+    for (int k = 0; k < K; ++k) mx = std::max(mx, std::fabs(w[k]));
+    const float s = mx > 0 ? mx / 127.0f : 1.0f;
+    scale[n] = s;
+    for (int k = 0; k < K; ++k)
+      Wq[size_t(n) * K + k] = int8_t(std::clamp(std::lround(w[k] / s), -127L, 127L));
+  }
+}
+
+void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq,
+                 const float* scale, const float* bias, int N, float* y, int ldy) {
+  init_blas();
+  // Rows per dequantized panel: about 1 MB of fp32 (at least 128 rows), so
+  // each sgemm call is wide enough to run near peak and re-packs x rarely,
+  // while the panel is still cache-warm when sgemm reads it.
+  const int rows = std::max(128, ((1 << 18) / std::max(K, 1) + 15) / 16 * 16);
+  auto slice = [&](int n0, int n1) {
+    thread_local std::vector<float> panel;  // grows once per thread, then reused
+    for (int b = n0; b < n1; b += rows) {
+      const int nb = std::min(rows, n1 - b);
+      if (panel.size() < size_t(nb) * K) panel.resize(size_t(nb) * K);
+      for (int r = 0; r < nb; ++r) {
+        const int8_t* q = Wq + size_t(b + r) * K;
+        float* out = panel.data() + size_t(r) * K;
+        cpu_has_avx2() ? avx2::dequant_int8(q, scale[b + r], out, size_t(K))
+                       : ref::dequant_int8(q, scale[b + r], out, size_t(K));
+      }
+      gemm_rows(x, ldx, M, K, panel.data(), bias ? bias + b : nullptr, nb, y + b, ldy);
+    }
+  };
+  if (run_serial(pool, M, K, N)) return slice(0, N);
+  pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1) { slice(int(n0), int(n1)); });
 }
 
 }  // namespace evla::kernels

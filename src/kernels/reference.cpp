@@ -15,6 +15,17 @@ void linear(const float* x, int M, int K, const float* W, const float* bias, int
     }
 }
 
+void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
+                 int N, float* y) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = bias ? bias[n] : 0.0;
+      for (int k = 0; k < K; ++k)
+        acc += double(x[size_t(m) * K + k]) * (double(scale[n]) * Wq[size_t(n) * K + k]);
+      y[size_t(m) * N + n] = float(acc);
+    }
+}
+
 void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out) {
   const int group = a.Hq / a.Hkv, hd = a.hd;
   std::vector<double> p(a.Tk);

@@ -6,6 +6,9 @@
 namespace evla::kernels::ref {
 
 void linear(const float* x, int M, int K, const float* W, const float* bias, int N, float* y);
+// Dequantizes every weight and multiplies in double.
+void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
+                 int N, float* y);
 void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out);
 
 }  // namespace evla::kernels::ref

@@ -4,6 +4,7 @@
 // (Abramowitz & Stegun 7.1.26).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace evla::kernels {
 
@@ -15,6 +16,8 @@ void gelu_erf(float* x, size_t n);
 void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);
 void swiglu(float* gate, const float* up, size_t n);
+// out[i] = scale · q[i]
+void dequant_int8(const int8_t* q, float scale, float* out, size_t n);
 }  // namespace avx2
 
 namespace ref {
@@ -22,6 +25,7 @@ void gelu_erf(float* x, size_t n);
 void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);
 void swiglu(float* gate, const float* up, size_t n);
+void dequant_int8(const int8_t* q, float scale, float* out, size_t n);
 }  // namespace ref
 
 }  // namespace evla::kernels

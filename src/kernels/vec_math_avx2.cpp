@@ -107,5 +107,15 @@ EVLA_AVX2 void swiglu(float* gate, const float* up, size_t n) {
   ref::swiglu(gate + i, up + i, n - i);
 }
 
+EVLA_AVX2 void dequant_int8(const int8_t* q, float scale, float* out, size_t n) {
+  const __m256 s = _mm256_set1_ps(scale);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), s));
+  }
+  ref::dequant_int8(q + i, scale, out + i, n - i);
+}
+
 }  // namespace avx2
 }  // namespace evla::kernels

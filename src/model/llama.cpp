@@ -72,12 +72,9 @@ void pack_fused(LlamaLayer& L, std::vector<float>& qkv, std::vector<float>& gate
     int rows = 0;
     const int in = (*parts.begin())->in;
     for (const Linear* p : parts) rows += p->out;
-    buf.resize(size_t(rows) * in);
-    size_t at = 0;
-    for (const Linear* p : parts) {
-      std::memcpy(buf.data() + at, p->w, sizeof(float) * size_t(p->out) * in);
-      at += size_t(p->out) * in;
-    }
+    buf.clear();
+    buf.reserve(size_t(rows) * in);  // appended, not zero-filled first: load time
+    for (const Linear* p : parts) buf.insert(buf.end(), p->w, p->w + size_t(p->out) * in);
     return Linear{buf.data(), nullptr, in, rows};
   };
   if (L.has_attn) L.qkv = stack({&L.q, &L.k, &L.v}, qkv);
@@ -123,7 +120,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.attn.resize(size_t(T) * Dq);
       s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
       kernels::rms_norm(x.data(), T, D, L.attn_norm, cfg_.rms_norm_eps, s.h.data());
-      kernels::linear(pool, s.h.data(), T, D, L.qkv.w, nullptr, W, s.qkv.data());
+      apply_linear(pool, L.qkv, s.h.data(), D, T, s.qkv.data(), W);
       float* q = s.qkv.data();
       float* k = q + Dq;
       const float* v = q + Dq + Dkv;
@@ -141,7 +138,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
           obs->visual_attention(l, s.relevance.data(), layout.visual_count);
       }
       kernels::attention(pool, a, q, k, v, s.attn.data(), s.attn_scratch.data());
-      kernels::linear(pool, s.attn.data(), T, Dq, L.o.w, nullptr, D, s.h.data());
+      apply_linear(pool, L.o, s.attn.data(), Dq, T, s.h.data(), D);
       kernels::add(x.data(), s.h.data(), size_t(T) * D);
     }
     if (obs) obs->after_attention(l, x.data(), T, D);
@@ -151,7 +148,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.h.resize(size_t(T) * D);
       s.gate_up.resize(size_t(T) * 2 * F);
       kernels::rms_norm(x.data(), T, D, L.mlp_norm, cfg_.rms_norm_eps, s.h.data());
-      kernels::linear(pool, s.h.data(), T, D, L.gate_up.w, nullptr, 2 * F, s.gate_up.data());
+      apply_linear(pool, L.gate_up, s.h.data(), D, T, s.gate_up.data(), 2 * F);
       // Row t holds [gate | up]; SwiGLU overwrites the gate half, which the
       // down projection then reads in place (row stride 2F).
       for (int t = 0; t < T; ++t) {
@@ -159,7 +156,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
         kernels::swiglu(row, row + F, size_t(F));
       }
       if (obs) obs->mlp_activation(l, s.gate_up.data(), T, F, 2 * F);
-      kernels::linear_strided(pool, s.gate_up.data(), 2 * F, T, F, L.down.w, nullptr, D, s.h.data(), D);
+      apply_linear(pool, L.down, s.gate_up.data(), 2 * F, T, s.h.data(), D);
       kernels::add(x.data(), s.h.data(), size_t(T) * D);
     }
     if (obs) obs->layer_output(l, x.data(), T, D);

@@ -51,7 +51,8 @@ struct PolicyState {
   ThreadPool pool;
   Plan plan;
   std::vector<LlamaLayer> llm_layers;  // the LM layers the plan runs (compacted MLPs)
-  std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers
+  std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers (and int8 scales)
+  std::deque<std::vector<int8_t>> derived_int8;    // int8 codes of the plan's int8 layers
 
   // Buffers reused across inferences.
   std::vector<Image> resized;

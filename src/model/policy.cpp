@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "accel/mlp_compact.h"
+#include "accel/quantize.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/model_impl.h"
@@ -77,6 +78,10 @@ void Policy::set_plan(const Plan& plan) {
     if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && st.llm_layers[l].has_mlp)
       st.llm_layers[l] = accel::compact_mlp(st.llm_layers[l], plan.llm[l].mlp_channels,
                                             st.derived_weights);
+  st.derived_int8.clear();
+  for (size_t l = 0; l < plan.llm.size(); ++l)
+    if (plan.llm[l].weights == WeightType::Int8)
+      accel::quantize_layer_int8(st.llm_layers[l], st.derived_int8, st.derived_weights);
 }
 
 ActionChunk Policy::infer(const Observation& obs) {

@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include "evla/error.h"
+#include "kernels/kernels.h"
 
 namespace evla {
 
@@ -31,6 +32,13 @@ std::string WeightLoader::name(const std::string& leaf) const {
 
 const float* WeightLoader::get(const std::string& leaf, const std::vector<int64_t>& shape) const {
   return store_->f32(name(leaf), shape);
+}
+
+void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy) {
+  if (L.w8)
+    kernels::linear_int8(pool, x, ldx, M, L.in, L.w8, L.w8_scale, L.b, L.out, y, ldy);
+  else
+    kernels::linear_strided(pool, x, ldx, M, L.in, L.w, L.b, L.out, y, ldy);
 }
 
 Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias) const {

@@ -17,7 +17,16 @@ struct Linear {
   const float* w = nullptr;  // [out, in]
   const float* b = nullptr;  // [out] or null
   int in = 0, out = 0;
+  // When set (a plan's int8 layer), the forward pass uses these instead of w:
+  // w ≈ w8_scale[row] · w8 (kernels::quantize_int8_rows).
+  const int8_t* w8 = nullptr;
+  const float* w8_scale = nullptr;
 };
+
+class ThreadPool;
+// y = x · Wᵀ + b through whichever weights `L` carries (fp32 or int8); x and y
+// rows have strides ldx and ldy.
+void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy);
 
 class WeightStore {
  public:

@@ -11,6 +11,21 @@
 
 namespace evla::sim {
 
+void task_targets(const Scene& s, const Goal& g, float* out) {
+  Vec3 object, dest;
+  if (g.object >= 0) {
+    object = s.objects[size_t(g.object)].pos;
+    dest = object;
+    if (g.task == Task::MoveNear) dest = s.objects[size_t(g.anchor)].pos;
+    if (g.task == Task::PutInDrawer)
+      dest = {s.drawer_x(g.drawer), geom::kCabFront - s.opening[size_t(g.drawer)] / 2, geom::kTrayFloor};
+  } else {
+    object = dest = s.handle_center(g.drawer);
+  }
+  const float v[kTargetDim] = {object.x, object.y, object.z, dest.x, dest.y, dest.z};
+  std::copy(v, v + kTargetDim, out);
+}
+
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
   Env env;
   env.reset(spec);
@@ -24,6 +39,9 @@ Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
     d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
     std::vector<float> s = env.state();
     d.states.insert(d.states.end(), s.begin(), s.end());
+    float tg[kTargetDim];
+    task_targets(env.scene(), env.episode().goal, tg);
+    d.targets.insert(d.targets.end(), tg, tg + kTargetDim);
     float a[kActionDim];
     expert.act(env.scene(), a);
     d.actions.insert(d.actions.end(), a, a + kActionDim);
@@ -51,7 +69,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
                  const DemoOptions& options) {
   const int64_t size = options.image_size, chunk = options.chunk;
   std::vector<uint8_t> images;
-  std::vector<float> states, actions;
+  std::vector<float> states, actions, targets;
   std::vector<int32_t> episode;
   nlohmann::json meta = nlohmann::json::array();
   for (size_t i = 0; i < demos.size(); ++i) {
@@ -69,6 +87,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
                     {"success", d.success}});
     images.insert(images.end(), d.images.begin(), d.images.end());
     states.insert(states.end(), d.states.begin(), d.states.end());
+    targets.insert(targets.end(), d.targets.begin(), d.targets.end());
     std::vector<float> c = action_chunks(d, int(chunk));
     actions.insert(actions.end(), c.begin(), c.end());
     episode.insert(episode.end(), size_t(d.steps), int32_t(index));
@@ -78,6 +97,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
   w.add("image", io::DType::U8, {n, size, size, 3}, images.data(), images.size());
   w.add_f32("state", {n, kStateDim}, states.data());
   w.add_f32("action", {n, chunk, kActionDim}, actions.data());
+  w.add_f32("target", {n, kTargetDim}, targets.data());
   w.add("episode", io::DType::I32, {n}, episode.data(), episode.size() * sizeof(int32_t));
   const ExpertNoise& z = options.noise;
   nlohmann::json info = {
@@ -89,6 +109,8 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
       {"max_delta", geom::kMaxDelta},
       {"state_dim", kStateDim},
       {"state", "gripper x, y, z (table units), finger opening (1 open .. 0 closed)"},
+      {"target_dim", kTargetDim},
+      {"target", "object x, y, z; destination x, y, z (table units; privileged, for auxiliary losses)"},
       {"noise", {{"jitter", z.jitter}, {"slow", z.slow}, {"perturb", z.perturb}, {"action", z.action}}},
   };
   w.set_metadata("info", info.dump());

@@ -26,7 +26,16 @@ struct Demo {
   std::vector<uint8_t> images;  // [steps, size, size, 3]
   std::vector<float> states;    // [steps, kStateDim]
   std::vector<float> actions;   // [steps, kActionDim]
+  std::vector<float> targets;   // [steps, kTargetDim]: see task_targets
 };
+
+// Privileged per-frame positions (table units) for auxiliary training losses:
+// {object x, y, z, destination x, y, z}. The object is the one to handle (pick,
+// move_near, put_in_drawer) or the drawer's handle centre (open/close); the
+// destination is the anchor object (move_near), the drawer's tray floor
+// (put_in_drawer), or the object itself otherwise. Not an input of the policy.
+inline constexpr int kTargetDim = 6;
+void task_targets(const Scene& scene, const Goal& goal, float* out);
 
 // Runs the expert on one episode (its noise seeded from the spec) and records it.
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options);

@@ -17,6 +17,7 @@ evla_cli_test(run_missing_model "evla: error: .*not a model directory" ${EVLA_BI
 evla_cli_test(info "\\| total +\\|" ${EVLA_BIN} info -m ${TINY})
 evla_cli_test(lm_stories "ids: 1,403,407,261,378" ${EVLA_BIN} lm -m ${CMAKE_SOURCE_DIR}/../shared/data/tinyllamas/stories260K -n 4 -t 1)
 evla_cli_test(bench "\\| dense \\| 1 \\|" ${EVLA_BIN} bench -m ${TINY} -t 1 -r 2 --warmup 0)
+evla_cli_test(bench_cold_start "\"cold_load_ms\": [0-9]" ${EVLA_BIN} bench -m ${TINY} -t 1 -r 2 --warmup 0 -o json)
 evla_cli_test(eval "\\| overall \\| 4 \\|" ${EVLA_BIN} eval -m ${SIMFIX} -n 4 --tasks pick,close_drawer -q)
 evla_cli_test(eval_wrong_model "evla: error: .*predicts 7 action dimensions" ${EVLA_BIN} eval -m ${TINY} -n 1 -q)
 evla_cli_test(sim_expert "pick" ${EVLA_BIN} sim expert --episodes 10)

@@ -54,6 +54,69 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearVsRef,
                                            LinearCase{90, 128, 344, true, 3}, LinearCase{257, 96, 31, true, 2},
                                            LinearCase{3, 1, 5, true, 1}));
 
+// Weight-only int8: the blocked, dequantize-then-sgemm kernel against the plain
+// reference, with row strides and shapes that leave partial panels.
+class Int8LinearVsRef : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(Int8LinearVsRef, Matches) {
+  const auto c = GetParam();
+  ThreadPool pool(c.threads);
+  auto x = randn(size_t(c.M) * c.K, 4), W = randn(size_t(c.N) * c.K, 5), b = randn(c.N, 6);
+  std::vector<int8_t> q(W.size());
+  std::vector<float> scale(size_t(c.N));
+  kernels::quantize_int8_rows(W.data(), c.N, c.K, q.data(), scale.data());
+  // x and y inside wider rows (as the fused gate|up activation is read).
+  const int ldx = c.K + 3, ldy = c.N + 5;
+  std::vector<float> xs(size_t(c.M) * ldx, 9.f), ys(size_t(c.M) * ldy, 7.f);
+  for (int m = 0; m < c.M; ++m) std::copy_n(&x[size_t(m) * c.K], c.K, &xs[size_t(m) * ldx]);
+  kernels::linear_int8(pool, xs.data(), ldx, c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr,
+                       c.N, ys.data(), ldy);
+  std::vector<float> y(size_t(c.M) * c.N), r(y.size());
+  for (int m = 0; m < c.M; ++m) {
+    std::copy_n(&ys[size_t(m) * ldy], c.N, &y[size_t(m) * c.N]);
+    for (int n = c.N; n < ldy; ++n) {
+      ASSERT_EQ(ys[size_t(m) * ldy + n], 7.f) << "wrote outside its row";
+    }
+  }
+  kernels::ref::linear_int8(x.data(), c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr, c.N,
+                            r.data());
+  EXPECT_LE(nmse(y, r), 1e-10);
+  // And the quantized layer stays close to the fp32 one (per-row int8: ~1e-4).
+  kernels::ref::linear(x.data(), c.M, c.K, W.data(), c.bias ? b.data() : nullptr, c.N, r.data());
+  EXPECT_LE(nmse(y, r), 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Int8LinearVsRef,
+                         ::testing::Values(LinearCase{1, 64, 96, true, 1}, LinearCase{7, 33, 65, true, 2},
+                                           LinearCase{90, 128, 344, false, 2}, LinearCase{40, 2560, 300, true, 3},
+                                           LinearCase{3, 1, 5, true, 1}));
+
+TEST(Int8, QuantizationErrorIsHalfAStep) {
+  auto W = randn(37 * 53, 7, 0.3f);
+  std::fill_n(W.begin() + 53, 53, 0.0f);  // an all-zero row
+  std::vector<int8_t> q(W.size());
+  std::vector<float> scale(37);
+  kernels::quantize_int8_rows(W.data(), 37, 53, q.data(), scale.data());
+  EXPECT_EQ(scale[1], 1.0f);
+  for (int n = 0; n < 37; ++n) {
+    int peak = 0;
+    for (int k = 0; k < 53; ++k) {
+      const size_t i = size_t(n) * 53 + k;
+      ASSERT_LE(std::fabs(W[i] - scale[n] * q[i]), 0.5001f * scale[n]) << "row " << n << " col " << k;
+      peak = std::max(peak, std::abs(int(q[i])));
+    }
+    if (n != 1) {
+      EXPECT_EQ(peak, 127) << "row " << n << " does not use the full range";
+    }
+  }
+  if (kernels::cpu_has_avx2()) {  // the vector dequantizer is exact
+    std::vector<float> a(W.size()), b(W.size());
+    kernels::avx2::dequant_int8(q.data(), 0.37f, a.data(), q.size());
+    kernels::ref::dequant_int8(q.data(), 0.37f, b.data(), q.size());
+    EXPECT_EQ(a, b);
+  }
+}
+
 struct AttnCase {
   int Tq, Tk, Hq, Hkv, hd;
   bool causal, fused;

@@ -2,6 +2,7 @@
 // behaviour each part promises.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "accel/token_select.h"
@@ -42,6 +43,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected(R"({"evla_plan": 2})", "unsupported plan version");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [3]}})", "layer 3 does not exist");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1, 1]}})", "listed twice");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [0, 4]}})", "layer 4 does not exist");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 5}})", "describes 5 layers but the model has 3");
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 999}})", "tokens.keep");
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "key": 9}})", "key");
@@ -58,7 +60,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
 
 TEST(Plan, RoundTripsThroughJson) {
   const std::string text = R"({"evla_plan": 1, "name": "all",
-    "llm": {"num_layers": 3, "drop_blocks": [1], "drop_mlp": [2], "intermediate_size": 128, "mlp_channels": {"0": [0, 2, 4]}},
+    "llm": {"num_layers": 3, "drop_blocks": [1], "drop_mlp": [2], "int8_layers": [0, 2], "intermediate_size": 128, "mlp_channels": {"0": [0, 2, 4]}},
     "tokens": {"keep": 6, "key": 2, "alpha": 0.25, "after_layer": 1, "method": "fastv"},
     "cache": {"interval": 3, "start": 1, "blocks": [0]}})";
   Plan p = Plan::from_json(text, "t");
@@ -70,6 +72,8 @@ TEST(Plan, RoundTripsThroughJson) {
   EXPECT_FALSE(q.llm[2].mlp);
   EXPECT_EQ(q.llm[0].mlp_channels, (std::vector<int>{0, 2, 4}));
   EXPECT_NEAR(q.llm[0].mlp_keep, 3.0f / 128, 1e-7);
+  EXPECT_EQ(q.llm[0].weights, WeightType::Int8);
+  EXPECT_EQ(q.llm[1].weights, WeightType::F32);
   EXPECT_EQ(q.tokens.method, TokenMethod::FastV);
   EXPECT_EQ(q.cache.interval, 3);
   EXPECT_TRUE(Plan{}.is_dense());
@@ -101,6 +105,35 @@ TEST(Plan, EveryPartChangesTheComputationAndFlops) {
     const auto out = pol.infer(fixture_obs());
     EXPECT_NE(0, std::memcmp(ref.actions.data(), out.actions.data(), ref.actions.size() * sizeof(float)));
   }
+}
+
+// Int8 layers: close to fp32 but not identical, and only the layers named
+// change (the residual stream entering the first int8 layer is bit-identical).
+TEST(Plan, Int8LayersAreCloseToFp32) {
+  struct Inputs : LlamaObserver {
+    std::vector<std::vector<float>> x;
+    void layer_input(int, const float* v, int T, int D) override { x.emplace_back(v, v + size_t(T) * D); }
+  };
+  auto run = [&](const std::string& json, Inputs* obs) {
+    Policy pol(fixture_model(), PolicyOptions{1});
+    pol.set_plan(Plan::from_json(json, "p"));
+    pol.state().llm_observer = obs;
+    return pol.infer(fixture_obs());
+  };
+  Inputs dense_in, int8_in;
+  const auto dense = run(R"({"evla_plan": 1})", &dense_in);
+  const auto q = run(R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [1, 2]}})", &int8_in);
+  ASSERT_EQ(dense_in.x.size(), 3u);
+  EXPECT_EQ(dense_in.x[1], int8_in.x[1]);  // layer 0 ran in fp32 in both
+  EXPECT_NE(dense_in.x[2], int8_in.x[2]);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < dense_in.x[2].size(); ++i) {
+    num += std::pow(double(int8_in.x[2][i]) - dense_in.x[2][i], 2);
+    den += std::pow(double(dense_in.x[2][i]), 2);
+  }
+  EXPECT_LT(num / den, 1e-4) << "layer 1 output, int8 vs fp32";
+  EXPECT_GT(num / den, 0.0);
+  for (size_t i = 0; i < dense.actions.size(); ++i) EXPECT_NEAR(dense.actions[i], q.actions[i], 0.05);
 }
 
 TEST(Plan, TokenSelectionKeepsPositionsOfChosenTokens) {

@@ -81,7 +81,9 @@ TEST(Prune, PrunedCheckpointEqualsPlanAtRunTime) {
     EXPECT_EQ(res.residual_plan, runtime_parts);
     auto pruned = Model::load(dir.string());
     const Plan residual = runtime_parts ? Plan::load((dir / "plan.json").string()) : Plan{};
-    if (runtime_parts) EXPECT_EQ(residual.tokens.after_layer, 1);
+    if (runtime_parts) {
+      EXPECT_EQ(residual.tokens.after_layer, 1);
+    }
     Inputs in = fixture_inputs("dual_gqa_cfg");
     const ActionChunk a = run(model, plan, in), b = run(pruned, residual, in);
     ASSERT_EQ(a.actions.size(), b.actions.size());

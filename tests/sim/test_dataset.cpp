@@ -35,10 +35,18 @@ TEST_F(SimDataset, RecordDemoHasOneFramePerAction) {
   EXPECT_EQ(d.images.size(), size_t(d.steps) * 32 * 32 * 3);
   EXPECT_EQ(d.states.size(), size_t(d.steps) * kStateDim);
   EXPECT_EQ(d.actions.size(), size_t(d.steps) * kActionDim);
+  EXPECT_EQ(d.targets.size(), size_t(d.steps) * kTargetDim);
   // Frame 0 is the reset state.
   Env env;
   env.reset(d.spec);
   EXPECT_EQ(std::vector<float>(d.states.begin(), d.states.begin() + kStateDim), env.state());
+  // Targets: the object to put away, then the tray floor of the goal drawer.
+  const Goal& g = env.episode().goal;
+  const Object& o = env.scene().objects[size_t(g.object)];
+  EXPECT_EQ(d.targets[0], o.pos.x);
+  EXPECT_EQ(d.targets[2], o.pos.z);
+  EXPECT_EQ(d.targets[3], env.scene().drawer_x(g.drawer));
+  EXPECT_EQ(d.targets[5], geom::kTrayFloor);
   EXPECT_EQ(d.instruction, env.instruction());
   // Replaying the recorded actions reproduces the recorded frames.
   for (int t = 0; t < d.steps; ++t) {
@@ -92,11 +100,13 @@ TEST_F(SimDataset, ShardsHoldFramesChunksAndEpisodeMetadata) {
     const io::TensorInfo* state = f->find("state");
     const io::TensorInfo* action = f->find("action");
     const io::TensorInfo* episode = f->find("episode");
-    ASSERT_TRUE(image && state && action && episode);
+    const io::TensorInfo* target = f->find("target");
+    ASSERT_TRUE(image && state && action && episode && target);
     const int64_t n = episode->shape[0];
     EXPECT_EQ(image->dtype, io::DType::U8);
     EXPECT_EQ(image->shape, (std::vector<int64_t>{n, 32, 32, 3}));
     EXPECT_EQ(state->shape, (std::vector<int64_t>{n, kStateDim}));
+    EXPECT_EQ(target->shape, (std::vector<int64_t>{n, kTargetDim}));
     EXPECT_EQ(action->shape, (std::vector<int64_t>{n, 8, kActionDim}));
     EXPECT_EQ(episode->dtype, io::DType::I32);
     frames += n;
@@ -139,7 +149,7 @@ TEST_F(SimDataset, ThreadsDoNotChangeTheData) {
   write_dataset((dir_ / "two").string(), opt);
   auto a = io::SafetensorsFile::open((dir_ / "one" / "shard-00000.safetensors").string());
   auto b = io::SafetensorsFile::open((dir_ / "two" / "shard-00000.safetensors").string());
-  for (const char* name : {"image", "state", "action", "episode"}) {
+  for (const char* name : {"image", "state", "action", "target", "episode"}) {
     const io::TensorInfo *x = a->find(name), *y = b->find(name);
     ASSERT_TRUE(x && y);
     ASSERT_EQ(x->nbytes, y->nbytes);

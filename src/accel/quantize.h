@@ -1,0 +1,19 @@
+// Layer-wise int8 weight-only quantization: a plan marks LM layers whose
+// matrices run from int8 copies (one scale per output row), so the layers the
+// analysis finds important can keep fp32.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace evla::accel {
+
+// Gives the matrices `layer`'s forward pass runs (fused q|k|v, o, fused
+// gate|up, down) int8 copies, stored in `codes` and `scales` (which must
+// outlive the layer). A layer without attention or MLP keeps what it lacks.
+void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
+                         std::deque<std::vector<float>>& scales);
+
+}  // namespace evla::accel
