@@ -72,6 +72,9 @@ def main():
         ap.error("--reps must be at least 10")
 
     torch.set_num_threads(args.threads)
+    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        print(f"warning: set OPENBLAS_NUM_THREADS={args.threads} too (torch's BLAS sizes its own pool; "
+              "bench/compare_pytorch.py does this)", file=sys.stderr)
     model = load_model(args.model_dir)
     data = inputs(model, args.model_dir, args.instruction, args.seed)
     with torch.inference_mode():

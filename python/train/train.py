@@ -114,6 +114,9 @@ def main():
                          "privileged `target`), which teaches the backbone to localise them")
     ap.add_argument("--init-only", action="store_true")
     ap.add_argument("--ckpt", default=None, help="torch checkpoint path (saved with each export)")
+    ap.add_argument("--resume", default=None,
+                    help="continue from this --ckpt file (weights, EMA, optimiser, step; the tokenizer is "
+                         "taken from --out): a new schedule of --steps / --time-budget, without warm-up")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -144,7 +147,12 @@ def main():
             f"{state_mean.round(3).tolist()} std {state_std.round(3).tolist()}")
 
     import sentencepiece as spm
-    tok = P.train_tokenizer(instructions)
+    tok_path = os.path.join(args.out, "tokenizer.model")
+    if args.resume:  # the embeddings belong to the first run's tokenizer
+        with open(tok_path, "rb") as f:
+            tok = f.read()
+    else:
+        tok = P.train_tokenizer(instructions)
     sp = spm.SentencePieceProcessor(model_proto=tok)
     space_id = sp.piece_to_id("\u2581")
     cfg = P.make_config(sp.get_piece_size(), space_id, q01, q99,
@@ -184,8 +192,17 @@ def main():
     instr_t = torch.from_numpy(instr_idx)
     targets_t = torch.from_numpy(targets) if targets is not None else None
 
+    step0 = 0
+    if args.resume:
+        ck = torch.load(args.resume)
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step0 = ck["step"]
+        log(lf, f"resumed from {args.resume} at step {step0}")
+
     def lr_at(progress, step):
-        if step < args.warmup:
+        if step - step0 < args.warmup and not args.resume:
             return args.lr * (step + 1) / args.warmup
         p = min(1.0, progress)
         return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
@@ -200,7 +217,7 @@ def main():
 
     t_start = time.time()
     last_export = t_start
-    step, losses, hist, aux_losses = 0, [], [], [0.0]
+    step, losses, hist, aux_losses = step0, [], [], [0.0]
     progress = 0.0
     while progress < 1.0:
         ts = time.time()
@@ -231,7 +248,7 @@ def main():
         step += 1
         losses.append(loss.item())
         now = time.time()
-        progress = max(step / args.steps, (now - t_start) / args.time_budget)
+        progress = max((step - step0) / args.steps, (now - t_start) / args.time_budget)
         if step % 25 == 0 or step == 1:
             el = now - t_start
             eta = el / max(progress, 1e-9) - el

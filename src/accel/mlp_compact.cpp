@@ -25,6 +25,9 @@ LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels
   std::memcpy(gu.data(), out.gate.w, sizeof(float) * size_t(K) * D);
   std::memcpy(gu.data() + size_t(K) * D, out.up.w, sizeof(float) * size_t(K) * D);
   out.gate_up = Linear{gu.data(), nullptr, D, 2 * K};
+  auto allocate = [&storage](size_t n) { return storage.emplace_back(n).data(); };
+  pack_if_faster(out.gate_up, allocate);
+  pack_if_faster(out.down, allocate);
   return out;
 }
 

@@ -24,6 +24,19 @@ void linear(ThreadPool& pool, const float* x, int M, int K, const float* W, cons
 void linear_strided(ThreadPool& pool, const float* x, int ldx, int M, int K, const float* W,
                     const float* bias, int N, float* y, int ldy);
 
+// Weights packed once for the small-matrix kernel (gemm_packed.cpp): panels
+// of kPackedPanel output features. prefer_packed() says, from measurement,
+// for which shapes it beats BLAS; pack_weights() fills packed_floats(N, K).
+inline constexpr int kPackedPanel = 16;
+inline constexpr int kPackedMaxK = 1024;
+inline constexpr int64_t kPackedMaxWeights = int64_t(1) << 20;
+bool prefer_packed(int N, int K);
+size_t packed_floats(int N, int K);
+void pack_weights(const float* W, int N, int K, float* Wp);
+// y = x · Wᵀ + bias with W packed by pack_weights; strides as linear_strided.
+void linear_packed(ThreadPool& pool, const float* x, int ldx, int M, int K, const float* Wp, const float* bias,
+                   int N, float* y, int ldy);
+
 // Weight-only int8: symmetric, one scale per output row, so
 // W[n, :] ≈ scale[n] · Wq[n, :] with |Wq| ≤ 127 (scale = max|W[n, :]| / 127).
 void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale);

@@ -34,12 +34,12 @@ Dit::Dit(const ActionHeadConfig& cfg, WeightStore& store) : cfg_(cfg) {
 void Dit::condition(const float* cognition, const float* state, float* out, DitScratch& s,
                     ThreadPool& pool) const {
   const int H = cfg_.hidden_size;
-  kernels::linear(pool, cognition, 1, cfg_.cond_dim, z_embedder_.w, z_embedder_.b, H, out);
+  apply_linear(pool, z_embedder_, cognition, cfg_.cond_dim, 1, out, H);
   if (cfg_.use_cfg())
-    kernels::linear(pool, uncondition_, 1, cfg_.cond_dim, z_embedder_.w, z_embedder_.b, H, out + H);
+    apply_linear(pool, z_embedder_, uncondition_, cfg_.cond_dim, 1, out + H, H);
   if (cfg_.state_dim > 0) {
     s.state_emb.resize(size_t(H));
-    kernels::linear(pool, state, 1, cfg_.state_dim, s_embedder_.w, s_embedder_.b, H, s.state_emb.data());
+    apply_linear(pool, s_embedder_, state, cfg_.state_dim, 1, s.state_emb.data(), H);
     for (int b = 0; b < cfg_.batch(); ++b) kernels::add(out + size_t(b) * H, s.state_emb.data(), H);
   }
 }
@@ -63,9 +63,9 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
     s.tfreq[half + i] = std::sin(arg);
   }
   s.temb.resize(2 * H);
-  kernels::linear(pool, s.tfreq.data(), 1, F, t_fc1_.w, t_fc1_.b, H, s.temb.data());
+  apply_linear(pool, t_fc1_, s.tfreq.data(), F, 1, s.temb.data(), H);
   kernels::silu(s.temb.data(), H);
-  kernels::linear(pool, s.temb.data(), 1, H, t_fc2_.w, t_fc2_.b, H, s.temb.data() + H);
+  apply_linear(pool, t_fc2_, s.temb.data(), H, 1, s.temb.data() + H, H);
   const float* temb = s.temb.data() + H;
 
   // Tokens per batch row: [condition, x_embedder(action_i) …] + positional embedding.
@@ -73,7 +73,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
   for (int b = 0; b < B; ++b) {
     float* row0 = &s.x[size_t(b) * L * H];
     for (int j = 0; j < H; ++j) row0[j] = temb[j] + cond[size_t(b) * H + j];
-    kernels::linear(pool, x + size_t(b) * C * A, C, A, x_embedder_.w, x_embedder_.b, H, row0 + H);
+    apply_linear(pool, x_embedder_, x + size_t(b) * C * A, A, C, row0 + H, H);
     kernels::add(row0, pos_embed_, size_t(L) * H);
   }
 
@@ -100,13 +100,13 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
       kernels::add(s.x.data(), ca.data(), size_t(R) * H);
     } else {
       kernels::layer_norm(s.x.data(), R, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
-      kernels::linear(pool, s.h.data(), R, H, blk.qkv.w, blk.qkv.b, 3 * H, s.qkv.data());
+      apply_linear(pool, blk.qkv, s.h.data(), H, R, s.qkv.data(), 3 * H);
       for (int b = 0; b < B; ++b) {
         const float* q = &s.qkv[size_t(b) * L * 3 * H];
         kernels::attention(pool, a, q, q + H, q + 2 * H, &s.attn[size_t(b) * L * H],
                            s.attn_scratch.data());
       }
-      kernels::linear(pool, s.attn.data(), R, H, blk.proj.w, blk.proj.b, H, s.h.data());
+      apply_linear(pool, blk.proj, s.attn.data(), H, R, s.h.data(), H);
       if (keep) ca.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
@@ -114,9 +114,9 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
       kernels::add(s.x.data(), cm.data(), size_t(R) * H);
     } else {
       kernels::layer_norm(s.x.data(), R, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
-      kernels::linear(pool, s.h.data(), R, H, blk.fc1.w, blk.fc1.b, M, s.mlp.data());
+      apply_linear(pool, blk.fc1, s.h.data(), H, R, s.mlp.data(), M);
       kernels::gelu_tanh(s.mlp.data(), size_t(R) * M);
-      kernels::linear(pool, s.mlp.data(), R, M, blk.fc2.w, blk.fc2.b, H, s.h.data());
+      apply_linear(pool, blk.fc2, s.mlp.data(), M, R, s.h.data(), H);
       if (keep) cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
@@ -127,7 +127,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
   for (int b = 0; b < B; ++b) {
     const float* rows = &s.x[(size_t(b) * L + 1) * H];
     kernels::layer_norm(rows, C, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
-    kernels::linear(pool, s.h.data(), C, H, final_.w, final_.b, A, eps + size_t(b) * C * A);
+    apply_linear(pool, final_, s.h.data(), H, C, eps + size_t(b) * C * A, A);
   }
 }
 

@@ -24,22 +24,26 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
     L.has_mlp = shape.mlp;
     if (L.has_attn) {
       L.attn_norm = l.get("input_layernorm.weight", {D});
-      L.q = l.linear("self_attn.q_proj", Dq, D, false);
-      L.k = l.linear("self_attn.k_proj", Dkv, D, false);
-      L.v = l.linear("self_attn.v_proj", Dkv, D, false);
+      L.q = l.linear("self_attn.q_proj", Dq, D, false, false);
+      L.k = l.linear("self_attn.k_proj", Dkv, D, false, false);
+      L.v = l.linear("self_attn.v_proj", Dkv, D, false, false);
       L.o = l.linear("self_attn.o_proj", D, Dq, false);
     }
     if (L.has_mlp) {
       const int F = shape.intermediate_size;
       L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
-      L.gate = l.linear("mlp.gate_proj", F, D, false);
-      L.up = l.linear("mlp.up_proj", F, D, false);
+      L.gate = l.linear("mlp.gate_proj", F, D, false, false);
+      L.up = l.linear("mlp.up_proj", F, D, false, false);
       L.down = l.linear("mlp.down_proj", D, F, false);
     }
     layers_.push_back(L);
   }
   packed_.resize(2 * layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) pack_fused(layers_[i], packed_[2 * i], packed_[2 * i + 1]);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    pack_fused(layers_[i], packed_[2 * i], packed_[2 * i + 1]);
+    for (Linear* f : {&layers_[i].qkv, &layers_[i].gate_up})
+      if (f->w) pack_if_faster(*f, [&store](size_t n) { return store.allocate(n); });
+  }
   if (need_lm_head) {
     if (cfg.tie_word_embeddings || !w.has("lm_head.weight"))
       lm_head_ = embed_tokens_;

@@ -34,7 +34,7 @@ void Projector::forward(const float* x, int T, float* y, std::vector<float>& scr
     const Linear& l = layers_[i];
     const bool last = i + 1 == layers_.size();
     float* out = last ? y : scratch.data() + (i % 2) * widest * T;
-    kernels::linear(pool, in, T, l.in, l.w, l.b, l.out, out);
+    apply_linear(pool, l, in, l.in, T, out, l.out);
     if (!last) kernels::gelu_erf(out, size_t(T) * l.out);
     in = out;
   }

@@ -70,7 +70,7 @@ void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
   if (reg_token_)
     std::memcpy(x + size_t(cls_token_ ? 1 : 0) * D, reg_token_, sizeof(float) * cfg_.num_registers * D);
   float* xp = x + size_t(prefix) * D;
-  kernels::linear(pool, s.patches.data(), N, patch_embed_.in, patch_embed_.w, patch_embed_.b, D, xp);
+  apply_linear(pool, patch_embed_, s.patches.data(), patch_embed_.in, N, xp, D);
   kernels::add(xp, pos_embed_, size_t(N) * D);
 
   s.h.resize(size_t(T) * D);
@@ -83,18 +83,18 @@ void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
 
   for (const VitBlock& b : blocks_) {
     kernels::layer_norm(x, T, D, b.norm1_w, b.norm1_b, cfg_.norm_eps, s.h.data());
-    kernels::linear(pool, s.h.data(), T, D, b.qkv.w, b.qkv.b, 3 * D, s.qkv.data());
+    apply_linear(pool, b.qkv, s.h.data(), D, T, s.qkv.data(), 3 * D);
     const float* qkv = s.qkv.data();
     kernels::attention(pool, attn_shape, qkv, qkv + D, qkv + 2 * D, s.attn.data(),
                        s.attn_scratch.data());
-    kernels::linear(pool, s.attn.data(), T, D, b.proj.w, b.proj.b, D, s.h.data());
+    apply_linear(pool, b.proj, s.attn.data(), D, T, s.h.data(), D);
     if (b.ls1) kernels::add_scaled(x, s.h.data(), b.ls1, T, D);
     else kernels::add(x, s.h.data(), size_t(T) * D);
 
     kernels::layer_norm(x, T, D, b.norm2_w, b.norm2_b, cfg_.norm_eps, s.h.data());
-    kernels::linear(pool, s.h.data(), T, D, b.fc1.w, b.fc1.b, I, s.mlp.data());
+    apply_linear(pool, b.fc1, s.h.data(), D, T, s.mlp.data(), I);
     kernels::gelu_erf(s.mlp.data(), size_t(T) * I);
-    kernels::linear(pool, s.mlp.data(), T, I, b.fc2.w, b.fc2.b, D, s.h.data());
+    apply_linear(pool, b.fc2, s.mlp.data(), I, T, s.h.data(), D);
     if (b.ls2) kernels::add_scaled(x, s.h.data(), b.ls2, T, D);
     else kernels::add(x, s.h.data(), size_t(T) * D);
   }

@@ -37,17 +37,27 @@ const float* WeightLoader::get(const std::string& leaf, const std::vector<int64_
 void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy) {
   if (L.w8)
     kernels::linear_int8(pool, x, ldx, M, L.in, L.w8, L.w8_scale, L.b, L.out, y, ldy);
+  else if (L.packed)
+    kernels::linear_packed(pool, x, ldx, M, L.in, L.packed, L.b, L.out, y, ldy);
   else
     kernels::linear_strided(pool, x, ldx, M, L.in, L.w, L.b, L.out, y, ldy);
 }
 
-Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias) const {
+void pack_if_faster(Linear& L, const std::function<float*(size_t)>& allocate) {
+  if (!kernels::prefer_packed(L.out, L.in)) return;
+  float* p = allocate(kernels::packed_floats(L.out, L.in));
+  kernels::pack_weights(L.w, L.out, L.in, p);
+  L.packed = p;
+}
+
+Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias, bool pack) const {
   Linear l;
   l.in = in;
   l.out = out;
   const std::string base = leaf.empty() ? "" : leaf + ".";
   l.w = get(base + "weight", {out, in});
   if (bias) l.b = get(base + "bias", {out});
+  if (pack) pack_if_faster(l, [this](size_t n) { return store_->allocate(n); });
   return l;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,12 +22,18 @@ struct Linear {
   // w ≈ w8_scale[row] · w8 (kernels::quantize_int8_rows).
   const int8_t* w8 = nullptr;
   const float* w8_scale = nullptr;
+  // w packed for kernels::linear_packed, set where that kernel is the faster
+  // one for this shape (kernels::prefer_packed).
+  const float* packed = nullptr;
 };
 
 class ThreadPool;
 // y = x · Wᵀ + b through whichever weights `L` carries (fp32 or int8); x and y
 // rows have strides ldx and ldy.
 void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy);
+// Gives L its packed copy (from `allocate(n floats)`) when the packed kernel
+// is the faster one for L's shape.
+void pack_if_faster(Linear& L, const std::function<float*(size_t)>& allocate);
 
 class WeightStore {
  public:
@@ -54,7 +61,8 @@ class WeightLoader {
   std::string name(const std::string& leaf) const;
   bool has(const std::string& leaf) const { return store_->has(name(leaf)); }
   const float* get(const std::string& leaf, const std::vector<int64_t>& shape) const;
-  Linear linear(const std::string& leaf, int out, int in, bool bias = true) const;
+  // pack = false for matrices the forward pass only runs fused with others.
+  Linear linear(const std::string& leaf, int out, int in, bool bias = true, bool pack = true) const;
   WeightStore& store() const { return *store_; }
 
  private:
