@@ -8,8 +8,18 @@
 
 namespace evla::kernels {
 
-void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps,
-                float* y) {
+void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps, float* y) {
+  cpu_has_avx2() ? avx2::layer_norm(x, M, D, gamma, beta, eps, y) : ref::layer_norm(x, M, D, gamma, beta, eps, y);
+}
+
+void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y) {
+  cpu_has_avx2() ? avx2::rms_norm(x, M, D, weight, eps, y) : ref::rms_norm(x, M, D, weight, eps, y);
+}
+
+namespace ref {
+
+// Statistics in double, summed in order.
+void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps, float* y) {
   for (int m = 0; m < M; ++m) {
     const float* xr = x + size_t(m) * D;
     float* yr = y + size_t(m) * D;
@@ -39,8 +49,6 @@ void rms_norm(const float* x, int M, int D, const float* weight, float eps, floa
     for (int d = 0; d < D; ++d) yr[d] = xr[d] * inv * weight[d];
   }
 }
-
-namespace ref {
 
 void gelu_erf(float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));

@@ -27,10 +27,11 @@ namespace {
 constexpr int kPanel = kPackedPanel;
 constexpr int kRows = 6;  // output rows per micro-kernel call
 
-// acc[r][0..15] = Σ_k x[r][k] · panel[k][0..15] for r < MR, written to out
-// (row stride 16).
+// out[r][0..15] = Σ_k x[r][k] · panel[k][0..15] (+ bias[0..15]) for r < MR,
+// out rows ldo apart.
 template <int MR>
-EVLA_AVX2 void micro_avx2(int K, const float* x, int ldx, const float* panel, float* out) {
+EVLA_AVX2 void micro_avx2(int K, const float* x, int ldx, const float* panel, const float* bias, float* out,
+                          int ldo) {
   __m256 lo[MR], hi[MR];
   for (int r = 0; r < MR; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
   for (int k = 0; k < K; ++k) {
@@ -42,15 +43,23 @@ EVLA_AVX2 void micro_avx2(int K, const float* x, int ldx, const float* panel, fl
       hi[r] = _mm256_fmadd_ps(xv, w1, hi[r]);
     }
   }
+  const __m256 c0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+  const __m256 c1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
   for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(out + r * kPanel, lo[r]);
-    _mm256_storeu_ps(out + r * kPanel + 8, hi[r]);
+    _mm256_storeu_ps(out + size_t(r) * ldo, _mm256_add_ps(lo[r], c0));
+    _mm256_storeu_ps(out + size_t(r) * ldo + 8, _mm256_add_ps(hi[r], c1));
   }
+}
+
+EVLA_AVX2 inline void store_row(float* out, __m256 c0, __m256 c1, __m256 lo, __m256 hi) {
+  _mm256_storeu_ps(out, _mm256_add_ps(lo, c0));
+  _mm256_storeu_ps(out + 8, _mm256_add_ps(hi, c1));
 }
 
 // The full 6-row block with its 12 accumulators as named locals: written as an
 // array (above) GCC keeps them on the stack, at a third of the speed.
-EVLA_AVX2 void micro6_avx2(int K, const float* x, int ldx, const float* panel, float* out) {
+EVLA_AVX2 void micro6_avx2(int K, const float* x, int ldx, const float* panel, const float* bias, float* out,
+                           int ldo) {
   __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0;
   __m256 a3 = a0, b3 = a0, a4 = a0, b4 = a0, a5 = a0, b5 = a0;
   const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * size_t(ldx), *x3 = x + 3 * size_t(ldx);
@@ -70,37 +79,38 @@ EVLA_AVX2 void micro6_avx2(int K, const float* x, int ldx, const float* panel, f
     v = _mm256_broadcast_ss(x5 + k);
     a5 = _mm256_fmadd_ps(v, w0, a5), b5 = _mm256_fmadd_ps(v, w1, b5);
   }
-  _mm256_storeu_ps(out, a0), _mm256_storeu_ps(out + 8, b0);
-  _mm256_storeu_ps(out + 16, a1), _mm256_storeu_ps(out + 24, b1);
-  _mm256_storeu_ps(out + 32, a2), _mm256_storeu_ps(out + 40, b2);
-  _mm256_storeu_ps(out + 48, a3), _mm256_storeu_ps(out + 56, b3);
-  _mm256_storeu_ps(out + 64, a4), _mm256_storeu_ps(out + 72, b4);
-  _mm256_storeu_ps(out + 80, a5), _mm256_storeu_ps(out + 88, b5);
+  const __m256 c0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+  const __m256 c1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+  store_row(out, c0, c1, a0, b0), store_row(out + ldo, c0, c1, a1, b1);
+  store_row(out + 2 * size_t(ldo), c0, c1, a2, b2), store_row(out + 3 * size_t(ldo), c0, c1, a3, b3);
+  store_row(out + 4 * size_t(ldo), c0, c1, a4, b4), store_row(out + 5 * size_t(ldo), c0, c1, a5, b5);
 }
 
-void micro_ref(int MR, int K, const float* x, int ldx, const float* panel, float* out) {
+void micro_ref(int MR, int K, const float* x, int ldx, const float* panel, const float* bias, float* out,
+               int ldo) {
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < kPanel; ++j) {
       float acc = 0;
       for (int k = 0; k < K; ++k) acc += x[size_t(r) * ldx + k] * panel[size_t(k) * kPanel + j];
-      out[r * kPanel + j] = acc;
+      out[size_t(r) * ldo + j] = acc + (bias ? bias[j] : 0.0f);
     }
 }
 
-void micro(int MR, int K, const float* x, int ldx, const float* panel, float* out) {
-  if (!cpu_has_avx2()) return micro_ref(MR, K, x, ldx, panel, out);
+void micro(int MR, int K, const float* x, int ldx, const float* panel, const float* bias, float* out, int ldo) {
+  if (!cpu_has_avx2()) return micro_ref(MR, K, x, ldx, panel, bias, out, ldo);
   switch (MR) {
-    case 6: return micro6_avx2(K, x, ldx, panel, out);
-    case 5: return micro_avx2<5>(K, x, ldx, panel, out);
-    case 4: return micro_avx2<4>(K, x, ldx, panel, out);
-    case 3: return micro_avx2<3>(K, x, ldx, panel, out);
-    case 2: return micro_avx2<2>(K, x, ldx, panel, out);
-    default: return micro_avx2<1>(K, x, ldx, panel, out);
+    case 6: return micro6_avx2(K, x, ldx, panel, bias, out, ldo);
+    case 5: return micro_avx2<5>(K, x, ldx, panel, bias, out, ldo);
+    case 4: return micro_avx2<4>(K, x, ldx, panel, bias, out, ldo);
+    case 3: return micro_avx2<3>(K, x, ldx, panel, bias, out, ldo);
+    case 2: return micro_avx2<2>(K, x, ldx, panel, bias, out, ldo);
+    default: return micro_avx2<1>(K, x, ldx, panel, bias, out, ldo);
   }
 }
 
 // Output panels [p0, p1): every row block of x against each panel, which
-// stays in L1 while the rows stream past it.
+// stays in L1 while the rows stream past it. Full panels are written straight
+// into y; the last, partial one goes through a tile.
 void panels(const float* x, int ldx, int M, int K, const float* Wp, const float* bias, int N, int p0, int p1,
             float* y, int ldy) {
   alignas(32) float tile[kRows * kPanel];
@@ -109,15 +119,14 @@ void panels(const float* x, int ldx, int M, int K, const float* Wp, const float*
     const int n0 = p * kPanel, nn = std::min(kPanel, N - n0);
     for (int m = 0; m < M; m += kRows) {
       const int mr = std::min(kRows, M - m);
-      micro(mr, K, x + size_t(m) * ldx, ldx, panel, tile);
-      for (int r = 0; r < mr; ++r) {
-        float* dst = y + size_t(m + r) * ldy + n0;
-        const float* src = tile + r * kPanel;
-        if (bias)
-          for (int j = 0; j < nn; ++j) dst[j] = src[j] + bias[n0 + j];
-        else
-          std::memcpy(dst, src, sizeof(float) * size_t(nn));
+      float* dst = y + size_t(m) * ldy + n0;
+      if (nn == kPanel) {
+        micro(mr, K, x + size_t(m) * ldx, ldx, panel, bias ? bias + n0 : nullptr, dst, ldy);
+        continue;
       }
+      micro(mr, K, x + size_t(m) * ldx, ldx, panel, nullptr, tile, kPanel);
+      for (int r = 0; r < mr; ++r)
+        for (int j = 0; j < nn; ++j) dst[size_t(r) * ldy + j] = tile[r * kPanel + j] + (bias ? bias[n0 + j] : 0.0f);
     }
   }
 }

@@ -1,4 +1,4 @@
-// Vectorised transcendental element-wise kernels (AVX2 + FMA, chosen at run
+// Vectorised element-wise kernels and norms (AVX2 + FMA, chosen at run
 // time), with the plain <cmath> loops of elementwise.cpp as their reference.
 // Accuracy: exp ~1 ulp (Cephes polynomial), erf ≤ 1.5e-7 absolute
 // (Abramowitz & Stegun 7.1.26).
@@ -18,6 +18,9 @@ void silu(float* x, size_t n);
 void swiglu(float* gate, const float* up, size_t n);
 // out[i] = scale · q[i]
 void dequant_int8(const int8_t* q, float scale, float* out, size_t n);
+// Row statistics in double (eight lanes of partial sums instead of one chain).
+void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps, float* y);
+void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y);
 }  // namespace avx2
 
 namespace ref {
@@ -26,6 +29,8 @@ void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);
 void swiglu(float* gate, const float* up, size_t n);
 void dequant_int8(const int8_t* q, float scale, float* out, size_t n);
+void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps, float* y);
+void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y);
 }  // namespace ref
 
 }  // namespace evla::kernels

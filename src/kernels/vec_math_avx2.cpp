@@ -107,6 +107,75 @@ EVLA_AVX2 void swiglu(float* gate, const float* up, size_t n) {
   ref::swiglu(gate + i, up + i, n - i);
 }
 
+namespace {
+
+// Σ (x[i] - shift)^p for p = 1 or 2, in double: two 4-lane accumulators.
+template <int P>
+EVLA_AVX2 double row_sum(const float* x, int n, double shift) {
+  __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+  const __m256d s = _mm256_set1_pd(shift);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), s);
+    __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)), s);
+    if constexpr (P == 2) {
+      a = _mm256_fmadd_pd(lo, lo, a);
+      b = _mm256_fmadd_pd(hi, hi, b);
+    } else {
+      a = _mm256_add_pd(a, lo);
+      b = _mm256_add_pd(b, hi);
+    }
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(a, b));
+  double r = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (; i < n; ++i) {
+    const double d = x[i] - shift;
+    r += P == 2 ? d * d : d;
+  }
+  return r;
+}
+
+}  // namespace
+
+EVLA_AVX2 void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps,
+                          float* y) {
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + size_t(m) * D;
+    float* yr = y + size_t(m) * D;
+    const double mean = row_sum<1>(xr, D, 0.0) / D;
+    const double var = row_sum<2>(xr, D, mean) / D;
+    const float inv = float(1.0 / std::sqrt(var + eps)), mu = float(mean);
+    const __m256 vinv = _mm256_set1_ps(inv), vmu = _mm256_set1_ps(mu);
+    int d = 0;
+    for (; d + 8 <= D; d += 8) {
+      __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + d), vmu), vinv);
+      if (gamma) v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + d));
+      if (beta) v = _mm256_add_ps(v, _mm256_loadu_ps(beta + d));
+      _mm256_storeu_ps(yr + d, v);
+    }
+    for (; d < D; ++d) {
+      float v = (xr[d] - mu) * inv;
+      if (gamma) v *= gamma[d];
+      if (beta) v += beta[d];
+      yr[d] = v;
+    }
+  }
+}
+
+EVLA_AVX2 void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y) {
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + size_t(m) * D;
+    float* yr = y + size_t(m) * D;
+    const float inv = float(1.0 / std::sqrt(row_sum<2>(xr, D, 0.0) / D + eps));
+    const __m256 vinv = _mm256_set1_ps(inv);
+    int d = 0;
+    for (; d + 8 <= D; d += 8)
+      _mm256_storeu_ps(yr + d, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + d), vinv), _mm256_loadu_ps(weight + d)));
+    for (; d < D; ++d) yr[d] = xr[d] * inv * weight[d];
+  }
+}
+
 EVLA_AVX2 void dequant_int8(const int8_t* q, float scale, float* out, size_t n) {
   const __m256 s = _mm256_set1_ps(scale);
   size_t i = 0;

@@ -258,6 +258,17 @@ TEST(VecMath, ActivationsMatchReference) {
     kernels::avx2::swiglu(g.data(), up.data(), n);
     kernels::ref::swiglu(g2.data(), up.data(), n);
     for (size_t i = 0; i < n; ++i) ASSERT_NEAR(g[i], g2[i], 3e-7 * std::max(1.0f, std::fabs(g2[i])));
+    // Norms (rows of n): the same statistics summed in another order.
+    std::vector<float> gamma = randn(n, 11), beta = randn(n, 12), na(n), nb(n);
+    kernels::avx2::layer_norm(base.data(), 1, int(n), gamma.data(), beta.data(), 1e-6f, na.data());
+    kernels::ref::layer_norm(base.data(), 1, int(n), gamma.data(), beta.data(), 1e-6f, nb.data());
+    for (size_t i = 0; i < n; ++i) ASSERT_NEAR(na[i], nb[i], 1e-6 * std::max(1.0f, std::fabs(nb[i]))) << "layer_norm";
+    kernels::avx2::layer_norm(base.data(), 1, int(n), nullptr, nullptr, 1e-6f, na.data());
+    kernels::ref::layer_norm(base.data(), 1, int(n), nullptr, nullptr, 1e-6f, nb.data());
+    for (size_t i = 0; i < n; ++i) ASSERT_NEAR(na[i], nb[i], 1e-6 * std::max(1.0f, std::fabs(nb[i]))) << "layer_norm";
+    kernels::avx2::rms_norm(base.data(), 1, int(n), gamma.data(), 1e-6f, na.data());
+    kernels::ref::rms_norm(base.data(), 1, int(n), gamma.data(), 1e-6f, nb.data());
+    for (size_t i = 0; i < n; ++i) ASSERT_NEAR(na[i], nb[i], 1e-6 * std::max(1.0f, std::fabs(nb[i]))) << "rms_norm";
     std::vector<float> e = base;
     kernels::avx2::exp_inplace(e.data(), n);
     for (size_t i = 0; i < n; ++i) ASSERT_NEAR(e[i], std::exp(base[i]), 2e-7 * std::exp(base[i]));
