@@ -29,6 +29,8 @@ def configs(L, nv, a):
     mlp = ["--mlp-prune", "0.25"]
     tokens = ["--tokens", str(tok)]
     cache = ["--cache-interval", "5"]
+    aggressive = (["--drop-layers", str(max(drop + 1, L // 2))] + mlp + ["--tokens", str(max(a.token_key + 2, nv // 8))]
+                  + cache)
     return [
         ("dense", None),
         ("tokens only", tokens),
@@ -42,6 +44,8 @@ def configs(L, nv, a):
         ("baseline: evenly spread layer skip", layers + ["--layer-choice", "even"]),
         ("baseline: random token drop", tokens + ["--token-method", "random", "--seed", "1"]),
         ("baseline: FastV (top-K attention)", tokens + ["--token-method", "fastv"]),
+        ("all, aggressive (half the layers, 1/8 of the tokens)", aggressive),
+        ("int8 LM weights (every layer, weight-only)", ["--int8-layers", str(L)]),
     ], drop, tok
 
 

@@ -3,7 +3,7 @@
 # Idempotent: a machine that has them all skips apt entirely.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
-      libopenblas-dev libopenblas-serial-dev nlohmann-json3-dev libcli11-dev libfmt-dev
+      libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev
       libsentencepiece-dev libpng-dev libjpeg-dev libstb-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       libboost-dev libmsgpack-cxx-dev pybind11-dev python3-dev

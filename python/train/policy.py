@@ -117,6 +117,29 @@ def init_weights(policy, seed):
                 lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / math.sqrt(lin.weight.shape[1]))
         policy.dit.final_layer.linear.weight.zero_()
         policy.dit.final_layer.linear.bias.zero_()
+        # ViT positions start as 2-D sin-cos (as MAE's fixed embeddings), still learned: with
+        # N(0, 0.02) the towers first have to discover where each patch is, which made
+        # localising the named object the slowest thing to learn.
+        for enc in policy.encoders:
+            n, d = enc.pos_embed.shape[1], enc.pos_embed.shape[2]
+            enc.pos_embed.copy_(0.2 * sincos_2d(int(round(math.sqrt(n))), d).unsqueeze(0))
+
+
+def sincos_2d(grid, dim):
+    """[grid*grid, dim]: the first half of the channels encode the row, the second the column,
+    each as sin | cos of position x 10000^(-k/(dim/4)) (row-major patch order)."""
+    q = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(q, dtype=torch.float64) / max(q, 1)))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    parts = []
+    for pos in (ys.reshape(-1), xs.reshape(-1)):
+        a = pos[:, None] * omega[None, :]
+        parts += [torch.sin(a), torch.cos(a)]
+    out = torch.cat(parts, dim=1)
+    if out.shape[1] < dim:
+        out = torch.cat([out, torch.zeros(out.shape[0], dim - out.shape[1], dtype=out.dtype)], dim=1)
+    return out.float()
 
 
 class Trainable(nn.Module):

@@ -6,20 +6,26 @@ namespace evla::accel {
 
 void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
                          std::deque<std::vector<float>>& scales) {
-  auto quantize = [&](Linear& L) {
+  // Rows are quantized independently, so a fused matrix is quantized part by
+  // part straight from the layer's own q, k, v (gate, up) weights.
+  auto quantize = [&](Linear& L, std::initializer_list<const Linear*> parts) {
     auto& q = codes.emplace_back(size_t(L.out) * L.in);
     auto& s = scales.emplace_back(size_t(L.out));
-    kernels::quantize_int8_rows(L.w, L.out, L.in, q.data(), s.data());
+    size_t row = 0;
+    for (const Linear* p : parts) {
+      kernels::quantize_int8_rows(p->w, p->out, p->in, q.data() + row * L.in, s.data() + row);
+      row += size_t(p->out);
+    }
     L.w8 = q.data();
     L.w8_scale = s.data();
   };
   if (layer.has_attn) {
-    quantize(layer.qkv);
-    quantize(layer.o);
+    quantize(layer.qkv, {&layer.q, &layer.k, &layer.v});
+    quantize(layer.o, {&layer.o});
   }
   if (layer.has_mlp) {
-    quantize(layer.gate_up);
-    quantize(layer.down);
+    quantize(layer.gate_up, {&layer.gate, &layer.up});
+    quantize(layer.down, {&layer.down});
   }
 }
 

@@ -136,13 +136,21 @@ void panels(const float* x, int ldx, int M, int K, const float* Wp, const float*
 size_t packed_floats(int N, int K) { return size_t((N + kPanel - 1) / kPanel) * kPanel * size_t(K); }
 
 void pack_weights(const float* W, int N, int K, float* Wp) {
-  const int P = (N + kPanel - 1) / kPanel;
-  for (int p = 0; p < P; ++p)
-    for (int k = 0; k < K; ++k)
-      for (int j = 0; j < kPanel; ++j) {
-        const int n = p * kPanel + j;
-        Wp[(size_t(p) * K + k) * kPanel + j] = n < N ? W[size_t(n) * K + k] : 0.0f;
-      }
+  // Panel by panel, k by k: each output line of 16 floats is written whole
+  // while the panel's 16 source rows are read as 16 sequential streams.
+  static const float zeros[1] = {0.0f};
+  for (int n0 = 0; n0 < N; n0 += kPanel) {
+    const float* rows[kPanel];
+    size_t step[kPanel];
+    for (int j = 0; j < kPanel; ++j) {
+      const bool real = n0 + j < N;  // padding rows of the last panel read zeros
+      rows[j] = real ? W + size_t(n0 + j) * K : zeros;
+      step[j] = real ? 1 : 0;
+    }
+    float* dst = Wp + size_t(n0) * K;
+    for (int k = 0; k < K; ++k, dst += kPanel)
+      for (int j = 0; j < kPanel; ++j) dst[j] = rows[j][step[j] * size_t(k)];
+  }
 }
 
 bool prefer_packed(int N, int K) {

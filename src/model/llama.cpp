@@ -39,10 +39,25 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
     layers_.push_back(L);
   }
   packed_.resize(2 * layers_.size());
+  std::vector<float> scratch;  // stacking buffer for fused matrices that get packed
+  auto allocate = [&store](size_t n) { return store.allocate(n); };
+  // A fused matrix run by the small-matrix kernel keeps only its packed copy
+  // (stacked in the reused scratch); otherwise the stacked fp32 matrix is kept.
+  auto fuse = [&](std::initializer_list<const Linear*> parts, std::vector<float>& keep) {
+    int rows = 0;
+    for (const Linear* p : parts) rows += p->out;
+    const bool pack = kernels::prefer_packed(rows, D);
+    Linear f = stack_rows(parts, pack ? scratch : keep);
+    if (pack) {
+      pack_if_faster(f, allocate);
+      f.w = nullptr;
+    }
+    return f;
+  };
   for (size_t i = 0; i < layers_.size(); ++i) {
-    pack_fused(layers_[i], packed_[2 * i], packed_[2 * i + 1]);
-    for (Linear* f : {&layers_[i].qkv, &layers_[i].gate_up})
-      if (f->w) pack_if_faster(*f, [&store](size_t n) { return store.allocate(n); });
+    LlamaLayer& L = layers_[i];
+    if (L.has_attn) L.qkv = fuse({&L.q, &L.k, &L.v}, packed_[2 * i]);
+    if (L.has_mlp) L.gate_up = fuse({&L.gate, &L.up}, packed_[2 * i + 1]);
   }
   if (need_lm_head) {
     if (cfg.tie_word_embeddings || !w.has("lm_head.weight"))
@@ -71,18 +86,14 @@ void Llama::logits(const float* normed, int rows, float* out, ThreadPool& pool) 
   kernels::linear(pool, normed, rows, cfg_.hidden_size, lm_head_, nullptr, cfg_.vocab_size, out);
 }
 
-void pack_fused(LlamaLayer& L, std::vector<float>& qkv, std::vector<float>& gate_up) {
-  auto stack = [](std::initializer_list<const Linear*> parts, std::vector<float>& buf) {
-    int rows = 0;
-    const int in = (*parts.begin())->in;
-    for (const Linear* p : parts) rows += p->out;
-    buf.clear();
-    buf.reserve(size_t(rows) * in);  // appended, not zero-filled first: load time
-    for (const Linear* p : parts) buf.insert(buf.end(), p->w, p->w + size_t(p->out) * in);
-    return Linear{buf.data(), nullptr, in, rows};
-  };
-  if (L.has_attn) L.qkv = stack({&L.q, &L.k, &L.v}, qkv);
-  if (L.has_mlp) L.gate_up = stack({&L.gate, &L.up}, gate_up);
+Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage) {
+  int rows = 0;
+  const int in = (*parts.begin())->in;
+  for (const Linear* p : parts) rows += p->out;
+  storage.clear();
+  storage.reserve(size_t(rows) * in);  // appended, not zero-filled first: load time
+  for (const Linear* p : parts) storage.insert(storage.end(), p->w, p->w + size_t(p->out) * in);
+  return Linear{storage.data(), nullptr, in, rows};
 }
 
 namespace {

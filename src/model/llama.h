@@ -5,6 +5,7 @@
 // selection after a given layer (kept tokens keep their positions).
 #pragma once
 #include <deque>
+#include <initializer_list>
 #include <vector>
 
 #include "evla/plan.h"
@@ -22,11 +23,12 @@ struct LlamaLayer {
   Linear q, k, v, o, gate, up, down;
   // q, k, v stacked into one [Dq + 2·Dkv, D] matrix and gate, up into one
   // [2F, D] matrix (packed once at load): one GEMM each instead of three / two.
+  // Their fp32 `w` is null when only the packed copy is kept.
   Linear qkv, gate_up;
 };
 
-// Packs a layer's fused qkv and gate_up matrices into `storage`.
-void pack_fused(LlamaLayer& L, std::vector<float>& qkv_storage, std::vector<float>& gate_up_storage);
+// The parts' rows stacked into one matrix held in `storage` (no bias).
+Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage);
 
 // Where the visual tokens sit in the sequence; the text follows them.
 struct SequenceLayout {

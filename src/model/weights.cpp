@@ -16,8 +16,8 @@ const float* WeightStore::f32(const std::string& name, const std::vector<int64_t
 }
 
 float* WeightStore::allocate(size_t n) {
-  owned_.emplace_back(n);
-  return owned_.back().data();
+  // Not zero-filled: that would cost as much as the packing that follows.
+  return static_cast<float*>(owned_.allocate(n * sizeof(float)));
 }
 
 WeightLoader WeightLoader::pp(const std::string& part) const {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/arena.h"
 #include "io/safetensors.h"
 
 namespace evla {
@@ -41,7 +42,7 @@ class WeightStore {
   bool has(const std::string& name) const { return store_.has(name); }
   // fp32 view of a tensor after checking its shape; the error names both shapes.
   const float* f32(const std::string& name, const std::vector<int64_t>& shape);
-  // Owned fp32 storage for derived weights (e.g. compacted channels).
+  // Owned fp32 storage for derived weights (converted, packed), not zeroed.
   float* allocate(size_t n);
   int64_t loaded_params() const { return loaded_params_; }
   const std::string& source() const { return store_.source(); }
@@ -49,7 +50,7 @@ class WeightStore {
 
  private:
   io::TensorStore store_;
-  std::deque<std::vector<float>> owned_;
+  Arena owned_;  // uninitialised: every caller fills what it asks for
   int64_t loaded_params_ = 0;
 };
 

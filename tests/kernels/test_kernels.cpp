@@ -186,6 +186,29 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionVsRef,
                                            AttnCase{70, 70, 6, 3, 32, true, true, 0, 3},
                                            AttnCase{1, 9, 2, 2, 4, false, false, 0, 1}));
 
+// Many pool threads calling BLAS at once, over and over: a BLAS build that
+// shares its packing buffers between threads (Debian's serial OpenBLAS)
+// corrupts some of these results.
+TEST(Kernels, ConcurrentCallsAreSafe) {
+  ThreadPool pool(4);
+  const int T = 70, H = 8, hd = 32, M = 64, K = 256, N = 512;
+  auto qkv = randn(size_t(T) * 3 * H * hd, 21), x = randn(size_t(M) * K, 22), W = randn(size_t(N) * K, 23);
+  kernels::AttentionShape a{T, T, H, H, hd, 3 * H * hd, 3 * H * hd, 3 * H * hd, H * hd};
+  a.causal = true;
+  a.scale = 0.2f;
+  const float *q = qkv.data(), *k = q + H * hd, *v = q + 2 * H * hd;
+  std::vector<float> ref(size_t(T) * H * hd), out(ref.size()), lref(size_t(M) * N), lout(lref.size());
+  std::vector<float> scratch(kernels::attention_scratch_floats(pool, T, T));
+  kernels::ref::attention(a, q, k, v, ref.data());
+  kernels::ref::linear(x.data(), M, K, W.data(), nullptr, N, lref.data());
+  for (int rep = 0; rep < 40; ++rep) {
+    kernels::attention(pool, a, q, k, v, out.data(), scratch.data());
+    ASSERT_LE(nmse(out, ref), 1e-10) << "attention, repetition " << rep;
+    kernels::linear(pool, x.data(), M, K, W.data(), nullptr, N, lout.data());
+    ASSERT_LE(nmse(lout, lref), 1e-10) << "linear, repetition " << rep;
+  }
+}
+
 TEST(ThreadPool, CoversEveryIndexOnce) {
   for (int threads : {1, 2, 5}) {
     ThreadPool pool(threads);
