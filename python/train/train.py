@@ -112,6 +112,10 @@ def main():
                     help="weight of the auxiliary loss: a training-only linear head on the cognition "
                          "feature regresses the task's object and destination positions (the shards' "
                          "privileged `target`), which teaches the backbone to localise them")
+    ap.add_argument("--stop-at-step", type=int, default=0,
+                    help="export and stop at this step without shortening the schedule (to resume later)")
+    ap.add_argument("--vit-pos", default="random", choices=["random", "sincos"],
+                    help="initial ViT position embeddings: N(0, 0.02) or 2-D sin-cos")
     ap.add_argument("--init-only", action="store_true")
     ap.add_argument("--ckpt", default=None, help="torch checkpoint path (saved with each export)")
     ap.add_argument("--resume", default=None,
@@ -169,7 +173,7 @@ def main():
             f"tokens after BOS (+64 visual)")
 
     model = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if args.aux_weight > 0 else 0)
-    P.init_weights(model.policy, args.seed)
+    P.init_weights(model.policy, args.seed, args.vit_pos)
     nparam = sum(p.numel() for p in model.policy.parameters())
     log(lf, f"model: {nparam / 1e6:.2f} M parameters")
     if args.init_only:
@@ -257,6 +261,8 @@ def main():
             log(lf, f"step {step} loss {avg:.4f} aux {float(np.mean(aux_losses[-25:])):.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
                     f"{now - ts:.2f} s/step elapsed {el / 60:.1f} min progress {100 * progress:.1f}% "
                     f"ETA {eta / 60:.1f} min")
+        if args.stop_at_step and step >= args.stop_at_step:
+            break
         if now - last_export > args.export_every:
             do_export("periodic")
             last_export = time.time()

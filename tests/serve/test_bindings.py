@@ -10,33 +10,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(ROOT, "models", "evla-tiny-random")
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "single_mha_nocfg")
+import pycheck  # noqa: E402  (beside this script)
+from pycheck import FIXTURE, ROOT, TINY, check, image, raises  # noqa: E402
 
 import evla  # noqa: E402  (PYTHONPATH=<build>/python)
-
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        raise AssertionError(what)
-
-
-def raises(exc, fn, part):
-    try:
-        fn()
-    except exc as e:
-        check(part in str(e), f"{exc.__name__} message {str(e)!r} lacks {part!r}")
-        return
-    raise AssertionError(f"expected {exc.__name__} containing {part!r}")
-
-
-def image(h, w, salt=0):
-    return ((np.arange(h * w * 3, dtype=np.int64) * 7 + salt * 31) % 251).astype(np.uint8).reshape(h, w, 3)
 
 
 def test_tiny():
@@ -130,4 +107,4 @@ if __name__ == "__main__":
     test_fixture()
     test_gil_released(policy, observation)
     test_sim()
-    print(f"test_bindings: {checks} checks passed")
+    print(f"test_bindings: {pycheck.passed} checks passed")

@@ -17,24 +17,11 @@ import urllib.request
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pycheck  # noqa: E402  (beside this script)
+from pycheck import FIXTURE, ROOT, TINY, check, image  # noqa: E402
+
 sys.path.insert(0, os.path.join(ROOT, "python"))
 from evla_client import ServerError, WebsocketClientPolicy, msgpack_numpy  # noqa: E402
-
-TINY = os.path.join(ROOT, "models", "evla-tiny-random")
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "single_mha_nocfg")
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        raise AssertionError(what)
-
-
-def image(h, w, salt=0):
-    return ((np.arange(h * w * 3, dtype=np.int64) * 7 + salt * 31) % 251).astype(np.uint8).reshape(h, w, 3)
 
 
 class Server:
@@ -159,4 +146,4 @@ if __name__ == "__main__":
     test_codec()
     test_tiny(args.evla)
     test_fixture(args.evla)
-    print(f"test_client: {checks} checks passed")
+    print(f"test_client: {pycheck.passed} checks passed")
