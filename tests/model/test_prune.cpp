@@ -2,6 +2,7 @@
 // PyTorch reference on a physically pruned checkpoint, and `evla prune`
 // writes a checkpoint that equals the plan applied at run time.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -91,6 +92,24 @@ TEST(Prune, PrunedCheckpointEqualsPlanAtRunTime) {
         << "runtime_parts=" << runtime_parts;
     EXPECT_LT(pruned->flops().llm, model->flops().llm);
   }
+  std::filesystem::remove_all(dir);
+}
+
+// Int8 layers cannot be baked into fp32 weights: they go to the residual
+// plan, renumbered past the dropped block.
+TEST(Prune, Int8LayersMoveToTheResidualPlan) {
+  auto model = Model::load(test::source_path("tests/fixtures/dual_gqa_cfg"));
+  const Plan plan = Plan::from_json(
+      R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1], "int8_layers": [2]}})", "p");
+  const std::string dir = "/tmp/evla_prune_int8_" + std::to_string(::getpid());
+  const auto r = accel::prune_model(*model, plan, dir);
+  ASSERT_TRUE(r.residual_plan);
+  const Plan residual = Plan::load(dir + "/plan.json");
+  ASSERT_EQ(residual.llm.size(), 2u);
+  EXPECT_EQ(residual.llm[0].weights, WeightType::F32);
+  EXPECT_EQ(residual.llm[1].weights, WeightType::Int8);
+  auto pruned = Model::load(dir);
+  EXPECT_NO_THROW(pruned->validate(residual));
   std::filesystem::remove_all(dir);
 }
 
