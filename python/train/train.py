@@ -104,8 +104,9 @@ def main():
     ap.add_argument("--log", default=None)
     ap.add_argument("--size", default=None, help="JSON dict overriding make_config sizes")
     ap.add_argument("--state-dim", type=int, default=0, choices=[0, 4],
-                    help="4 feeds the env state through s_embedder; 0 (default, as CogACT) does not: "
-                         "with the state the policy learned to ignore the image (see docs/benchmark.md)")
+                    help="4 feeds the env state through s_embedder (the shipped model, with --state-drop 0.3: "
+                         "without dropout the policy learned to ignore the image, docs/benchmark.md); "
+                         "0 (default, as CogACT) does not")
     ap.add_argument("--state-drop", type=float, default=0.0,
                     help="probability of hiding the state from the action head (it sees the mean state)")
     ap.add_argument("--aux-weight", type=float, default=0.0,
