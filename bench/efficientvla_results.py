@@ -70,6 +70,9 @@ def main():
     ap.add_argument("--token-key", type=int, default=4)
     ap.add_argument("--out", default="docs/results.md")
     ap.add_argument("--work", default="docs/results")
+    ap.add_argument("--reuse-evals", action="store_true",
+                    help="keep evaluation reports already in --work (e.g. to redo only the latency run on a "
+                         "quiet machine); plans are rebuilt and must come out the same")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     ev = args.evla
@@ -114,7 +117,8 @@ def main():
                    "--workers", str(args.workers), "-t", "1", "-q", "--json", out]
             if plan != "dense":
                 cmd += ["--plan", plan]
-            run(cmd, capture_output=True)
+            if not (args.reuse_evals and os.path.exists(out)):
+                run(cmd, capture_output=True)
             res[split] = json.load(open(out))
         rows.append({"name": name, "plan": plan, "flops": flops, "eval": res})
 
