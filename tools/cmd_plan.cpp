@@ -27,8 +27,10 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--drop-mlp", r.drop_mlp, "LM MLP sub-layers to drop");
   cmd->add_option("--mlp-prune", r.mlp_prune, "Fraction of MLP channels removed in kept layers (score: mean|activation| × ‖down_proj column‖)");
   cmd->add_option("--int8-layers", r.int8_layers, "Kept LM layers that run from int8 weights, least important first (weight-only, per-row scales)");
-  cmd->add_option("--layer-choice", o->choice, "importance (the method), random or even (baselines)")
-      ->check(CLI::IsMember({"importance", "random", "even"}))->capture_default_str();
+  cmd->add_option("--layer-choice", o->choice,
+                  "importance (the method: 1 - cos over all tokens), cognition (the same on the cognition token), "
+                  "random or even (baselines)")
+      ->check(CLI::IsMember({"importance", "cognition", "random", "even"}))->capture_default_str();
   cmd->add_option("--tokens", r.tokens, "Visual tokens kept (K_final); 0 keeps all");
   cmd->add_option("--token-key", r.token_key, "K_key: top-relevance tokens")->capture_default_str();
   cmd->add_option("--token-alpha", r.token_alpha, "Share of the remaining budget chosen by relevance")->capture_default_str();
@@ -46,7 +48,8 @@ void add_plan_command(CLI::App& app) {
     auto& r = o->req;
     r.layers = o->choice == "random" ? accel::LayerChoice::Random
                : o->choice == "even" ? accel::LayerChoice::Even
-                                     : accel::LayerChoice::Importance;
+               : o->choice == "cognition" ? accel::LayerChoice::CognitionImportance
+                                          : accel::LayerChoice::Importance;
     r.token_method = o->method == "fastv" ? TokenMethod::FastV
                      : o->method == "random" ? TokenMethod::Random
                                              : TokenMethod::EfficientVla;

@@ -36,7 +36,7 @@ struct CosSum {
 
 struct LlmProbe : LlamaObserver {
   int L = 0;
-  std::vector<CosSum> block, attn, mlp;
+  std::vector<CosSum> block, attn, mlp, cognition;
   std::vector<std::vector<double>> act_abs;  // Σ|a| per channel
   std::vector<int64_t> act_rows;
   std::vector<std::vector<double>> vis_att;
@@ -44,7 +44,7 @@ struct LlmProbe : LlamaObserver {
   std::vector<float> in, mid;
 
   explicit LlmProbe(int layers)
-      : L(layers), block(layers), attn(layers), mlp(layers), act_abs(layers), act_rows(layers),
+      : L(layers), block(layers), attn(layers), mlp(layers), cognition(layers), act_abs(layers), act_rows(layers),
         vis_att(layers), vis_samples(layers) {}
   void layer_input(int, const float* x, int T, int D) override { in.assign(x, x + size_t(T) * D); }
   void after_attention(int l, const float* x, int T, int D) override {
@@ -54,6 +54,8 @@ struct LlmProbe : LlamaObserver {
   void layer_output(int l, const float* x, int T, int D) override {
     mlp[l].add(sum_row_cosines(mid.data(), x, T, D), T);
     block[l].add(sum_row_cosines(in.data(), x, T, D), T);
+    const size_t last = size_t(T - 1) * D;
+    cognition[l].add(sum_row_cosines(in.data() + last, x + last, 1, D), 1);
   }
   void mlp_activation(int l, const float* a, int T, int F, int ld) override {
     auto& acc = act_abs[l];
@@ -110,8 +112,10 @@ struct DitProbe : DitObserver {
   }
 };
 
-nlohmann::json scores_json(const SubLayerScores& s) {
-  return {{"block", s.block}, {"attn", s.attn}, {"mlp", s.mlp}};
+nlohmann::json scores_json(const SubLayerScores& s, bool with_cognition) {
+  nlohmann::json j = {{"block", s.block}, {"attn", s.attn}, {"mlp", s.mlp}};
+  if (with_cognition) j["cognition"] = s.cognition;
+  return j;
 }
 
 std::vector<int> ascending(const std::vector<SubLayerScores>& v, double SubLayerScores::*field) {
@@ -124,6 +128,9 @@ std::vector<int> ascending(const std::vector<SubLayerScores>& v, double SubLayer
 }  // namespace
 
 std::vector<int> AnalysisReport::least_important_blocks() const { return ascending(llm, &SubLayerScores::block); }
+std::vector<int> AnalysisReport::least_important_for_cognition() const {
+  return ascending(llm, &SubLayerScores::cognition);
+}
 std::vector<int> AnalysisReport::least_important_attention() const { return ascending(llm, &SubLayerScores::attn); }
 std::vector<int> AnalysisReport::least_important_mlp() const { return ascending(llm, &SubLayerScores::mlp); }
 
@@ -156,7 +163,8 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   r.dense_ms = {sum.vision_ms / n, sum.projector_ms / n, sum.llm_ms / n, sum.action_head_ms / n, sum.total_ms / n};
   r.flops = model->flops();
   for (int l = 0; l < L; ++l) {
-    r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance()});
+    r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance(),
+                     llm.cognition[l].importance()});
     // Channel score: mean |activation| × L2 norm of the channel's down_proj column.
     const Linear& down = im.llm->layers()[size_t(l)].down;  // empty when the checkpoint has no MLP here
     std::vector<float> score(static_cast<size_t>(down.in), 0.f);
@@ -196,12 +204,12 @@ nlohmann::json AnalysisReport::to_json() const {
                    {"action_head", dense_ms.action_head_ms}, {"total", dense_ms.total_ms}};
   j["flops"] = {{"vision", flops.vision}, {"projector", flops.projector}, {"llm", flops.llm},
                 {"action_head", flops.action_head}};
-  for (const auto& s : llm) j["llm_importance"].push_back(scores_json(s));
+  for (const auto& s : llm) j["llm_importance"].push_back(scores_json(s, true));
   j["mlp_channel_scores"] = mlp_channels;
   j["visual_attention"] = visual_attention;
   for (const auto& row : dit) {
     nlohmann::json jr = nlohmann::json::array();
-    for (const auto& s : row) jr.push_back(scores_json(s));
+    for (const auto& s : row) jr.push_back(scores_json(s, false));
     j["dit_importance"].push_back(jr);
   }
   j["dit_attn_change"] = dit_attn_change;
@@ -221,7 +229,8 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     a.dense_ms = {d.at("vision"), d.at("projector"), d.at("llm"), d.at("action_head"), d.at("total")};
     const auto& f = j.at("flops");
     a.flops = {f.at("vision"), f.at("projector"), f.at("llm"), f.at("action_head")};
-    for (const auto& s : j.at("llm_importance")) a.llm.push_back({s.at("block"), s.at("attn"), s.at("mlp")});
+    for (const auto& s : j.at("llm_importance"))
+      a.llm.push_back({s.at("block"), s.at("attn"), s.at("mlp"), s.value("cognition", double(s.at("block")))});
     a.mlp_channels = j.at("mlp_channel_scores").get<std::vector<std::vector<float>>>();
     a.visual_attention = j.at("visual_attention").get<std::vector<std::vector<float>>>();
     for (const auto& row : j.at("dit_importance")) {

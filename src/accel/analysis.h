@@ -19,8 +19,11 @@ class Progress;
 namespace evla::accel {
 
 // Importance = 1 − mean cosine(input, output) over all tokens and samples.
+// `cognition` is the block's importance on the last token alone (LM layers
+// only): the cognition token, the one LM output the action head reads.
 struct SubLayerScores {
   double block = 0, attn = 0, mlp = 0;
+  double cognition = 0;
 };
 
 struct AnalysisReport {
@@ -41,6 +44,7 @@ struct AnalysisReport {
   static AnalysisReport load(const std::string& path);
   // Ranking helpers: layer indices sorted by ascending importance.
   std::vector<int> least_important_blocks() const;
+  std::vector<int> least_important_for_cognition() const;
   std::vector<int> least_important_attention() const;
   std::vector<int> least_important_mlp() const;
 };

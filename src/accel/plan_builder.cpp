@@ -22,7 +22,7 @@ std::vector<int> choose_layers(LayerChoice how, const std::vector<int>& ranked, 
     if (l != protect && !taken[size_t(l)]) pool.push_back(l);
   n = std::min<int>(n, int(pool.size()));
   std::vector<int> out;
-  if (how == LayerChoice::Importance) {
+  if (how == LayerChoice::Importance || how == LayerChoice::CognitionImportance) {
     out.assign(pool.begin(), pool.begin() + n);
   } else if (how == LayerChoice::Random) {
     Rng rng(seed);
@@ -51,7 +51,9 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   p.llm.assign(size_t(L), LayerPlan{});
   const int protect = r.tokens > 0 ? r.token_after_layer - 1 : -1;
   std::vector<bool> taken(size_t(L), false);
-  for (int l : choose_layers(r.layers, a.least_important_blocks(), r.drop_blocks, L, protect, r.seed, taken)) {
+  const std::vector<int> block_order = r.layers == LayerChoice::CognitionImportance ? a.least_important_for_cognition()
+                                                                                   : a.least_important_blocks();
+  for (int l : choose_layers(r.layers, block_order, r.drop_blocks, L, protect, r.seed, taken)) {
     p.llm[size_t(l)].attn = p.llm[size_t(l)].mlp = false;
     taken[size_t(l)] = true;
   }
@@ -81,7 +83,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
     // Layer-wise precision: the least redundant (most important) layers keep fp32.
     std::vector<bool> dropped(size_t(L), false);
     for (int l = 0; l < L; ++l) dropped[size_t(l)] = !p.llm[size_t(l)].attn && !p.llm[size_t(l)].mlp;
-    for (int l : choose_layers(r.layers, a.least_important_blocks(), r.int8_layers, L, -1, r.seed + 3, dropped))
+    for (int l : choose_layers(r.layers, block_order, r.int8_layers, L, -1, r.seed + 3, dropped))
       p.llm[size_t(l)].weights = WeightType::Int8;
   }
   if (r.tokens > 0) {

@@ -12,7 +12,9 @@
 
 namespace evla::accel {
 
-enum class LayerChoice { Importance, Random, Even };
+// Importance: 1 − cos over all tokens (EfficientVLA); CognitionImportance: the
+// same on the cognition token only; Random / Even: the baselines.
+enum class LayerChoice { Importance, CognitionImportance, Random, Even };
 
 struct PlanRequest {
   std::string name;

@@ -10,6 +10,14 @@ grep -q "<svg" "$tmp/an.svg"
 "$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --mlp-prune 0.25 --tokens 6 --token-after 1 \
   --cache-interval 5 -o "$tmp/plan.json" | grep -q "estimated speed-up"
 "$evla" info -m "$model" --plan "$tmp/plan.json" | grep -q "GFLOPs plan"
+# --layer-choice cognition drops the block least important for the cognition token.
+"$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --layer-choice cognition -o "$tmp/cog.json" >/dev/null
+/usr/bin/python3 - "$tmp/an.json" "$tmp/cog.json" <<'PY'
+import json, sys
+a, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+scores = [layer["cognition"] for layer in a["llm_importance"]]
+assert p["llm"]["drop_blocks"] == [min(range(len(scores)), key=scores.__getitem__)], (scores, p["llm"])
+PY
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
 "$evla" eval -m "$tmp/pruned" --plan "$tmp/pruned/plan.json" -n 2 --tasks pick -q | grep -q "overall"
