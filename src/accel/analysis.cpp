@@ -114,7 +114,10 @@ struct DitProbe : DitObserver {
 
 nlohmann::json scores_json(const SubLayerScores& s, bool with_cognition) {
   nlohmann::json j = {{"block", s.block}, {"attn", s.attn}, {"mlp", s.mlp}};
-  if (with_cognition) j["cognition"] = s.cognition;
+  if (with_cognition) {
+    j["cognition"] = s.cognition;
+    j["ablation"] = s.ablation;
+  }
   return j;
 }
 
@@ -130,6 +133,11 @@ std::vector<int> ascending(const std::vector<SubLayerScores>& v, double SubLayer
 std::vector<int> AnalysisReport::least_important_blocks() const { return ascending(llm, &SubLayerScores::block); }
 std::vector<int> AnalysisReport::least_important_for_cognition() const {
   return ascending(llm, &SubLayerScores::cognition);
+}
+std::vector<int> AnalysisReport::least_important_by_ablation() const {
+  for (const auto& s : llm)
+    if (s.ablation < 0) throw Error("the analysis report has no ablation scores: rerun `evla analyze`");
+  return ascending(llm, &SubLayerScores::ablation);
 }
 std::vector<int> AnalysisReport::least_important_attention() const { return ascending(llm, &SubLayerScores::attn); }
 std::vector<int> AnalysisReport::least_important_mlp() const { return ascending(llm, &SubLayerScores::mlp); }
@@ -155,6 +163,30 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   policy.state().llm_observer = nullptr;
   policy.state().dit.observer = nullptr;
 
+  // Ablation: each block skipped alone; how far the actions move from dense.
+  std::vector<std::vector<float>> dense_actions;
+  for (const Observation& obs : calibration) dense_actions.push_back(policy.infer(obs).actions);
+  std::vector<double> ablation(static_cast<size_t>(L), -1.0);
+  for (int l = 0; l < L; ++l) {
+    const LlamaLayerShape& shape = im.cfg.llm.layers[size_t(l)];
+    if (!shape.attn && !shape.mlp) continue;
+    Plan skip;
+    skip.llm.assign(size_t(L), LayerPlan{});
+    skip.llm[size_t(l)].attn = skip.llm[size_t(l)].mlp = false;
+    policy.set_plan(skip);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < calibration.size(); ++i) {
+      const std::vector<float> a = policy.infer(calibration[i]).actions;
+      for (size_t k = 0; k < a.size(); ++k) {
+        const double d = dense_actions[i][k];
+        num += (a[k] - d) * (a[k] - d);
+        den += d * d;
+      }
+    }
+    ablation[size_t(l)] = den > 0 ? num / den : 0.0;
+  }
+  policy.set_plan(Plan{});
+
   AnalysisReport r;
   r.model = model->name();
   r.samples = int(calibration.size());
@@ -164,7 +196,7 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   r.flops = model->flops();
   for (int l = 0; l < L; ++l) {
     r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance(),
-                     llm.cognition[l].importance()});
+                     llm.cognition[l].importance(), ablation[size_t(l)]});
     // Channel score: mean |activation| × L2 norm of the channel's down_proj column.
     const Linear& down = im.llm->layers()[size_t(l)].down;  // empty when the checkpoint has no MLP here
     std::vector<float> score(static_cast<size_t>(down.in), 0.f);
@@ -230,7 +262,8 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     const auto& f = j.at("flops");
     a.flops = {f.at("vision"), f.at("projector"), f.at("llm"), f.at("action_head")};
     for (const auto& s : j.at("llm_importance"))
-      a.llm.push_back({s.at("block"), s.at("attn"), s.at("mlp"), s.value("cognition", double(s.at("block")))});
+      a.llm.push_back({s.at("block"), s.at("attn"), s.at("mlp"), s.value("cognition", double(s.at("block"))),
+                       s.value("ablation", -1.0)});
     a.mlp_channels = j.at("mlp_channel_scores").get<std::vector<std::vector<float>>>();
     a.visual_attention = j.at("visual_attention").get<std::vector<std::vector<float>>>();
     for (const auto& row : j.at("dit_importance")) {

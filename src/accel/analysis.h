@@ -21,9 +21,12 @@ namespace evla::accel {
 // Importance = 1 − mean cosine(input, output) over all tokens and samples.
 // `cognition` is the block's importance on the last token alone (LM layers
 // only): the cognition token, the one LM output the action head reads.
+// `ablation` is measured on the output instead: the NMSE of the policy's
+// actions when the block alone is skipped, against dense (same seeds).
 struct SubLayerScores {
   double block = 0, attn = 0, mlp = 0;
   double cognition = 0;
+  double ablation = -1;  // < 0: not measured (older reports)
 };
 
 struct AnalysisReport {
@@ -45,6 +48,8 @@ struct AnalysisReport {
   // Ranking helpers: layer indices sorted by ascending importance.
   std::vector<int> least_important_blocks() const;
   std::vector<int> least_important_for_cognition() const;
+  // Throws evla::Error when the report has no ablation scores.
+  std::vector<int> least_important_by_ablation() const;
   std::vector<int> least_important_attention() const;
   std::vector<int> least_important_mlp() const;
 };

@@ -13,8 +13,9 @@
 namespace evla::accel {
 
 // Importance: 1 − cos over all tokens (EfficientVLA); CognitionImportance: the
-// same on the cognition token only; Random / Even: the baselines.
-enum class LayerChoice { Importance, CognitionImportance, Random, Even };
+// same on the cognition token only; Ablation: how much skipping the block
+// alone moves the actions; Random / Even: the baselines.
+enum class LayerChoice { Importance, CognitionImportance, Ablation, Random, Even };
 
 struct PlanRequest {
   std::string name;

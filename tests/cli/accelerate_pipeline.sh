@@ -18,6 +18,15 @@ a, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 scores = [layer["cognition"] for layer in a["llm_importance"]]
 assert p["llm"]["drop_blocks"] == [min(range(len(scores)), key=scores.__getitem__)], (scores, p["llm"])
 PY
+# --layer-choice ablation: the block whose skipping moves the actions least.
+"$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --layer-choice ablation -o "$tmp/abl.json" >/dev/null
+/usr/bin/python3 - "$tmp/an.json" "$tmp/abl.json" <<'PY'
+import json, sys
+a, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+scores = [layer["ablation"] for layer in a["llm_importance"]]
+assert all(s > 0 for s in scores), scores  # every block changes the actions of a random model
+assert p["llm"]["drop_blocks"] == [min(range(len(scores)), key=scores.__getitem__)], (scores, p["llm"])
+PY
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
 "$evla" eval -m "$tmp/pruned" --plan "$tmp/pruned/plan.json" -n 2 --tasks pick -q | grep -q "overall"
