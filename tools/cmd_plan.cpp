@@ -29,8 +29,9 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--int8-layers", r.int8_layers, "Kept LM layers that run from int8 weights, least important first (weight-only, per-row scales)");
   cmd->add_option("--layer-choice", o->choice,
                   "importance (the method: 1 - cos over all tokens), cognition (the same on the cognition token), "
-                  "ablation (action change when the block alone is skipped), random or even (baselines)")
-      ->check(CLI::IsMember({"importance", "cognition", "ablation", "random", "even"}))->capture_default_str();
+                  "ablation (action change when the block alone is skipped), greedy (joint ablation, a block at "
+                  "a time), random or even (baselines)")
+      ->check(CLI::IsMember({"importance", "cognition", "ablation", "greedy", "random", "even"}))->capture_default_str();
   cmd->add_option("--tokens", r.tokens, "Visual tokens kept (K_final); 0 keeps all");
   cmd->add_option("--token-key", r.token_key, "K_key: top-relevance tokens")->capture_default_str();
   cmd->add_option("--token-alpha", r.token_alpha, "Share of the remaining budget chosen by relevance")->capture_default_str();
@@ -50,6 +51,7 @@ void add_plan_command(CLI::App& app) {
                : o->choice == "even" ? accel::LayerChoice::Even
                : o->choice == "cognition" ? accel::LayerChoice::CognitionImportance
                : o->choice == "ablation" ? accel::LayerChoice::Ablation
+               : o->choice == "greedy" ? accel::LayerChoice::Greedy
                                           : accel::LayerChoice::Importance;
     r.token_method = o->method == "fastv" ? TokenMethod::FastV
                      : o->method == "random" ? TokenMethod::Random

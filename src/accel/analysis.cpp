@@ -134,6 +134,13 @@ std::vector<int> AnalysisReport::least_important_blocks() const { return ascendi
 std::vector<int> AnalysisReport::least_important_for_cognition() const {
   return ascending(llm, &SubLayerScores::cognition);
 }
+std::vector<int> AnalysisReport::greedy_order() const {
+  std::vector<int> order = greedy_drop_order;
+  if (order.empty()) throw Error("the analysis report has no greedy drop order: rerun `evla analyze`");
+  for (int l : least_important_by_ablation())
+    if (std::find(order.begin(), order.end(), l) == order.end()) order.push_back(l);
+  return order;
+}
 std::vector<int> AnalysisReport::least_important_by_ablation() const {
   for (const auto& s : llm)
     if (s.ablation < 0) throw Error("the analysis report has no ablation scores: rerun `evla analyze`");
@@ -185,6 +192,43 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
     }
     ablation[size_t(l)] = den > 0 ? num / den : 0.0;
   }
+  // Greedy joint ablation on (at most) the first 100 frames: blocks that are
+  // each harmless alone can still hurt together.
+  auto nmse_with = [&](const std::vector<bool>& drop, size_t frames) {
+    Plan p;
+    p.llm.assign(size_t(L), LayerPlan{});
+    for (int l = 0; l < L; ++l)
+      if (drop[size_t(l)]) p.llm[size_t(l)].attn = p.llm[size_t(l)].mlp = false;
+    policy.set_plan(p);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < frames; ++i) {
+      const std::vector<float> a = policy.infer(calibration[i]).actions;
+      for (size_t k = 0; k < a.size(); ++k) {
+        const double d = dense_actions[i][k];
+        num += (a[k] - d) * (a[k] - d);
+        den += d * d;
+      }
+    }
+    return den > 0 ? num / den : 0.0;
+  };
+  std::vector<int> greedy;
+  std::vector<bool> dropped(static_cast<size_t>(L), false);
+  const size_t frames = std::min<size_t>(calibration.size(), 100);
+  for (int k = 0; k < L / 2; ++k) {
+    int best = -1;
+    double best_score = 0;
+    for (int l = 0; l < L; ++l) {
+      const LlamaLayerShape& shape = im.cfg.llm.layers[size_t(l)];
+      if (dropped[size_t(l)] || (!shape.attn && !shape.mlp)) continue;
+      dropped[size_t(l)] = true;
+      const double score = nmse_with(dropped, frames);
+      dropped[size_t(l)] = false;
+      if (best < 0 || score < best_score) best = l, best_score = score;
+    }
+    if (best < 0) break;
+    dropped[size_t(best)] = true;
+    greedy.push_back(best);
+  }
   policy.set_plan(Plan{});
 
   AnalysisReport r;
@@ -194,6 +238,7 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   const double n = double(calibration.size());
   r.dense_ms = {sum.vision_ms / n, sum.projector_ms / n, sum.llm_ms / n, sum.action_head_ms / n, sum.total_ms / n};
   r.flops = model->flops();
+  r.greedy_drop_order = greedy;
   for (int l = 0; l < L; ++l) {
     r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance(),
                      llm.cognition[l].importance(), ablation[size_t(l)]});
@@ -245,6 +290,7 @@ nlohmann::json AnalysisReport::to_json() const {
     j["dit_importance"].push_back(jr);
   }
   j["dit_attn_change"] = dit_attn_change;
+  j["greedy_drop_order"] = greedy_drop_order;
   j["dit_mlp_change"] = dit_mlp_change;
   return j;
 }
@@ -273,11 +319,14 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     }
     a.dit_attn_change = j.at("dit_attn_change").get<std::vector<std::vector<double>>>();
     a.dit_mlp_change = j.at("dit_mlp_change").get<std::vector<std::vector<double>>>();
+    a.greedy_drop_order = j.value("greedy_drop_order", std::vector<int>{});
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": malformed analysis report: " + e.what());
   }
   if (a.mlp_channels.size() != a.llm.size() || a.visual_attention.size() != a.llm.size())
     throw Error(source + ": per-layer arrays disagree in length");
+  for (int l : a.greedy_drop_order)
+    if (l < 0 || l >= int(a.llm.size())) throw Error(source + ": greedy_drop_order names a layer that does not exist");
   return a;
 }
 

@@ -39,6 +39,9 @@ struct AnalysisReport {
   std::vector<std::vector<SubLayerScores>> dit;    // [step][block]
   std::vector<std::vector<double>> dit_attn_change;  // [step][block], relative L2 change vs step−1
   std::vector<std::vector<double>> dit_mlp_change;
+  // Greedy joint ablation: block k is the one whose skipping, on top of
+  // blocks 0..k-1 of this list, moves the actions least (up to half the LM).
+  std::vector<int> greedy_drop_order;
   Timing dense_ms;   // mean per-module latency of the dense policy during analysis
   FlopCount flops;   // dense analytic FLOPs
 
@@ -50,6 +53,8 @@ struct AnalysisReport {
   std::vector<int> least_important_for_cognition() const;
   // Throws evla::Error when the report has no ablation scores.
   std::vector<int> least_important_by_ablation() const;
+  // greedy_drop_order, then the other blocks by ablation; throws without them.
+  std::vector<int> greedy_order() const;
   std::vector<int> least_important_attention() const;
   std::vector<int> least_important_mlp() const;
 };

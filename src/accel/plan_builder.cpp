@@ -22,7 +22,7 @@ std::vector<int> choose_layers(LayerChoice how, const std::vector<int>& ranked, 
     if (l != protect && !taken[size_t(l)]) pool.push_back(l);
   n = std::min<int>(n, int(pool.size()));
   std::vector<int> out;
-  if (how == LayerChoice::Importance || how == LayerChoice::CognitionImportance || how == LayerChoice::Ablation) {
+  if (how != LayerChoice::Random && how != LayerChoice::Even) {  // a ranking: take it in order
     out.assign(pool.begin(), pool.begin() + n);
   } else if (how == LayerChoice::Random) {
     Rng rng(seed);
@@ -53,6 +53,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   std::vector<bool> taken(size_t(L), false);
   const std::vector<int> block_order = r.layers == LayerChoice::CognitionImportance ? a.least_important_for_cognition()
                                        : r.layers == LayerChoice::Ablation            ? a.least_important_by_ablation()
+                                       : r.layers == LayerChoice::Greedy              ? a.greedy_order()
                                                                                        : a.least_important_blocks();
   for (int l : choose_layers(r.layers, block_order, r.drop_blocks, L, protect, r.seed, taken)) {
     p.llm[size_t(l)].attn = p.llm[size_t(l)].mlp = false;

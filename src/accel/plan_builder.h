@@ -14,8 +14,9 @@ namespace evla::accel {
 
 // Importance: 1 − cos over all tokens (EfficientVLA); CognitionImportance: the
 // same on the cognition token only; Ablation: how much skipping the block
-// alone moves the actions; Random / Even: the baselines.
-enum class LayerChoice { Importance, CognitionImportance, Ablation, Random, Even };
+// alone moves the actions; Greedy: joint ablation, one block at a time;
+// Random / Even: the baselines.
+enum class LayerChoice { Importance, CognitionImportance, Ablation, Greedy, Random, Even };
 
 struct PlanRequest {
   std::string name;

@@ -27,6 +27,15 @@ scores = [layer["ablation"] for layer in a["llm_importance"]]
 assert all(s > 0 for s in scores), scores  # every block changes the actions of a random model
 assert p["llm"]["drop_blocks"] == [min(range(len(scores)), key=scores.__getitem__)], (scores, p["llm"])
 PY
+# --layer-choice greedy: the first block of the greedy joint-ablation order.
+"$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --layer-choice greedy -o "$tmp/greedy.json" >/dev/null
+/usr/bin/python3 - "$tmp/an.json" "$tmp/greedy.json" <<'PY'
+import json, sys
+a, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+order = a["greedy_drop_order"]
+assert len(order) == len(a["llm_importance"]) // 2, order
+assert p["llm"]["drop_blocks"] == [order[0]], (order, p["llm"])
+PY
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
 "$evla" eval -m "$tmp/pruned" --plan "$tmp/pruned/plan.json" -n 2 --tasks pick -q | grep -q "overall"
