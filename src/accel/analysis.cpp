@@ -112,9 +112,10 @@ struct DitProbe : DitObserver {
   }
 };
 
-nlohmann::json scores_json(const SubLayerScores& s, bool with_cognition) {
+// DiT blocks have no cognition or ablation scores.
+nlohmann::json scores_json(const SubLayerScores& s, bool lm_layer) {
   nlohmann::json j = {{"block", s.block}, {"attn", s.attn}, {"mlp", s.mlp}};
-  if (with_cognition) {
+  if (lm_layer) {
     j["cognition"] = s.cognition;
     j["ablation"] = s.ablation;
   }
@@ -170,30 +171,10 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   policy.state().llm_observer = nullptr;
   policy.state().dit.observer = nullptr;
 
-  // Ablation: each block skipped alone; how far the actions move from dense.
+  // Ablation: how far the actions move from dense (same seeds) when the
+  // blocks in `drop` are skipped, over the first `frames` calibration frames.
   std::vector<std::vector<float>> dense_actions;
   for (const Observation& obs : calibration) dense_actions.push_back(policy.infer(obs).actions);
-  std::vector<double> ablation(static_cast<size_t>(L), -1.0);
-  for (int l = 0; l < L; ++l) {
-    const LlamaLayerShape& shape = im.cfg.llm.layers[size_t(l)];
-    if (!shape.attn && !shape.mlp) continue;
-    Plan skip;
-    skip.llm.assign(size_t(L), LayerPlan{});
-    skip.llm[size_t(l)].attn = skip.llm[size_t(l)].mlp = false;
-    policy.set_plan(skip);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < calibration.size(); ++i) {
-      const std::vector<float> a = policy.infer(calibration[i]).actions;
-      for (size_t k = 0; k < a.size(); ++k) {
-        const double d = dense_actions[i][k];
-        num += (a[k] - d) * (a[k] - d);
-        den += d * d;
-      }
-    }
-    ablation[size_t(l)] = den > 0 ? num / den : 0.0;
-  }
-  // Greedy joint ablation on (at most) the first 100 frames: blocks that are
-  // each harmless alone can still hurt together.
   auto nmse_with = [&](const std::vector<bool>& drop, size_t frames) {
     Plan p;
     p.llm.assign(size_t(L), LayerPlan{});
@@ -211,15 +192,25 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
     }
     return den > 0 ? num / den : 0.0;
   };
-  std::vector<int> greedy;
+  auto has_block = [&](int l) { return im.cfg.llm.layers[size_t(l)].attn || im.cfg.llm.layers[size_t(l)].mlp; };
+  // Each block skipped alone, on every frame.
+  std::vector<double> ablation(static_cast<size_t>(L), -1.0);
   std::vector<bool> dropped(static_cast<size_t>(L), false);
+  for (int l = 0; l < L; ++l) {
+    if (!has_block(l)) continue;
+    dropped[size_t(l)] = true;
+    ablation[size_t(l)] = nmse_with(dropped, calibration.size());
+    dropped[size_t(l)] = false;
+  }
+  // Greedy joint ablation on (at most) the first 100 frames: blocks that are
+  // each harmless alone can still hurt together.
+  std::vector<int> greedy;
   const size_t frames = std::min<size_t>(calibration.size(), 100);
   for (int k = 0; k < L / 2; ++k) {
     int best = -1;
     double best_score = 0;
     for (int l = 0; l < L; ++l) {
-      const LlamaLayerShape& shape = im.cfg.llm.layers[size_t(l)];
-      if (dropped[size_t(l)] || (!shape.attn && !shape.mlp)) continue;
+      if (dropped[size_t(l)] || !has_block(l)) continue;
       dropped[size_t(l)] = true;
       const double score = nmse_with(dropped, frames);
       dropped[size_t(l)] = false;

@@ -21,10 +21,7 @@ LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels
     for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = layer.down.w[size_t(r) * F + channels[i]];
   out.down = Linear{down.data(), nullptr, K, D};
   // The fused gate|up matrix the forward pass runs: the two compacted blocks stacked.
-  auto& gu = storage.emplace_back(size_t(2 * K) * D);
-  std::memcpy(gu.data(), out.gate.w, sizeof(float) * size_t(K) * D);
-  std::memcpy(gu.data() + size_t(K) * D, out.up.w, sizeof(float) * size_t(K) * D);
-  out.gate_up = Linear{gu.data(), nullptr, D, 2 * K};
+  out.gate_up = stack_rows({&out.gate, &out.up}, storage.emplace_back());
   auto allocate = [&storage](size_t n) { return storage.emplace_back(n).data(); };
   pack_if_faster(out.gate_up, allocate);
   pack_if_faster(out.down, allocate);
