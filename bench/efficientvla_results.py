@@ -47,7 +47,7 @@ def configs(L, nv, a):
         ("baseline: random token drop", tokens + ["--token-method", "random", "--seed", "1"]),
         ("baseline: FastV (top-K attention)", tokens + ["--token-method", "fastv"]),
         ("all, aggressive (half the layers, 1/8 of the tokens after layer 1)", aggressive),
-        ("int8 LM weights (every layer, weight-only)", ["--int8-layers", str(L)]),
+        ("int8 LM (every layer: int8 weights × 7-bit activations, integer kernel)", ["--int8-layers", str(L)]),
     ], drop, tok
 
 

@@ -4,7 +4,8 @@
 //
 //   build/bin/bench_kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //
-// Each benchmark reports GFLOP/s; compare the BLAS/ and Packed/ lines of a shape.
+// Each benchmark reports GFLOP/s; compare the BLAS/ and Packed/ lines of a
+// shape, and for int8 layers the Int8WeightOnly/ and Int8Dynamic/ lines.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -44,6 +45,31 @@ void run(benchmark::State& st, bool packed) {
 void BLAS(benchmark::State& st) { run(st, false); }
 void Packed(benchmark::State& st) { run(st, true); }
 
+// An int8 layer's product: weight-only (dequantize, then sgemm) against the
+// integer kernel (7-bit activations × int8 weights, int32 sums).
+void run_int8(benchmark::State& st, bool integer) {
+  const int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2));
+  ThreadPool pool(1);
+  auto x = randn(size_t(M) * K, 1), W = randn(size_t(N) * K, 2);
+  std::vector<float> y(size_t(M) * N), scale(N);
+  std::vector<int8_t> q(W.size());
+  kernels::quantize_int8_rows(W.data(), N, K, q.data(), scale.data());
+  std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
+  kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
+  for (auto _ : st) {
+    if (integer)
+      kernels::linear_int8_dynamic(pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
+    else
+      kernels::linear_int8(pool, x.data(), K, M, K, q.data(), scale.data(), nullptr, N, y.data(), N);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * K * N * double(st.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+void Int8WeightOnly(benchmark::State& st) { run_int8(st, false); }
+void Int8Dynamic(benchmark::State& st) { run_int8(st, true); }
+
 // {M, K, N}: evla-tabletop's LM (97 tokens, d 96: q|k|v, o, gate|up, down),
 // ViT (69 tokens, d 64), projector, action head (2 × 17 rows, d 48), then
 // VLA-sized shapes (527 tokens, d 960) where BLAS's blocking should win.
@@ -59,4 +85,6 @@ void shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BLAS)->Apply(shapes);
 BENCHMARK(Packed)->Apply(shapes);
+BENCHMARK(Int8WeightOnly)->Apply(shapes);
+BENCHMARK(Int8Dynamic)->Apply(shapes);
 BENCHMARK_MAIN();

@@ -8,11 +8,13 @@ Runs, and prints as markdown (raw outputs under --out):
      (`evla bench --roofline`);
   2. evla vs PyTorch eager on the shipped model, 1 and 2 threads (bench/compare_pytorch.py);
   3. a VLA-shaped random model (bench/make_vla_shaped.py: LM d=960 x 16 layers, 512 visual
-     tokens): the LM's achieved GFLOP/s as a fraction of the fp32 GEMM ceiling;
+     tokens): the LM's achieved GFLOP/s as a fraction of the fp32 GEMM ceiling, and int8
+     (integer kernel; weight-only with EVLA_KERNELS=blas) against fp32;
   4. cold start (load + first inference) against a warm inference, 5 fresh processes each;
-  5. the packed small-matrix kernel against OpenBLAS (build/bin/bench_kernels) and the whole
-     model with it switched off (EVLA_KERNELS=blas);
-  6. the int8 plan's action error against fp32 (bench/plan_action_error.py).
+  5. the packed small-matrix kernel and the int8 kernels against OpenBLAS
+     (build/bin/bench_kernels) and the whole model with evla's kernels off (EVLA_KERNELS=blas);
+  6. the int8 plan's action error against fp32, integer kernel and weight-only
+     (bench/plan_action_error.py).
 """
 import argparse
 import json
@@ -40,11 +42,16 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     ev = os.path.join(ROOT, "build", "bin", "evla")
-    cfg = json.load(open(os.path.join(ROOT, args.model, "config.json")))
-    L = cfg["llm"]["num_hidden_layers"]
-    int8 = os.path.join(args.out, "int8.json")
-    with open(int8, "w") as f:
-        json.dump({"evla_plan": 1, "name": "int8", "llm": {"num_layers": L, "int8_layers": list(range(L))}}, f)
+
+    def int8_plan(model, name):
+        L = json.load(open(os.path.join(ROOT, model, "config.json")))["llm"]["num_hidden_layers"]
+        path = os.path.join(args.out, name)
+        with open(path, "w") as f:
+            json.dump({"evla_plan": 1, "name": "int8", "llm": {"num_layers": L, "int8_layers": list(range(L))}}, f)
+        return path
+
+    int8 = int8_plan(args.model, "int8.json")
+    blas_env = dict(os.environ, EVLA_KERNELS="blas")
 
     print("## 1. evla bench, shipped model\n")
     r = sh([ev, "bench", "-m", args.model, "--plan", f"dense,{args.plan},{int8}", "-t", "1,2", "-r",
@@ -69,14 +76,33 @@ def main():
         sh(["/usr/bin/python3", "bench/make_vla_shaped.py", "--out", args.large])
     info = json.loads(sh([ev, "info", "-m", args.large, "--json"]).stdout)
     llm_gflop = info["flops_dense"]["llm"] / 1e9
-    r = sh([ev, "bench", "-m", args.large, "-t", "1,2", "-r", "3", "--warmup", "1", "--roofline", "-o", "json"])
+    int8_large = int8_plan(args.large, "int8_large.json")
+    r = sh([ev, "bench", "-m", args.large, "--plan", f"dense,{int8_large}", "-t", "1,2", "-r", "5", "--warmup", "1",
+            "--roofline", "-o", "json"])
+    large = json.loads(r.stdout)
     print("\n".join(l for l in r.stderr.splitlines() if l.startswith(("roofline", "cold"))))
     print("\n| threads | LM ms (p50) | LM GFLOP | LM GFLOP/s | fp32 GEMM ceiling | LM / ceiling | whole model / ceiling |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for x in json.loads(r.stdout):
+    for x in large:
+        if x["plan"] != "dense":
+            continue
         rate = llm_gflop / (x["llm_ms"] / 1e3)
         print(f"| {x['threads']} | {x['llm_ms']:.0f} | {llm_gflop:.1f} | {rate:.1f} | {x['roofline_gemm_gflops']:.1f} | "
               f"**{100 * rate / x['roofline_gemm_gflops']:.0f}%** | {x['pct_of_gemm_peak']:.0f}% |")
+    wo = json.loads(sh([ev, "bench", "-m", args.large, "--plan", int8_large, "-t", "1,2", "-r", "5", "--warmup", "1",
+                        "-o", "json"], env=blas_env).stdout)
+    print("\nint8 LM (every layer) against fp32, same process for fp32 and the integer kernel; weight-only in a "
+          "second process with EVLA_KERNELS=blas:\n")
+    print("| threads | fp32 p50 ms | int8 integer kernel p50 ms | speed-up | LM fp32 → int8 ms | LM speed-up | "
+          "int8 weight-only p50 ms | speed-up |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t in (1, 2):
+        d = next(x for x in large if x["plan"] == "dense" and x["threads"] == t)
+        q = next(x for x in large if x["plan"] != "dense" and x["threads"] == t)
+        w = next(x for x in wo if x["threads"] == t)
+        print(f"| {t} | {d['p50_ms']:.0f} | {q['p50_ms']:.0f} | **{d['p50_ms'] / q['p50_ms']:.2f}×** | "
+              f"{d['llm_ms']:.0f} → {q['llm_ms']:.0f} | {d['llm_ms'] / q['llm_ms']:.2f}× | {w['p50_ms']:.0f} | "
+              f"{d['p50_ms'] / w['p50_ms']:.2f}× |")
 
     print("\n## 4. Cold start (5 fresh processes, medians)\n")
     print("| model | load ms | first inference ms | warm p50 ms | cold / warm |")
@@ -89,7 +115,7 @@ def main():
         lo, fi, wa = statistics.median(loads), statistics.median(firsts), statistics.median(warms)
         print(f"| {os.path.basename(os.path.normpath(m))} | {lo:.1f} | {fi:.1f} | {wa:.1f} | **{(lo + fi) / wa:.2f}×** |")
 
-    print("\n## 5. Packed small-matrix kernel vs OpenBLAS\n")
+    print("\n## 5. evla's kernels vs OpenBLAS\n")
     r = sh([os.path.join(ROOT, "build", "bin", "bench_kernels"), "--benchmark_repetitions=5",
             "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.1", "--benchmark_format=json"])
     rates = {}
@@ -97,25 +123,30 @@ def main():
         if b.get("aggregate_name") == "median":
             kind, shape = b["run_name"].split("/", 1)
             rates.setdefault(shape, {})[kind] = b["GFLOP/s"] / 1e9
-    print("| M × K × N | OpenBLAS GFLOP/s | packed GFLOP/s | packed / OpenBLAS |")
-    print("|---|---:|---:|---:|")
+    print("| M × K × N | OpenBLAS GFLOP/s | packed GFLOP/s | packed / OpenBLAS | int8 weight-only | int8 integer kernel | "
+          "integer / best fp32 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for shape, v in rates.items():
-        print(f"| {shape.replace('/', ' × ')} | {v['BLAS']:.1f} | {v['Packed']:.1f} | {v['Packed'] / v['BLAS']:.2f}× |")
+        print(f"| {shape.replace('/', ' × ')} | {v['BLAS']:.1f} | {v['Packed']:.1f} | {v['Packed'] / v['BLAS']:.2f}× | "
+              f"{v['Int8WeightOnly']:.1f} | {v['Int8Dynamic']:.1f} | "
+              f"{v['Int8Dynamic'] / max(v['BLAS'], v['Packed']):.2f}× |")
     blas, packed = [], []
     for _ in range(3):
         blas.append(json.loads(sh([ev, "bench", "-m", args.model, "-t", "1", "-r", str(args.reps), "-o", "json"],
-                                  env=dict(os.environ, EVLA_KERNELS="blas")).stdout)[0]["p50_ms"])
+                                  env=blas_env).stdout)[0]["p50_ms"])
         packed.append(json.loads(sh([ev, "bench", "-m", args.model, "-t", "1", "-r", str(args.reps), "-o", "json"]
                                     ).stdout)[0]["p50_ms"])
     print(f"\nShipped model, 1 thread, p50 over 3 alternating processes: OpenBLAS everywhere "
           f"{statistics.median(blas):.2f} ms, packed kernel where it wins {statistics.median(packed):.2f} ms "
           f"({statistics.median(blas) / statistics.median(packed):.2f}×).")
 
-    print("\n## 6. Int8 weights: action error against fp32\n")
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "build", "python"))
-    r = sh(["/usr/bin/python3", "bench/plan_action_error.py", "--model", args.model, "--plan", f"{int8},{args.plan}",
-            "--episodes", "20", "--steps", "10"], env=env)
-    print(r.stdout.strip())
+    print("\n## 6. Int8: action error against fp32\n")
+    py = os.path.join(ROOT, "build", "python")
+    for label, env in (("integer kernel", dict(os.environ, PYTHONPATH=py)),
+                       ("weight-only (EVLA_KERNELS=blas)", dict(blas_env, PYTHONPATH=py))):
+        r = sh(["/usr/bin/python3", "bench/plan_action_error.py", "--model", args.model, "--plan",
+                f"{int8},{args.plan}", "--episodes", "20", "--steps", "10"], env=env)
+        print(f"int8 layers run by the {label}:\n\n" + r.stdout.strip() + "\n")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
 
 namespace evla {
 
-// Storage of a layer's matrices while it runs. Int8 is weight-only (one
-// scale per output row); activations stay fp32.
+// Storage of a layer's matrices while it runs. Int8: one scale per output
+// row; with AVX2 the products run in integer arithmetic on activations
+// quantized per row to 7 bits, elsewhere weight-only (activations fp32).
 enum class WeightType { F32, Int8 };
 
 struct LayerPlan {

@@ -18,6 +18,11 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
     }
     L.w8 = q.data();
     L.w8_scale = s.data();
+    if (kernels::prefer_int8_dynamic()) {
+      auto& p = codes.emplace_back(kernels::int8_dynamic_packed_bytes(L.out, L.in));
+      kernels::pack_int8_dynamic(L.w8, L.out, L.in, p.data());
+      L.w8_packed = p.data();
+    }
   };
   if (layer.has_attn) {
     quantize(layer.qkv, {&layer.q, &layer.k, &layer.v});

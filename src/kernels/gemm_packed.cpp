@@ -133,6 +133,14 @@ void panels(const float* x, int ldx, int M, int K, const float* Wp, const float*
 
 }  // namespace
 
+bool blas_only() {
+  static const bool only = [] {
+    const char* v = std::getenv("EVLA_KERNELS");
+    return v && std::string(v) == "blas";
+  }();
+  return only;
+}
+
 size_t packed_floats(int N, int K) { return size_t((N + kPanel - 1) / kPanel) * kPanel * size_t(K); }
 
 void pack_weights(const float* W, int N, int K, float* Wp) {
@@ -157,12 +165,7 @@ bool prefer_packed(int N, int K) {
   // Measured with bench/kernels (Google Benchmark, docs/performance.md): the
   // packed kernel wins while one panel (16 × K floats) and a block of input
   // rows stay in L1/L2; OpenBLAS's cache blocking wins beyond.
-  // EVLA_KERNELS=blas turns it off, for A/B measurements of whole models.
-  static const bool off = [] {
-    const char* v = std::getenv("EVLA_KERNELS");
-    return v && std::string(v) == "blas";
-  }();
-  return !off && cpu_has_avx2() && K <= kPackedMaxK && int64_t(N) * K <= kPackedMaxWeights;
+  return !blas_only() && cpu_has_avx2() && K <= kPackedMaxK && int64_t(N) * K <= kPackedMaxWeights;
 }
 
 void linear_packed(ThreadPool& pool, const float* x, int ldx, int M, int K, const float* Wp, const float* bias,

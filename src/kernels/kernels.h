@@ -26,8 +26,12 @@ void linear_strided(ThreadPool& pool, const float* x, int ldx, int M, int K, con
 
 // Weights packed once for the small-matrix kernel (gemm_packed.cpp): panels
 // of kPackedPanel output features. prefer_packed() says, from measurement,
-// for which shapes it beats BLAS; pack_weights() fills packed_floats(N, K).
+// for which shapes it beats BLAS (and EVLA_KERNELS=blas turns it off, for A/B
+// runs); pack_weights() fills packed_floats(N, K).
 inline constexpr int kPackedPanel = 16;
+// EVLA_KERNELS=blas: every product through BLAS (evla's own GEMM kernels off),
+// for A/B measurements of whole models.
+bool blas_only();
 inline constexpr int kPackedMaxK = 1024;
 inline constexpr int64_t kPackedMaxWeights = int64_t(1) << 20;
 bool prefer_packed(int N, int K);
@@ -46,6 +50,20 @@ void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale);
 // bandwidth, activations stay fp32.
 void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq,
                  const float* scale, const float* bias, int N, float* y, int ldy);
+
+// Int8 layers in integer arithmetic (gemm_int8_dynamic.cpp): the int8 weights
+// of quantize_int8_rows, packed once with their column sums (pack_int8_dynamic
+// fills int8_dynamic_packed_bytes(N, K) bytes), times activations quantized
+// per row at each call to 7-bit codes with a zero point, summed exactly in
+// int32. Needs AVX2 (cpu_has_avx2()); otherwise linear_int8 serves int8 layers.
+// True where that kernel runs (AVX2) and EVLA_KERNELS=blas does not ask for
+// BLAS products only.
+bool prefer_int8_dynamic();
+size_t int8_dynamic_packed_bytes(int N, int K);
+void pack_int8_dynamic(const int8_t* Wq, int N, int K, int8_t* Wp);
+// y ≈ x · (scale ⊙ Wq)ᵀ + bias; strides as linear_strided.
+void linear_int8_dynamic(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wp,
+                         const float* scale, const float* bias, int N, float* y, int ldy);
 
 // Multi-head attention. q: Tq rows of Hq·hd; k, v: Tk rows of Hkv·hd (Hq a
 // multiple of Hkv: grouped-query); out: Tq rows of Hq·hd. Each operand has its

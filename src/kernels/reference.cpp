@@ -26,6 +26,30 @@ void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* sc
     }
 }
 
+void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
+                         int N, float* y) {
+  std::vector<int64_t> q(static_cast<size_t>(K));
+  for (int m = 0; m < M; ++m) {
+    const float* row = x + size_t(m) * K;
+    // The range always includes 0, so zero is exactly representable.
+    float lo = 0, hi = 0;
+    for (int k = 0; k < K; ++k) lo = std::min(lo, row[k]), hi = std::max(hi, row[k]);
+    float s = (hi - lo) / 127.0f;
+    long z = 0;
+    if (s > 0)
+      z = std::clamp(std::lrint(-lo / s), 0L, 127L);
+    else
+      s = 1.0f;
+    const float inv = 1.0f / s;
+    for (int k = 0; k < K; ++k) q[k] = std::clamp(std::lrint(row[k] * inv) + z, 0L, 127L);
+    for (int n = 0; n < N; ++n) {
+      int64_t acc = 0, wsum = 0;
+      for (int k = 0; k < K; ++k) acc += q[k] * Wq[size_t(n) * K + k], wsum += Wq[size_t(n) * K + k];
+      y[size_t(m) * N + n] = std::fma(float(acc - z * wsum), s * scale[n], bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
 void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out) {
   const int group = a.Hq / a.Hkv, hd = a.hd;
   std::vector<double> p(a.Tk);

@@ -9,6 +9,11 @@ void linear(const float* x, int M, int K, const float* W, const float* bias, int
 // Dequantizes every weight and multiplies in double.
 void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
                  int N, float* y);
+// Each row of x quantized to 7-bit codes with a zero point (the steps are
+// spelled out in reference.cpp), integer products summed exactly, then one
+// fma per output: float(Σ q·w − z·Σ w) · (row scale · scale[n]) + bias[n].
+void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
+                         int N, float* y);
 void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out);
 
 }  // namespace evla::kernels::ref

@@ -23,6 +23,9 @@ struct Linear {
   // w ≈ w8_scale[row] · w8 (kernels::quantize_int8_rows).
   const int8_t* w8 = nullptr;
   const float* w8_scale = nullptr;
+  // w8 packed for kernels::linear_int8_dynamic (integer arithmetic), set
+  // where the CPU runs that kernel (kernels::prefer_int8_dynamic).
+  const int8_t* w8_packed = nullptr;
   // w packed for kernels::linear_packed, set where that kernel is the faster
   // one for this shape (kernels::prefer_packed).
   const float* packed = nullptr;

@@ -131,7 +131,9 @@ TEST(Plan, Int8LayersAreCloseToFp32) {
     num += std::pow(double(int8_in.x[2][i]) - dense_in.x[2][i], 2);
     den += std::pow(double(dense_in.x[2][i]), 2);
   }
-  EXPECT_LT(num / den, 1e-4) << "layer 1 output, int8 vs fp32";
+  // Weight-only int8 lands near 5e-5 here; the integer kernel's 7-bit
+  // activations (AVX2 machines) near 2e-4.
+  EXPECT_LT(num / den, 1e-3) << "layer 1 output, int8 vs fp32";
   EXPECT_GT(num / den, 0.0);
   for (size_t i = 0; i < dense.actions.size(); ++i) EXPECT_NEAR(dense.actions[i], q.actions[i], 0.05);
 }
