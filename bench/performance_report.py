@@ -143,7 +143,7 @@ def main():
     print("\n## 6. Int8: action error against fp32\n")
     py = os.path.join(ROOT, "build", "python")
     for label, env in (("integer kernel", dict(os.environ, PYTHONPATH=py)),
-                       ("weight-only (EVLA_KERNELS=blas)", dict(blas_env, PYTHONPATH=py))):
+                       ("weight-only path (EVLA_KERNELS=blas)", dict(blas_env, PYTHONPATH=py))):
         r = sh(["/usr/bin/python3", "bench/plan_action_error.py", "--model", args.model, "--plan",
                 f"{int8},{args.plan}", "--episodes", "20", "--steps", "10"], env=env)
         print(f"int8 layers run by the {label}:\n\n" + r.stdout.strip() + "\n")

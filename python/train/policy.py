@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from evla_ref import model as ref  # noqa: E402
@@ -144,11 +145,16 @@ def sincos_2d(grid, dim):
 class Trainable(nn.Module):
     """evla_ref.Policy plus state normalisation (baked into s_embedder at export)."""
 
-    def __init__(self, cfg, state_mean, state_std, aux_dim=0):
+    def __init__(self, cfg, state_mean, state_std, aux_dim=0, ground=False):
         super().__init__()
         self.policy = ref.Policy(cfg, with_lm_head=False)
-        # Training-only head for the auxiliary position loss (never exported).
-        self.aux_head = nn.Linear(cfg["llm"]["hidden_size"], aux_dim) if aux_dim else None
+        # Training-only heads (never exported): the auxiliary position regression, and the
+        # grounding queries (object, destination) that point from the cognition feature at
+        # the visual token showing each.
+        d = cfg["llm"]["hidden_size"]
+        self.aux_head = nn.Linear(d, aux_dim) if aux_dim else None
+        self.ground_q = nn.Linear(d, 2 * d) if ground else None
+        self.ground_k = nn.Linear(d, d) if ground else None
         self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32))
         for i, e in enumerate(cfg["vision"]["encoders"]):
@@ -158,9 +164,10 @@ class Trainable(nn.Module):
         self.register_buffer("sqrt_acp", torch.tensor(np.sqrt(acp), dtype=torch.float32))
         self.register_buffer("sqrt_1macp", torch.tensor(np.sqrt(1 - acp), dtype=torch.float32))
 
-    def cognition(self, images01, text_ids, text_len):
+    def cognition(self, images01, text_ids, text_len, with_visual=False):
         """images01 [B,3,S,S] in [0,1]; text_ids [B,T] prompt ids after BOS (right-padded);
-        text_len [B] -> cognition features [B,d] (final-norm hidden at each sample's last token)."""
+        text_len [B] -> cognition features [B,d] (final-norm hidden at each sample's last token),
+        and with with_visual also the visual tokens' final-norm hiddens [B,Nv,d]."""
         p = self.policy
         feats = []
         for i, enc in enumerate(p.encoders):
@@ -174,7 +181,19 @@ class Trainable(nn.Module):
         # Right padding: causal attention keeps the real tokens blind to the pads.
         _, normed = p.llm.run(seq)
         last = 1 + vis.shape[1] + text_len - 1
-        return normed[torch.arange(b), last]
+        cog = normed[torch.arange(b), last]
+        return (cog, normed[:, 1:1 + vis.shape[1]]) if with_visual else cog
+
+    def ground_loss(self, cog, visual, obj_patch, dest_patch):
+        """Cross-entropy of pointing at the visual token (patch) that shows the task's object and
+        the one showing its destination, by scaled dot product between a query from the cognition
+        feature and a key from each visual token: it asks the backbone to ground the named object
+        in the image, which the position regression alone taught slowly."""
+        d = cog.shape[1]
+        q = self.ground_q(cog).view(-1, 2, d)
+        k = self.ground_k(visual)
+        logits = torch.einsum("bqd,bnd->bqn", q, k) / math.sqrt(d)
+        return 0.5 * (F.cross_entropy(logits[:, 0], obj_patch) + F.cross_entropy(logits[:, 1], dest_patch))
 
     def aux_loss(self, cog, state, target):
         """MSE of the aux head's prediction of [object xyz, destination xyz, object - gripper xyz]

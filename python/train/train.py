@@ -71,6 +71,26 @@ def load_demos(data_dir, max_episodes):
             np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep)
 
 
+def matching_patches(xyz, image_size, patch):
+    """Index (row-major) of the image patch that shows each table-unit point [N,3], through the
+    fixed camera of the `matching` split (sim::Camera's defaults in src/sim/raster.h, projected
+    as sim::Raster::project does). Training-only supervision for the grounding loss."""
+    eye, look_at, fov_y = np.array([0, -0.75, 0.95]), np.zeros(3), 38.0
+    fwd = (look_at - eye) / np.linalg.norm(look_at - eye)
+    right = np.cross(fwd, [0, 0, 1])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, fwd)
+    focal = 0.5 * image_size / math.tan(math.radians(fov_y) / 2)
+    d = xyz - eye
+    z = d @ fwd
+    px = 0.5 * image_size + (d @ right) * focal / z
+    py = 0.5 * image_size - (d @ up) * focal / z
+    g = image_size // patch
+    col = np.clip(np.floor(px / patch), 0, g - 1).astype(np.int64)
+    row = np.clip(np.floor(py / patch), 0, g - 1).astype(np.int64)
+    return row * g + col
+
+
 def colour_jitter(x, gen):
     """x [B,3,H,W] in [0,1]: brightness, contrast, per-channel gain, small offset; 80% of images."""
     b = x.shape[0]
@@ -113,6 +133,11 @@ def main():
                     help="weight of the auxiliary loss: a training-only linear head on the cognition "
                          "feature regresses the task's object and destination positions (the shards' "
                          "privileged `target`), which teaches the backbone to localise them")
+    ap.add_argument("--ground-weight", type=float, default=0.0,
+                    help="weight of the grounding loss: training-only queries from the cognition feature "
+                         "must point at the visual token showing the task's object and the one showing "
+                         "its destination (patches from the privileged `target` through the matching "
+                         "camera)")
     ap.add_argument("--stop-at-step", type=int, default=0,
                     help="export and stop at this step without shortening the schedule (to resume later)")
     ap.add_argument("--vit-pos", default="random", choices=["random", "sincos"],
@@ -173,7 +198,8 @@ def main():
     log(lf, f"tokenizer: vocab {sp.get_piece_size()}, space id {space_id}, prompt {tmax}..{min(text_len)} "
             f"tokens after BOS (+64 visual)")
 
-    model = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if args.aux_weight > 0 else 0)
+    model = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if args.aux_weight > 0 else 0,
+                        ground=args.ground_weight > 0)
     P.init_weights(model.policy, args.seed, args.vit_pos)
     nparam = sum(p.numel() for p in model.policy.parameters())
     log(lf, f"model: {nparam / 1e6:.2f} M parameters")
@@ -196,19 +222,32 @@ def main():
     norm_t = torch.from_numpy(norm)
     instr_t = torch.from_numpy(instr_idx)
     targets_t = torch.from_numpy(targets) if targets is not None else None
+    if args.ground_weight > 0:
+        if targets is None:
+            sys.exit("--ground-weight needs shards with the `target` tensor (evla sim gen writes it)")
+        enc = cfg["vision"]["encoders"][0]
+        obj_patch = torch.from_numpy(matching_patches(targets[:, :3], enc["image_size"], enc["patch_size"]))
+        dest_patch = torch.from_numpy(matching_patches(targets[:, 3:6], enc["image_size"], enc["patch_size"]))
 
-    step0 = 0
+    step0, fresh_opt = 0, False
     if args.resume:
         ck = torch.load(args.resume)
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
+        # Heads added since the checkpoint (e.g. --ground-weight) start fresh; so does the
+        # optimiser then, with a warm-up.
+        missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+        ema.load_state_dict(ck["ema"], strict=False)
+        if unexpected or any(not k.startswith(("aux_head", "ground_")) for k in missing):
+            sys.exit(f"--resume: checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
+        fresh_opt = bool(missing)
+        if not fresh_opt:
+            opt.load_state_dict(ck["opt"])
         step0 = ck["step"]
-        log(lf, f"resumed from {args.resume} at step {step0}")
+        log(lf, f"resumed from {args.resume} at step {step0}" + (f"; new heads {missing}, optimiser "
+                                                                 f"restarted" if fresh_opt else ""))
 
     def lr_at(progress, step):
-        if step - step0 < args.warmup and not args.resume:
-            return args.lr * (step + 1) / args.warmup
+        if step - step0 < args.warmup and (not args.resume or fresh_opt):
+            return args.lr * (step - step0 + 1) / args.warmup
         p = min(1.0, progress)
         return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
@@ -222,7 +261,7 @@ def main():
 
     t_start = time.time()
     last_export = t_start
-    step, losses, hist, aux_losses = step0, [], [], [0.0]
+    step, losses, hist, aux_losses, ground_losses = step0, [], [], [0.0], [0.0]
     progress = 0.0
     while progress < 1.0:
         ts = time.time()
@@ -235,13 +274,17 @@ def main():
             x = colour_jitter(x, gen)
         ii = instr_t[idx]
         model.train()
-        cog = model.cognition(x, text_ids[ii], text_len[ii])
+        cog, visual = model.cognition(x, text_ids[ii], text_len[ii], with_visual=True)
         loss = model.diffusion_loss(cog, states_t[idx], norm_t[idx], args.repeats, args.cond_drop,
                                     args.state_drop)
         if args.aux_weight > 0:
             aux = model.aux_loss(cog, states_t[idx], targets_t[idx])
             aux_losses.append(aux.item())
             loss = loss + args.aux_weight * aux
+        if args.ground_weight > 0:
+            gl = model.ground_loss(cog, visual, obj_patch[idx], dest_patch[idx])
+            ground_losses.append(gl.item())
+            loss = loss + args.ground_weight * gl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -259,7 +302,8 @@ def main():
             eta = el / max(progress, 1e-9) - el
             avg = float(np.mean(losses[-25:]))
             hist.append((step, avg))
-            log(lf, f"step {step} loss {avg:.4f} aux {float(np.mean(aux_losses[-25:])):.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
+            log(lf, f"step {step} loss {avg:.4f} aux {float(np.mean(aux_losses[-25:])):.4f} "
+                    f"ground {float(np.mean(ground_losses[-25:])):.3f} lr {lr:.2e} gnorm {float(gn):.2f} "
                     f"{now - ts:.2f} s/step elapsed {el / 60:.1f} min progress {100 * progress:.1f}% "
                     f"ETA {eta / 60:.1f} min")
         if args.stop_at_step and step >= args.stop_at_step:
