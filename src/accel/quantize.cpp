@@ -8,20 +8,26 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
                          std::deque<std::vector<float>>& scales) {
   // Rows are quantized independently, so a fused matrix is quantized part by
   // part straight from the layer's own q, k, v (gate, up) weights.
+  // Only the form the forward pass reads is kept: the packed codes where the
+  // integer kernel runs, the plain ones otherwise.
+  const bool packed = kernels::prefer_int8_dynamic();
+  std::vector<int8_t> plain;
   auto quantize = [&](Linear& L, std::initializer_list<const Linear*> parts) {
-    auto& q = codes.emplace_back(size_t(L.out) * L.in);
+    std::vector<int8_t>& q = packed ? plain : codes.emplace_back();
+    q.resize(size_t(L.out) * L.in);
     auto& s = scales.emplace_back(size_t(L.out));
     size_t row = 0;
     for (const Linear* p : parts) {
       kernels::quantize_int8_rows(p->w, p->out, p->in, q.data() + row * L.in, s.data() + row);
       row += size_t(p->out);
     }
-    L.w8 = q.data();
     L.w8_scale = s.data();
-    if (kernels::prefer_int8_dynamic()) {
+    if (packed) {
       auto& p = codes.emplace_back(kernels::int8_dynamic_packed_bytes(L.out, L.in));
-      kernels::pack_int8_dynamic(L.w8, L.out, L.in, p.data());
+      kernels::pack_int8_dynamic(q.data(), L.out, L.in, p.data());
       L.w8_packed = p.data();
+    } else {
+      L.w8 = q.data();
     }
   };
   if (layer.has_attn) {

@@ -67,7 +67,7 @@ void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale) 
     const float s = mx > 0 ? mx / 127.0f : 1.0f;
     scale[n] = s;
     for (int k = 0; k < K; ++k)
-      Wq[size_t(n) * K + k] = int8_t(std::clamp(std::lround(w[k] / s), -127L, 127L));
+      Wq[size_t(n) * K + k] = int8_t(std::clamp(std::lrint(w[k] / s), -127L, 127L));
   }
 }
 

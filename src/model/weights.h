@@ -19,13 +19,13 @@ struct Linear {
   const float* w = nullptr;  // [out, in]
   const float* b = nullptr;  // [out] or null
   int in = 0, out = 0;
-  // When set (a plan's int8 layer), the forward pass uses these instead of w:
-  // w ≈ w8_scale[row] · w8 (kernels::quantize_int8_rows).
+  // A plan's int8 layer: w ≈ w8_scale[row] · codes (kernels::quantize_int8_rows),
+  // the codes either packed for the integer kernel (kernels::linear_int8_dynamic,
+  // where kernels::prefer_int8_dynamic) or plain for the weight-only one. When
+  // either is set the forward pass uses it instead of w.
   const int8_t* w8 = nullptr;
-  const float* w8_scale = nullptr;
-  // w8 packed for kernels::linear_int8_dynamic (integer arithmetic), set
-  // where the CPU runs that kernel (kernels::prefer_int8_dynamic).
   const int8_t* w8_packed = nullptr;
+  const float* w8_scale = nullptr;
   // w packed for kernels::linear_packed, set where that kernel is the faster
   // one for this shape (kernels::prefer_packed).
   const float* packed = nullptr;
