@@ -297,7 +297,7 @@ def main():
         losses.append(loss.item())
         now = time.time()
         progress = max((step - step0) / args.steps, (now - t_start) / args.time_budget)
-        if step % 25 == 0 or step == 1:
+        if step % 25 == 0 or step == step0 + 1:
             el = now - t_start
             eta = el / max(progress, 1e-9) - el
             avg = float(np.mean(losses[-25:]))

@@ -23,3 +23,6 @@ evla_cli_test(eval_wrong_model "evla: error: .*predicts 7 action dimensions" ${E
 evla_cli_test(sim_expert "pick" ${EVLA_BIN} sim expert --episodes 10)
 add_test(NAME cli.accelerate_pipeline COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli/accelerate_pipeline.sh ${EVLA_BIN} ${SIMFIX})
 set_tests_properties(cli.accelerate_pipeline PROPERTIES TIMEOUT 300)
+# The training script: a few steps, export, the runtime runs it, resume with new heads.
+add_test(NAME train.smoke COMMAND bash ${CMAKE_SOURCE_DIR}/tests/train/train_smoke.sh ${EVLA_BIN} ${CMAKE_SOURCE_DIR})
+set_tests_properties(train.smoke PROPERTIES TIMEOUT 300 PASS_REGULAR_EXPRESSION "train smoke ok")
