@@ -38,7 +38,7 @@ def log(f, msg):
 def load_demos(data_dir, max_episodes):
     """All shards into memory: uint8 images, states, chunks, per-frame instruction index."""
     images, states, actions, targets, instr_idx = [], [], [], [], []
-    instructions, lookup, tasks = [], {}, []
+    instructions, lookup, tasks, splits = [], {}, [], set()
     n_ep = 0
     for path in sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors"))):
         t, meta = P.safetensors_io.read(path)
@@ -57,6 +57,7 @@ def load_demos(data_dir, max_episodes):
             keep_rows.append(np.arange(e["first_frame"], e["first_frame"] + e["frames"]))
             instr_idx.append(np.full(e["frames"], lookup[s], np.int64))
             tasks.append(e["task"])
+            splits.add(e.get("split", "matching"))
         if keep_rows:
             rows = np.concatenate(keep_rows)
             images.append(t["image"][rows])
@@ -68,7 +69,8 @@ def load_demos(data_dir, max_episodes):
             break
     tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
     return (np.concatenate(images), np.concatenate(states).astype(np.float32),
-            np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep)
+            np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep,
+            splits)
 
 
 def matching_patches(xyz, image_size, patch):
@@ -158,7 +160,7 @@ def main():
     log(lf, "args: " + json.dumps(vars(args)))
 
     t0 = time.time()
-    images, states, actions, targets, instr_idx, instructions, n_ep = load_demos(args.data, args.episodes)
+    images, states, actions, targets, instr_idx, instructions, n_ep, splits = load_demos(args.data, args.episodes)
     if args.aux_weight > 0 and targets is None:
         sys.exit("--aux-weight needs shards with the `target` tensor (evla sim gen writes it)")
     n = len(images)
@@ -225,6 +227,8 @@ def main():
     if args.ground_weight > 0:
         if targets is None:
             sys.exit("--ground-weight needs shards with the `target` tensor (evla sim gen writes it)")
+        if splits != {"matching"}:  # other splits move the camera per episode
+            sys.exit(f"--ground-weight needs `matching` demonstrations (its fixed camera), got {sorted(splits)}")
         enc = cfg["vision"]["encoders"][0]
         obj_patch = torch.from_numpy(matching_patches(targets[:, :3], enc["image_size"], enc["patch_size"]))
         dest_patch = torch.from_numpy(matching_patches(targets[:, 3:6], enc["image_size"], enc["patch_size"]))
@@ -232,18 +236,20 @@ def main():
     step0, fresh_opt = 0, False
     if args.resume:
         ck = torch.load(args.resume)
-        # Heads added since the checkpoint (e.g. --ground-weight) start fresh; so does the
-        # optimiser then, with a warm-up.
+        # Training-only heads added since the checkpoint (e.g. --ground-weight) start fresh, and
+        # ones no longer asked for are dropped; the optimiser then restarts, with a warm-up.
         missing, unexpected = model.load_state_dict(ck["model"], strict=False)
         ema.load_state_dict(ck["ema"], strict=False)
-        if unexpected or any(not k.startswith(("aux_head", "ground_")) for k in missing):
+        heads = ("aux_head", "ground_")
+        if any(not k.startswith(heads) for k in missing + unexpected):
             sys.exit(f"--resume: checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
-        fresh_opt = bool(missing)
+        fresh_opt = bool(missing or unexpected)
         if not fresh_opt:
             opt.load_state_dict(ck["opt"])
         step0 = ck["step"]
-        log(lf, f"resumed from {args.resume} at step {step0}" + (f"; new heads {missing}, optimiser "
-                                                                 f"restarted" if fresh_opt else ""))
+        log(lf, f"resumed from {args.resume} at step {step0}" + (f"; new heads {missing}, dropped "
+                                                                 f"{unexpected}, optimiser restarted"
+                                                                 if fresh_opt else ""))
 
     def lr_at(progress, step):
         if step - step0 < args.warmup and (not args.resume or fresh_opt):

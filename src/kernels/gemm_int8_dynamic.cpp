@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -50,8 +51,13 @@ struct RowQuant {
 };
 
 // The per-row quantizer (ref::linear_int8_dynamic spells out the same steps).
-RowQuant row_quant(float lo, float hi) {
-  const float s = (hi - lo) / 127.0f;
+// A finite row spanning more than FLT_MAX overflows hi − lo; hi/127 − lo/127
+// does not. A row holding NaN gets a NaN scale, so its outputs are NaN as they
+// would be in fp32 instead of silently finite.
+RowQuant row_quant(float lo, float hi, bool has_nan) {
+  if (has_nan) return {std::numeric_limits<float>::quiet_NaN(), 0};
+  float s = (hi - lo) / 127.0f;
+  if (std::isinf(s)) s = hi / 127.0f - lo / 127.0f;
   if (!(s > 0)) return {1.0f, 0};  // an all-zero row
   return {s, int(std::clamp(std::lrint(-lo / s), 0L, 127L))};
 }
@@ -159,18 +165,21 @@ EVLA_AVX2 void quantize_rows_avx2(const float* x, int ldx, int m0, int m1, int K
                                   RowQuant* rq) {
   for (int m = m0; m < m1; ++m) {
     const float* row = x + size_t(m) * ldx;
-    __m256 vlo = _mm256_setzero_ps(), vhi = vlo;
+    // min/max with the new value first skip NaN, as std::min/max below do.
+    __m256 vlo = _mm256_setzero_ps(), vhi = vlo, vnan = vlo;
     int k = 0;
     for (; k + 8 <= K; k += 8) {
       const __m256 v = _mm256_loadu_ps(row + k);
-      vlo = _mm256_min_ps(vlo, v), vhi = _mm256_max_ps(vhi, v);
+      vlo = _mm256_min_ps(v, vlo), vhi = _mm256_max_ps(v, vhi);
+      vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
     alignas(32) float l8[8], h8[8];
     _mm256_store_ps(l8, vlo), _mm256_store_ps(h8, vhi);
     float lo = 0, hi = 0;
+    bool has_nan = _mm256_movemask_ps(vnan) != 0;
     for (int j = 0; j < 8; ++j) lo = std::min(lo, l8[j]), hi = std::max(hi, h8[j]);
-    for (; k < K; ++k) lo = std::min(lo, row[k]), hi = std::max(hi, row[k]);
-    const RowQuant q = rq[m] = row_quant(lo, hi);
+    for (; k < K; ++k) lo = std::min(lo, row[k]), hi = std::max(hi, row[k]), has_nan |= std::isnan(row[k]);
+    const RowQuant q = rq[m] = row_quant(lo, hi, has_nan);
     const float inv = 1.0f / q.scale;
     uint8_t* out = xq + size_t(m) * ldq;
     const __m256 vinv = _mm256_set1_ps(inv);

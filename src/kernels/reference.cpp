@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace evla::kernels::ref {
@@ -31,12 +32,18 @@ void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const f
   std::vector<int64_t> q(static_cast<size_t>(K));
   for (int m = 0; m < M; ++m) {
     const float* row = x + size_t(m) * K;
-    // The range always includes 0, so zero is exactly representable.
+    // The range always includes 0, so zero is exactly representable. A row
+    // holding NaN gives NaN outputs.
     float lo = 0, hi = 0;
-    for (int k = 0; k < K; ++k) lo = std::min(lo, row[k]), hi = std::max(hi, row[k]);
+    bool has_nan = false;
+    for (int k = 0; k < K; ++k)
+      lo = std::min(lo, row[k]), hi = std::max(hi, row[k]), has_nan |= std::isnan(row[k]);
     float s = (hi - lo) / 127.0f;
+    if (std::isinf(s)) s = hi / 127.0f - lo / 127.0f;  // a finite row spanning more than FLT_MAX
     long z = 0;
-    if (s > 0)
+    if (has_nan)
+      s = std::numeric_limits<float>::quiet_NaN();
+    else if (s > 0)
       z = std::clamp(std::lrint(-lo / s), 0L, 127L);
     else
       s = 1.0f;

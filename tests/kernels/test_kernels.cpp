@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/rng.h"
@@ -213,6 +214,31 @@ TEST(Int8Dynamic, ExtremeValuesStayExact) {
       EXPECT_NEAR(y[n], -1.5 * K, 1e-5 * K) << "K " << K;
       EXPECT_NEAR(y[N + n], 1.5 * K, 1e-5 * K) << "K " << K;
     }
+  }
+}
+
+// A NaN in a row makes that row's outputs NaN (as fp32 would), in the kernel
+// and the reference alike, and leaves the other rows untouched.
+TEST(Int8Dynamic, NanRowsGiveNanOutputs) {
+  if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "needs AVX2";
+  ThreadPool pool(1);
+  const int M = 3, K = 37, N = 20;
+  auto x = randn(size_t(M) * K, 21), W = randn(size_t(N) * K, 22);
+  x[size_t(K) + 9] = std::numeric_limits<float>::quiet_NaN();  // row 1, inside the vector part
+  x[size_t(2) * K + 36] = std::numeric_limits<float>::quiet_NaN();  // row 2, in the scalar tail
+  x[0] = 2e38f, x[1] = -2e38f;  // row 0 spans more than FLT_MAX: outputs large, not NaN
+  std::vector<int8_t> q(W.size());
+  std::vector<float> scale(N), y(size_t(M) * N), r(y.size());
+  kernels::quantize_int8_rows(W.data(), N, K, q.data(), scale.data());
+  std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
+  kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
+  kernels::linear_int8_dynamic(pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
+  kernels::ref::linear_int8_dynamic(x.data(), M, K, q.data(), scale.data(), nullptr, N, r.data());
+  for (int n = 0; n < N; ++n) {
+    EXPECT_EQ(y[n], r[n]);
+    EXPECT_FALSE(std::isnan(y[n]));
+    EXPECT_TRUE(std::isnan(y[N + n]) && std::isnan(r[N + n]));
+    EXPECT_TRUE(std::isnan(y[2 * N + n]) && std::isnan(r[2 * N + n]));
   }
 }
 

@@ -20,6 +20,13 @@ grep -q "resumed from .* at step 3; new heads .*ground_q.weight.* optimiser rest
 # Warm-up restarts at the resumed step: the first logged rate is lr / warmup, not lr · 4 / warmup.
 grep "step 4 loss" "$tmp/log" | grep -q "lr 1.25e-04"
 grep -q "ground [0-9.]* " "$tmp/log"
+# Grounding labels come from the matching split's fixed camera: other splits are refused.
+"$evla" sim gen --split variants --tasks pick --episodes 2 --seed 100000 --size 64 --chunk 16 \
+  --out "$tmp/variants" -t 1 >/dev/null 2>&1
+if $train --data "$tmp/variants" --steps 1 --ground-weight 0.5 --aux-weight 1.0 2>"$tmp/err" >/dev/null; then
+  echo "--ground-weight accepted variants data"; exit 1
+fi
+grep -q "needs \`matching\` demonstrations" "$tmp/err"
 cd "$root/python/train" && /usr/bin/python3 - <<'PY'
 import numpy as np
 from train import matching_patches
