@@ -1,5 +1,7 @@
 #include "core/json_reader.h"
 
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 
@@ -53,14 +55,34 @@ JsonReader JsonReader::at(size_t index) const {
   return JsonReader(j_[index], source_, key_path(key));
 }
 
+namespace {
+
+// The value of an integral JSON number that fits int64 (1e3 and 4.0 count,
+// 4.5 and 1e53 do not: converting those would be undefined behaviour).
+bool as_int64(const json& v, int64_t* out) {
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() > uint64_t(INT64_MAX)) return false;
+    *out = int64_t(v.get<uint64_t>());
+    return true;
+  }
+  if (v.is_number_integer()) {
+    *out = v.get<int64_t>();
+    return true;
+  }
+  if (!v.is_number_float()) return false;
+  const double d = v.get<double>();
+  if (!(d >= -0x1p63 && d < 0x1p63) || d != std::trunc(d)) return false;  // also rejects NaN
+  *out = int64_t(d);
+  return true;
+}
+
+}  // namespace
+
 int64_t JsonReader::integer(const std::string& key) const {
   const json& v = need(key);
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float()) {
-    double d = v.get<double>();
-    if (d == double(int64_t(d))) return int64_t(d);
-  }
-  fail(key, "expected an integer, got " + v.dump());
+  int64_t out;
+  if (!as_int64(v, &out)) fail(key, "expected an integer, got " + v.dump());
+  return out;
 }
 
 int64_t JsonReader::integer(const std::string& key, int64_t fallback) const {
@@ -110,8 +132,9 @@ std::vector<int64_t> JsonReader::integers(const std::string& key) const {
   if (!v.is_array()) fail(key, "expected an array of integers, got " + v.dump());
   std::vector<int64_t> out;
   for (const auto& e : v) {
-    if (!e.is_number_integer()) fail(key, "expected an array of integers, found " + e.dump());
-    out.push_back(e.get<int64_t>());
+    int64_t x;
+    if (!e.is_number_integer() || !as_int64(e, &x)) fail(key, "expected an array of integers, found " + e.dump());
+    out.push_back(x);
   }
   return out;
 }
