@@ -13,8 +13,9 @@
 namespace evla::accel {
 
 // Gives the matrices `layer`'s forward pass runs (fused q|k|v, o, fused
-// gate|up, down) int8 copies (and their packed form for the integer kernel),
-// stored in `codes` and `scales` (which must outlive the layer). A layer without attention or MLP keeps what it lacks.
+// gate|up, down) int8 copies (in the form the kernel that runs them reads),
+// stored in `codes` and `scales` (which must outlive the layer). A layer
+// without attention or MLP keeps what it lacks.
 void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
                          std::deque<std::vector<float>>& scales);
 

@@ -31,6 +31,26 @@ double nmse(const std::vector<float>& a, const std::vector<float>& b) {
   return num / den;
 }
 
+// Kernels read x and write y inside wider rows (as the fused gate|up activation
+// is read): x [M,K] copied into rows ldx wide, and an output buffer of rows ldy
+// wide whose padding (7) the kernel must leave alone.
+std::vector<float> widen_rows(const std::vector<float>& x, int M, int K, int ldx) {
+  std::vector<float> xs(size_t(M) * ldx, 9.f);
+  for (int m = 0; m < M; ++m) std::copy_n(&x[size_t(m) * K], K, &xs[size_t(m) * ldx]);
+  return xs;
+}
+
+// The [M,N] result out of rows ldy wide, checking the padding is untouched.
+void narrow_rows(const std::vector<float>& ys, int M, int N, int ldy, std::vector<float>* y) {
+  y->assign(size_t(M) * N, 0.f);
+  for (int m = 0; m < M; ++m) {
+    std::copy_n(&ys[size_t(m) * ldy], N, &(*y)[size_t(m) * N]);
+    for (int n = N; n < ldy; ++n) {
+      ASSERT_EQ(ys[size_t(m) * ldy + n], 7.f) << "wrote outside its row";
+    }
+  }
+}
+
 struct LinearCase {
   int M, K, N;
   bool bias;
@@ -66,17 +86,12 @@ TEST_P(PackedLinearVsRef, Matches) {
   std::vector<float> Wp(kernels::packed_floats(c.N, c.K), -1.f);
   kernels::pack_weights(W.data(), c.N, c.K, Wp.data());
   const int ldx = c.K + 1, ldy = c.N + 2;
-  std::vector<float> xs(size_t(c.M) * ldx, 9.f), ys(size_t(c.M) * ldy, 7.f);
-  for (int m = 0; m < c.M; ++m) std::copy_n(&x[size_t(m) * c.K], c.K, &xs[size_t(m) * ldx]);
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
   kernels::linear_packed(pool, xs.data(), ldx, c.M, c.K, Wp.data(), c.bias ? b.data() : nullptr, c.N, ys.data(),
                          ldy);
-  std::vector<float> y(size_t(c.M) * c.N), r(y.size());
-  for (int m = 0; m < c.M; ++m) {
-    std::copy_n(&ys[size_t(m) * ldy], c.N, &y[size_t(m) * c.N]);
-    for (int n = c.N; n < ldy; ++n) {
-      ASSERT_EQ(ys[size_t(m) * ldy + n], 7.f) << "wrote outside its row";
-    }
-  }
+  std::vector<float> y, r(size_t(c.M) * c.N);
+  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
   kernels::ref::linear(x.data(), c.M, c.K, W.data(), c.bias ? b.data() : nullptr, c.N, r.data());
   EXPECT_LE(nmse(y, r), 1e-10);
 }
@@ -97,19 +112,13 @@ TEST_P(Int8LinearVsRef, Matches) {
   std::vector<int8_t> q(W.size());
   std::vector<float> scale(size_t(c.N));
   kernels::quantize_int8_rows(W.data(), c.N, c.K, q.data(), scale.data());
-  // x and y inside wider rows (as the fused gate|up activation is read).
   const int ldx = c.K + 3, ldy = c.N + 5;
-  std::vector<float> xs(size_t(c.M) * ldx, 9.f), ys(size_t(c.M) * ldy, 7.f);
-  for (int m = 0; m < c.M; ++m) std::copy_n(&x[size_t(m) * c.K], c.K, &xs[size_t(m) * ldx]);
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
   kernels::linear_int8(pool, xs.data(), ldx, c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr,
                        c.N, ys.data(), ldy);
-  std::vector<float> y(size_t(c.M) * c.N), r(y.size());
-  for (int m = 0; m < c.M; ++m) {
-    std::copy_n(&ys[size_t(m) * ldy], c.N, &y[size_t(m) * c.N]);
-    for (int n = c.N; n < ldy; ++n) {
-      ASSERT_EQ(ys[size_t(m) * ldy + n], 7.f) << "wrote outside its row";
-    }
-  }
+  std::vector<float> y, r(size_t(c.M) * c.N);
+  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
   kernels::ref::linear_int8(x.data(), c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr, c.N,
                             r.data());
   EXPECT_LE(nmse(y, r), 1e-10);
@@ -171,17 +180,12 @@ TEST_P(Int8DynamicVsRef, MatchesBitForBit) {
   std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(c.N, c.K), -1);
   kernels::pack_int8_dynamic(q.data(), c.N, c.K, Wp.data());
   const int ldx = c.K + 3, ldy = c.N + 5;
-  std::vector<float> xs(size_t(c.M) * ldx, 9.f), ys(size_t(c.M) * ldy, 7.f);
-  for (int m = 0; m < c.M; ++m) std::copy_n(&x[size_t(m) * c.K], c.K, &xs[size_t(m) * ldx]);
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
   kernels::linear_int8_dynamic(pool, xs.data(), ldx, c.M, c.K, Wp.data(), scale.data(),
                                c.bias ? b.data() : nullptr, c.N, ys.data(), ldy);
-  std::vector<float> y(size_t(c.M) * c.N), r(y.size());
-  for (int m = 0; m < c.M; ++m) {
-    std::copy_n(&ys[size_t(m) * ldy], c.N, &y[size_t(m) * c.N]);
-    for (int n = c.N; n < ldy; ++n) {
-      ASSERT_EQ(ys[size_t(m) * ldy + n], 7.f) << "wrote outside its row";
-    }
-  }
+  std::vector<float> y, r(size_t(c.M) * c.N);
+  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
   kernels::ref::linear_int8_dynamic(x.data(), c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr,
                                     c.N, r.data());
   EXPECT_EQ(y, r);
