@@ -145,16 +145,18 @@ def sincos_2d(grid, dim):
 class Trainable(nn.Module):
     """evla_ref.Policy plus state normalisation (baked into s_embedder at export)."""
 
-    def __init__(self, cfg, state_mean, state_std, aux_dim=0, ground=False):
+    def __init__(self, cfg, state_mean, state_std, aux_dim=0, ground=False, patch_pos=False):
         super().__init__()
         self.policy = ref.Policy(cfg, with_lm_head=False)
-        # Training-only heads (never exported): the auxiliary position regression, and the
+        # Training-only heads (never exported): the auxiliary position regression, the
         # grounding queries (object, destination) that point from the cognition feature at
-        # the visual token showing each.
+        # the visual token showing each, and the read-out of an object's position from the
+        # visual token showing it.
         d = cfg["llm"]["hidden_size"]
         self.aux_head = nn.Linear(d, aux_dim) if aux_dim else None
         self.ground_q = nn.Linear(d, 2 * d) if ground else None
         self.ground_k = nn.Linear(d, d) if ground else None
+        self.patch_pos = nn.Linear(d, 3) if patch_pos else None
         self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32))
         for i, e in enumerate(cfg["vision"]["encoders"]):
@@ -164,10 +166,11 @@ class Trainable(nn.Module):
         self.register_buffer("sqrt_acp", torch.tensor(np.sqrt(acp), dtype=torch.float32))
         self.register_buffer("sqrt_1macp", torch.tensor(np.sqrt(1 - acp), dtype=torch.float32))
 
-    def cognition(self, images01, text_ids, text_len, with_visual=False):
+    def cognition(self, images01, text_ids, text_len, with_visual=False, with_hidden=False):
         """images01 [B,3,S,S] in [0,1]; text_ids [B,T] prompt ids after BOS (right-padded);
         text_len [B] -> cognition features [B,d] (final-norm hidden at each sample's last token),
-        and with with_visual also the visual tokens' final-norm hiddens [B,Nv,d]."""
+        and with with_visual also the visual tokens' final-norm hiddens [B,Nv,d]; with_hidden
+        appends (each LM layer's input, the cognition token's index)."""
         p = self.policy
         feats = []
         for i, enc in enumerate(p.encoders):
@@ -179,10 +182,40 @@ class Trainable(nn.Module):
         bos = emb(torch.full((b, 1), p.config["llm"]["bos_token_id"], dtype=torch.long))
         seq = torch.cat([bos, vis, emb(text_ids)], dim=1)
         # Right padding: causal attention keeps the real tokens blind to the pads.
-        _, normed = p.llm.run(seq)
+        hidden, normed = p.llm.run(seq)
         last = 1 + vis.shape[1] + text_len - 1
         cog = normed[torch.arange(b), last]
-        return (cog, normed[:, 1:1 + vis.shape[1]]) if with_visual else cog
+        out = (cog, normed[:, 1:1 + vis.shape[1]]) if with_visual else (cog,)
+        if with_hidden:
+            out = out + ((hidden, last),)
+        return out if len(out) > 1 else cog
+
+    def attention_loss(self, hidden, last, obj_patch, dest_patch, layers):
+        """Supervises the LM's own retrieval: at each layer in `layers`, query head 0 of the
+        cognition token must put its attention on the visual token showing the task's object
+        and head 1 on the one showing its destination (cross-entropy of the attention row;
+        head 2 and every other layer stay free). The action head sees only the cognition
+        feature, so the object's position has to be read into it by attention; the grounding
+        heads showed the feature knows *what* to look for but not *where* it is."""
+        llm = self.policy.llm
+        c = llm.cfg
+        b, n, _ = hidden[0].shape
+        rows = torch.arange(b)
+        cos, sin = rope_tables(n, c, hidden[0].dtype)
+        valid = torch.arange(n)[None, :] <= last[:, None]  # causal row of the cognition token
+        total = 0.0
+        for li in layers:
+            att = llm.model.layers[li].self_attn
+            h = llm.model.layers[li].input_layernorm(hidden[li])
+            q = att.q_proj(h[rows, last]).view(b, att.nh, att.hd)
+            q = q * cos[last][:, None] + ref.rotate_half(q) * sin[last][:, None]
+            k = att.k_proj(h).view(b, n, att.nkv, att.hd)
+            k = k * cos[None, :, None] + ref.rotate_half(k) * sin[None, :, None]
+            k = k.repeat_interleave(att.nh // att.nkv, dim=2)  # [b, n, nh, hd]
+            logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(att.hd)
+            logp = logits.masked_fill(~valid[:, None], float("-inf")).log_softmax(-1)
+            total = total - 0.5 * (logp[rows, 0, 1 + obj_patch].mean() + logp[rows, 1, 1 + dest_patch].mean())
+        return total / len(layers)
 
     def ground_loss(self, cog, visual, obj_patch, dest_patch):
         """Cross-entropy of pointing at the visual token (patch) that shows the task's object and
@@ -194,6 +227,16 @@ class Trainable(nn.Module):
         k = self.ground_k(visual)
         logits = torch.einsum("bqd,bnd->bqn", q, k) / math.sqrt(d)
         return 0.5 * (F.cross_entropy(logits[:, 0], obj_patch) + F.cross_entropy(logits[:, 1], dest_patch))
+
+    def patch_position_loss(self, hidden, layer, patches, xyz, present):
+        """MSE of reading an object's exact position from the visual token that shows it, at the
+        input of LM layer `layer`, over the objects of each frame (patches [B,K], xyz [B,K,3],
+        present [B,K]): what the supervised attention fetches must carry where the object is,
+        to a fraction of a patch (a patch spans ~10 cm of table; a grasp needs ~3 cm)."""
+        vis = hidden[layer][:, 1:]
+        tok = vis[torch.arange(patches.shape[0])[:, None], patches]  # [B,K,d]
+        err = ((self.patch_pos(tok) - xyz) ** 2).sum(-1) / 3
+        return (err * present).sum() / present.sum().clamp(min=1) / 0.04  # table units / 0.2, as aux_loss
 
     def aux_loss(self, cog, state, target):
         """MSE of the aux head's prediction of [object xyz, destination xyz, object - gripper xyz]
@@ -223,6 +266,12 @@ class Trainable(nn.Module):
         xt = self.sqrt_acp[t, None, None] * x0 + self.sqrt_1macp[t, None, None] * eps
         pred = dit(xt, t.numpy(), z, st)
         return ((pred - eps) ** 2).mean()
+
+
+def rope_tables(n, c, dtype):
+    """RoPE cos/sin [n, head_dim] for positions 0..n-1 of the LM `c`."""
+    return ref.rope_cos_sin(range(n), c["hidden_size"] // c["num_attention_heads"], c.get("rope_theta", 10000.0),
+                            dtype)
 
 
 def export(trainable, cfg, tok_bytes, out_dir, dtype=np.float32):

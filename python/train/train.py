@@ -37,7 +37,7 @@ def log(f, msg):
 
 def load_demos(data_dir, max_episodes):
     """All shards into memory: uint8 images, states, chunks, per-frame instruction index."""
-    images, states, actions, targets, instr_idx = [], [], [], [], []
+    images, states, actions, targets, objects, instr_idx = [], [], [], [], [], []
     instructions, lookup, tasks, splits = [], {}, [], set()
     n_ep = 0
     for path in sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors"))):
@@ -65,12 +65,15 @@ def load_demos(data_dir, max_episodes):
             actions.append(t["action"][rows])
             if "target" in t:
                 targets.append(t["target"][rows])
+            if "objects" in t:
+                objects.append(t["objects"][rows])
         if n_ep >= max_episodes:
             break
     tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
+    ob = np.concatenate(objects).astype(np.float32) if len(objects) == len(images) else None
     return (np.concatenate(images), np.concatenate(states).astype(np.float32),
             np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep,
-            splits)
+            splits, ob)
 
 
 def matching_patches(xyz, image_size, patch):
@@ -140,6 +143,16 @@ def main():
                          "must point at the visual token showing the task's object and the one showing "
                          "its destination (patches from the privileged `target` through the matching "
                          "camera)")
+    ap.add_argument("--attn-weight", type=float, default=0.0,
+                    help="weight of the attention loss: at --attn-layers, the cognition token's query "
+                         "head 0 must attend to the object's visual token and head 1 to the destination's "
+                         "(patches as for --ground-weight); it trains the LM's own retrieval")
+    ap.add_argument("--attn-layers", default="2,4,6", help="LM layers (0-based) the attention loss supervises")
+    ap.add_argument("--patch-pos-weight", type=float, default=0.0,
+                    help="weight of the patch position loss: a training-only head reads an object's exact "
+                         "xyz from the visual token showing it, at the input of the first --attn-layers "
+                         "layer; every object where the shards have `objects`, else the task's object and "
+                         "destination")
     ap.add_argument("--stop-at-step", type=int, default=0,
                     help="export and stop at this step without shortening the schedule (to resume later)")
     ap.add_argument("--vit-pos", default="random", choices=["random", "sincos"],
@@ -160,7 +173,8 @@ def main():
     log(lf, "args: " + json.dumps(vars(args)))
 
     t0 = time.time()
-    images, states, actions, targets, instr_idx, instructions, n_ep, splits = load_demos(args.data, args.episodes)
+    images, states, actions, targets, instr_idx, instructions, n_ep, splits, objects = load_demos(args.data,
+                                                                                                 args.episodes)
     if args.aux_weight > 0 and targets is None:
         sys.exit("--aux-weight needs shards with the `target` tensor (evla sim gen writes it)")
     n = len(images)
@@ -201,7 +215,7 @@ def main():
             f"tokens after BOS (+64 visual)")
 
     model = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if args.aux_weight > 0 else 0,
-                        ground=args.ground_weight > 0)
+                        ground=args.ground_weight > 0, patch_pos=args.patch_pos_weight > 0)
     P.init_weights(model.policy, args.seed, args.vit_pos)
     nparam = sum(p.numel() for p in model.policy.parameters())
     log(lf, f"model: {nparam / 1e6:.2f} M parameters")
@@ -224,14 +238,35 @@ def main():
     norm_t = torch.from_numpy(norm)
     instr_t = torch.from_numpy(instr_idx)
     targets_t = torch.from_numpy(targets) if targets is not None else None
-    if args.ground_weight > 0:
+    layer_list = [int(v) for v in args.attn_layers.split(",")]
+    attn_layers = layer_list if args.attn_weight > 0 else []
+    if any(not 0 <= li < cfg["llm"]["num_hidden_layers"] for li in layer_list):
+        sys.exit(f"--attn-layers {args.attn_layers}: the LM has {cfg['llm']['num_hidden_layers']} layers")
+    if cfg["llm"]["num_attention_heads"] < 2 and attn_layers:
+        sys.exit("--attn-weight needs at least 2 LM attention heads (object, destination)")
+    if args.ground_weight > 0 or attn_layers or args.patch_pos_weight > 0:
+        flag = "--ground-weight" if args.ground_weight > 0 else "--attn-weight" if attn_layers else "--patch-pos-weight"
         if targets is None:
-            sys.exit("--ground-weight needs shards with the `target` tensor (evla sim gen writes it)")
+            sys.exit(f"{flag} needs shards with the `target` tensor (evla sim gen writes it)")
         if splits != {"matching"}:  # other splits move the camera per episode
-            sys.exit(f"--ground-weight needs `matching` demonstrations (its fixed camera), got {sorted(splits)}")
+            sys.exit(f"{flag} needs `matching` demonstrations (its fixed camera), got {sorted(splits)}")
         enc = cfg["vision"]["encoders"][0]
         obj_patch = torch.from_numpy(matching_patches(targets[:, :3], enc["image_size"], enc["patch_size"]))
         dest_patch = torch.from_numpy(matching_patches(targets[:, 3:6], enc["image_size"], enc["patch_size"]))
+        # Patch position supervision: every object of the scene where the shards list them
+        # (`objects`), else the task's object and destination.
+        if objects is not None:
+            pp_xyz = torch.from_numpy(objects[:, :, :3].copy())
+            pp_present = torch.from_numpy(objects[:, :, 3].copy())
+            pp_patch = torch.from_numpy(matching_patches(objects[:, :, :3].reshape(-1, 3), enc["image_size"],
+                                                         enc["patch_size"]).reshape(objects.shape[:2]))
+        else:
+            pp_xyz = torch.from_numpy(targets.reshape(-1, 2, 3).copy())
+            pp_present = torch.ones(len(targets), 2)
+            pp_patch = torch.stack([obj_patch, dest_patch], dim=1)
+        if args.patch_pos_weight > 0:
+            log(lf, "patch position loss over " + ("every object (`objects`)" if objects is not None
+                                                   else "the task's object and destination"))
 
     step0, fresh_opt = 0, False
     if args.resume:
@@ -240,7 +275,7 @@ def main():
         # ones no longer asked for are dropped; the optimiser then restarts, with a warm-up.
         missing, unexpected = model.load_state_dict(ck["model"], strict=False)
         ema.load_state_dict(ck["ema"], strict=False)
-        heads = ("aux_head", "ground_")
+        heads = ("aux_head", "ground_", "patch_pos")
         if any(not k.startswith(heads) for k in missing + unexpected):
             sys.exit(f"--resume: checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
         fresh_opt = bool(missing or unexpected)
@@ -267,7 +302,7 @@ def main():
 
     t_start = time.time()
     last_export = t_start
-    step, losses, hist, aux_losses, ground_losses = step0, [], [], [0.0], [0.0]
+    step, losses, hist, aux_losses, ground_losses, attn_losses, pp_losses = step0, [], [], [0.0], [0.0], [0.0], [0.0]
     progress = 0.0
     while progress < 1.0:
         ts = time.time()
@@ -280,7 +315,8 @@ def main():
             x = colour_jitter(x, gen)
         ii = instr_t[idx]
         model.train()
-        cog, visual = model.cognition(x, text_ids[ii], text_len[ii], with_visual=True)
+        cog, visual, (hidden, last) = model.cognition(x, text_ids[ii], text_len[ii], with_visual=True,
+                                                      with_hidden=True)
         loss = model.diffusion_loss(cog, states_t[idx], norm_t[idx], args.repeats, args.cond_drop,
                                     args.state_drop)
         if args.aux_weight > 0:
@@ -291,6 +327,14 @@ def main():
             gl = model.ground_loss(cog, visual, obj_patch[idx], dest_patch[idx])
             ground_losses.append(gl.item())
             loss = loss + args.ground_weight * gl
+        if attn_layers:
+            al = model.attention_loss(hidden, last, obj_patch[idx], dest_patch[idx], attn_layers)
+            attn_losses.append(al.item())
+            loss = loss + args.attn_weight * al
+        if args.patch_pos_weight > 0:
+            pl = model.patch_position_loss(hidden, layer_list[0], pp_patch[idx], pp_xyz[idx], pp_present[idx])
+            pp_losses.append(pl.item())
+            loss = loss + args.patch_pos_weight * pl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -309,7 +353,8 @@ def main():
             avg = float(np.mean(losses[-25:]))
             hist.append((step, avg))
             log(lf, f"step {step} loss {avg:.4f} aux {float(np.mean(aux_losses[-25:])):.4f} "
-                    f"ground {float(np.mean(ground_losses[-25:])):.3f} lr {lr:.2e} gnorm {float(gn):.2f} "
+                    f"ground {float(np.mean(ground_losses[-25:])):.3f} attn {float(np.mean(attn_losses[-25:])):.3f} "
+                    f"patch {float(np.mean(pp_losses[-25:])):.4f} lr {lr:.2e} gnorm {float(gn):.2f} "
                     f"{now - ts:.2f} s/step elapsed {el / 60:.1f} min progress {100 * progress:.1f}% "
                     f"ETA {eta / 60:.1f} min")
         if args.stop_at_step and step >= args.stop_at_step:

@@ -26,6 +26,18 @@ void task_targets(const Scene& s, const Goal& g, float* out) {
   std::copy(v, v + kTargetDim, out);
 }
 
+void scene_objects(const Scene& s, float* out) {
+  if (s.objects.size() > size_t(kMaxObjects))
+    throw Error("sim::scene_objects: " + std::to_string(s.objects.size()) + " objects, more than kMaxObjects = " +
+                std::to_string(kMaxObjects));
+  std::fill(out, out + kMaxObjects * 4, 0.0f);
+  for (size_t i = 0; i < s.objects.size(); ++i) {
+    const Vec3& p = s.objects[i].pos;
+    const float row[4] = {p.x, p.y, p.z, 1.0f};
+    std::copy(row, row + 4, out + i * 4);
+  }
+}
+
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
   Env env;
   env.reset(spec);
@@ -42,6 +54,9 @@ Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
     float tg[kTargetDim];
     task_targets(env.scene(), env.episode().goal, tg);
     d.targets.insert(d.targets.end(), tg, tg + kTargetDim);
+    float objs[kMaxObjects * 4];
+    scene_objects(env.scene(), objs);
+    d.objects.insert(d.objects.end(), objs, objs + kMaxObjects * 4);
     float a[kActionDim];
     expert.act(env.scene(), a);
     d.actions.insert(d.actions.end(), a, a + kActionDim);
@@ -69,13 +84,18 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
                  const DemoOptions& options) {
   const int64_t size = options.image_size, chunk = options.chunk;
   std::vector<uint8_t> images;
-  std::vector<float> states, actions, targets;
+  std::vector<float> states, actions, targets, objects;
   std::vector<int32_t> episode;
   nlohmann::json meta = nlohmann::json::array();
   for (size_t i = 0; i < demos.size(); ++i) {
     const Demo& d = demos[i];
     if (d.images.size() != size_t(d.steps) * size * size * 3)
       throw Error("sim::write_shard: " + path + ": demo " + std::to_string(i) + " was recorded at another image size");
+    const size_t steps = size_t(d.steps);
+    if (d.states.size() != steps * kStateDim || d.actions.size() != steps * kActionDim ||
+        d.targets.size() != steps * kTargetDim || d.objects.size() != steps * kMaxObjects * 4)
+      throw Error("sim::write_shard: " + path + ": demo " + std::to_string(i) +
+                  " has per-frame arrays that do not match its " + std::to_string(d.steps) + " steps");
     const int64_t index = first_index + int64_t(i);
     meta.push_back({{"index", index},
                     {"first_frame", episode.size()},
@@ -88,6 +108,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
     images.insert(images.end(), d.images.begin(), d.images.end());
     states.insert(states.end(), d.states.begin(), d.states.end());
     targets.insert(targets.end(), d.targets.begin(), d.targets.end());
+    objects.insert(objects.end(), d.objects.begin(), d.objects.end());
     std::vector<float> c = action_chunks(d, int(chunk));
     actions.insert(actions.end(), c.begin(), c.end());
     episode.insert(episode.end(), size_t(d.steps), int32_t(index));
@@ -98,6 +119,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
   w.add_f32("state", {n, kStateDim}, states.data());
   w.add_f32("action", {n, chunk, kActionDim}, actions.data());
   w.add_f32("target", {n, kTargetDim}, targets.data());
+  w.add_f32("objects", {n, kMaxObjects, 4}, objects.data());
   w.add("episode", io::DType::I32, {n}, episode.data(), episode.size() * sizeof(int32_t));
   const ExpertNoise& z = options.noise;
   nlohmann::json info = {
@@ -111,6 +133,8 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
       {"state", "gripper x, y, z (table units), finger opening (1 open .. 0 closed)"},
       {"target_dim", kTargetDim},
       {"target", "object x, y, z; destination x, y, z (table units; privileged, for auxiliary losses)"},
+      {"max_objects", kMaxObjects},
+      {"objects", "per object in scene order: x, y, z, 1; zero rows pad to max_objects (privileged)"},
       {"noise", {{"jitter", z.jitter}, {"slow", z.slow}, {"perturb", z.perturb}, {"action", z.action}}},
   };
   w.set_metadata("info", info.dump());

@@ -27,6 +27,7 @@ struct Demo {
   std::vector<float> states;    // [steps, kStateDim]
   std::vector<float> actions;   // [steps, kActionDim]
   std::vector<float> targets;   // [steps, kTargetDim]: see task_targets
+  std::vector<float> objects;   // [steps, kMaxObjects, 4]: see scene_objects
 };
 
 // Privileged per-frame positions (table units) for auxiliary training losses:
@@ -36,6 +37,13 @@ struct Demo {
 // (put_in_drawer), or the object itself otherwise. Not an input of the policy.
 inline constexpr int kTargetDim = 6;
 void task_targets(const Scene& scene, const Goal& goal, float* out);
+
+// Privileged positions of every object in the scene, in scene order (the
+// task's object first), for auxiliary losses that need more than the task's
+// targets: rows {x, y, z, 1} (the base centre, table units), then rows of
+// zeros up to kMaxObjects. Throws if the scene holds more.
+inline constexpr int kMaxObjects = 8;
+void scene_objects(const Scene& scene, float* out);
 
 // Runs the expert on one episode (its noise seeded from the spec) and records it.
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options);

@@ -47,6 +47,21 @@ TEST_F(SimDataset, RecordDemoHasOneFramePerAction) {
   EXPECT_EQ(d.targets[2], o.pos.z);
   EXPECT_EQ(d.targets[3], env.scene().drawer_x(g.drawer));
   EXPECT_EQ(d.targets[5], geom::kTrayFloor);
+  // Objects: every object of the scene in scene order (variants has the most), then zero rows.
+  ASSERT_EQ(d.objects.size(), size_t(d.steps) * kMaxObjects * 4);
+  const auto& objs = env.scene().objects;
+  ASSERT_GE(objs.size(), 4u);
+  for (size_t i = 0; i < size_t(kMaxObjects); ++i) {
+    const float* row = &d.objects[i * 4];
+    if (i < objs.size()) {
+      EXPECT_EQ(row[0], objs[i].pos.x) << i;
+      EXPECT_EQ(row[1], objs[i].pos.y) << i;
+      EXPECT_EQ(row[2], objs[i].pos.z) << i;
+      EXPECT_EQ(row[3], 1.0f) << i;
+    } else {
+      EXPECT_EQ(std::vector<float>(row, row + 4), std::vector<float>(4, 0.0f)) << i;
+    }
+  }
   EXPECT_EQ(d.instruction, env.instruction());
   // Replaying the recorded actions reproduces the recorded frames.
   for (int t = 0; t < d.steps; ++t) {
@@ -101,12 +116,14 @@ TEST_F(SimDataset, ShardsHoldFramesChunksAndEpisodeMetadata) {
     const io::TensorInfo* action = f->find("action");
     const io::TensorInfo* episode = f->find("episode");
     const io::TensorInfo* target = f->find("target");
-    ASSERT_TRUE(image && state && action && episode && target);
+    const io::TensorInfo* objects = f->find("objects");
+    ASSERT_TRUE(image && state && action && episode && target && objects);
     const int64_t n = episode->shape[0];
     EXPECT_EQ(image->dtype, io::DType::U8);
     EXPECT_EQ(image->shape, (std::vector<int64_t>{n, 32, 32, 3}));
     EXPECT_EQ(state->shape, (std::vector<int64_t>{n, kStateDim}));
     EXPECT_EQ(target->shape, (std::vector<int64_t>{n, kTargetDim}));
+    EXPECT_EQ(objects->shape, (std::vector<int64_t>{n, kMaxObjects, 4}));
     EXPECT_EQ(action->shape, (std::vector<int64_t>{n, 8, kActionDim}));
     EXPECT_EQ(episode->dtype, io::DType::I32);
     frames += n;
@@ -149,7 +166,7 @@ TEST_F(SimDataset, ThreadsDoNotChangeTheData) {
   write_dataset((dir_ / "two").string(), opt);
   auto a = io::SafetensorsFile::open((dir_ / "one" / "shard-00000.safetensors").string());
   auto b = io::SafetensorsFile::open((dir_ / "two" / "shard-00000.safetensors").string());
-  for (const char* name : {"image", "state", "action", "target", "episode"}) {
+  for (const char* name : {"image", "state", "action", "target", "objects", "episode"}) {
     const io::TensorInfo *x = a->find(name), *y = b->find(name);
     ASSERT_TRUE(x && y);
     ASSERT_EQ(x->nbytes, y->nbytes);

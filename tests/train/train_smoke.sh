@@ -15,11 +15,18 @@ train="/usr/bin/python3 $root/python/train/train.py --data $tmp/demos --out $tmp
 $train --steps 3 --aux-weight 1.0 --seed 0 >/dev/null
 "$evla" run -m "$tmp/export" -i "$root/models/evla-tiny-random/example.png" -p "pick the red cube" \
   --state 0,0,0.1,1 -t 1 | grep -q "action chunk"
-$train --steps 2 --aux-weight 1.0 --ground-weight 0.5 --seed 1 --resume "$tmp/ckpt.pt" >/dev/null
+$train --steps 2 --aux-weight 1.0 --ground-weight 0.5 --attn-weight 0.3 --attn-layers 0,1 --patch-pos-weight 1 \
+  --seed 1 --resume "$tmp/ckpt.pt" >/dev/null
 grep -q "resumed from .* at step 3; new heads .*ground_q.weight.* optimiser restarted" "$tmp/log"
+grep -q "new heads .*patch_pos.weight" "$tmp/log"
+grep -q "patch position loss over every object" "$tmp/log"
 # Warm-up restarts at the resumed step: the first logged rate is lr / warmup, not lr · 4 / warmup.
 grep "step 4 loss" "$tmp/log" | grep -q "lr 1.25e-04"
-grep -q "ground [0-9.]* " "$tmp/log"
+grep -q "ground [0-9.]* attn [0-9.]* patch [0-9.]* " "$tmp/log"
+if $train --steps 1 --attn-weight 0.3 --attn-layers 0,20 2>"$tmp/err" >/dev/null; then
+  echo "--attn-layers accepted a layer the LM does not have"; exit 1
+fi
+grep -q "attn-layers 0,20: the LM has 12 layers" "$tmp/err"
 # Grounding labels come from the matching split's fixed camera: other splits are refused.
 "$evla" sim gen --split variants --tasks pick --episodes 2 --seed 100000 --size 64 --chunk 16 \
   --out "$tmp/variants" -t 1 >/dev/null 2>&1
@@ -38,5 +45,35 @@ assert cells == [(4, 4), (4, 3), (3, 4), (3, 3)], cells
 # Further right (x > 0): later columns; nearer the camera (y < 0): lower rows.
 assert matching_patches(np.array([[0.2, 0, 0]]), 64, 8)[0] % 8 > 4
 assert matching_patches(np.array([[0, -0.2, 0]]), 64, 8)[0] // 8 > 4
+
+# The attention loss reads the LM's own attention row of the cognition token:
+# recompute that row the way the reference attention does and compare.
+import math, torch
+import policy as P
+torch.manual_seed(0)
+size = {"vit_d": 16, "vit_heads": 1, "dit_d": 16, "dit_layers": 1, "dit_heads": 1, "llm_d": 48,
+        "llm_heads": 3, "llm_kv": 1, "llm_ffn": 64}
+cfg = P.make_config(160, 131, np.zeros(4), np.ones(4), size)
+m = P.Trainable(cfg, np.zeros(4), np.ones(4))
+P.init_weights(m.policy, 0)
+with torch.no_grad():
+    for p_ in m.parameters():
+        p_ += 0.05 * torch.randn_like(p_)
+ids, tl = torch.randint(3, 160, (3, 10)), torch.tensor([10, 7, 9])
+cog, (hidden, last) = m.cognition(torch.rand(3, 3, 64, 64), ids, tl, with_hidden=True)
+layer = m.policy.llm.model.layers[4]
+att, h = layer.self_attn, layer.input_layernorm(hidden[4])
+b, n, _ = h.shape
+cos, sin = P.rope_tables(n, cfg["llm"], h.dtype)
+q = att.q_proj(h).view(b, n, att.nh, att.hd).transpose(1, 2)
+k = att.k_proj(h).view(b, n, att.nkv, att.hd).transpose(1, 2)
+q, k = q * cos + P.ref.rotate_half(q) * sin, k * cos + P.ref.rotate_half(k) * sin
+k = k.repeat_interleave(att.nh // att.nkv, 1)
+a = ((q @ k.transpose(-2, -1)) / math.sqrt(att.hd)).masked_fill(
+    torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+op, dp, r = torch.tensor([5, 0, 63]), torch.tensor([1, 2, 3]), torch.arange(3)
+want = -0.5 * (a[r, 0, last, 1 + op].log().mean() + a[r, 1, last, 1 + dp].log().mean())
+got = m.attention_loss(hidden, last, op, dp, [4])
+assert abs(float(want) - float(got)) < 1e-5, (float(want), float(got))
 PY
 echo "train smoke ok"
