@@ -31,16 +31,8 @@ void attention(ThreadPool& pool, const AttentionShape& a, const float* q, const 
     for (int i = 0; i < Tq; ++i) {
       float* row = S + size_t(i) * Tk;
       const int n = a.causal ? std::min(Tk, a.q_offset + i + 1) : Tk;
-      float mx = row[0];
-      for (int j = 1; j < n; ++j) mx = std::max(mx, row[j]);
-      for (int j = 0; j < n; ++j) row[j] -= mx;
-      if (cpu_has_avx2()) avx2::exp_inplace(row, size_t(n));
-      else for (int j = 0; j < n; ++j) row[j] = std::exp(row[j]);
-      float sum = 0.f;
-      for (int j = 0; j < n; ++j) sum += row[j];
-      const float inv = 1.0f / sum;
-      for (int j = 0; j < n; ++j) row[j] *= inv;
-      for (int j = n; j < Tk; ++j) row[j] = 0.f;
+      softmax(row, size_t(n));
+      std::fill(row + n, row + Tk, 0.0f);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, hd, Tk, 1.0f, S, Tk, v + kh * hd,
                 a.ldv, 0.0f, out + h * hd, a.ldo);

@@ -1,5 +1,6 @@
 // Norms, activations and small element-wise ops. Written as plain loops the
 // compiler vectorises; they are memory-bound next to the matrix products.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -62,6 +63,15 @@ void gelu_tanh(float* x, size_t n) {
   }
 }
 
+void softmax(float* x, size_t n) {
+  if (n == 0) return;
+  float mx = x[0];
+  for (size_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  for (size_t i = 0; i < n; ++i) x[i] *= float(1.0 / sum);
+}
+
 void silu(float* x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
 }
@@ -79,6 +89,7 @@ void dequant_int8(const int8_t* q, float scale, float* out, size_t n) {
 // Run-time dispatch: the AVX2 versions where the CPU has them.
 void gelu_erf(float* x, size_t n) { cpu_has_avx2() ? avx2::gelu_erf(x, n) : ref::gelu_erf(x, n); }
 void gelu_tanh(float* x, size_t n) { cpu_has_avx2() ? avx2::gelu_tanh(x, n) : ref::gelu_tanh(x, n); }
+void softmax(float* x, size_t n) { cpu_has_avx2() ? avx2::softmax(x, n) : ref::softmax(x, n); }
 void silu(float* x, size_t n) { cpu_has_avx2() ? avx2::silu(x, n) : ref::silu(x, n); }
 void swiglu(float* gate, const float* up, size_t n) {
   cpu_has_avx2() ? avx2::swiglu(gate, up, n) : ref::swiglu(gate, up, n);

@@ -91,6 +91,8 @@ void rms_norm(const float* x, int M, int D, const float* weight, float eps, floa
 void gelu_erf(float* x, size_t n);
 void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);
+// x ← e^(x − max x) / Σ e^(x − max x) (one row)
+void softmax(float* x, size_t n);
 // gate[i] = silu(gate[i]) * up[i]
 void swiglu(float* gate, const float* up, size_t n);
 // y += x

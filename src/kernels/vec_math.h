@@ -12,6 +12,8 @@ bool cpu_has_avx2();
 
 namespace avx2 {
 void exp_inplace(float* x, size_t n);
+// x ← e^(x − max x) / Σ e^(x − max x), in place.
+void softmax(float* x, size_t n);
 void gelu_erf(float* x, size_t n);
 void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);
@@ -24,6 +26,7 @@ void rms_norm(const float* x, int M, int D, const float* weight, float eps, floa
 }  // namespace avx2
 
 namespace ref {
+void softmax(float* x, size_t n);
 void gelu_erf(float* x, size_t n);
 void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);

@@ -3,6 +3,7 @@
 // called when cpu_has_avx2().
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/vec_math.h"
@@ -21,7 +22,9 @@ namespace {
 
 // e^x for x in float range (clamped), Cephes-style: 2^n · p(r), |r| ≤ ln2/2.
 EVLA_AVX2 inline __m256 exp256(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+  // Bound first, x second: max/min return their second operand when one is
+  // NaN, so NaN goes on through the polynomial instead of becoming e^−87.
+  x = _mm256_min_ps(_mm256_set1_ps(88.37626f), _mm256_max_ps(_mm256_set1_ps(-87.33654f), x));
   __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
   fx = _mm256_floor_ps(fx);
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
@@ -64,6 +67,37 @@ EVLA_AVX2 void exp_inplace(float* x, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp256(_mm256_loadu_ps(x + i)));
   for (; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+EVLA_AVX2 void softmax(float* x, size_t n) {
+  if (n == 0) return;
+  size_t i = 0;
+  // max skips NaN here as the reference's std::max does; the exp below
+  // carries it into every output.
+  __m256 vmax = _mm256_set1_ps(x[0]);
+  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(x + i), vmax);
+  alignas(32) float m8[8];
+  _mm256_store_ps(m8, vmax);
+  float mx = m8[0];
+  for (int j = 1; j < 8; ++j) mx = std::max(mx, m8[j]);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 vsum = _mm256_setzero_ps();
+  i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+    _mm256_storeu_ps(x + i, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  alignas(32) float s8[8];
+  _mm256_store_ps(s8, vsum);
+  double sum = 0;  // eight partial sums, then the tail
+  for (int j = 0; j < 8; ++j) sum += s8[j];
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  const __m256 inv = _mm256_set1_ps(float(1.0 / sum));
+  i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (; i < n; ++i) x[i] *= float(1.0 / sum);
 }
 
 EVLA_AVX2 void gelu_erf(float* x, size_t n) {

@@ -396,7 +396,32 @@ TEST(VecMath, ActivationsMatchReference) {
     std::vector<float> e = base;
     kernels::avx2::exp_inplace(e.data(), n);
     for (size_t i = 0; i < n; ++i) ASSERT_NEAR(e[i], std::exp(base[i]), 2e-7 * std::exp(base[i]));
+    // Softmax over attention-like scores (a spread of ±30 and one large outlier).
+    std::vector<float> sa = randn(n, 13), sb;
+    for (float& v : sa) v *= 10.0f;
+    sa[n / 2] = 60.0f;
+    sb = sa;
+    kernels::avx2::softmax(sa.data(), n);
+    kernels::ref::softmax(sb.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_NEAR(sa[i], sb[i], 1e-6 * std::max(1e-6f, sb[i])) << "softmax " << i;
   }
+}
+
+// A NaN score is not silently turned into a probability: every output of its
+// row is NaN, as in the reference.
+TEST(VecMath, SoftmaxCarriesNaN) {
+  for (size_t n : {3u, 8u, 19u})
+    for (size_t at : {size_t(0), n - 1}) {
+      std::vector<float> a(n, 1.0f), b;
+      a[at] = std::nanf("");
+      b = a;
+      kernels::softmax(a.data(), n);
+      kernels::ref::softmax(b.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_TRUE(std::isnan(a[i])) << n << " " << at << " " << i;
+        EXPECT_TRUE(std::isnan(b[i])) << n << " " << at << " " << i;
+      }
+    }
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // greedy decoding must reproduce the known continuations.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "evla/evla.h"
 #include "io/tokenizer.h"
 #include "test_util.h"
@@ -33,6 +35,24 @@ TEST(TinyLlamas, HiddenStatesAndLogitsShapes) {
   EXPECT_EQ(out.hidden.size(), 6u);  // 5 layer inputs + last output
   EXPECT_EQ(out.logits.size(), 3u * 512);
   EXPECT_EQ(out.hidden[0].size(), 3u * 64);
+}
+
+// 256 tokens are enough for the layers' row-wise work (norms, RoPE, SwiGLU,
+// residual adds) to be split over two threads; the rows are independent and
+// the layers' products (evla's packed kernel) split by output columns, so the
+// hidden states may not change at all. The LM head goes through OpenBLAS in
+// column slices whose edge kernels round differently: equal to rounding.
+TEST(TinyLlamas, TwoThreadsGiveTheSameHiddenStates) {
+  auto lm = LanguageModel::load(kTiny + "babyllama-tok105");
+  std::vector<int> ids(256);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = 1 + int(i * 37 % 104);
+  const auto one = lm->forward(ids, 1), two = lm->forward(ids, 2);
+  ASSERT_EQ(one.hidden.size(), two.hidden.size());
+  for (size_t l = 0; l < one.hidden.size(); ++l) EXPECT_EQ(one.hidden[l], two.hidden[l]) << "layer " << l;
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < one.logits.size(); ++i)
+    err += std::pow(double(one.logits[i]) - two.logits[i], 2), ref += std::pow(double(one.logits[i]), 2);
+  EXPECT_LE(err / ref, 1e-12);
 }
 
 TEST(TinyLlamas, BadInputsAreErrors) {
