@@ -145,7 +145,7 @@ def sincos_2d(grid, dim):
 class Trainable(nn.Module):
     """evla_ref.Policy plus state normalisation (baked into s_embedder at export)."""
 
-    def __init__(self, cfg, state_mean, state_std, aux_dim=0, ground=False, patch_pos=False):
+    def __init__(self, cfg, state_mean, state_std, aux_dim=0, ground=False, patch_pos=False, mid_aux_layers=()):
         super().__init__()
         self.policy = ref.Policy(cfg, with_lm_head=False)
         # Training-only heads (never exported): the auxiliary position regression, the
@@ -157,6 +157,7 @@ class Trainable(nn.Module):
         self.ground_q = nn.Linear(d, 2 * d) if ground else None
         self.ground_k = nn.Linear(d, d) if ground else None
         self.patch_pos = nn.Linear(d, 3) if patch_pos else None
+        self.mid_aux = nn.ModuleDict({str(l): nn.Linear(d, aux_dim) for l in mid_aux_layers}) if aux_dim else None
         self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32))
         for i, e in enumerate(cfg["vision"]["encoders"]):
@@ -243,6 +244,20 @@ class Trainable(nn.Module):
         (table units / 0.2, so each is O(1)) from the cognition feature alone."""
         want = torch.cat([target, target[:, :3] - state[:, :3]], dim=1) / 0.2
         return ((self.aux_head(cog) - want) ** 2).mean()
+
+    def mid_aux_loss(self, hidden, last, state, target):
+        """The aux regression again, from the cognition token's residual (RMS-normalised) at the
+        input of each layer in mid_aux_layers: a short gradient path that teaches the supervised
+        attention's value and output projections to carry the fetched token's position into the
+        cognition token, instead of only through every later layer."""
+        want = torch.cat([target, target[:, :3] - state[:, :3]], dim=1) / 0.2
+        rows = torch.arange(last.shape[0])
+        total = 0.0
+        for l, head in self.mid_aux.items():
+            r = hidden[int(l)][rows, last]
+            r = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + 1e-5)
+            total = total + ((head(r) - want) ** 2).mean()
+        return total / len(self.mid_aux)
 
     def diffusion_loss(self, cog, state, actions, repeats, cond_drop, state_drop=0.0):
         """CogACT's DiT loss: eps-prediction MSE, `repeats` noise samples per backbone forward,

@@ -153,6 +153,9 @@ def main():
                          "xyz from the visual token showing it, at the input of the first --attn-layers "
                          "layer; every object where the shards have `objects`, else the task's object and "
                          "destination")
+    ap.add_argument("--mid-aux-layers", default="",
+                    help="also regress the --aux-weight targets from the cognition token's residual at the "
+                         "input of these LM layers (0-based, comma list), each with its own training-only head")
     ap.add_argument("--stop-at-step", type=int, default=0,
                     help="export and stop at this step without shortening the schedule (to resume later)")
     ap.add_argument("--vit-pos", default="random", choices=["random", "sincos"],
@@ -214,8 +217,12 @@ def main():
     log(lf, f"tokenizer: vocab {sp.get_piece_size()}, space id {space_id}, prompt {tmax}..{min(text_len)} "
             f"tokens after BOS (+64 visual)")
 
+    mid_aux = [int(v) for v in args.mid_aux_layers.split(",") if v]
+    if mid_aux and (args.aux_weight <= 0 or any(not 0 <= li <= cfg["llm"]["num_hidden_layers"] for li in mid_aux)):
+        sys.exit(f"--mid-aux-layers {args.mid_aux_layers}: needs --aux-weight and layers 0..{cfg['llm']['num_hidden_layers']}")
     model = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if args.aux_weight > 0 else 0,
-                        ground=args.ground_weight > 0, patch_pos=args.patch_pos_weight > 0)
+                        ground=args.ground_weight > 0, patch_pos=args.patch_pos_weight > 0,
+                        mid_aux_layers=mid_aux)
     P.init_weights(model.policy, args.seed, args.vit_pos)
     nparam = sum(p.numel() for p in model.policy.parameters())
     log(lf, f"model: {nparam / 1e6:.2f} M parameters")
@@ -275,7 +282,7 @@ def main():
         # ones no longer asked for are dropped; the optimiser then restarts, with a warm-up.
         missing, unexpected = model.load_state_dict(ck["model"], strict=False)
         ema.load_state_dict(ck["ema"], strict=False)
-        heads = ("aux_head", "ground_", "patch_pos")
+        heads = ("aux_head", "ground_", "patch_pos", "mid_aux")
         if any(not k.startswith(heads) for k in missing + unexpected):
             sys.exit(f"--resume: checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
         fresh_opt = bool(missing or unexpected)
@@ -321,6 +328,8 @@ def main():
                                     args.state_drop)
         if args.aux_weight > 0:
             aux = model.aux_loss(cog, states_t[idx], targets_t[idx])
+            if model.mid_aux:
+                aux = 0.5 * (aux + model.mid_aux_loss(hidden, last, states_t[idx], targets_t[idx]))
             aux_losses.append(aux.item())
             loss = loss + args.aux_weight * aux
         if args.ground_weight > 0:

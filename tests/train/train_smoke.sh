@@ -15,10 +15,10 @@ train="/usr/bin/python3 $root/python/train/train.py --data $tmp/demos --out $tmp
 $train --steps 3 --aux-weight 1.0 --seed 0 >/dev/null
 "$evla" run -m "$tmp/export" -i "$root/models/evla-tiny-random/example.png" -p "pick the red cube" \
   --state 0,0,0.1,1 -t 1 | grep -q "action chunk"
-$train --steps 2 --aux-weight 1.0 --ground-weight 0.5 --attn-weight 0.3 --attn-layers 0,1 --patch-pos-weight 1 \
+$train --steps 2 --aux-weight 1.0 --ground-weight 0.5 --attn-weight 0.3 --attn-layers 0,1 --patch-pos-weight 1 --mid-aux-layers 2 \
   --seed 1 --resume "$tmp/ckpt.pt" >/dev/null
 grep -q "resumed from .* at step 3; new heads .*ground_q.weight.* optimiser restarted" "$tmp/log"
-grep -q "new heads .*patch_pos.weight" "$tmp/log"
+grep -q "new heads .*patch_pos.weight.*mid_aux.2.weight" "$tmp/log"
 grep -q "patch position loss over every object" "$tmp/log"
 # Warm-up restarts at the resumed step: the first logged rate is lr / warmup, not lr · 4 / warmup.
 grep "step 4 loss" "$tmp/log" | grep -q "lr 1.25e-04"
