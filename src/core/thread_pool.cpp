@@ -84,4 +84,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   });
 }
 
+void ThreadPool::for_rows(int rows, int64_t floats_per_row, const std::function<void(int, int)>& fn) {
+  if (n_threads_ == 1 || int64_t(rows) * floats_per_row < (int64_t(1) << 15)) return fn(0, rows);
+  parallel_for(rows, 1, [&](int64_t r0, int64_t r1) { fn(int(r0), int(r1)); });
+}
+
 }  // namespace evla

@@ -28,6 +28,12 @@ class ThreadPool {
   // fn(begin, end) for each non-empty chunk.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // Row-wise work (norms, activations, residual adds) over rows [r0, r1):
+  // split over the threads once the pass touches >= 32k floats (a VLA-sized
+  // sequence), else run on the caller, where the hand-off would cost more
+  // than it saves. Callers keep rows independent, so no split changes results.
+  void for_rows(int rows, int64_t floats_per_row, const std::function<void(int r0, int r1)>& fn);
+
   // Default thread count: the EVLA_THREADS environment variable, else the
   // number of cores.
   static int default_threads();

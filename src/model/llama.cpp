@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <functional>
 
 #include "accel/token_select.h"
 #include "core/thread_pool.h"
@@ -104,16 +103,6 @@ const LayerPlan& layer_plan(const Plan& plan, int l) {
   return plan.llm.empty() ? dense : plan.llm[size_t(l)];
 }
 
-// A layer's row-wise work (norms, RoPE, SwiGLU, residual adds) over rows
-// [t0, t1), split over the pool once a pass is long enough to pay for the
-// hand-off (a VLA-sized sequence, not the shipped model's ~90 tokens). Rows
-// are independent, so the split never changes the result; left on the
-// calling thread, this work is what stops two threads from halving a layer.
-void for_rows(ThreadPool& pool, int T, int64_t floats_per_row, const std::function<void(int, int)>& fn) {
-  if (pool.size() == 1 || int64_t(T) * floats_per_row < (int64_t(1) << 15)) return fn(0, T);
-  pool.parallel_for(T, 1, [&](int64_t t0, int64_t t1) { fn(int(t0), int(t1)); });
-}
-
 }  // namespace
 
 void Llama::forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
@@ -145,7 +134,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.qkv.resize(size_t(T) * W);
       s.attn.resize(size_t(T) * Dq);
       s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
-      for_rows(pool, T, D, [&](int t0, int t1) {
+      pool.for_rows(T, D, [&](int t0, int t1) {
         kernels::rms_norm(x.data() + size_t(t0) * D, t1 - t0, D, L.attn_norm, cfg_.rms_norm_eps,
                           s.h.data() + size_t(t0) * D);
       });
@@ -153,7 +142,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       float* q = s.qkv.data();
       float* k = q + Dq;
       const float* v = q + Dq + Dkv;
-      for_rows(pool, T, Dq + Dkv, [&](int t0, int t1) {
+      pool.for_rows(T, Dq + Dkv, [&](int t0, int t1) {
         const size_t r = size_t(t0) * W, c = size_t(t0) * (hd / 2);
         kernels::rope_apply(q + r, W, t1 - t0, Hq, hd, s.rope_cos.data() + c, s.rope_sin.data() + c);
         kernels::rope_apply(k + r, W, t1 - t0, Hkv, hd, s.rope_cos.data() + c, s.rope_sin.data() + c);
@@ -171,7 +160,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       }
       kernels::attention(pool, a, q, k, v, s.attn.data(), s.attn_scratch.data());
       apply_linear(pool, L.o, s.attn.data(), Dq, T, s.h.data(), D);
-      for_rows(pool, T, D, [&](int t0, int t1) {
+      pool.for_rows(T, D, [&](int t0, int t1) {
         kernels::add(x.data() + size_t(t0) * D, s.h.data() + size_t(t0) * D, size_t(t1 - t0) * D);
       });
     }
@@ -181,14 +170,14 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       const int F = L.gate.out;  // compacted layers have fewer channels
       s.h.resize(size_t(T) * D);
       s.gate_up.resize(size_t(T) * 2 * F);
-      for_rows(pool, T, D, [&](int t0, int t1) {
+      pool.for_rows(T, D, [&](int t0, int t1) {
         kernels::rms_norm(x.data() + size_t(t0) * D, t1 - t0, D, L.mlp_norm, cfg_.rms_norm_eps,
                           s.h.data() + size_t(t0) * D);
       });
       apply_linear(pool, L.gate_up, s.h.data(), D, T, s.gate_up.data(), 2 * F);
       // Row t holds [gate | up]; SwiGLU overwrites the gate half, which the
       // down projection then reads in place (row stride 2F).
-      for_rows(pool, T, 2 * F, [&](int t0, int t1) {
+      pool.for_rows(T, 2 * F, [&](int t0, int t1) {
         for (int t = t0; t < t1; ++t) {
           float* row = s.gate_up.data() + size_t(t) * 2 * F;
           kernels::swiglu(row, row + F, size_t(F));
@@ -196,7 +185,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       });
       if (obs) obs->mlp_activation(l, s.gate_up.data(), T, F, 2 * F);
       apply_linear(pool, L.down, s.gate_up.data(), 2 * F, T, s.h.data(), D);
-      for_rows(pool, T, D, [&](int t0, int t1) {
+      pool.for_rows(T, D, [&](int t0, int t1) {
         kernels::add(x.data() + size_t(t0) * D, s.h.data() + size_t(t0) * D, size_t(t1 - t0) * D);
       });
     }
