@@ -283,9 +283,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionVsRef,
                                            AttnCase{5, 12, 4, 1, 8, true, false, 7, 1},
                                            AttnCase{70, 70, 6, 3, 32, true, true, 0, 3},
                                            AttnCase{1, 9, 2, 2, 4, false, false, 0, 1},
-                                           // several causal row blocks, the last one partial
                                            AttnCase{150, 150, 2, 1, 16, true, true, 0, 2},
-                                           AttnCase{100, 130, 2, 2, 8, true, false, 30, 1}));
+                                           AttnCase{100, 130, 2, 2, 8, true, false, 30, 1},
+                                           // causal rows in blocks (Tq >= 256), uneven, with an offset
+                                           AttnCase{300, 300, 2, 1, 16, true, true, 0, 2},
+                                           AttnCase{259, 300, 2, 2, 8, true, false, 41, 1},
+                                           AttnCase{257, 257, 3, 3, 8, false, false, 0, 2}));
 
 // Many pool threads calling BLAS at once, over and over: a BLAS build that
 // shares its packing buffers between threads (Debian's serial OpenBLAS)
