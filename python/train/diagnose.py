@@ -15,7 +15,8 @@ Runs on `pick` frames (the task that needs the most precise position) and prints
              auxiliary head reads out of the cognition feature, on frames ≥ 8 cm from the object.
 Probes are least squares fitted on 3/4 of the frames and scored on the rest (median error, share
 under 3 cm, the grasp tolerance). Weights: the checkpoint's raw model (`--weights model`) or its
-EMA (what is exported).
+EMA (what is exported). `--svg FILE` also draws the cognition-token probe layer by layer against
+the object token's own probe, and the supervised heads' attention on the object.
 """
 import argparse
 import math
@@ -30,12 +31,56 @@ import policy as P  # noqa: E402
 from train import load_demos, matching_patches  # noqa: E402
 
 
-def probe(X, y, n_fit):
+def probe_errors(X, y, n_fit):
     """Least-squares linear probe (with bias) fitted on the first n_fit rows; errors on the rest."""
     X = np.concatenate([X, np.ones((len(X), 1))], 1)
     w, *_ = np.linalg.lstsq(X[:n_fit], y[:n_fit], rcond=None)
-    e = np.linalg.norm(X[n_fit:] @ w - y[n_fit:], axis=1)
+    return np.linalg.norm(X[n_fit:] @ w - y[n_fit:], axis=1)
+
+
+def probe(X, y, n_fit):
+    e = probe_errors(X, y, n_fit)
     return f"median {100 * np.median(e):.1f} cm, < 3 cm {np.mean(e < 0.03):.2f}"
+
+
+def svg(path, title, cog_cm, token_cm, attn_mass):
+    """Bars: median error (cm) of the object-xy probe on the cognition token at each LM layer
+    input, then after the final norm; a dashed line at the object token's own probe; dots: the
+    best head's attention mass on the object's token at each layer (right axis, 0..1)."""
+    W, H, L, R, T, B = 680, 320, 56, 56, 40, 56
+    n = len(cog_cm)
+    ymax = max(max(cog_cm), 1.0) * 1.1
+    bw = (W - L - R) / n
+    Y = lambda v: H - B - (H - T - B) * v / ymax
+    A = lambda v: H - B - (H - T - B) * v
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="13">{title}</text>']
+    for v in range(0, int(ymax) + 1, 5):
+        out.append(f'<line x1="{L}" y1="{Y(v):.1f}" x2="{W - R}" y2="{Y(v):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{L - 5}" y="{Y(v) + 4:.1f}" text-anchor="end">{v}</text>')
+    for v in (0, 0.5, 1.0):
+        out.append(f'<text x="{W - R + 5}" y="{A(v) + 4:.1f}" fill="#c60">{v:.1f}</text>')
+    out.append(f'<text x="14" y="{T + (H - T - B) / 2}" transform="rotate(-90 14 {T + (H - T - B) / 2})" '
+               f'text-anchor="middle">object xy probe, median cm</text>')
+    for i, v in enumerate(cog_cm):
+        x = L + i * bw
+        out.append(f'<rect x="{x + 2:.1f}" y="{Y(v):.1f}" width="{bw - 4:.1f}" height="{Y(0) - Y(v):.1f}" fill="#69c"/>')
+        label = str(i) if i < n - 1 else "out"
+        out.append(f'<text x="{x + bw / 2:.1f}" y="{H - B + 14}" text-anchor="middle">{label}</text>')
+    out.append(f'<text x="{W / 2}" y="{H - B + 30}" text-anchor="middle">cognition token at the input of LM '
+               f'layer … (out: final feature)</text>')
+    out.append(f'<line x1="{L}" y1="{Y(token_cm):.1f}" x2="{W - R}" y2="{Y(token_cm):.1f}" stroke="#2a6" '
+               f'stroke-dasharray="6,4" stroke-width="2"/>')
+    out.append(f'<text x="{L + 6}" y="{Y(token_cm) - 5:.1f}" fill="#2a6">the object\'s own visual token: '
+               f'{token_cm:.1f} cm</text>')
+    for i, a in enumerate(attn_mass):  # attention of layer i is read at the input of layer i + 1
+        out.append(f'<circle cx="{L + (i + 1) * bw:.1f}" cy="{A(a):.1f}" r="4" fill="#c60"/>')
+    out.append(f'<text x="{W - R}" y="{H - 8}" text-anchor="end" fill="#c60">dots: attention on the object\'s '
+               f'token (best head, right axis), drawn where that layer\'s output enters</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
 
 
 def main():
@@ -47,6 +92,7 @@ def main():
     ap.add_argument("--frames", type=int, default=1600)
     ap.add_argument("--layer", type=int, default=2, help="LM layer input for the token probe")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--svg", default=None, help="also draw the probes to this SVG file")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -123,11 +169,16 @@ def main():
     print("\nobject xy from its own visual token:")
     print(f"  patch index only           {probe(onehot, y, n_fit)}")
     print(f"  token hidden (layer {args.layer} input) {probe(tok, y, n_fit)}")
+    both = probe_errors(np.concatenate([onehot, tok], 1), y, n_fit)
     print(f"  both                       {probe(np.concatenate([onehot, tok], 1), y, n_fit)}")
     print("\nobject xy from the cognition token:")
     for li, c in enumerate(cogs):
         name = f"input of layer {li}" if li < L else ("last layer output" if li == L else "final-norm feature")
         print(f"  {name:20s} {probe(np.concatenate(c), y, n_fit)}")
+    if args.svg:
+        cog_cm = [100 * np.median(probe_errors(np.concatenate(c), y, n_fit)) for i, c in enumerate(cogs) if i != L]
+        svg(args.svg, f"where the object's position is lost (step {ck.get('step')}, {len(idx)} pick frames)",
+            cog_cm, 100 * np.median(both), (mass / len(idx)).max(axis=1))
     if aux_dim:
         aux = np.concatenate(aux)
         off = targets[idx, :2] - states[idx, :2]
