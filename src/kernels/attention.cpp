@@ -7,7 +7,6 @@
 
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
-#include "kernels/vec_math.h"
 
 namespace evla::kernels {
 

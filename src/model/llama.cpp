@@ -120,6 +120,17 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     kernels::rope_tables(positions.data(), T, hd, cfg_.rope_theta, s.rope_cos.data(), s.rope_sin.data());
   };
   build_rope();
+  // Row-wise steps, split over the pool on long sequences (ThreadPool::for_rows).
+  auto norm = [&](const float* weight) {
+    pool.for_rows(T, D, [&](int t0, int t1) {
+      kernels::rms_norm(x.data() + size_t(t0) * D, t1 - t0, D, weight, cfg_.rms_norm_eps, s.h.data() + size_t(t0) * D);
+    });
+  };
+  auto residual = [&] {  // x += h
+    pool.for_rows(T, D, [&](int t0, int t1) {
+      kernels::add(x.data() + size_t(t0) * D, s.h.data() + size_t(t0) * D, size_t(t1 - t0) * D);
+    });
+  };
 
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LlamaLayer& L = layers[size_t(l)];
@@ -134,10 +145,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.qkv.resize(size_t(T) * W);
       s.attn.resize(size_t(T) * Dq);
       s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
-      pool.for_rows(T, D, [&](int t0, int t1) {
-        kernels::rms_norm(x.data() + size_t(t0) * D, t1 - t0, D, L.attn_norm, cfg_.rms_norm_eps,
-                          s.h.data() + size_t(t0) * D);
-      });
+      norm(L.attn_norm);
       apply_linear(pool, L.qkv, s.h.data(), D, T, s.qkv.data(), W);
       float* q = s.qkv.data();
       float* k = q + Dq;
@@ -160,9 +168,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       }
       kernels::attention(pool, a, q, k, v, s.attn.data(), s.attn_scratch.data());
       apply_linear(pool, L.o, s.attn.data(), Dq, T, s.h.data(), D);
-      pool.for_rows(T, D, [&](int t0, int t1) {
-        kernels::add(x.data() + size_t(t0) * D, s.h.data() + size_t(t0) * D, size_t(t1 - t0) * D);
-      });
+      residual();
     }
     if (obs) obs->after_attention(l, x.data(), T, D);
 
@@ -170,10 +176,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       const int F = L.gate.out;  // compacted layers have fewer channels
       s.h.resize(size_t(T) * D);
       s.gate_up.resize(size_t(T) * 2 * F);
-      pool.for_rows(T, D, [&](int t0, int t1) {
-        kernels::rms_norm(x.data() + size_t(t0) * D, t1 - t0, D, L.mlp_norm, cfg_.rms_norm_eps,
-                          s.h.data() + size_t(t0) * D);
-      });
+      norm(L.mlp_norm);
       apply_linear(pool, L.gate_up, s.h.data(), D, T, s.gate_up.data(), 2 * F);
       // Row t holds [gate | up]; SwiGLU overwrites the gate half, which the
       // down projection then reads in place (row stride 2F).
@@ -185,9 +188,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       });
       if (obs) obs->mlp_activation(l, s.gate_up.data(), T, F, 2 * F);
       apply_linear(pool, L.down, s.gate_up.data(), 2 * F, T, s.h.data(), D);
-      pool.for_rows(T, D, [&](int t0, int t1) {
-        kernels::add(x.data() + size_t(t0) * D, s.h.data() + size_t(t0) * D, size_t(t1 - t0) * D);
-      });
+      residual();
     }
     if (obs) obs->layer_output(l, x.data(), T, D);
 
