@@ -19,7 +19,6 @@ EMA (what is exported). `--svg FILE` also draws the cognition-token probe layer 
 the object token's own probe, and the supervised heads' attention on the object.
 """
 import argparse
-import math
 import os
 import sys
 
@@ -38,8 +37,7 @@ def probe_errors(X, y, n_fit):
     return np.linalg.norm(X[n_fit:] @ w - y[n_fit:], axis=1)
 
 
-def probe(X, y, n_fit):
-    e = probe_errors(X, y, n_fit)
+def summary(e):
     return f"median {100 * np.median(e):.1f} cm, < 3 cm {np.mean(e < 0.03):.2f}"
 
 
@@ -123,7 +121,6 @@ def main():
     patch = matching_patches(targets[idx, :3], enc["image_size"], enc["patch_size"])
     n_fit = 3 * len(idx) // 4
 
-    llm = m.policy.llm
     L = cfg["llm"]["num_hidden_layers"]
     mass = np.zeros((L, cfg["llm"]["num_attention_heads"]))
     hit = np.zeros_like(mass)
@@ -134,21 +131,10 @@ def main():
             x = torch.from_numpy(images[j]).permute(0, 3, 1, 2).float() / 255
             ii = torch.from_numpy(instr_idx[j])
             cog, (hidden, last) = m.cognition(x, text_ids[ii], text_len[ii], with_hidden=True)
-            b, n, _ = hidden[0].shape
-            rows = torch.arange(b)
+            rows = torch.arange(len(j))
             op = torch.from_numpy(patch[s:s + 200])
-            cos, sin = P.rope_tables(n, cfg["llm"], hidden[0].dtype)
-            valid = torch.arange(n)[None, :] <= last[:, None]
             for li in range(L):
-                att = llm.model.layers[li].self_attn
-                h = llm.model.layers[li].input_layernorm(hidden[li])
-                q = att.q_proj(h[rows, last]).view(b, att.nh, att.hd)
-                q = q * cos[last][:, None] + P.ref.rotate_half(q) * sin[last][:, None]
-                k = att.k_proj(h).view(b, n, att.nkv, att.hd)
-                k = k * cos[None, :, None] + P.ref.rotate_half(k) * sin[None, :, None]
-                k = k.repeat_interleave(att.nh // att.nkv, dim=2)
-                p = (torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(att.hd)).masked_fill(
-                    ~valid[:, None], float("-inf")).softmax(-1)
+                p = m.cognition_attention_logits(hidden, last, li).softmax(-1)
                 mass[li] += p[rows, :, 1 + op].sum(0).numpy()
                 hit[li] += (p[:, :, 1:1 + enc_tokens(cfg)].argmax(-1) == op[:, None]).float().sum(0).numpy()
             tok.append(hidden[args.layer][rows, 1 + op].numpy())
@@ -167,16 +153,17 @@ def main():
     onehot = np.eye(enc_tokens(cfg))[patch]
     tok = np.concatenate(tok)
     print("\nobject xy from its own visual token:")
-    print(f"  patch index only           {probe(onehot, y, n_fit)}")
-    print(f"  token hidden (layer {args.layer} input) {probe(tok, y, n_fit)}")
     both = probe_errors(np.concatenate([onehot, tok], 1), y, n_fit)
-    print(f"  both                       {probe(np.concatenate([onehot, tok], 1), y, n_fit)}")
+    print(f"  patch index only           {summary(probe_errors(onehot, y, n_fit))}")
+    print(f"  token hidden (layer {args.layer} input) {summary(probe_errors(tok, y, n_fit))}")
+    print(f"  both                       {summary(both)}")
     print("\nobject xy from the cognition token:")
-    for li, c in enumerate(cogs):
+    cog_err = [probe_errors(np.concatenate(c), y, n_fit) for c in cogs]
+    for li, e in enumerate(cog_err):
         name = f"input of layer {li}" if li < L else ("last layer output" if li == L else "final-norm feature")
-        print(f"  {name:20s} {probe(np.concatenate(c), y, n_fit)}")
+        print(f"  {name:20s} {summary(e)}")
     if args.svg:
-        cog_cm = [100 * np.median(probe_errors(np.concatenate(c), y, n_fit)) for i, c in enumerate(cogs) if i != L]
+        cog_cm = [100 * np.median(e) for i, e in enumerate(cog_err) if i != L]
         svg(args.svg, f"where the object's position is lost (step {ck.get('step')}, {len(idx)} pick frames)",
             cog_cm, 100 * np.median(both), (mass / len(idx)).max(axis=1))
     if aux_dim:

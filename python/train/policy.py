@@ -191,6 +191,25 @@ class Trainable(nn.Module):
             out = out + ((hidden, last),)
         return out if len(out) > 1 else cog
 
+    def cognition_attention_logits(self, hidden, last, layer):
+        """[B, heads, L] masked attention logits of the cognition token (row `last` of each
+        sample) at LM layer `layer`, recomputed from that layer's input exactly as the LM's
+        attention computes them (RoPE, GQA); positions past `last` are -inf."""
+        llm = self.policy.llm
+        b, n, _ = hidden[0].shape
+        rows = torch.arange(b)
+        cos, sin = rope_tables(n, llm.cfg, hidden[0].dtype)
+        att = llm.model.layers[layer].self_attn
+        h = llm.model.layers[layer].input_layernorm(hidden[layer])
+        q = att.q_proj(h[rows, last]).view(b, att.nh, att.hd)
+        q = q * cos[last][:, None] + ref.rotate_half(q) * sin[last][:, None]
+        k = att.k_proj(h).view(b, n, att.nkv, att.hd)
+        k = k * cos[None, :, None] + ref.rotate_half(k) * sin[None, :, None]
+        k = k.repeat_interleave(att.nh // att.nkv, dim=2)  # [b, n, nh, hd]
+        logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(att.hd)
+        valid = torch.arange(n)[None, :] <= last[:, None]  # causal row of the cognition token
+        return logits.masked_fill(~valid[:, None], float("-inf"))
+
     def attention_loss(self, hidden, last, obj_patch, dest_patch, layers):
         """Supervises the LM's own retrieval: at each layer in `layers`, query head 0 of the
         cognition token must put its attention on the visual token showing the task's object
@@ -198,23 +217,10 @@ class Trainable(nn.Module):
         head 2 and every other layer stay free). The action head sees only the cognition
         feature, so the object's position has to be read into it by attention; the grounding
         heads showed the feature knows *what* to look for but not *where* it is."""
-        llm = self.policy.llm
-        c = llm.cfg
-        b, n, _ = hidden[0].shape
-        rows = torch.arange(b)
-        cos, sin = rope_tables(n, c, hidden[0].dtype)
-        valid = torch.arange(n)[None, :] <= last[:, None]  # causal row of the cognition token
+        rows = torch.arange(last.shape[0])
         total = 0.0
         for li in layers:
-            att = llm.model.layers[li].self_attn
-            h = llm.model.layers[li].input_layernorm(hidden[li])
-            q = att.q_proj(h[rows, last]).view(b, att.nh, att.hd)
-            q = q * cos[last][:, None] + ref.rotate_half(q) * sin[last][:, None]
-            k = att.k_proj(h).view(b, n, att.nkv, att.hd)
-            k = k * cos[None, :, None] + ref.rotate_half(k) * sin[None, :, None]
-            k = k.repeat_interleave(att.nh // att.nkv, dim=2)  # [b, n, nh, hd]
-            logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(att.hd)
-            logp = logits.masked_fill(~valid[:, None], float("-inf")).log_softmax(-1)
+            logp = self.cognition_attention_logits(hidden, last, li).log_softmax(-1)
             total = total - 0.5 * (logp[rows, 0, 1 + obj_patch].mean() + logp[rows, 1, 1 + dest_patch].mean())
         return total / len(layers)
 

@@ -260,8 +260,9 @@ def main():
         enc = cfg["vision"]["encoders"][0]
         obj_patch = torch.from_numpy(matching_patches(targets[:, :3], enc["image_size"], enc["patch_size"]))
         dest_patch = torch.from_numpy(matching_patches(targets[:, 3:6], enc["image_size"], enc["patch_size"]))
-        # Patch position supervision: every object of the scene where the shards list them
-        # (`objects`), else the task's object and destination.
+    if args.patch_pos_weight > 0:
+        # Every object of the scene where the shards list them (`objects`), else the task's
+        # object and destination.
         if objects is not None:
             pp_xyz = torch.from_numpy(objects[:, :, :3].copy())
             pp_present = torch.from_numpy(objects[:, :, 3].copy())
@@ -271,9 +272,8 @@ def main():
             pp_xyz = torch.from_numpy(targets.reshape(-1, 2, 3).copy())
             pp_present = torch.ones(len(targets), 2)
             pp_patch = torch.stack([obj_patch, dest_patch], dim=1)
-        if args.patch_pos_weight > 0:
-            log(lf, "patch position loss over " + ("every object (`objects`)" if objects is not None
-                                                   else "the task's object and destination"))
+        log(lf, "patch position loss over " + ("every object (`objects`)" if objects is not None
+                                               else "the task's object and destination"))
 
     step0, fresh_opt = 0, False
     if args.resume:
