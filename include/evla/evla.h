@@ -112,6 +112,10 @@ class Policy {
   // count give bit-identical actions.
   ActionChunk infer(const Observation& obs);
 
+  // The last inference's cognition feature (the LM's final-norm hidden at the
+  // cognition token, hidden_size values): what conditions the action head.
+  const std::vector<float>& cognition() const;
+
   PolicyState& state() { return *state_; }
 
  private:

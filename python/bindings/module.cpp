@@ -3,7 +3,8 @@
 //
 //   policy = evla.Policy("models/evla-tiny-random", plan=None, threads=None)
 //   out = policy.infer({"observation/image": img_uint8_hwc, "prompt": "pick up the can"})
-//   out["actions"]  # float32 [horizon, dim]
+//   out["actions"]    # float32 [horizon, dim]
+//   out["cognition"]  # float32 [hidden_size], the feature that conditioned the action head
 //
 // infer() releases the GIL while the policy runs; one Policy object serves one
 // call at a time (others wait on its lock), so use one per thread for parallelism.
@@ -141,8 +142,12 @@ class PyPolicy {
     timing["llm_ms"] = t.llm_ms;
     timing["action_head_ms"] = t.action_head_ms;
     timing["total_ms"] = t.total_ms;
+    const std::vector<float>& c = policy_->cognition();
+    py::array_t<float> cognition(py::ssize_t(c.size()));
+    std::memcpy(cognition.mutable_data(), c.data(), c.size() * sizeof(float));
     py::dict out;
     out["actions"] = actions;
+    out["cognition"] = cognition;
     out["policy_timing"] = timing;
     return out;
   }
@@ -216,7 +221,8 @@ PYBIND11_MODULE(evla, m) {
            py::arg("prompt_key") = py::none())
       .def("infer", &PyPolicy::infer, py::arg("obs"),
            "obs: dict with the server's keys (numpy uint8 H×W×3 images, state, prompt, optional seed).\n"
-           "Returns {'actions': float32 [horizon, dim], 'policy_timing': {...}}.")
+           "Returns {'actions': float32 [horizon, dim], 'cognition': float32 [hidden_size] (the feature that\n"
+           "conditioned the action head), 'policy_timing': {...}}.")
       .def_property_readonly("metadata", &PyPolicy::metadata);
 
   m.def("load_image", [](const std::string& path) { return image_to_numpy(load_image(path)); },

@@ -107,6 +107,20 @@ def colour_jitter(x, gen):
     return (on * y + (1 - on) * x).clamp(0, 1)
 
 
+def optimizer_step(opt, loss, model, ema, ema_decay, step):
+    """Backward, gradient clipping at 1.0, AdamW step, then the EMA of the weights (decay
+    warming up as (1 + step) / (10 + step)); returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    d = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.mul_(d).add_(pm, alpha=1 - d)
+    return gn
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -344,14 +358,7 @@ def main():
             pl = model.patch_position_loss(hidden, layer_list[0], pp_patch[idx], pp_xyz[idx], pp_present[idx])
             pp_losses.append(pl.item())
             loss = loss + args.patch_pos_weight * pl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        d = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.mul_(d).add_(pm, alpha=1 - d)
+        gn = optimizer_step(opt, loss, model, ema, args.ema, step)
         step += 1
         losses.append(loss.item())
         now = time.time()

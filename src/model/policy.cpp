@@ -66,6 +66,7 @@ Policy::Policy(Policy&&) noexcept = default;
 Policy& Policy::operator=(Policy&&) noexcept = default;
 
 const Plan& Policy::plan() const { return state_->plan; }
+const std::vector<float>& Policy::cognition() const { return state_->cognition; }
 
 void Policy::set_plan(const Plan& plan) {
   const ModelImpl& im = model_->impl();

@@ -62,6 +62,16 @@ def test_fixture():
     raises(ValueError, lambda: p.infer(dict(obs, **{"observation/state": np.zeros(3)})), "expected 5 values")
     raises(ValueError, lambda: p.infer({k: v for k, v in obs.items() if k != "observation/wrist_image"}),
            "missing key 'observation/wrist_image'")
+    # The cognition feature equals the PyTorch reference's on the fixture's own inputs.
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    from evla_ref import safetensors_io
+    ref, meta = safetensors_io.read(os.path.join(FIXTURE, "expected.safetensors"))
+    out = p.infer({"observation/image": ref["input.image.0"], "observation/wrist_image": ref["input.image.1"],
+                   "observation/state": ref["input.state"], "prompt": meta["instruction"]})
+    want = ref["llm.cognition"]
+    check(out["cognition"].shape == want.shape, out["cognition"].shape)
+    nmse = float(np.sum((out["cognition"] - want) ** 2) / np.sum(want ** 2))
+    check(nmse < 1e-8, f"cognition NMSE {nmse:.2e} against the reference")
 
 
 def test_gil_released(p, obs):

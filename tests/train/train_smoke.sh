@@ -2,7 +2,8 @@
 # The training script end to end on a handful of demonstrations: a few steps
 # with every training-only loss, an export the runtime loads and runs, then a
 # resume that adds the grounding heads (fresh optimiser, warm-up from the
-# resumed step), and the matching camera's patch of a known point.
+# resumed step), the action head fine-tuned alone, and the matching camera's
+# patch of a known point.
 set -euo pipefail
 evla=$1 root=$2
 tmp=$(mktemp -d)
@@ -23,6 +24,36 @@ grep -q "patch position loss over every object" "$tmp/log"
 # Warm-up restarts at the resumed step: the first logged rate is lr / warmup, not lr · 4 / warmup.
 grep "step 4 loss" "$tmp/log" | grep -q "lr 1.25e-04"
 grep -q "ground [0-9.]* attn [0-9.]* patch [0-9.]* " "$tmp/log"
+# The action head alone on the frozen backbone's runtime features: the backbone's
+# tensors stay exactly the checkpoint's, the head's change, and the export runs;
+# a resized head (--head-size) exports a config the runtime loads.
+pymod=$(dirname "$evla")/../python
+if ls "$pymod"/evla*.so >/dev/null 2>&1; then
+  head="env PYTHONPATH=$pymod /usr/bin/python3 $root/python/train/finetune_head.py --ckpt $tmp/ckpt.pt --data $tmp/demos
+    --model $tmp/export --features $tmp/features.npz --steps 20 --batch 8 --threads 1 --log $tmp/head.log"
+  $head --out "$tmp/head" >/dev/null
+  $head --out "$tmp/head2" --head-size '{"hidden_size":32,"num_heads":2}' >/dev/null
+  grep -q "held-out eps-MSE at start" "$tmp/head.log"
+  grep -q "features from $tmp/features.npz" "$tmp/head.log"  # the second run reuses the cache
+  /usr/bin/python3 - "$root/python" "$tmp" <<'PY'
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from evla_ref import safetensors_io
+tmp = sys.argv[2]
+a, _ = safetensors_io.read(f"{tmp}/export/model.safetensors")
+b, _ = safetensors_io.read(f"{tmp}/head/model.safetensors")
+assert a.keys() == b.keys()
+head = [k for k in a if k.startswith("action_model.")]
+assert head and all(np.array_equal(a[k], b[k]) for k in a if k not in head), "backbone changed"
+assert any(not np.array_equal(a[k], b[k]) for k in head), "head unchanged"
+assert json.load(open(f"{tmp}/head2/config.json"))["action_head"]["hidden_size"] == 32
+PY
+  for m in head head2; do
+    "$evla" run -m "$tmp/$m" -i "$root/models/evla-tiny-random/example.png" -p "pick the red cube" \
+      --state 0,0,0.1,1 -t 1 | grep -q "action chunk"
+  done
+fi
 if $train --steps 1 --attn-weight 0.3 --attn-layers 0,20 2>"$tmp/err" >/dev/null; then
   echo "--attn-layers accepted a layer the LM does not have"; exit 1
 fi
