@@ -15,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "evla/evla.h"
 #include "serve/protocol.h"
@@ -127,10 +128,12 @@ class PyPolicy {
     }
 
     ActionChunk chunk;
+    std::vector<float> c;  // copied under the lock: the next call overwrites the policy's
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
       chunk = policy_->infer(o);
+      c = policy_->cognition();
     }
     py::array_t<float> actions({chunk.horizon, chunk.dim});
     std::memcpy(actions.mutable_data(), chunk.actions.data(), chunk.actions.size() * sizeof(float));
@@ -142,7 +145,6 @@ class PyPolicy {
     timing["llm_ms"] = t.llm_ms;
     timing["action_head_ms"] = t.action_head_ms;
     timing["total_ms"] = t.total_ms;
-    const std::vector<float>& c = policy_->cognition();
     py::array_t<float> cognition(py::ssize_t(c.size()));
     std::memcpy(cognition.mutable_data(), c.data(), c.size() * sizeof(float));
     py::dict out;
