@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
-from train import load_demos, log, optimizer_step  # noqa: E402
+from train import load_demos, log, normalize_actions, optimizer_step  # noqa: E402
 
 
 def load_trainable(ck, cfg, state_mean, state_std, with_head=True, seed=0):
@@ -112,9 +112,7 @@ def main():
     del images
 
     an = cfg["action_normalization"]
-    q01, q99 = np.array(an["q01"]), np.array(an["q99"])
-    norm = actions.copy()
-    norm[..., :3] = np.clip(2 * (actions[..., :3] - q01[:3]) / (q99[:3] - q01[:3]) - 1, -1, 1)
+    norm = normalize_actions(actions, np.array(an["q01"]), np.array(an["q99"]))
 
     # Held-out frames: a contiguous tail (frames are in episode order), so whole episodes
     # except the one at the boundary.
@@ -132,17 +130,13 @@ def main():
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
 
     def eval_loss():
-        dit.eval()
+        """The EMA head's eps-MSE on the held-out frames, with fixed noise."""
         torch_state = torch.get_rng_state()
         torch.manual_seed(123)
         with torch.no_grad():
             rows = torch.from_numpy(hold_rows[:4096])
-            orig = model.policy.dit
-            model.policy.dit = ema
-            loss = model.diffusion_loss(cog_t[rows], st_t[rows], act_t[rows], 4, 0.0, 0.0).item()
-            model.policy.dit = orig
+            loss = model.diffusion_loss(cog_t[rows], st_t[rows], act_t[rows], 4, 0.0, 0.0, dit=ema).item()
         torch.set_rng_state(torch_state)
-        dit.train()
         return loss
 
     log(lf, f"head fine-tune: {len(train_rows)} train / {len(hold_rows)} held-out frames; "

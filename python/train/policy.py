@@ -265,11 +265,12 @@ class Trainable(nn.Module):
             total = total + ((head(r) - want) ** 2).mean()
         return total / len(self.mid_aux)
 
-    def diffusion_loss(self, cog, state, actions, repeats, cond_drop, state_drop=0.0):
+    def diffusion_loss(self, cog, state, actions, repeats, cond_drop, state_drop=0.0, dit=None):
         """CogACT's DiT loss: eps-prediction MSE, `repeats` noise samples per backbone forward,
         condition replaced by the learned uncondition with probability cond_drop; with
-        probability state_drop the action head sees the mean state (normalised 0) instead."""
-        dit = self.policy.dit
+        probability state_drop the action head sees the mean state (normalised 0) instead.
+        `dit`: another action head to score (e.g. an EMA copy) instead of the policy's own."""
+        dit = dit if dit is not None else self.policy.dit
         b = cog.shape[0]
         z = cog.repeat_interleave(repeats, 0)
         st = None

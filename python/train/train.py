@@ -107,6 +107,14 @@ def colour_jitter(x, gen):
     return (on * y + (1 - on) * x).clamp(0, 1)
 
 
+def normalize_actions(actions, q01, q99):
+    """[..., 4] actions to the head's targets: xyz mapped from [q01, q99] to [-1, 1] and
+    clipped; the gripper (last dimension) stays 0/1."""
+    norm = actions.copy()
+    norm[..., :3] = np.clip(2 * (actions[..., :3] - q01[:3]) / (q99[:3] - q01[:3]) - 1, -1, 1)
+    return norm
+
+
 def optimizer_step(opt, loss, model, ema, ema_decay, step):
     """Backward, gradient clipping at 1.0, AdamW step, then the EMA of the weights (decay
     warming up as (1 + step) / (10 + step)); returns the gradient norm before clipping."""
@@ -203,8 +211,7 @@ def main():
     q01 = np.quantile(step_actions, 0.01, axis=0)
     q99 = np.quantile(step_actions, 0.99, axis=0)
     q01[3], q99[3] = 0.0, 1.0
-    norm = actions.copy()
-    norm[..., :3] = np.clip(2 * (actions[..., :3] - q01[:3]) / (q99[:3] - q01[:3]) - 1, -1, 1)
+    norm = normalize_actions(actions, q01, q99)
     state_mean, state_std = states.mean(0), states.std(0) + 1e-6
     log(lf, f"q01 {q01.round(4).tolist()} q99 {q99.round(4).tolist()} state mean "
             f"{state_mean.round(3).tolist()} std {state_std.round(3).tolist()}")
