@@ -5,6 +5,7 @@
 //   out = policy.infer({"observation/image": img_uint8_hwc, "prompt": "pick up the can"})
 //   out["actions"]    # float32 [horizon, dim]
 //   out["cognition"]  # float32 [hidden_size], the feature that conditioned the action head
+//   policy.infer(obs, lm_layer_input=11)["lm_layer_input"]  # float32 [tokens, hidden_size]
 //
 // infer() releases the GIL while the policy runs; one Policy object serves one
 // call at a time (others wait on its lock), so use one per thread for parallelism.
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "evla/evla.h"
+#include "model/model_impl.h"
 #include "serve/protocol.h"
 #ifdef EVLA_PY_SIM
 #include "sim/env.h"
@@ -85,6 +87,21 @@ py::array_t<uint8_t> image_to_numpy(const Image& img) {
   return a;
 }
 
+// Copies the input of one LM layer (every token's residual stream): what training
+// the LM's top layers alone starts from (python/train/finetune_head.py).
+struct LayerInputCapture : LlamaObserver {
+  int layer;
+  int tokens = 0, width = 0;
+  std::vector<float> x;
+  explicit LayerInputCapture(int l) : layer(l) {}
+  void layer_input(int l, const float* p, int T, int D) override {
+    if (l != layer) return;
+    x.assign(p, p + size_t(T) * D);
+    tokens = T;
+    width = D;
+  }
+};
+
 class PyPolicy {
  public:
   PyPolicy(const std::string& model_dir, std::optional<std::string> plan, std::optional<int> threads,
@@ -102,7 +119,11 @@ class PyPolicy {
     meta_ = serve::make_metadata(*model_, p, keys, 1);
   }
 
-  py::dict infer(const py::dict& obs) {
+  py::dict infer(const py::dict& obs, std::optional<int> lm_layer_input) {
+    const int n_layers = model_->impl().cfg.llm.num_layers;
+    if (lm_layer_input && (*lm_layer_input < 0 || *lm_layer_input >= n_layers))
+      throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) + ": the LM has layers 0.." +
+                            std::to_string(n_layers - 1));
     Observation o;
     for (const auto& key : meta_.image_keys) {
       py::object v = need(obs, key);
@@ -129,10 +150,20 @@ class PyPolicy {
 
     ActionChunk chunk;
     std::vector<float> c;  // copied under the lock: the next call overwrites the policy's
+    std::optional<LayerInputCapture> capture;
+    if (lm_layer_input) capture.emplace(*lm_layer_input);
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
-      chunk = policy_->infer(o);
+      PolicyState& st = policy_->state();
+      st.llm_observer = capture ? &*capture : nullptr;
+      try {
+        chunk = policy_->infer(o);
+      } catch (...) {
+        st.llm_observer = nullptr;
+        throw;
+      }
+      st.llm_observer = nullptr;
       c = policy_->cognition();
     }
     py::array_t<float> actions({chunk.horizon, chunk.dim});
@@ -151,6 +182,11 @@ class PyPolicy {
     out["actions"] = actions;
     out["cognition"] = cognition;
     out["policy_timing"] = timing;
+    if (capture) {
+      py::array_t<float> h({capture->tokens, capture->width});
+      std::memcpy(h.mutable_data(), capture->x.data(), capture->x.size() * sizeof(float));
+      out["lm_layer_input"] = h;
+    }
     return out;
   }
 
@@ -221,10 +257,11 @@ PYBIND11_MODULE(evla, m) {
            py::arg("model_dir"), py::arg("plan") = py::none(), py::arg("threads") = py::none(),
            py::arg("image_keys") = py::none(), py::arg("state_key") = py::none(),
            py::arg("prompt_key") = py::none())
-      .def("infer", &PyPolicy::infer, py::arg("obs"),
+      .def("infer", &PyPolicy::infer, py::arg("obs"), py::arg("lm_layer_input") = py::none(),
            "obs: dict with the server's keys (numpy uint8 H×W×3 images, state, prompt, optional seed).\n"
            "Returns {'actions': float32 [horizon, dim], 'cognition': float32 [hidden_size] (the feature that\n"
-           "conditioned the action head), 'policy_timing': {...}}.")
+           "conditioned the action head), 'policy_timing': {...}}; with lm_layer_input=L also\n"
+           "'lm_layer_input': float32 [tokens, hidden_size], the input of LM layer L (every token).")
       .def_property_readonly("metadata", &PyPolicy::metadata);
 
   m.def("load_image", [](const std::string& path) { return image_to_numpy(load_image(path)); },

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Trains the action head alone on a frozen backbone's cognition features.
+"""Trains the action head, and optionally the LM's top layers, on a frozen backbone.
 
     /usr/bin/python3 python/train/finetune_head.py --ckpt /tmp/evla_train/r12/ckpt.pt \
         --data /tmp/evla_train/demos2 --model /tmp/evla_train/r12/export \
@@ -12,6 +12,12 @@ them with large batches at a small fraction of a joint step's cost. Same loss as
 (eps-prediction, condition dropout for CFG, optional state dropout). The export is the
 checkpoint's EMA policy with the fine-tuned head (EMA of its weights) in place of its own;
 --head-size trains a head of another size from scratch instead.
+
+--lm-layers L also trains the LM's last L layers and its final norm with the head, from
+inputs of layer (layers - L) for every token, computed once by the runtime and cached as
+fp16 (2.5 GB for the 147,685 frames of the shipped data at L = 1): the action loss then
+reaches the attention that reads the visual tokens into the cognition token, at a cost
+close to the head's own for L = 1 (the last layer only computes the cognition row).
 """
 import argparse
 import copy
@@ -26,7 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
-from train import load_demos, log, normalize_actions, optimizer_step  # noqa: E402
+from train import colour_jitter, load_demos, log, normalize_actions, optimizer_step  # noqa: E402
 
 
 def load_trainable(ck, cfg, state_mean, state_std, with_head=True, seed=0):
@@ -39,27 +45,90 @@ def load_trainable(ck, cfg, state_mean, state_std, with_head=True, seed=0):
     return m.eval()
 
 
-def features(model_dir, images, states, instr_idx, instructions, lf, threads=2):
-    """Cognition features [N, d] of every frame from the C++ runtime (`import evla`; its
-    parity with the PyTorch reference is tested), one policy per thread, with progress."""
+def runtime_pass(model_dir, images, states, instr_idx, instructions, lf, threads=2, lm_layer=None, text_len=None):
+    """Every frame through the C++ runtime (`import evla`; its parity with the PyTorch reference
+    is tested), one policy per thread, with progress: the cognition features [N, d], or with
+    lm_layer the input of that LM layer for every token ([N, tokens, d] fp16, right-padded as
+    the prompts differ in length; text_len: prompt tokens after the BOS per instruction) and each
+    frame's cognition index [N]."""
     import evla
     policies = [evla.Policy(model_dir, threads=1) for _ in range(threads)]
-    d = policies[0].infer({"observation/image": images[0], "observation/state": states[0],
-                           "prompt": instructions[instr_idx[0]]})["cognition"].shape[0]
-    out = np.zeros((len(images), d), np.float32)
+    kw = {} if lm_layer is None else {"lm_layer_input": lm_layer}
+
+    def infer(p, i):
+        return p.infer({"observation/image": images[i], "observation/state": states[i],
+                        "prompt": instructions[instr_idx[i]]}, **kw)
+    first = infer(policies[0], 0)
+    d = first["cognition"].shape[0]
+    if lm_layer is None:
+        out, last = np.zeros((len(images), d), np.float32), None
+    else:
+        width = first["lm_layer_input"].shape[0] - text_len[instr_idx[0]] + max(text_len)
+        out = np.zeros((len(images), width, d), np.float16)
+        last = np.zeros(len(images), np.int64)
     t0 = time.time()
 
     def run(k):
         p = policies[k]
         for i in range(k, len(images), threads):
-            out[i] = p.infer({"observation/image": images[i], "observation/state": states[i],
-                              "prompt": instructions[instr_idx[i]]})["cognition"]
+            r = infer(p, i)
+            if lm_layer is None:
+                out[i] = r["cognition"]
+            else:
+                h = r["lm_layer_input"]
+                out[i, :len(h)] = h
+                last[i] = len(h) - 1
             if k == 0 and i % 10000 < threads:
                 el = time.time() - t0
-                log(lf, f"features {i}/{len(images)} {el:.0f} s, ETA {el / max(i, 1) * (len(images) - i):.0f} s")
+                log(lf, f"runtime pass {i}/{len(images)} {el:.0f} s, ETA {el / max(i, 1) * (len(images) - i):.0f} s")
     with ThreadPoolExecutor(threads) as ex:
         list(ex.map(run, range(threads)))
+    return out, last
+
+
+def load_head(model, model_dir):
+    """The action head of an exported model (e.g. an earlier fine-tune) into `model`, with the
+    state normalisation that export folds into s_embedder taken out again."""
+    tensors, _ = P.safetensors_io.read(os.path.join(model_dir, "model.safetensors"))
+    dit = model.policy.dit
+    prefix = model.policy.config["action_head"]["prefix"]
+    model.policy.load_flat_state_dict({k: v for k, v in tensors.items() if k.startswith(prefix + ".")},
+                                      strict=False)
+    if hasattr(dit, "s_embedder"):
+        with torch.no_grad():
+            lin = dit.s_embedder.linear
+            lin.bias.add_(lin.weight @ model.state_mean)
+            lin.weight.mul_(model.state_std[None, :])
+
+
+def jittered(images, seed, chunk=4096):
+    """A colour-jittered copy of uint8 frames [N,H,W,3] (train.py's augmentation, seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = np.empty_like(images)
+    for b0 in range(0, len(images), chunk):
+        x = torch.from_numpy(images[b0:b0 + chunk]).permute(0, 3, 1, 2).float() / 255.0
+        y = (colour_jitter(x, gen) * 255.0).round().to(torch.uint8)
+        out[b0:b0 + chunk] = y.permute(0, 2, 3, 1).numpy()
     return out
+
+
+def prompt_lengths(model_dir, cfg, instructions):
+    """Prompt tokens after the BOS of each instruction, with the model's tokenizer."""
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
+    return [len(P.ref.build_prompt_ids(cfg, sp, s)) - 1 for s in instructions]
+
+
+def check_top_layers(model, model_dir, images, states, instr_idx, instructions, feats, last, start, lf):
+    """The PyTorch top layers on the cached inputs must give the runtime's cognition feature."""
+    rows = np.arange(min(16, len(images)))
+    want, _ = runtime_pass(model_dir, images[rows], states[rows], instr_idx[rows], instructions, None, 1)
+    llm = model.policy.llm.model
+    with torch.no_grad():
+        got = model.cognition_from_layer(torch.from_numpy(feats[rows]).float(), torch.from_numpy(last[rows]),
+                                         llm.layers[start:], llm.norm)
+    nmse = ((got.numpy() - want) ** 2).sum() / (want ** 2).sum()
+    log(lf, f"cognition from the cached layer-{start} inputs vs the runtime's: NMSE {nmse:.2e}")
 
 
 def main():
@@ -68,7 +137,7 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", required=True, help="the checkpoint's export (runs the features; its tokenizer)")
     ap.add_argument("--out", required=True, help="exported model directory")
-    ap.add_argument("--features", default=None, help="cache of the cognition features (.npz)")
+    ap.add_argument("--features", default=None, help="cache (.npz) of the cognition features, or with --lm-layers of the layer inputs")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--time-budget", type=float, default=1e9, help="seconds; the schedule also ends on it")
     ap.add_argument("--batch", type=int, default=256)
@@ -76,10 +145,16 @@ def main():
     ap.add_argument("--cond-drop", type=float, default=0.1)
     ap.add_argument("--state-drop", type=float, default=0.0)
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--init-head", default=None, help="start the head from this exported model's head")
     ap.add_argument("--reinit", action="store_true", help="start the head from a fresh init, not the checkpoint's")
     ap.add_argument("--head-size", default=None,
                     help="JSON overrides of the action head's config (e.g. hidden_size, num_layers, num_heads); "
                          "implies --reinit")
+    ap.add_argument("--lm-layers", type=int, default=0, help="also train the LM's last L layers and final norm")
+    ap.add_argument("--repeats", type=int, default=1, help="diffusion samples per cognition feature")
+    ap.add_argument("--augment-copies", type=int, default=0,
+                    help="also cache the features of this many colour-jittered copies of every frame (as "
+                         "train.py augments) and train on a random copy or the clean frame (head only)")
     ap.add_argument("--holdout", type=float, default=0.05, help="share of frames held out for the eval loss")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -100,15 +175,47 @@ def main():
     images, states, actions, _, instr_idx, instructions, *_ = load_demos(args.data, 10 ** 9)
     n = len(images)
     model = load_trainable(ck, cfg, states.mean(0), states.std(0) + 1e-6, with_head=not args.reinit, seed=args.seed)
+    if args.init_head:
+        load_head(model, args.init_head)
+    nl = cfg["llm"]["num_hidden_layers"]
+    start = nl - args.lm_layers
+    if not 0 <= args.lm_layers <= nl:
+        sys.exit(f"--lm-layers {args.lm_layers}: the LM has {nl} layers")
+    if args.augment_copies and args.lm_layers:
+        sys.exit("--augment-copies: only for the head alone (without --lm-layers)")
+    kind = f"layer-{start} inputs" if args.lm_layers else "cognition features"
     if args.features and os.path.exists(args.features):
-        cog = np.load(args.features)["cog"]
-        if cog.shape[0] != n:
-            sys.exit(f"--features {args.features}: {cog.shape[0]} rows, the data has {n} frames")
-        log(lf, f"features from {args.features}")
+        cache = np.load(args.features)
+        cached = int(cache["start"]) if "start" in cache.files else nl
+        if cached != start:
+            sys.exit(f"--features {args.features}: cached for layer {cached}, "
+                     f"--lm-layers {args.lm_layers} needs layer {start}")
+        feats = cache["h"] if args.lm_layers else cache["cog"]
+        last = cache["last"] if args.lm_layers else None
+        if feats.shape[0] != n:
+            sys.exit(f"--features {args.features}: {feats.shape[0]} rows, the data has {n} frames")
+        log(lf, f"{kind} from {args.features}")
     else:
-        cog = features(args.model, images, states, instr_idx, instructions, lf, args.threads)
+        feats, last = runtime_pass(args.model, images, states, instr_idx, instructions, lf, args.threads,
+                                   start if args.lm_layers else None, prompt_lengths(args.model, cfg, instructions))
         if args.features:
-            np.savez(args.features, cog=cog)
+            np.savez(args.features, **({"h": feats, "last": last} if args.lm_layers else {"cog": feats}),
+                     start=start)
+    if args.lm_layers:
+        check_top_layers(model, args.model, images, states, instr_idx, instructions, feats, last, start, lf)
+    if args.augment_copies:  # stacked [copies + 1, N, d], the clean features first
+        cached = np.load(args.features) if args.features else None
+        aug = cached["cog_aug"] if cached is not None and "cog_aug" in cached.files \
+            else np.zeros((0, n, feats.shape[1]), np.float32)
+        for k in range(len(aug), args.augment_copies):
+            log(lf, f"features of jittered copy {k + 1}/{args.augment_copies}")
+            extra, _ = runtime_pass(args.model, jittered(images, args.seed + 1000 * (k + 1)), states, instr_idx,
+                                    instructions, lf, args.threads)
+            aug = np.concatenate([aug, extra[None]])
+            log(lf, f"jittered vs clean features: NMSE {((extra - feats) ** 2).sum() / (feats ** 2).sum():.3f}")
+            if args.features:
+                np.savez(args.features, cog=feats, cog_aug=aug, start=start)
+        feats = np.concatenate([feats[None], aug[:args.augment_copies]])
     del images
 
     an = cfg["action_normalization"]
@@ -119,15 +226,28 @@ def main():
     n_hold = int(n * args.holdout)
     train_rows = np.arange(n - n_hold)
     hold_rows = np.arange(n - n_hold, n)
-    cog_t, st_t, act_t = torch.from_numpy(cog), torch.from_numpy(states), torch.from_numpy(norm)
+    feats_t, st_t, act_t = torch.from_numpy(feats), torch.from_numpy(states), torch.from_numpy(norm)
+    last_t = torch.from_numpy(last) if last is not None else None
 
-    dit = model.policy.dit
+    # The trained modules (the policy's own, so training updates it) and their EMA copy.
+    llm = model.policy.llm.model
+    trained = torch.nn.ModuleDict({"dit": model.policy.dit})
+    if args.lm_layers:
+        trained.update({"layers": llm.layers[start:], "norm": llm.norm})
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in dit.parameters():
+    for p in trained.parameters():
         p.requires_grad_(True)
-    ema = copy.deepcopy(dit)
-    opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    ema = copy.deepcopy(trained)
+    opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def cognition(rows, mods, clean=False):
+        if args.augment_copies:  # each row from a random copy (the clean frame is copy 0)
+            copy = torch.zeros_like(rows) if clean else torch.randint(0, len(feats_t), rows.shape)
+            return feats_t[copy, rows]
+        if not args.lm_layers:
+            return feats_t[rows]
+        return model.cognition_from_layer(feats_t[rows].float(), last_t[rows], mods["layers"], mods["norm"])
 
     def eval_loss():
         """The EMA head's eps-MSE on the held-out frames, with fixed noise."""
@@ -135,7 +255,8 @@ def main():
         torch.manual_seed(123)
         with torch.no_grad():
             rows = torch.from_numpy(hold_rows[:4096])
-            loss = model.diffusion_loss(cog_t[rows], st_t[rows], act_t[rows], 4, 0.0, 0.0, dit=ema).item()
+            loss = model.diffusion_loss(cognition(rows, ema, clean=True), st_t[rows], act_t[rows], 4, 0.0, 0.0,
+                                        dit=ema["dit"]).item()
         torch.set_rng_state(torch_state)
         return loss
 
@@ -149,15 +270,20 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         rows = torch.from_numpy(rng.choice(train_rows, args.batch))
-        loss = model.diffusion_loss(cog_t[rows], st_t[rows], act_t[rows], 1, args.cond_drop, args.state_drop)
-        optimizer_step(opt, loss, dit, ema, args.ema, step)
+        loss = model.diffusion_loss(cognition(rows, trained), st_t[rows], act_t[rows], args.repeats,
+                                    args.cond_drop, args.state_drop)
+        optimizer_step(opt, loss, trained, ema, args.ema, step)
         step += 1
         losses.append(loss.item())
         progress = max(step / args.steps, (time.time() - t0) / args.time_budget)
-        if step % 1000 == 0:
+        if step % (200 if args.lm_layers else 1000) == 0:
             log(lf, f"step {step} loss {np.mean(losses[-1000:]):.4f} held-out {eval_loss():.4f} lr {lr:.2e} "
                     f"{(time.time() - t0) / 60:.1f} min progress {100 * progress:.1f}%")
-    model.policy.dit = ema
+    model.policy.dit = ema["dit"]
+    if args.lm_layers:
+        for i, layer in enumerate(ema["layers"]):
+            llm.layers[start + i] = layer
+        llm.norm = ema["norm"]
     with open(os.path.join(args.model, "tokenizer.model"), "rb") as f:
         tok = f.read()
     P.export(model, cfg, tok, args.out)

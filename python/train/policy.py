@@ -7,7 +7,6 @@ pass are exactly the runtime's; only batching (right-padded prompts, several
 diffusion samples per backbone forward) is added here.
 """
 import copy
-import io
 import json
 import math
 import os
@@ -195,20 +194,50 @@ class Trainable(nn.Module):
         """[B, heads, L] masked attention logits of the cognition token (row `last` of each
         sample) at LM layer `layer`, recomputed from that layer's input exactly as the LM's
         attention computes them (RoPE, GQA); positions past `last` are -inf."""
+        q, k, _, valid = self.cognition_qkv(hidden[layer], last, self.policy.llm.model.layers[layer])
+        logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(q.shape[-1])
+        return logits.masked_fill(~valid[:, None], float("-inf"))
+
+    def cognition_qkv(self, x, last, layer):
+        """The attention inputs of LM layer module `layer` for the cognition token's row, from the layer's
+        input x [B,L,d]: its query [B,heads,hd] and every position's key and value
+        [B,L,heads,hd] (RoPE, GQA kv heads repeated), and the causal row's mask [B,L]."""
         llm = self.policy.llm
-        b, n, _ = hidden[0].shape
+        b, n, _ = x.shape
         rows = torch.arange(b)
-        cos, sin = rope_tables(n, llm.cfg, hidden[0].dtype)
-        att = llm.model.layers[layer].self_attn
-        h = llm.model.layers[layer].input_layernorm(hidden[layer])
+        cos, sin = rope_tables(n, llm.cfg, x.dtype)
+        att = layer.self_attn
+        h = layer.input_layernorm(x)
         q = att.q_proj(h[rows, last]).view(b, att.nh, att.hd)
         q = q * cos[last][:, None] + ref.rotate_half(q) * sin[last][:, None]
         k = att.k_proj(h).view(b, n, att.nkv, att.hd)
         k = k * cos[None, :, None] + ref.rotate_half(k) * sin[None, :, None]
-        k = k.repeat_interleave(att.nh // att.nkv, dim=2)  # [b, n, nh, hd]
-        logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(att.hd)
-        valid = torch.arange(n)[None, :] <= last[:, None]  # causal row of the cognition token
-        return logits.masked_fill(~valid[:, None], float("-inf"))
+        rep = att.nh // att.nkv
+        k = k.repeat_interleave(rep, dim=2)
+        v = att.v_proj(h).view(b, n, att.nkv, att.hd).repeat_interleave(rep, dim=2)
+        valid = torch.arange(n)[None, :] <= last[:, None]
+        return q, k, v, valid
+
+    def cognition_from_layer(self, x, last, layers, norm):
+        """The cognition feature [B,d] from the input x [B,L,d] of the LM's top layers `layers`
+        (right-padded; `last` = each sample's cognition index) and the final `norm`: the policy's
+        own modules or copies of them (an EMA). The layers before the last run on every token,
+        the last only on the cognition token's row, since nothing else of its output is read.
+        Equals cognition() (finetune_head.py checks it on its first batch)."""
+        cos, sin = rope_tables(x.shape[1], self.policy.llm.cfg, x.dtype)
+        for layer in layers[:-1]:
+            x = layer(x, cos, sin)
+        top = layers[-1]
+        b = x.shape[0]
+        r = x[torch.arange(b), last]
+        if top.has_attn:
+            q, k, v, valid = self.cognition_qkv(x, last, top)
+            logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(q.shape[-1])
+            att = logits.masked_fill(~valid[:, None], float("-inf")).softmax(-1)
+            r = r + top.self_attn.o_proj(torch.einsum("bhn,bnhd->bhd", att, v).reshape(b, -1))
+        if top.has_mlp:
+            r = r + top.mlp(top.post_attention_layernorm(r))
+        return norm(r)
 
     def attention_loss(self, hidden, last, obj_patch, dest_patch, layers):
         """Supervises the LM's own retrieval: at each layer in `layers`, query head 0 of the

@@ -115,6 +115,17 @@ def normalize_actions(actions, q01, q99):
     return norm
 
 
+def prompt_table(cfg, sp, instructions):
+    """Prompt ids per instruction (exactly the runtime's build_prompt_ids) minus the BOS,
+    right-padded: ([n_instructions, T] ids, [n_instructions] lengths)."""
+    ids = [P.ref.build_prompt_ids(cfg, sp, s)[1:] for s in instructions]
+    assert all(sp.id_to_piece(i) != "<unk>" for s in ids for i in s[:-1])
+    text_ids = torch.zeros(len(ids), max(len(i) for i in ids), dtype=torch.long)
+    for k, i in enumerate(ids):
+        text_ids[k, :len(i)] = torch.tensor(i)
+    return text_ids, torch.tensor([len(i) for i in ids])
+
+
 def optimizer_step(opt, loss, model, ema, ema_decay, step):
     """Backward, gradient clipping at 1.0, AdamW step, then the EMA of the weights (decay
     warming up as (1 + step) / (10 + step)); returns the gradient norm before clipping."""
@@ -227,14 +238,8 @@ def main():
     space_id = sp.piece_to_id("\u2581")
     cfg = P.make_config(sp.get_piece_size(), space_id, q01, q99,
                         json.loads(args.size) if args.size else "default", state_dim=args.state_dim)
-    # Prompt ids per instruction (exactly the runtime's build_prompt_ids), minus the BOS.
-    ids = [P.ref.build_prompt_ids(cfg, sp, s)[1:] for s in instructions]
-    assert all(sp.id_to_piece(i) != "<unk>" for s in ids for i in s[:-1])
-    tmax = max(len(i) for i in ids)
-    text_ids = torch.zeros(len(ids), tmax, dtype=torch.long)
-    for k, i in enumerate(ids):
-        text_ids[k, :len(i)] = torch.tensor(i)
-    text_len = torch.tensor([len(i) for i in ids])
+    text_ids, text_len = prompt_table(cfg, sp, instructions)
+    tmax = text_ids.shape[1]
     log(lf, f"tokenizer: vocab {sp.get_piece_size()}, space id {space_id}, prompt {tmax}..{min(text_len)} "
             f"tokens after BOS (+64 visual)")
 

@@ -72,6 +72,16 @@ def test_fixture():
     check(out["cognition"].shape == want.shape, out["cognition"].shape)
     nmse = float(np.sum((out["cognition"] - want) ** 2) / np.sum(want ** 2))
     check(nmse < 1e-8, f"cognition NMSE {nmse:.2e} against the reference")
+    # An LM layer's input, every token, as the reference computes it; a layer it lacks is refused.
+    h = p.infer({"observation/image": ref["input.image.0"], "observation/wrist_image": ref["input.image.1"],
+                 "observation/state": ref["input.state"], "prompt": meta["instruction"]},
+                lm_layer_input=1)["lm_layer_input"]
+    want = ref["llm.hidden.1"]
+    check(h.shape == want.shape, h.shape)
+    nmse = float(np.sum((h - want) ** 2) / np.sum(want ** 2))
+    check(nmse < 1e-8, f"layer-1 input NMSE {nmse:.2e} against the reference")
+    raises(ValueError, lambda: p.infer(obs, lm_layer_input=2), "the LM has layers 0..1")
+    check("lm_layer_input" not in p.infer(obs), "lm_layer_input returned without being asked for")
 
 
 def test_gil_released(p, obs):

@@ -33,6 +33,21 @@ if ls "$pymod"/evla*.so >/dev/null 2>&1; then
     --model $tmp/export --features $tmp/features.npz --steps 20 --batch 8 --threads 1 --log $tmp/head.log"
   $head --out "$tmp/head" >/dev/null
   $head --out "$tmp/head2" --head-size '{"hidden_size":32,"num_heads":2}' >/dev/null
+  # With the LM's top layer: a separate cache of its inputs, the cognition row recomputed
+  # from them equal to the runtime's (fp16 cache), and a cache of the other kind refused.
+  $head --out "$tmp/top" --lm-layers 1 --features "$tmp/top.npz" --log "$tmp/top.log" >/dev/null
+  grep "vs the runtime's" "$tmp/top.log" | awk '{ exit !($NF < 1e-4) }'
+  if $head --out "$tmp/top2" --lm-layers 2 --features "$tmp/top.npz" 2>"$tmp/err" >/dev/null; then
+    echo "a layer-11 cache was accepted for --lm-layers 2"; exit 1
+  fi
+  grep -q "cached for layer 11, --lm-layers 2 needs layer 10" "$tmp/err"
+  # Features of a colour-jittered copy of every frame, cached beside the clean ones and reused.
+  cp "$tmp/features.npz" "$tmp/aug.npz"
+  $head --out "$tmp/aug" --augment-copies 1 --features "$tmp/aug.npz" --log "$tmp/aug.log" >/dev/null
+  $head --out "$tmp/aug" --augment-copies 1 --features "$tmp/aug.npz" --log "$tmp/aug.log" >/dev/null
+  test "$(grep -c "features of jittered copy 1/1" "$tmp/aug.log")" = 1
+  # A head taken from an export comes back unchanged when it does not train (lr 0).
+  $head --out "$tmp/again" --init-head "$tmp/head" --lr 0 --steps 1 >/dev/null
   grep -q "held-out eps-MSE at start" "$tmp/head.log"
   grep -q "features from $tmp/features.npz" "$tmp/head.log"  # the second run reuses the cache
   /usr/bin/python3 - "$root/python" "$tmp" <<'PY'
@@ -48,8 +63,14 @@ head = [k for k in a if k.startswith("action_model.")]
 assert head and all(np.array_equal(a[k], b[k]) for k in a if k not in head), "backbone changed"
 assert any(not np.array_equal(a[k], b[k]) for k in head), "head unchanged"
 assert json.load(open(f"{tmp}/head2/config.json"))["action_head"]["hidden_size"] == 32
+d, _ = safetensors_io.read(f"{tmp}/again/model.safetensors")
+assert all(np.allclose(b[k], d[k], rtol=1e-5, atol=1e-6) for k in head), "--init-head changed the head"
+c, _ = safetensors_io.read(f"{tmp}/top/model.safetensors")
+top = head + [k for k in a if k.startswith("llm_backbone.llm.model.layers.11.") or k.endswith("model.norm.weight")]
+assert all(np.array_equal(a[k], c[k]) for k in a if k not in top), "layers below the top changed"
+assert any(not np.array_equal(a[k], c[k]) for k in top if k.startswith("llm_")), "top layer unchanged"
 PY
-  for m in head head2; do
+  for m in head head2 top aug; do
     "$evla" run -m "$tmp/$m" -i "$root/models/evla-tiny-random/example.png" -p "pick the red cube" \
       --state 0,0,0.1,1 -t 1 | grep -q "action chunk"
   done
