@@ -124,6 +124,12 @@ class PyPolicy {
     if (lm_layer_input && (*lm_layer_input < 0 || *lm_layer_input >= n_layers))
       throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) + ": the LM has layers 0.." +
                             std::to_string(n_layers - 1));
+    // After a token selection the rows are the kept tokens, whose positions are not returned.
+    const TokenPlan& tokens = policy_->plan().tokens;
+    if (lm_layer_input && tokens.enabled && *lm_layer_input >= tokens.after_layer)
+      throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) +
+                            ": the plan selects tokens from layer " + std::to_string(tokens.after_layer) +
+                            " on; ask for an earlier layer or use the policy without a plan");
     Observation o;
     for (const auto& key : meta_.image_keys) {
       py::object v = need(obs, key);
@@ -183,6 +189,8 @@ class PyPolicy {
     out["cognition"] = cognition;
     out["policy_timing"] = timing;
     if (capture) {
+      if (capture->tokens == 0)  // the plan dropped the layer
+        throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) + ": the layer did not run");
       py::array_t<float> h({capture->tokens, capture->width});
       std::memcpy(h.mutable_data(), capture->x.data(), capture->x.size() * sizeof(float));
       out["lm_layer_input"] = h;

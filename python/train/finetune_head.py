@@ -15,7 +15,7 @@ checkpoint's EMA policy with the fine-tuned head (EMA of its weights) in place o
 
 --lm-layers L also trains the LM's last L layers and its final norm with the head, from
 inputs of layer (layers - L) for every token, computed once by the runtime and cached as
-fp16 (2.5 GB for the 147,685 frames of the shipped data at L = 1): the action loss then
+fp16 (2.5 GB for the 147,685 frames of the shipped data): the action loss then
 reaches the attention that reads the visual tokens into the cognition token, at a cost
 close to the head's own for L = 1 (the last layer only computes the cognition row).
 """
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
-from train import colour_jitter, load_demos, log, normalize_actions, optimizer_step  # noqa: E402
+from train import colour_jitter, load_demos, log, normalize_actions, optimizer_step, prompt_table  # noqa: E402
 
 
 def load_trainable(ck, cfg, state_mean, state_std, with_head=True, seed=0):
@@ -92,6 +92,9 @@ def load_head(model, model_dir):
     tensors, _ = P.safetensors_io.read(os.path.join(model_dir, "model.safetensors"))
     dit = model.policy.dit
     prefix = model.policy.config["action_head"]["prefix"]
+    missing = [k for k in dit.state_dict() if f"{prefix}.{k}" not in tensors]
+    if missing:
+        sys.exit(f"--init-head {model_dir}: no {prefix}.{missing[0]} (an action head of another shape?)")
     model.policy.load_flat_state_dict({k: v for k, v in tensors.items() if k.startswith(prefix + ".")},
                                       strict=False)
     if hasattr(dit, "s_embedder"):
@@ -112,23 +115,36 @@ def jittered(images, seed, chunk=4096):
     return out
 
 
+def save_cache(path, **arrays):
+    """np.savez to a temporary file, then renamed over `path`: a stopped run leaves the old cache."""
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def prompt_lengths(model_dir, cfg, instructions):
     """Prompt tokens after the BOS of each instruction, with the model's tokenizer."""
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
-    return [len(P.ref.build_prompt_ids(cfg, sp, s)) - 1 for s in instructions]
+    return prompt_table(cfg, sp, instructions)[1].tolist()
 
 
 def check_top_layers(model, model_dir, images, states, instr_idx, instructions, feats, last, start, lf):
-    """The PyTorch top layers on the cached inputs must give the runtime's cognition feature."""
-    rows = np.arange(min(16, len(images)))
+    """The PyTorch top layers on the cached inputs must give the runtime's cognition feature
+    (a stale cache, another tokenizer or an fp16 overflow would not): the first frame of
+    each instruction, so prompts of different lengths (padding) are covered."""
+    rows = np.unique(instr_idx, return_index=True)[1][:32]
     want, _ = runtime_pass(model_dir, images[rows], states[rows], instr_idx[rows], instructions, None, 1)
     llm = model.policy.llm.model
     with torch.no_grad():
         got = model.cognition_from_layer(torch.from_numpy(feats[rows]).float(), torch.from_numpy(last[rows]),
                                          llm.layers[start:], llm.norm)
     nmse = ((got.numpy() - want) ** 2).sum() / (want ** 2).sum()
-    log(lf, f"cognition from the cached layer-{start} inputs vs the runtime's: NMSE {nmse:.2e}")
+    log(lf, f"cognition from the cached layer-{start} inputs vs the runtime's: NMSE {nmse:.2e} "
+            f"({len(rows)} frames)")
+    if not nmse < 1e-4:
+        sys.exit(f"the cached layer-{start} inputs do not reproduce {model_dir}'s cognition feature "
+                 f"(NMSE {nmse:.2e}): a cache of another model?")
 
 
 def main():
@@ -197,16 +213,20 @@ def main():
         log(lf, f"{kind} from {args.features}")
     else:
         feats, last = runtime_pass(args.model, images, states, instr_idx, instructions, lf, args.threads,
-                                   start if args.lm_layers else None, prompt_lengths(args.model, cfg, instructions))
+                                   *((start, prompt_lengths(args.model, cfg, instructions)) if args.lm_layers else ()))
         if args.features:
-            np.savez(args.features, **({"h": feats, "last": last} if args.lm_layers else {"cog": feats}),
-                     start=start)
+            save_cache(args.features, **({"h": feats, "last": last} if args.lm_layers else {"cog": feats}),
+                       start=start)
     if args.lm_layers:
         check_top_layers(model, args.model, images, states, instr_idx, instructions, feats, last, start, lf)
     if args.augment_copies:  # stacked [copies + 1, N, d], the clean features first
         cached = np.load(args.features) if args.features else None
-        aug = cached["cog_aug"] if cached is not None and "cog_aug" in cached.files \
-            else np.zeros((0, n, feats.shape[1]), np.float32)
+        aug = np.zeros((0, n, feats.shape[1]), np.float32)
+        if cached is not None and "cog_aug" in cached.files:
+            if int(cached["aug_seed"]) != args.seed:
+                sys.exit(f"--features {args.features}: jittered copies of --seed {int(cached['aug_seed'])}, "
+                         f"not {args.seed}")
+            aug = cached["cog_aug"]
         for k in range(len(aug), args.augment_copies):
             log(lf, f"features of jittered copy {k + 1}/{args.augment_copies}")
             extra, _ = runtime_pass(args.model, jittered(images, args.seed + 1000 * (k + 1)), states, instr_idx,
@@ -214,7 +234,7 @@ def main():
             aug = np.concatenate([aug, extra[None]])
             log(lf, f"jittered vs clean features: NMSE {((extra - feats) ** 2).sum() / (feats ** 2).sum():.3f}")
             if args.features:
-                np.savez(args.features, cog=feats, cog_aug=aug, start=start)
+                save_cache(args.features, cog=feats, cog_aug=aug, aug_seed=args.seed, start=start)
         feats = np.concatenate([feats[None], aug[:args.augment_copies]])
     del images
 
@@ -239,7 +259,11 @@ def main():
     for p in trained.parameters():
         p.requires_grad_(True)
     ema = copy.deepcopy(trained)
-    opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    # As train.py, the LM's norm gains are not decayed (the head keeps its earlier all-decay setting).
+    no_decay = [p for k, p in trained.named_parameters() if not k.startswith("dit.") and p.dim() < 2]
+    decay = [p for p in trained.parameters() if all(p is not q for q in no_decay)]
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr, betas=(0.9, 0.95))
 
     def cognition(rows, mods, clean=False):
         if args.augment_copies:  # each row from a random copy (the clean frame is copy 0)

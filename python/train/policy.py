@@ -223,7 +223,8 @@ class Trainable(nn.Module):
         (right-padded; `last` = each sample's cognition index) and the final `norm`: the policy's
         own modules or copies of them (an EMA). The layers before the last run on every token,
         the last only on the cognition token's row, since nothing else of its output is read.
-        Equals cognition() (finetune_head.py checks it on its first batch)."""
+        Equals cognition() (tests/train/train_smoke.sh); finetune_head.py checks its cache
+        against the runtime's feature before training."""
         cos, sin = rope_tables(x.shape[1], self.policy.llm.cfg, x.dtype)
         for layer in layers[:-1]:
             x = layer(x, cos, sin)

@@ -3,8 +3,10 @@
 
     PYTHONPATH=build/python /usr/bin/python3 tests/serve/test_bindings.py
 """
+import json
 import os
 import sys
+import tempfile
 import threading
 import time
 
@@ -46,6 +48,14 @@ def test_tiny():
     raises(ValueError, lambda: p.infer(dict(obs, prompt=5)), "prompt: expected a string")
     raises(ValueError, lambda: p.infer(dict(obs, seed=-1)), "non-negative")
     raises(RuntimeError, lambda: evla.Policy(os.path.join(ROOT, "no-such-model")), "no-such-model")
+    # Under a plan that selects tokens after layer 1, layer inputs from 1 on hold only the kept rows.
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = os.path.join(tmp, "tokens.json")
+        with open(plan, "w") as f:
+            json.dump({"evla_plan": 1, "name": "tokens", "tokens": {"keep": 8, "after_layer": 1}}, f)
+        q = evla.Policy(TINY, plan=plan, threads=1)
+        check(q.infer(obs, lm_layer_input=0)["lm_layer_input"].shape[0] > 8, "layer 0 sees every token")
+        raises(ValueError, lambda: q.infer(obs, lm_layer_input=1), "the plan selects tokens from layer 1 on")
     return p, obs
 
 
@@ -81,7 +91,10 @@ def test_fixture():
     nmse = float(np.sum((h - want) ** 2) / np.sum(want ** 2))
     check(nmse < 1e-8, f"layer-1 input NMSE {nmse:.2e} against the reference")
     raises(ValueError, lambda: p.infer(obs, lm_layer_input=2), "the LM has layers 0..1")
-    check("lm_layer_input" not in p.infer(obs), "lm_layer_input returned without being asked for")
+    # Capturing changes nothing else.
+    a, b = p.infer(obs), p.infer(obs, lm_layer_input=0)
+    check(np.array_equal(a["actions"], b["actions"]) and np.array_equal(a["cognition"], b["cognition"]),
+          "lm_layer_input changed the outputs")
 
 
 def test_gil_released(p, obs):
