@@ -223,9 +223,9 @@ def main():
         cached = np.load(args.features) if args.features else None
         aug = np.zeros((0, n, feats.shape[1]), np.float32)
         if cached is not None and "cog_aug" in cached.files:
-            if int(cached["aug_seed"]) != args.seed:
-                sys.exit(f"--features {args.features}: jittered copies of --seed {int(cached['aug_seed'])}, "
-                         f"not {args.seed}")
+            seed = int(cached["aug_seed"]) if "aug_seed" in cached.files else "unknown"
+            if seed != args.seed:
+                sys.exit(f"--features {args.features}: jittered copies of --seed {seed}, not {args.seed}")
             aug = cached["cog_aug"]
         for k in range(len(aug), args.augment_copies):
             log(lf, f"features of jittered copy {k + 1}/{args.augment_copies}")
