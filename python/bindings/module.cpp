@@ -102,6 +102,13 @@ struct LayerInputCapture : LlamaObserver {
   }
 };
 
+// Sets the policy's LM observer for one inference; cleared however it ends.
+struct ObserverScope {
+  PolicyState& state;
+  ObserverScope(PolicyState& s, LlamaObserver* o) : state(s) { state.llm_observer = o; }
+  ~ObserverScope() { state.llm_observer = nullptr; }
+};
+
 class PyPolicy {
  public:
   PyPolicy(const std::string& model_dir, std::optional<std::string> plan, std::optional<int> threads,
@@ -161,15 +168,8 @@ class PyPolicy {
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
-      PolicyState& st = policy_->state();
-      st.llm_observer = capture ? &*capture : nullptr;
-      try {
-        chunk = policy_->infer(o);
-      } catch (...) {
-        st.llm_observer = nullptr;
-        throw;
-      }
-      st.llm_observer = nullptr;
+      ObserverScope observe(policy_->state(), capture ? &*capture : nullptr);
+      chunk = policy_->infer(o);
       c = policy_->cognition();
     }
     py::array_t<float> actions({chunk.horizon, chunk.dim});

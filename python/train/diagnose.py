@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
-from train import load_demos, matching_patches  # noqa: E402
+from train import load_demos, matching_patches, prompt_table  # noqa: E402
 
 
 def probe_errors(X, y, n_fit):
@@ -100,11 +100,7 @@ def main():
     images, states, actions, targets, instr_idx, instructions, *_ = load_demos(args.data, 1500)
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=args.tokenizer)
-    ids = [P.ref.build_prompt_ids(cfg, sp, s)[1:] for s in instructions]
-    text_ids = torch.zeros(len(ids), max(len(i) for i in ids), dtype=torch.long)
-    for k, i in enumerate(ids):
-        text_ids[k, :len(i)] = torch.tensor(i)
-    text_len = torch.tensor([len(i) for i in ids])
+    text_ids, text_len = prompt_table(cfg, sp, instructions)
     aux_dim = weights["aux_head.weight"].shape[0] if "aux_head.weight" in weights else 0
     mid = sorted({int(k.split(".")[1]) for k in weights if k.startswith("mid_aux.")})
     m = P.Trainable(cfg, np.zeros(4), np.ones(4), aux_dim=aux_dim, ground="ground_q.weight" in weights,

@@ -199,9 +199,8 @@ def main():
         sys.exit(f"--lm-layers {args.lm_layers}: the LM has {nl} layers")
     if args.augment_copies and args.lm_layers:
         sys.exit("--augment-copies: only for the head alone (without --lm-layers)")
-    kind = f"layer-{start} inputs" if args.lm_layers else "cognition features"
-    if args.features and os.path.exists(args.features):
-        cache = np.load(args.features)
+    cache = np.load(args.features) if args.features and os.path.exists(args.features) else None
+    if cache is not None:
         cached = int(cache["start"]) if "start" in cache.files else nl
         if cached != start:
             sys.exit(f"--features {args.features}: cached for layer {cached}, "
@@ -210,7 +209,7 @@ def main():
         last = cache["last"] if args.lm_layers else None
         if feats.shape[0] != n:
             sys.exit(f"--features {args.features}: {feats.shape[0]} rows, the data has {n} frames")
-        log(lf, f"{kind} from {args.features}")
+        log(lf, (f"layer-{start} inputs" if args.lm_layers else "cognition features") + f" from {args.features}")
     else:
         feats, last = runtime_pass(args.model, images, states, instr_idx, instructions, lf, args.threads,
                                    *((start, prompt_lengths(args.model, cfg, instructions)) if args.lm_layers else ()))
@@ -220,13 +219,12 @@ def main():
     if args.lm_layers:
         check_top_layers(model, args.model, images, states, instr_idx, instructions, feats, last, start, lf)
     if args.augment_copies:  # stacked [copies + 1, N, d], the clean features first
-        cached = np.load(args.features) if args.features else None
         aug = np.zeros((0, n, feats.shape[1]), np.float32)
-        if cached is not None and "cog_aug" in cached.files:
-            seed = int(cached["aug_seed"]) if "aug_seed" in cached.files else "unknown"
+        if cache is not None and "cog_aug" in cache.files:
+            seed = int(cache["aug_seed"]) if "aug_seed" in cache.files else "unknown"
             if seed != args.seed:
                 sys.exit(f"--features {args.features}: jittered copies of --seed {seed}, not {args.seed}")
-            aug = cached["cog_aug"]
+            aug = cache["cog_aug"]
         for k in range(len(aug), args.augment_copies):
             log(lf, f"features of jittered copy {k + 1}/{args.augment_copies}")
             extra, _ = runtime_pass(args.model, jittered(images, args.seed + 1000 * (k + 1)), states, instr_idx,

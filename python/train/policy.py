@@ -194,14 +194,12 @@ class Trainable(nn.Module):
         """[B, heads, L] masked attention logits of the cognition token (row `last` of each
         sample) at LM layer `layer`, recomputed from that layer's input exactly as the LM's
         attention computes them (RoPE, GQA); positions past `last` are -inf."""
-        q, k, _, valid = self.cognition_qkv(hidden[layer], last, self.policy.llm.model.layers[layer])
-        logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(q.shape[-1])
-        return logits.masked_fill(~valid[:, None], float("-inf"))
+        return self.cognition_attention(hidden[layer], last, self.policy.llm.model.layers[layer])[0]
 
-    def cognition_qkv(self, x, last, layer):
-        """The attention inputs of LM layer module `layer` for the cognition token's row, from the layer's
-        input x [B,L,d]: its query [B,heads,hd] and every position's key and value
-        [B,L,heads,hd] (RoPE, GQA kv heads repeated), and the causal row's mask [B,L]."""
+    def cognition_attention(self, x, last, layer):
+        """LM layer module `layer`'s attention row of the cognition token, from the layer's input
+        x [B,L,d]: the masked logits [B,heads,L] and every position's value [B,L,heads,hd]
+        (RoPE, GQA kv heads repeated)."""
         llm = self.policy.llm
         b, n, _ = x.shape
         rows = torch.arange(b)
@@ -215,8 +213,9 @@ class Trainable(nn.Module):
         rep = att.nh // att.nkv
         k = k.repeat_interleave(rep, dim=2)
         v = att.v_proj(h).view(b, n, att.nkv, att.hd).repeat_interleave(rep, dim=2)
-        valid = torch.arange(n)[None, :] <= last[:, None]
-        return q, k, v, valid
+        logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(att.hd)
+        valid = torch.arange(n)[None, :] <= last[:, None]  # causal row of the cognition token
+        return logits.masked_fill(~valid[:, None], float("-inf")), v
 
     def cognition_from_layer(self, x, last, layers, norm):
         """The cognition feature [B,d] from the input x [B,L,d] of the LM's top layers `layers`
@@ -232,9 +231,8 @@ class Trainable(nn.Module):
         b = x.shape[0]
         r = x[torch.arange(b), last]
         if top.has_attn:
-            q, k, v, valid = self.cognition_qkv(x, last, top)
-            logits = torch.einsum("bhd,bnhd->bhn", q, k) / math.sqrt(q.shape[-1])
-            att = logits.masked_fill(~valid[:, None], float("-inf")).softmax(-1)
+            logits, v = self.cognition_attention(x, last, top)
+            att = logits.softmax(-1)
             r = r + top.self_attn.o_proj(torch.einsum("bhn,bnhd->bhd", att, v).reshape(b, -1))
         if top.has_mlp:
             r = r + top.mlp(top.post_attention_layernorm(r))
