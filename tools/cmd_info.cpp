@@ -40,6 +40,7 @@ void add_info_command(CLI::App& app) {
       return;
     }
     fmt::print("{}\n", model->describe());
+    fmt::print("derived-weight cache: {}\n", model->weight_cache_status());
     fmt::print("| module      | GFLOPs dense |{}\n", o->plan.empty() ? "" : " GFLOPs plan |     % |");
     fmt::print("|-------------|-------------:|{}\n", o->plan.empty() ? "" : "------------:|------:|");
     auto line = [&](const char* name, double d, double p) {

@@ -34,8 +34,14 @@ namespace evla {
 struct ModelImpl;
 struct PolicyState;
 
+// Where loads keep derived weights (packed, fused, converted) for the next
+// load of the same checkpoint: $EVLA_CACHE_DIR (set but empty: nowhere), else
+// $XDG_CACHE_HOME/evla, else $HOME/.cache/evla.
+std::string default_weight_cache_dir();
+
 struct LoadOptions {
   bool load_tokenizer = true;
+  std::string weight_cache_dir = default_weight_cache_dir();  // "" = no cache
 };
 
 // Analytic cost of one inference, per module, in FLOPs (2 per multiply-add).
@@ -58,6 +64,8 @@ class Model {
   int image_size() const;
   int state_dim() const;
   int64_t num_params() const;
+  // What the load did with the derived-weight cache (read, wrote, off, or why not).
+  const std::string& weight_cache_status() const;
   // One-paragraph human-readable description of the architecture.
   std::string describe() const;
   // The analytic cost of one inference under `plan`.

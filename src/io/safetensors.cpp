@@ -82,37 +82,86 @@ std::string printable(std::string s) {
   return s;
 }
 
-// Parses JSON text, rejecting duplicate keys in any object. nlohmann::json
-// would silently keep the last of two equal keys, and a header that names a
-// tensor twice has no single meaning. Deep nesting is refused as well: real
-// headers are 3 levels deep, and nlohmann's dump() (used in our messages)
-// recurses. `what` starts each message.
-json parse_json_unique(const char* begin, const char* end, const std::string& what) {
-  constexpr int kMaxDepth = 32;
-  std::vector<std::set<std::string>> open_objects;
-  auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
-    if ((event == json::parse_event_t::object_start ||
-         event == json::parse_event_t::array_start) &&
-        depth >= kMaxDepth)
-      throw Error(fmt::format("{} nests deeper than {} levels", what, kMaxDepth));
-    if (event == json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      open_objects.pop_back();
-    } else if (event == json::parse_event_t::key) {
-      const auto& key = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(key).second) {
-        throw Error(depth == 1 ? fmt::format("{} names '{}' twice", what, key)
-                               : fmt::format("{} has key '{}' twice in one object", what, key));
-      }
-    }
+// Builds the DOM through nlohmann's SAX interface with two checks of our own:
+// no key twice in one object (nlohmann would silently keep the last of two
+// equal keys, and a header that names a tensor twice has no single meaning)
+// and no deep nesting (real headers are 3 levels deep, and nlohmann's dump(),
+// used in our messages, recurses). nlohmann's parser callback could check the
+// same, but after every nested object it rescans the whole parent, which made
+// a 258-tensor header cost ~2 ms.
+class CheckedDomBuilder : public nlohmann::json_sax<json> {
+ public:
+  CheckedDomBuilder(json& root, const std::string& what) : root_(root), what_(what) {}
+  bool null() override { return put(nullptr); }
+  bool boolean(bool v) override { return put(v); }
+  bool number_integer(number_integer_t v) override { return put(v); }
+  bool number_unsigned(number_unsigned_t v) override { return put(v); }
+  bool number_float(number_float_t v, const string_t&) override { return put(v); }
+  bool string(string_t& v) override { return put(std::move(v)); }
+  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second)
+      throw Error(open_.size() == 1 ? fmt::format("{} names '{}' twice", what_, k)
+                                    : fmt::format("{} has key '{}' twice in one object", what_, k));
+    key_ = std::move(k);
     return true;
-  };
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    open_.pop_back();
+    return true;
+  }
+  bool end_array() override {
+    open_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
+    throw Error(fmt::format("{} is not valid JSON: {}", what_, printable(e.what())));
+  }
+
+ private:
+  static constexpr size_t kMaxDepth = 32;
+  // Places v as the root, the next array element or the value of the last key.
+  json* place(json v) {
+    if (open_.empty()) return &(root_ = std::move(v));
+    json& parent = *open_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    return &(parent[key_] = std::move(v));
+  }
+  bool put(json v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json container) {
+    if (open_.size() >= kMaxDepth) throw Error(fmt::format("{} nests deeper than {} levels", what_, kMaxDepth));
+    if (container.is_object()) keys_.emplace_back();
+    // Elements of an array are appended only while it is the innermost open
+    // container, so the pointers kept here stay valid.
+    open_.push_back(place(std::move(container)));
+    return true;
+  }
+  json& root_;
+  const std::string& what_;
+  std::vector<json*> open_;
+  std::vector<std::set<std::string>> keys_;
+  std::string key_;
+};
+
+// Parses JSON text with CheckedDomBuilder's checks; `what` starts each message.
+json parse_json_unique(const char* begin, const char* end, const std::string& what) {
+  json root;
+  CheckedDomBuilder sax(root, what);
   try {
-    return json::parse(begin, end, on_event);
+    json::sax_parse(begin, end, &sax);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{} is not valid JSON: {}", what, printable(e.what())));
   }
+  return root;
 }
 
 const json& require(const json& entry, const char* key, const std::string& ctx) {
@@ -263,10 +312,12 @@ T load(const uint8_t* p) {
 // Owns a file descriptor and, until commit(), the temp file it writes.
 class TempFile {
  public:
-  explicit TempFile(const std::string& target)
-      : path_(target + ".tmp." + std::to_string(::getpid())) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A name of its own (mkstemp), so writers of the same target in other
+  // processes, even with equal pids in other containers, never share it.
+  explicit TempFile(const std::string& target) : path_(target + ".tmp.XXXXXX") {
+    fd_ = ::mkostemp(path_.data(), O_CLOEXEC);
     if (fd_ < 0) fail("cannot create");
+    if (::fchmod(fd_, 0644) != 0) fail("cannot chmod");
   }
   ~TempFile() {
     if (fd_ >= 0) ::close(fd_);
@@ -390,6 +441,11 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     auto file = from_memory(static_cast<const uint8_t*>(map), size, path);
     file->map_ = map;
     file->map_size_ = size;
+    std::error_code ec;
+    file->identity_ = fmt::format("{}\t{}:{}\t{}\t{}.{:09}\t{}.{:09}", fs::absolute(path, ec).string(),
+                                  uint64_t(st.st_dev), uint64_t(st.st_ino), size, int64_t(st.st_mtim.tv_sec),
+                                  int64_t(st.st_mtim.tv_nsec), int64_t(st.st_ctim.tv_sec),
+                                  int64_t(st.st_ctim.tv_nsec));
     return file;
   } catch (...) {
     ::munmap(map, size);
@@ -431,6 +487,12 @@ std::string read_text_file(const fs::path& path) {
 }
 
 }  // namespace
+
+std::vector<const SafetensorsFile*> TensorStore::files() const {
+  std::vector<const SafetensorsFile*> out;
+  for (const auto& f : files_) out.push_back(f.get());
+  return out;
+}
 
 TensorStore TensorStore::open_file(const std::string& path) {
   TensorStore store;
@@ -559,6 +621,14 @@ std::vector<float> to_f32(const TensorInfo& t) {
 
 void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
                             const void* data, size_t nbytes) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  std::vector<uint8_t> owned(p, p + nbytes);
+  add_borrowed(name, dtype, std::move(shape), owned.data(), nbytes);
+  entries_.back().owned = std::move(owned);  // the vector's buffer moves with it
+}
+
+void SafetensorsWriter::add_borrowed(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                     const void* data, size_t nbytes, bool zero_tail) {
   const std::string ctx = fmt::format("safetensors writer: tensor '{}'", name);
   if (name == "__metadata__") throw Error(ctx + ": name is reserved");
   for (const Entry& e : entries_)
@@ -566,11 +636,11 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
   for (int64_t d : shape)
     if (d < 0) throw Error(fmt::format("{}: negative dimension in [{}]", ctx, fmt::join(shape, ", ")));
   const uint64_t needed = byte_size(shape, dtype, ctx);
-  if (needed != nbytes)
+  if (zero_tail ? nbytes > needed : nbytes != needed)
     throw Error(fmt::format("{}: {} bytes given but shape [{}] of {} needs {}", ctx, nbytes,
                             fmt::join(shape, ", "), dtype_name(dtype), needed));
-  const auto* p = static_cast<const uint8_t*>(data);
-  entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + nbytes)});
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, static_cast<const uint8_t*>(data), nbytes,
+                           size_t(needed)});
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, std::vector<int64_t> shape,
@@ -583,7 +653,7 @@ void SafetensorsWriter::set_metadata(const std::string& key, const std::string& 
   metadata_[key] = value;
 }
 
-void SafetensorsWriter::write(const std::string& path) const {
+void SafetensorsWriter::write(const std::string& path, size_t alignment) const {
   // Larger element types first: with an 8-byte aligned header every tensor
   // then starts at a multiple of its element size, so readers may use the
   // mapped data in place.
@@ -598,8 +668,8 @@ void SafetensorsWriter::write(const std::string& path) const {
   for (const Entry* e : order) {
     header[e->name] = {{"dtype", dtype_name(e->dtype)},
                        {"shape", e->shape},
-                       {"data_offsets", {offset, offset + e->bytes.size()}}};
-    offset += e->bytes.size();
+                       {"data_offsets", {offset, offset + e->size}}};
+    offset += e->size;
   }
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   std::string text;
@@ -608,14 +678,20 @@ void SafetensorsWriter::write(const std::string& path) const {
   } catch (const json::exception& e) {  // names or metadata that are not UTF-8
     throw Error(fmt::format("{}: cannot encode header: {}", path, e.what()));
   }
-  text.append((8 - text.size() % 8) % 8, ' ');
+  alignment = std::max<size_t>(alignment, 8);
+  text.append((alignment - (8 + text.size()) % alignment) % alignment, ' ');
 
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
   TempFile out(path);
   out.write(len, 8);
   out.write(text.data(), text.size());
-  for (const Entry* e : order) out.write(e->bytes.data(), e->bytes.size());
+  static const uint8_t zeros[256] = {};
+  for (const Entry* e : order) {
+    out.write(e->data, e->data_bytes);
+    for (size_t left = e->size - e->data_bytes; left > 0; left -= std::min(left, sizeof zeros))
+      out.write(zeros, std::min(left, sizeof zeros));
+  }
   out.commit(path);
 }
 

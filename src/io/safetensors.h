@@ -42,13 +42,18 @@ class SafetensorsFile {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
+  // The mapped file as it was when mapped: absolute path, device, inode, size,
+  // modification and change times (empty for from_memory). Equal identities
+  // mean the same bytes unless the file was rewritten in place with both
+  // times forged.
+  const std::string& identity() const { return identity_; }
   const TensorInfo* find(const std::string& name) const;
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
   SafetensorsFile() = default;
-  std::string path_;
+  std::string path_, identity_;
   void* map_ = nullptr;
   size_t map_size_ = 0;
   std::map<std::string, TensorInfo> tensors_;
@@ -69,6 +74,8 @@ class TensorStore {
   const TensorInfo& get(const std::string& name, const std::vector<int64_t>& shape) const;
   std::vector<std::string> names() const;
   const std::string& source() const { return source_; }
+  // The files the tensors come from.
+  std::vector<const SafetensorsFile*> files() const;
 
  private:
   std::string source_;
@@ -85,16 +92,25 @@ class SafetensorsWriter {
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
            size_t nbytes);
   void add_f32(const std::string& name, std::vector<int64_t> shape, const float* data);
+  // Without a copy: `data` must stay valid until write(). With zero_tail,
+  // nbytes may be short of the shape's size and the rest is written as zeros
+  // (padding that keeps the next tensor aligned).
+  void add_borrowed(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
+                    size_t nbytes, bool zero_tail = false);
   void set_metadata(const std::string& key, const std::string& value);
   // Writes atomically (temp file + rename). Throws evla::Error on I/O failure.
-  void write(const std::string& path) const;
+  // The header is padded with spaces so that the data buffer starts at a
+  // multiple of `alignment` bytes (a power of two, at least 8).
+  void write(const std::string& path, size_t alignment = 8) const;
 
  private:
   struct Entry {
     std::string name;
     DType dtype;
     std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> owned;  // empty for borrowed data
+    const uint8_t* data;         // data_bytes bytes, then zeros up to size
+    size_t data_bytes, size;
   };
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;

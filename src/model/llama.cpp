@@ -40,24 +40,24 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
   }
   packed_.resize(2 * layers_.size());
   std::vector<float> scratch;  // stacking buffer for fused matrices that get packed
-  auto allocate = [&store](size_t n) { return store.allocate(n); };
   // A fused matrix run by the small-matrix kernel keeps only its packed copy
-  // (stacked in the reused scratch); otherwise the stacked fp32 matrix is kept.
-  auto fuse = [&](std::initializer_list<const Linear*> parts, std::vector<float>& keep) {
+  // (stacked in the reused scratch, a derived weight); otherwise the stacked
+  // fp32 matrix is kept.
+  auto fuse = [&](std::initializer_list<const Linear*> parts, std::vector<float>& keep, const std::string& key) {
     int rows = 0;
     for (const Linear* p : parts) rows += p->out;
-    const bool pack = kernels::prefer_packed(rows, D);
-    Linear f = stack_rows(parts, pack ? scratch : keep);
-    if (pack) {
-      pack_if_faster(f, allocate);
-      f.w = nullptr;
-    }
+    if (!kernels::prefer_packed(rows, D)) return stack_rows(parts, keep);
+    Linear f{nullptr, nullptr, D, rows};
+    f.packed = store.derived(key, kernels::packed_floats(rows, D), [&](float* p) {
+      kernels::pack_weights(stack_rows(parts, scratch).w, rows, D, p);
+    });
     return f;
   };
   for (size_t i = 0; i < layers_.size(); ++i) {
     LlamaLayer& L = layers_[i];
-    if (L.has_attn) L.qkv = fuse({&L.q, &L.k, &L.v}, packed_[2 * i]);
-    if (L.has_mlp) L.gate_up = fuse({&L.gate, &L.up}, packed_[2 * i + 1]);
+    const WeightLoader l = w.pp("model.layers").pp(int(i));
+    if (L.has_attn) L.qkv = fuse({&L.q, &L.k, &L.v}, packed_[2 * i], "packed:" + l.name("self_attn.qkv_proj"));
+    if (L.has_mlp) L.gate_up = fuse({&L.gate, &L.up}, packed_[2 * i + 1], "packed:" + l.name("mlp.gate_up_proj"));
   }
   if (need_lm_head) {
     if (cfg.tie_word_embeddings || !w.has("lm_head.weight"))

@@ -22,12 +22,14 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   im.cfg = load_model_config(dir);
   im.weights = std::make_unique<WeightStore>(io::TensorStore::open_dir(dir));
   WeightStore& w = *im.weights;
+  w.use_cache(opts.weight_cache_dir);
   for (const auto& ec : im.cfg.vision.encoders) im.encoders.emplace_back(ec, WeightLoader(w, ec.prefix));
   im.projector = std::make_unique<Projector>(im.cfg.projector, im.cfg.vision.feature_dim(),
                                              im.cfg.llm.hidden_size, w);
   im.llm = std::make_unique<Llama>(im.cfg.llm, w, /*need_lm_head=*/false);
   im.dit = std::make_unique<Dit>(im.cfg.action_head, w);
   im.schedule = DdimSchedule::make(im.cfg.action_head);
+  w.save_cache();
   if (opts.load_tokenizer) {
     const std::string tok = (fs::path(dir) / im.cfg.prompt.tokenizer).string();
     im.tokenizer = io::load_sentencepiece(tok);
@@ -60,6 +62,7 @@ int Model::num_images() const { return impl_->cfg.vision.num_images; }
 int Model::image_size() const { return impl_->cfg.vision.image_size(); }
 int Model::state_dim() const { return impl_->cfg.action_head.state_dim; }
 int64_t Model::num_params() const { return impl_->weights->loaded_params(); }
+const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 
 void Model::validate(const Plan& plan) const { accel::check_plan(plan, impl_->cfg); }
 

@@ -10,14 +10,32 @@ const float* WeightStore::f32(const std::string& name, const std::vector<int64_t
   loaded_params_ += t.numel();
   const bool aligned = reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
   if (t.dtype == io::DType::F32 && aligned) return reinterpret_cast<const float*>(t.data);
-  float* dst = allocate(size_t(t.numel()));
-  io::to_f32(t, dst);
-  return dst;
+  return derived("f32:" + name, size_t(t.numel()), [&t](float* dst) { io::to_f32(t, dst); });
 }
 
 float* WeightStore::allocate(size_t n) {
   // Not zero-filled: that would cost as much as the packing that follows.
   return static_cast<float*>(owned_.allocate(n * sizeof(float)));
+}
+
+const float* WeightStore::derived(const std::string& key, size_t n, const std::function<void(float*)>& fill) {
+  if (cache_)
+    if (const float* p = cache_->find(key, n)) return p;
+  float* p = allocate(n);
+  fill(p);
+  if (cache_) cache_->add(key, p, n);
+  return p;
+}
+
+void WeightStore::use_cache(const std::string& dir) { cache_ = std::make_unique<WeightCache>(dir, store_); }
+
+void WeightStore::save_cache() {
+  if (cache_) cache_->save();
+}
+
+const std::string& WeightStore::cache_status() const {
+  static const std::string off = "off";
+  return cache_ ? cache_->status() : off;
 }
 
 WeightLoader WeightLoader::pp(const std::string& part) const {
@@ -59,7 +77,9 @@ Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias,
   const std::string base = leaf.empty() ? "" : leaf + ".";
   l.w = get(base + "weight", {out, in});
   if (bias) l.b = get(base + "bias", {out});
-  if (pack) pack_if_faster(l, [this](size_t n) { return store_->allocate(n); });
+  if (pack && kernels::prefer_packed(out, in))
+    l.packed = store_->derived("packed:" + name(base + "weight"), kernels::packed_floats(out, in),
+                               [&l](float* p) { kernels::pack_weights(l.w, l.out, l.in, p); });
   return l;
 }
 

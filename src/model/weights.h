@@ -12,6 +12,7 @@
 
 #include "core/arena.h"
 #include "io/safetensors.h"
+#include "model/weight_cache.h"
 
 namespace evla {
 
@@ -36,7 +37,8 @@ class ThreadPool;
 // rows have strides ldx and ldy.
 void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy);
 // Gives L its packed copy (from `allocate(n floats)`) when the packed kernel
-// is the faster one for L's shape.
+// is the faster one for L's shape (for matrices derived after loading; the
+// loader's go through WeightStore::derived).
 void pack_if_faster(Linear& L, const std::function<float*(size_t)>& allocate);
 
 class WeightStore {
@@ -45,8 +47,17 @@ class WeightStore {
   bool has(const std::string& name) const { return store_.has(name); }
   // fp32 view of a tensor after checking its shape; the error names both shapes.
   const float* f32(const std::string& name, const std::vector<int64_t>& shape);
-  // Owned fp32 storage for derived weights (converted, packed), not zeroed.
+  // Owned fp32 storage, not zeroed.
   float* allocate(size_t n);
+  // A derived array of n floats (packed, fused, converted) named `key`: from
+  // the derived-weight cache when it holds it, else allocated and written by
+  // `fill`. The cache is off until use_cache().
+  const float* derived(const std::string& key, size_t n, const std::function<void(float*)>& fill);
+  // Looks derived arrays up in, and saves them to, the cache in `dir` ("" = none).
+  void use_cache(const std::string& dir);
+  // Writes the arrays derived since use_cache() to the cache, if any.
+  void save_cache();
+  const std::string& cache_status() const;
   int64_t loaded_params() const { return loaded_params_; }
   const std::string& source() const { return store_.source(); }
   const io::TensorStore& tensors() const { return store_; }
@@ -54,6 +65,7 @@ class WeightStore {
  private:
   io::TensorStore store_;
   Arena owned_;  // uninitialised: every caller fills what it asks for
+  std::unique_ptr<WeightCache> cache_;
   int64_t loaded_params_ = 0;
 };
 
