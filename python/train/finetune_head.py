@@ -18,6 +18,8 @@ inputs of layer (layers - L) for every token, computed once by the runtime and c
 fp16 (2.5 GB for the 147,685 frames of the shipped data): the action loss then
 reaches the attention that reads the visual tokens into the cognition token, at a cost
 close to the head's own for L = 1 (the last layer only computes the cognition row).
+--aux-weight adds train.py's auxiliary position regression on the cognition feature, so those
+layers also get a direct signal of where the named object is.
 """
 import argparse
 import copy
@@ -35,10 +37,11 @@ import policy as P  # noqa: E402
 from train import colour_jitter, load_demos, log, normalize_actions, optimizer_step, prompt_table  # noqa: E402
 
 
-def load_trainable(ck, cfg, state_mean, state_std, with_head=True, seed=0):
+def load_trainable(ck, cfg, state_mean, state_std, with_head=True, seed=0, aux=False):
     """The checkpoint's EMA weights in a Trainable of config `cfg` (training-only heads
-    ignored); with_head=False keeps the action head at its fresh initialisation."""
-    m = P.Trainable(cfg, state_mean, state_std)
+    ignored, except the auxiliary position head with aux); with_head=False keeps the action
+    head at its fresh initialisation."""
+    m = P.Trainable(cfg, state_mean, state_std, aux_dim=9 if aux else 0)
     P.init_weights(m.policy, seed)
     m.load_state_dict({k: v for k, v in ck["ema"].items() if with_head or not k.startswith("policy.dit.")},
                       strict=False)
@@ -167,6 +170,10 @@ def main():
                     help="JSON overrides of the action head's config (e.g. hidden_size, num_layers, num_heads); "
                          "implies --reinit")
     ap.add_argument("--lm-layers", type=int, default=0, help="also train the LM's last L layers and final norm")
+    ap.add_argument("--aux-weight", type=float, default=0.0,
+                    help="with --lm-layers: also train train.py's auxiliary position regression from the "
+                         "cognition feature (its head from the checkpoint), so the top layers get a direct "
+                         "signal of where the named object is")
     ap.add_argument("--repeats", type=int, default=1, help="diffusion samples per cognition feature")
     ap.add_argument("--augment-copies", type=int, default=0,
                     help="also cache the features of this many colour-jittered copies of every frame (as "
@@ -188,9 +195,12 @@ def main():
     if args.head_size:
         cfg["action_head"].update(json.loads(args.head_size))
         args.reinit = True
-    images, states, actions, _, instr_idx, instructions, *_ = load_demos(args.data, 10 ** 9)
+    images, states, actions, targets, instr_idx, instructions, *_ = load_demos(args.data, 10 ** 9)
     n = len(images)
-    model = load_trainable(ck, cfg, states.mean(0), states.std(0) + 1e-6, with_head=not args.reinit, seed=args.seed)
+    if args.aux_weight and (not args.lm_layers or targets is None):
+        sys.exit("--aux-weight: needs --lm-layers and data with the `target` tensor")
+    model = load_trainable(ck, cfg, states.mean(0), states.std(0) + 1e-6, with_head=not args.reinit, seed=args.seed,
+                           aux=args.aux_weight > 0)
     if args.init_head:
         load_head(model, args.init_head)
     nl = cfg["llm"]["num_hidden_layers"]
@@ -252,6 +262,9 @@ def main():
     trained = torch.nn.ModuleDict({"dit": model.policy.dit})
     if args.lm_layers:
         trained.update({"layers": llm.layers[start:], "norm": llm.norm})
+    if args.aux_weight:
+        trained["aux"] = model.aux_head
+        targets_t = torch.from_numpy(targets)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in trained.parameters():
@@ -285,21 +298,26 @@ def main():
     log(lf, f"head fine-tune: {len(train_rows)} train / {len(hold_rows)} held-out frames; "
             f"held-out eps-MSE at start {eval_loss():.4f}")
     t0 = time.time()
-    step, losses = 0, []
+    step, losses, aux_losses = 0, [], [0.0]
     progress = 0.0
     while progress < 1.0:
         lr = args.lr * 0.5 * (1 + np.cos(np.pi * progress)) * min(1.0, (step + 1) / 200)
         for g in opt.param_groups:
             g["lr"] = lr
         rows = torch.from_numpy(rng.choice(train_rows, args.batch))
-        loss = model.diffusion_loss(cognition(rows, trained), st_t[rows], act_t[rows], args.repeats,
-                                    args.cond_drop, args.state_drop)
+        cog = cognition(rows, trained)
+        loss = model.diffusion_loss(cog, st_t[rows], act_t[rows], args.repeats, args.cond_drop, args.state_drop)
+        if args.aux_weight:
+            aux = model.aux_loss(cog, st_t[rows], targets_t[rows])
+            aux_losses.append(aux.item())
+            loss = loss + args.aux_weight * aux
         optimizer_step(opt, loss, trained, ema, args.ema, step)
         step += 1
         losses.append(loss.item())
         progress = max(step / args.steps, (time.time() - t0) / args.time_budget)
         if step % (200 if args.lm_layers else 1000) == 0:
-            log(lf, f"step {step} loss {np.mean(losses[-1000:]):.4f} held-out {eval_loss():.4f} lr {lr:.2e} "
+            log(lf, f"step {step} loss {np.mean(losses[-1000:]):.4f} aux {np.mean(aux_losses[-1000:]):.4f} "
+                    f"held-out {eval_loss():.4f} lr {lr:.2e} "
                     f"{(time.time() - t0) / 60:.1f} min progress {100 * progress:.1f}%")
     model.policy.dit = ema["dit"]
     if args.lm_layers:
@@ -310,7 +328,7 @@ def main():
         tok = f.read()
     P.export(model, cfg, tok, args.out)
     log(lf, f"done: {step} steps in {(time.time() - t0) / 60:.1f} min; held-out {eval_loss():.4f}; "
-            f"exported to {args.out}")
+            + (f"aux {np.mean(aux_losses[-200:]):.4f}; " if args.aux_weight else "") + f"exported to {args.out}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,13 @@ if ls "$pymod"/evla*.so >/dev/null 2>&1; then
     echo "a layer-11 cache was accepted for --lm-layers 2"; exit 1
   fi
   grep -q "cached for layer 11, --lm-layers 2 needs layer 10" "$tmp/err"
+  # The auxiliary position regression (the checkpoint's aux head) trained with the top layer.
+  $head --out "$tmp/topaux" --lm-layers 1 --aux-weight 0.5 --features "$tmp/top.npz" --log "$tmp/topaux.log" >/dev/null
+  grep "^.* done:" "$tmp/topaux.log" | grep -Eq "aux 0\.[0-9]*[1-9]"
+  if $head --out "$tmp/x" --aux-weight 0.5 2>"$tmp/err" >/dev/null; then
+    echo "--aux-weight was accepted without --lm-layers"; exit 1
+  fi
+  grep -q "needs --lm-layers" "$tmp/err"
   # Features of a colour-jittered copy of every frame, cached beside the clean ones and reused.
   cp "$tmp/features.npz" "$tmp/aug.npz"
   $head --out "$tmp/aug" --augment-copies 1 --features "$tmp/aug.npz" --log "$tmp/aug.log" >/dev/null
