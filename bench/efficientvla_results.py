@@ -46,6 +46,13 @@ def configs(L, nv, a):
         ("baseline: evenly spread layer skip", layers + ["--layer-choice", "even"]),
         ("baseline: random token drop", tokens + ["--token-method", "random", "--seed", "1"]),
         ("baseline: FastV (top-K attention)", tokens + ["--token-method", "fastv"]),
+        ("baseline: random layer drop, seed 2", layers + ["--layer-choice", "random", "--seed", "2"]),
+        ("baseline: random layer drop, seed 3", layers + ["--layer-choice", "random", "--seed", "3"]),
+        ("layers only, chosen on the cognition token", layers + ["--layer-choice", "cognition"]),
+        ("layers only, chosen by action ablation", layers + ["--layer-choice", "ablation"]),
+        ("layers only, chosen by greedy joint ablation", layers + ["--layer-choice", "greedy"]),
+        ("all, layers chosen by action ablation (the shipped plan)",
+         layers + ["--layer-choice", "ablation"] + mlp + tokens + cache),
         ("all, aggressive (half the layers, 1/8 of the tokens after layer 1)", aggressive),
         ("int8 LM (every layer: int8 weights × 7-bit activations, integer kernel)", ["--int8-layers", str(L)]),
     ], drop, tok

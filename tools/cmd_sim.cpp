@@ -1,5 +1,6 @@
 // evla sim: the tabletop benchmark's simulator. `gen` writes expert
-// demonstrations for training, `render` saves one episode's first frame,
+// demonstrations (or, with --policy, on-policy episodes labelled by the
+// expert) for training, `render` saves one episode's first frame,
 // `expert` measures the scripted expert's success and the simulator's speed.
 #include <fmt/format.h>
 
@@ -8,6 +9,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "eval/on_policy.h"
 #include "sim/dataset.h"
 #include "sim/env.h"
 #include "sim/expert_eval.h"
@@ -21,10 +23,10 @@ const char* kTasksHelp = "Comma list or 'all': pick, move_near, open_drawer, clo
 
 void add_gen(CLI::App& sim_cmd) {
   struct Opts {
-    std::string split = "matching", tasks = "all", out;
-    int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1;
+    std::string split = "matching", tasks = "all", out, policy, plan;
+    int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1, execute = 4;
     uint64_t seed = 1000000;  // training seeds stay clear of evaluation's, which start at 0
-    float noise = 1;
+    float noise = 1, expert_share = 0;
     bool keep_failed = false, quiet = false;
   };
   auto o = std::make_shared<Opts>();
@@ -36,10 +38,19 @@ void add_gen(CLI::App& sim_cmd) {
   cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Episode i uses seed + i")->capture_default_str();
-  cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2")->capture_default_str();
+  cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2 (not with --policy: its labels are clean)")
+      ->capture_default_str();
   cmd->add_option("--shard-episodes", o->shard, "Episodes per shard")->capture_default_str();
   cmd->add_option("--threads,-t", o->threads, "Episodes recorded in parallel")->capture_default_str();
-  cmd->add_flag("--keep-failed", o->keep_failed, "Keep episodes the expert failed (marked success=false)");
+  cmd->add_flag("--keep-failed", o->keep_failed,
+               "Keep episodes the expert failed (marked success=false; with --policy every episode is kept)");
+  cmd->add_option("--policy", o->policy,
+                  "On-policy data (DAgger): this model drives, and the expert labels every frame it visits");
+  cmd->add_option("--plan", o->plan, "With --policy: its acceleration plan");
+  cmd->add_option("--execute", o->execute, "With --policy: actions executed per inference")->capture_default_str();
+  cmd->add_option("--expert-share", o->expert_share,
+                  "With --policy: chance per inference that the expert's actions run instead")
+      ->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress");
   cmd->callback([o] {
     sim::DatasetOptions d;
@@ -56,10 +67,34 @@ void add_gen(CLI::App& sim_cmd) {
     auto progress = [&](int done, int total) {
       if (!o->quiet) fmt::print(stderr, "\rsim gen: {}/{} episodes", done, total);
     };
-    sim::DatasetReport r = sim::write_dataset(o->out, d, progress);
+    if (o->policy.empty()) {
+      if (!o->plan.empty()) throw CLI::ValidationError("--plan", "needs --policy");
+      sim::DatasetReport r = sim::write_dataset(o->out, d, progress);
+      if (!o->quiet) fmt::print(stderr, "\n");
+      fmt::print("{} episodes ({} frames) in {} shards under {}; {} expert failures {}\n", r.episodes, r.frames,
+                 r.shards.size(), o->out, r.failed, o->keep_failed ? "kept" : "dropped");
+      return;
+    }
+    d.demo.noise = {};  // the labels come from a clean expert (the shard's metadata says so)
+    auto model = Model::load(o->policy);
+    if (model->image_size() != o->size)
+      throw Error(fmt::format("--size {}: the policy '{}' sees {} px frames", o->size, model->name(),
+                              model->image_size()));
+    const Plan plan = o->plan.empty() ? Plan{} : Plan::load(o->plan);
+    std::vector<Policy> policies;
+    for (int w = 0; w < o->threads; ++w) {
+      policies.emplace_back(model);
+      policies.back().set_plan(plan);
+    }
+    const eval::OnPolicyOptions on{o->chunk, o->execute, o->expert_share};
+    auto record = [&](const sim::EpisodeSpec& spec, int worker) {
+      return eval::record_on_policy(policies[size_t(worker)], spec, on);
+    };
+    sim::DatasetReport r = sim::write_dataset(o->out, d, progress, record);
     if (!o->quiet) fmt::print(stderr, "\n");
-    fmt::print("{} episodes ({} frames) in {} shards under {}; {} expert failures {}\n", r.episodes, r.frames,
-               r.shards.size(), o->out, r.failed, o->keep_failed ? "kept" : "dropped");
+    fmt::print("{} on-policy episodes of '{}' ({} frames, every one labelled by the expert) in {} shards under {}; "
+               "{} not solved by the policy\n",
+               r.episodes, model->name(), r.frames, r.shards.size(), o->out, r.failed);
   });
 }
 

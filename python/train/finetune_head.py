@@ -89,17 +89,22 @@ def runtime_pass(model_dir, images, states, instr_idx, instructions, lf, threads
     return out, last
 
 
-def load_head(model, model_dir):
-    """The action head of an exported model (e.g. an earlier fine-tune) into `model`, with the
-    state normalisation that export folds into s_embedder taken out again."""
+def load_exported(model, model_dir, head_only=True):
+    """The action head (or with head_only=False every weight) of an exported model, e.g. an
+    earlier fine-tune, into `model`, with the state normalisation that export folds into
+    s_embedder taken out again."""
     tensors, _ = P.safetensors_io.read(os.path.join(model_dir, "model.safetensors"))
     dit = model.policy.dit
     prefix = model.policy.config["action_head"]["prefix"]
     missing = [k for k in dit.state_dict() if f"{prefix}.{k}" not in tensors]
     if missing:
-        sys.exit(f"--init-head {model_dir}: no {prefix}.{missing[0]} (an action head of another shape?)")
-    model.policy.load_flat_state_dict({k: v for k, v in tensors.items() if k.startswith(prefix + ".")},
-                                      strict=False)
+        sys.exit(f"{model_dir}: no {prefix}.{missing[0]} (an action head of another shape?)")
+    if head_only:
+        tensors = {k: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    try:
+        model.policy.load_flat_state_dict(tensors, strict=not head_only)
+    except KeyError as e:
+        sys.exit(f"{model_dir}: {e.args[0]} (a model of another shape?)")
     if hasattr(dit, "s_embedder"):
         with torch.no_grad():
             lin = dit.s_embedder.linear
@@ -132,6 +137,28 @@ def prompt_lengths(model_dir, cfg, instructions):
     return prompt_table(cfg, sp, instructions)[1].tolist()
 
 
+def cached_features(path, rows, start, args, cfg, images, states, instr_idx, instructions, lf):
+    """Features of frames `rows` (one --data directory) from their cache at `path`, or computed by
+    the runtime and cached there: (features, cognition index or None, the loaded cache or None)."""
+    n = rows.stop - rows.start
+    cache = np.load(path) if path and os.path.exists(path) else None
+    if cache is not None:
+        cached = int(cache["start"]) if "start" in cache.files else cfg["llm"]["num_hidden_layers"]
+        if cached != start:
+            sys.exit(f"--features {path}: cached for layer {cached}, --lm-layers {args.lm_layers} needs layer {start}")
+        feats = cache["h"] if args.lm_layers else cache["cog"]
+        last = cache["last"] if args.lm_layers else None
+        if feats.shape[0] != n:
+            sys.exit(f"--features {path}: {feats.shape[0]} rows, its data has {n} frames")
+        log(lf, (f"layer-{start} inputs" if args.lm_layers else "cognition features") + f" from {path}")
+        return feats, last, cache
+    feats, last = runtime_pass(args.model, images[rows], states[rows], instr_idx[rows], instructions, lf, args.threads,
+                               *((start, prompt_lengths(args.model, cfg, instructions)) if args.lm_layers else ()))
+    if path:
+        save_cache(path, **({"h": feats, "last": last} if args.lm_layers else {"cog": feats}), start=start)
+    return feats, last, None
+
+
 def check_top_layers(model, model_dir, images, states, instr_idx, instructions, feats, last, start, lf):
     """The PyTorch top layers on the cached inputs must give the runtime's cognition feature
     (a stale cache, another tokenizer or an fp16 overflow would not): the first frame of
@@ -153,10 +180,11 @@ def check_top_layers(model, model_dir, images, states, instr_idx, instructions, 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", required=True, help="train.py checkpoint (its EMA weights are used)")
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", required=True, help="demonstration directory, or a comma list of them")
     ap.add_argument("--model", required=True, help="the checkpoint's export (runs the features; its tokenizer)")
     ap.add_argument("--out", required=True, help="exported model directory")
-    ap.add_argument("--features", default=None, help="cache (.npz) of the cognition features, or with --lm-layers of the layer inputs")
+    ap.add_argument("--features", default=None, help="cache (.npz) of the cognition features, or with --lm-layers of the layer inputs; "
+                         "a comma list with one cache per --data directory")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--time-budget", type=float, default=1e9, help="seconds; the schedule also ends on it")
     ap.add_argument("--batch", type=int, default=256)
@@ -165,6 +193,8 @@ def main():
     ap.add_argument("--state-drop", type=float, default=0.0)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--init-head", default=None, help="start the head from this exported model's head")
+    ap.add_argument("--init-model", default=None,
+                    help="start every weight from this exported model (e.g. an earlier stage; normally --model)")
     ap.add_argument("--reinit", action="store_true", help="start the head from a fresh init, not the checkpoint's")
     ap.add_argument("--head-size", default=None,
                     help="JSON overrides of the action head's config (e.g. hidden_size, num_layers, num_heads); "
@@ -195,37 +225,37 @@ def main():
     if args.head_size:
         cfg["action_head"].update(json.loads(args.head_size))
         args.reinit = True
-    images, states, actions, targets, instr_idx, instructions, *_ = load_demos(args.data, 10 ** 9)
+    images, states, actions, targets, instr_idx, instructions, *_, dir_frames = load_demos(args.data, 10 ** 9)
     n = len(images)
     if args.aux_weight and (not args.lm_layers or targets is None):
         sys.exit("--aux-weight: needs --lm-layers and data with the `target` tensor")
     model = load_trainable(ck, cfg, states.mean(0), states.std(0) + 1e-6, with_head=not args.reinit, seed=args.seed,
                            aux=args.aux_weight > 0)
+    if args.init_model:
+        load_exported(model, args.init_model, head_only=False)
     if args.init_head:
-        load_head(model, args.init_head)
+        load_exported(model, args.init_head, head_only=True)
     nl = cfg["llm"]["num_hidden_layers"]
     start = nl - args.lm_layers
     if not 0 <= args.lm_layers <= nl:
         sys.exit(f"--lm-layers {args.lm_layers}: the LM has {nl} layers")
     if args.augment_copies and args.lm_layers:
         sys.exit("--augment-copies: only for the head alone (without --lm-layers)")
-    cache = np.load(args.features) if args.features and os.path.exists(args.features) else None
-    if cache is not None:
-        cached = int(cache["start"]) if "start" in cache.files else nl
-        if cached != start:
-            sys.exit(f"--features {args.features}: cached for layer {cached}, "
-                     f"--lm-layers {args.lm_layers} needs layer {start}")
-        feats = cache["h"] if args.lm_layers else cache["cog"]
-        last = cache["last"] if args.lm_layers else None
-        if feats.shape[0] != n:
-            sys.exit(f"--features {args.features}: {feats.shape[0]} rows, the data has {n} frames")
-        log(lf, (f"layer-{start} inputs" if args.lm_layers else "cognition features") + f" from {args.features}")
+    cache_paths = args.features.split(",") if args.features else [None] * len(dir_frames)
+    if len(cache_paths) != len(dir_frames):
+        sys.exit(f"--features: {len(cache_paths)} caches for {len(dir_frames)} --data directories")
+    if args.augment_copies and len(dir_frames) > 1:
+        sys.exit("--augment-copies: only with one --data directory")
+    bounds = np.cumsum([0] + dir_frames)
+    parts = [cached_features(path, slice(bounds[k], bounds[k + 1]), start, args, cfg, images, states, instr_idx,
+                             instructions, lf) for k, path in enumerate(cache_paths)]
+    cache = parts[0][2]
+    if args.lm_layers:  # right-padded to the widest prompt of every part
+        width = max(f.shape[1] for f, _, _ in parts)
+        feats = np.concatenate([np.pad(f, ((0, 0), (0, width - f.shape[1]), (0, 0))) for f, _, _ in parts])
+        last = np.concatenate([l for _, l, _ in parts])
     else:
-        feats, last = runtime_pass(args.model, images, states, instr_idx, instructions, lf, args.threads,
-                                   *((start, prompt_lengths(args.model, cfg, instructions)) if args.lm_layers else ()))
-        if args.features:
-            save_cache(args.features, **({"h": feats, "last": last} if args.lm_layers else {"cog": feats}),
-                       start=start)
+        feats, last = np.concatenate([f for f, _, _ in parts]), None
     if args.lm_layers:
         check_top_layers(model, args.model, images, states, instr_idx, instructions, feats, last, start, lf)
     if args.augment_copies:  # stacked [copies + 1, N, d], the clean features first

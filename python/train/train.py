@@ -35,45 +35,53 @@ def log(f, msg):
         f.flush()
 
 
-def load_demos(data_dir, max_episodes):
-    """All shards into memory: uint8 images, states, chunks, per-frame instruction index."""
+def load_demos(data_dirs, max_episodes):
+    """All shards of one or more directories (comma list) into memory: uint8 images, states,
+    chunks, per-frame instruction index, ... and the frames taken from each directory. Failed
+    episodes are skipped unless every frame was labelled by an expert taking over (on-policy
+    data, `evla sim gen --policy`), whose labels are good whatever the policy did."""
     images, states, actions, targets, objects, instr_idx = [], [], [], [], [], []
-    instructions, lookup, tasks, splits = [], {}, [], set()
+    instructions, lookup, tasks, splits, dir_frames = [], {}, [], set(), []
     n_ep = 0
-    for path in sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors"))):
-        t, meta = P.safetensors_io.read(path)
-        eps = json.loads(meta["episodes"])
-        keep_rows = []
-        for e in eps:
+    for data_dir in data_dirs.split(","):
+        paths = sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors")))
+        if not paths:
+            sys.exit(f"--data {data_dir}: no shard-*.safetensors there")
+        dir_frames.append(0)
+        for path in paths:
             if n_ep >= max_episodes:
                 break
-            if not e.get("success", True):
-                continue
-            n_ep += 1
-            s = e["instruction"].lower()
-            if s not in lookup:
-                lookup[s] = len(instructions)
-                instructions.append(s)
-            keep_rows.append(np.arange(e["first_frame"], e["first_frame"] + e["frames"]))
-            instr_idx.append(np.full(e["frames"], lookup[s], np.int64))
-            tasks.append(e["task"])
-            splits.add(e.get("split", "matching"))
-        if keep_rows:
-            rows = np.concatenate(keep_rows)
-            images.append(t["image"][rows])
-            states.append(t["state"][rows])
-            actions.append(t["action"][rows])
-            if "target" in t:
-                targets.append(t["target"][rows])
-            if "objects" in t:
-                objects.append(t["objects"][rows])
-        if n_ep >= max_episodes:
-            break
+            t, meta = P.safetensors_io.read(path)
+            keep_rows = []
+            for e in json.loads(meta["episodes"]):
+                if n_ep >= max_episodes:
+                    break
+                if not e.get("success", True) and e.get("labels") != "expert_takeover":
+                    continue
+                n_ep += 1
+                s = e["instruction"].lower()
+                if s not in lookup:
+                    lookup[s] = len(instructions)
+                    instructions.append(s)
+                keep_rows.append(np.arange(e["first_frame"], e["first_frame"] + e["frames"]))
+                instr_idx.append(np.full(e["frames"], lookup[s], np.int64))
+                tasks.append(e["task"])
+                splits.add(e.get("split", "matching"))
+            if keep_rows:
+                rows = np.concatenate(keep_rows)
+                dir_frames[-1] += len(rows)
+                images.append(t["image"][rows])
+                states.append(t["state"][rows])
+                actions.append(t["action"][rows])
+                if "target" in t:
+                    targets.append(t["target"][rows])
+                if "objects" in t:
+                    objects.append(t["objects"][rows])
     tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
     ob = np.concatenate(objects).astype(np.float32) if len(objects) == len(images) else None
     return (np.concatenate(images), np.concatenate(states).astype(np.float32),
             np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep,
-            splits, ob)
+            splits, ob, dir_frames)
 
 
 def matching_patches(xyz, image_size, patch):
@@ -142,7 +150,7 @@ def optimizer_step(opt, loss, model, ema, ema_decay, step):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", required=True, help="demonstration directory, or a comma list of them")
     ap.add_argument("--out", required=True, help="exported model directory")
     ap.add_argument("--episodes", type=int, default=10 ** 9, help="use at most this many episodes")
     ap.add_argument("--steps", type=int, default=4000)
@@ -209,8 +217,8 @@ def main():
     log(lf, "args: " + json.dumps(vars(args)))
 
     t0 = time.time()
-    images, states, actions, targets, instr_idx, instructions, n_ep, splits, objects = load_demos(args.data,
-                                                                                                 args.episodes)
+    images, states, actions, targets, instr_idx, instructions, n_ep, splits, objects, _ = load_demos(
+        args.data, args.episodes)
     if args.aux_weight > 0 and targets is None:
         sys.exit("--aux-weight needs shards with the `target` tensor (evla sim gen writes it)")
     n = len(images)

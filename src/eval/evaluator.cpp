@@ -24,23 +24,6 @@ struct WorkerTotals {
   int64_t executed = 0;
 };
 
-void check_compatible(const Model& m) {
-  if (m.action_dim() != sim::kActionDim)
-    throw Error(fmt::format("model '{}' predicts {} action dimensions; the benchmark takes {}", m.name(),
-                            m.action_dim(), sim::kActionDim));
-  if (m.state_dim() != 0 && m.state_dim() != sim::kStateDim)
-    throw Error(fmt::format("model '{}' takes a state of {} values; the benchmark provides {}", m.name(),
-                            m.state_dim(), sim::kStateDim));
-  if (m.num_images() != 1)
-    throw Error(fmt::format("model '{}' takes {} images; the benchmark has one camera", m.name(), m.num_images()));
-}
-
-// Noise seed of one inference: distinct per episode and step, fixed by them.
-uint64_t inference_seed(const sim::EpisodeSpec& s, int step) {
-  return (s.seed * 1000003ull + uint64_t(s.task) * 7919ull + uint64_t(s.split) * 104729ull) * 4099ull +
-         uint64_t(step);
-}
-
 EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const EvalOptions& o,
                           WorkerTotals& tot, Recorder* rec) {
   const Model& m = policy.model();
@@ -85,6 +68,22 @@ EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const Ev
 }
 
 }  // namespace
+
+void check_compatible(const Model& m) {
+  if (m.action_dim() != sim::kActionDim)
+    throw Error(fmt::format("model '{}' predicts {} action dimensions; the benchmark takes {}", m.name(),
+                            m.action_dim(), sim::kActionDim));
+  if (m.state_dim() != 0 && m.state_dim() != sim::kStateDim)
+    throw Error(fmt::format("model '{}' takes a state of {} values; the benchmark provides {}", m.name(),
+                            m.state_dim(), sim::kStateDim));
+  if (m.num_images() != 1)
+    throw Error(fmt::format("model '{}' takes {} images; the benchmark has one camera", m.name(), m.num_images()));
+}
+
+uint64_t inference_seed(const sim::EpisodeSpec& s, int step) {
+  return (s.seed * 1000003ull + uint64_t(s.task) * 7919ull + uint64_t(s.split) * 104729ull) * 4099ull +
+         uint64_t(step);
+}
 
 EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const EvalOptions& o) {
   check_compatible(*model);

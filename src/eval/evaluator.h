@@ -56,6 +56,12 @@ struct EvalReport {
   std::string to_markdown() const;
 };
 
+// evla::Error unless the model fits the benchmark (action and state sizes, one camera).
+void check_compatible(const Model& model);
+
+// Noise seed of one inference: distinct per episode and step, fixed by them.
+uint64_t inference_seed(const sim::EpisodeSpec& spec, int step);
+
 EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const EvalOptions& opts);
 
 }  // namespace evla::eval

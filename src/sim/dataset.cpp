@@ -80,6 +80,27 @@ std::vector<float> action_chunks(const Demo& demo, int chunk) {
   return out;
 }
 
+std::vector<float> expert_chunk(const Episode& ep, const Scene& scene, int chunk) {
+  if (chunk < 1) throw Error("sim::expert_chunk: chunk must be >= 1, got " + std::to_string(chunk));
+  Expert expert = Expert::take_over(ep, scene);
+  Scene s = scene;
+  std::vector<float> out(size_t(chunk) * kActionDim);
+  bool done = is_success(s, ep.goal);
+  float last_gripper = s.gripper.closure >= 0.5f ? 1.0f : 0.0f;
+  for (int c = 0; c < chunk; ++c) {
+    float* a = &out[size_t(c) * kActionDim];
+    if (done) {
+      a[0] = a[1] = a[2] = 0, a[3] = last_gripper;
+      continue;
+    }
+    expert.act(s, a);
+    step(s, a);
+    last_gripper = a[3];
+    done = is_success(s, ep.goal);
+  }
+  return out;
+}
+
 void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_t first_index,
                  const DemoOptions& options) {
   const int64_t size = options.image_size, chunk = options.chunk;
@@ -93,7 +114,8 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
       throw Error("sim::write_shard: " + path + ": demo " + std::to_string(i) + " was recorded at another image size");
     const size_t steps = size_t(d.steps);
     if (d.states.size() != steps * kStateDim || d.actions.size() != steps * kActionDim ||
-        d.targets.size() != steps * kTargetDim || d.objects.size() != steps * kMaxObjects * 4)
+        d.targets.size() != steps * kTargetDim || d.objects.size() != steps * kMaxObjects * 4 ||
+        (!d.chunks.empty() && d.chunks.size() != steps * size_t(chunk) * kActionDim))
       throw Error("sim::write_shard: " + path + ": demo " + std::to_string(i) +
                   " has per-frame arrays that do not match its " + std::to_string(d.steps) + " steps");
     const int64_t index = first_index + int64_t(i);
@@ -104,12 +126,13 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
                     {"split", split_name(d.spec.split)},
                     {"seed", d.spec.seed},
                     {"instruction", d.instruction},
-                    {"success", d.success}});
+                    {"success", d.success},
+                    {"labels", d.chunks.empty() ? "executed" : "expert_takeover"}});
     images.insert(images.end(), d.images.begin(), d.images.end());
     states.insert(states.end(), d.states.begin(), d.states.end());
     targets.insert(targets.end(), d.targets.begin(), d.targets.end());
     objects.insert(objects.end(), d.objects.begin(), d.objects.end());
-    std::vector<float> c = action_chunks(d, int(chunk));
+    std::vector<float> c = d.chunks.empty() ? action_chunks(d, int(chunk)) : d.chunks;
     actions.insert(actions.end(), c.begin(), c.end());
     episode.insert(episode.end(), size_t(d.steps), int32_t(index));
   }
@@ -143,7 +166,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
 }
 
 DatasetReport write_dataset(const std::string& dir, const DatasetOptions& options,
-                            const std::function<void(int, int)>& progress) {
+                            const std::function<void(int, int)>& progress, const DemoRecorder& record) {
   if (options.tasks.empty()) throw Error("sim::write_dataset: no tasks given");
   if (options.episodes < 0 || options.episodes_per_shard < 1 || options.threads < 1)
     throw Error("sim::write_dataset: episodes, episodes_per_shard and threads must be positive");
@@ -172,11 +195,11 @@ DatasetReport write_dataset(const std::string& dir, const DatasetOptions& option
     pool.run(end - begin, [&](int i) {
       const int e = begin + i;
       EpisodeSpec spec{options.split, options.tasks[size_t(e % n_tasks)], options.seed + uint64_t(e)};
-      demos[size_t(i)] = record_demo(spec, options.demo);
+      demos[size_t(i)] = record ? record(spec, i % pool.size()) : record_demo(spec, options.demo);
     });
     for (Demo& d : demos) {
       if (!d.success) ++report.failed;
-      if (!d.success && !options.keep_failed) continue;
+      if (!d.success && !record && !options.keep_failed) continue;
       pending.push_back(std::move(d));
       if (int(pending.size()) == options.episodes_per_shard) flush();
     }

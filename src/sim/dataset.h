@@ -28,6 +28,10 @@ struct Demo {
   std::vector<float> actions;   // [steps, kActionDim]
   std::vector<float> targets;   // [steps, kTargetDim]: see task_targets
   std::vector<float> objects;   // [steps, kMaxObjects, 4]: see scene_objects
+  // [steps, chunk, kActionDim] when every frame is labelled by an expert taking
+  // over from that frame (expert_chunk; on-policy data); empty for expert
+  // episodes, whose targets are sliced from `actions` (action_chunks).
+  std::vector<float> chunks;
 };
 
 // Privileged per-frame positions (table units) for auxiliary training losses:
@@ -54,6 +58,11 @@ Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options);
 // gripper command.
 std::vector<float> action_chunks(const Demo& demo, int chunk);
 
+// [chunk, kActionDim]: what a clean expert taking over `scene` (Expert::take_over)
+// does in the next `chunk` steps, simulated on a copy; after the task succeeds,
+// zero-motion actions that keep the last gripper command, as action_chunks pads.
+std::vector<float> expert_chunk(const Episode& ep, const Scene& scene, int chunk);
+
 // Writes demos as one shard; their episode indices are first_index, first_index+1, ...
 void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_t first_index,
                  const DemoOptions& options);
@@ -69,16 +78,23 @@ struct DatasetOptions {
   DemoOptions demo;
 };
 
+// Records one episode for write_dataset; `worker` (0 .. threads-1) lets a
+// recorder keep per-thread state such as a policy.
+using DemoRecorder = std::function<Demo(const EpisodeSpec& spec, int worker)>;
+
 struct DatasetReport {
   int episodes = 0;  // written
-  int failed = 0;    // expert failures (dropped unless keep_failed)
+  int failed = 0;    // unsolved episodes (the expert's are dropped unless keep_failed)
   int64_t frames = 0;
   std::vector<std::string> shards;
 };
 
 // Writes dir/shard-00000.safetensors, ... (dir is created). `progress`, if
-// given, is called with (episodes attempted so far, total).
+// given, is called with (episodes attempted so far, total). `record` replaces
+// the expert (record_demo) as the source of episodes, e.g. a policy driving
+// with expert labels; its episodes are kept whether or not they succeed.
 DatasetReport write_dataset(const std::string& dir, const DatasetOptions& options,
-                            const std::function<void(int, int)>& progress = {});
+                            const std::function<void(int, int)>& progress = {},
+                            const DemoRecorder& record = {});
 
 }  // namespace evla::sim

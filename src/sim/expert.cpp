@@ -42,6 +42,41 @@ void Expert::enter(Phase p) {
   pull_to_ = kMaxOpen - uniform(rng_, 0, 0.01f);
 }
 
+Expert Expert::take_over(const Episode& ep, const Scene& s) {
+  Expert e(ep);
+  const Gripper& g = s.gripper;
+  const Goal& goal = e.goal_;
+  const Vec3 p = g.pos;
+  auto lined_up = [&](Phase phase) {  // within that phase's tolerance in x and y
+    e.phase_ = phase;
+    const Waypoint w = e.waypoint(s);
+    return std::fabs(w.target.x - p.x) <= w.tolerance && std::fabs(w.target.y - p.y) <= w.tolerance;
+  };
+  if (goal.object >= 0 && g.held_object == goal.object) {
+    // Lower where the carry would end, else lift (which carries on arrival).
+    if (goal.task == Task::MoveNear && !place_near(s, goal.object, goal.anchor, &e.spot_))
+      e.spot_ = s.objects[size_t(goal.object)].pos;
+    e.enter(goal.task != Task::Pick && lined_up(Phase::Carry) ? Phase::Lower : Phase::Lift);
+  } else if (goal.task == Task::OpenDrawer && g.held_drawer == goal.drawer) {
+    e.enter(Phase::Pull);
+  } else if (g.held_object >= 0 || g.held_drawer >= 0) {
+    e.enter(Phase::Reach);  // holding the wrong thing: reaching opens the gripper
+  } else if (g.closure > 0) {
+    e.enter(Phase::Close);  // a grasp under way: finish it (a miss goes back to reaching)
+  } else {
+    // Closing: down in front of the panel and already moving into it, keep
+    // pushing. Otherwise, lined up over the target and below the hover point,
+    // go straight down instead of climbing back up first.
+    e.phase_ = Phase::Descend;
+    const Vec3 low = e.waypoint(s).target;
+    const bool pushing = goal.task == Task::CloseDrawer && std::fabs(low.x - p.x) <= 0.01f &&
+                         std::fabs(low.z - p.z) <= 0.01f && p.y > low.y;
+    const bool down = lined_up(Phase::Reach) && e.waypoint(s).target.z > p.z;
+    e.enter(pushing ? Phase::Push : down ? Phase::Descend : Phase::Reach);
+  }
+  return e;
+}
+
 Expert::Waypoint Expert::waypoint(const Scene& s) const {
   const Vec3 p = s.gripper.pos;
   const Vec3 fine{clampf(jitter_.x, kFine), clampf(jitter_.y, kFine), std::min(jitter_.z, kFine)};

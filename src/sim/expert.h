@@ -30,6 +30,10 @@ class Expert {
  public:
   // `seed` drives only the noise; the episode itself comes from `ep`.
   Expert(const Episode& ep, const ExpertNoise& noise = {}, uint64_t seed = 0);
+  // A clean expert taking over `scene` mid-episode (e.g. from a policy): its
+  // phase comes from the scene (holding the object: lift or carry it; holding
+  // the handle: pull; open gripper right above the object: descend; else reach).
+  static Expert take_over(const Episode& ep, const Scene& scene);
   // Writes the next action (kActionDim = 4 floats) for the current scene.
   void act(const Scene& scene, float* action);
 

@@ -6,6 +6,8 @@
 
 #include "eval/ensemble.h"
 #include "eval/evaluator.h"
+#include "eval/on_policy.h"
+#include "sim/env.h"
 #include "eval/stats.h"
 
 namespace evla::eval {
@@ -98,6 +100,35 @@ TEST(Evaluator, RejectsIncompatibleModels) {
   EvalOptions o;
   o.episodes = 0;
   EXPECT_THROW(evaluate(sim_model(), Plan{}, o), Error);
+}
+
+// On-policy data: the policy drives, every frame carries the expert's chunk
+// from that state; deterministic; with the expert always driving it succeeds.
+TEST(OnPolicy, LabelsEveryFrameWithTheExpertsTakeOver) {
+  Policy policy(sim_model());
+  const sim::EpisodeSpec spec{sim::Split::Matching, sim::Task::OpenDrawer, 3};
+  OnPolicyOptions o;
+  o.chunk = 8;
+  const sim::Demo a = record_on_policy(policy, spec, o);
+  const sim::Demo b = record_on_policy(policy, spec, o);
+  ASSERT_GT(a.steps, 0);
+  const size_t px = size_t(sim_model()->image_size()) * sim_model()->image_size() * 3;
+  EXPECT_EQ(a.images.size(), size_t(a.steps) * px);
+  EXPECT_EQ(a.chunks.size(), size_t(a.steps) * 8 * sim::kActionDim);
+  EXPECT_EQ(a.actions, b.actions);
+  EXPECT_EQ(a.chunks, b.chunks);
+  // Frame 0's label is the expert's chunk from the episode's first scene.
+  sim::Env env;
+  env.reset(spec);
+  const std::vector<float> first = sim::expert_chunk(env.episode(), env.scene(), 8);
+  EXPECT_EQ(std::vector<float>(a.chunks.begin(), a.chunks.begin() + 8 * sim::kActionDim), first);
+  o.expert_share = 1;
+  const sim::Demo e = record_on_policy(policy, spec, o);
+  EXPECT_TRUE(e.success);
+  EXPECT_EQ(std::vector<float>(e.actions.begin(), e.actions.begin() + 4 * sim::kActionDim),
+            std::vector<float>(first.begin(), first.begin() + 4 * sim::kActionDim));
+  o.expert_share = 2;
+  EXPECT_THROW(record_on_policy(policy, spec, o), Error);
 }
 
 }  // namespace

@@ -175,4 +175,20 @@ TEST_F(SimDataset, ThreadsDoNotChangeTheData) {
 }
 
 }  // namespace
+TEST_F(SimDataset, ExpertChunkSimulatesTheTakeOverAndPadsAfterSuccess) {
+  Env env;
+  env.reset({Split::Matching, Task::CloseDrawer, 5});
+  const std::vector<float> c = expert_chunk(env.episode(), env.scene(), 60);
+  ASSERT_EQ(c.size(), 60u * kActionDim);
+  // The same actions drive a copy of the episode to success; afterwards the chunk stands still.
+  int t = 0;
+  while (!env.done()) env.step(&c[size_t(t++) * kActionDim]);
+  ASSERT_TRUE(env.success());
+  ASSERT_LT(t, 60);
+  for (int k = t; k < 60; ++k)
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(c[size_t(k) * kActionDim + j], 0.0f);
+  EXPECT_EQ(expert_chunk(env.episode(), env.scene(), 3), std::vector<float>(3 * kActionDim, 0.0f));
+  EXPECT_THROW(expert_chunk(env.episode(), env.scene(), 0), Error);
+}
+
 }  // namespace evla::sim

@@ -87,5 +87,42 @@ TEST(SimExpert, RecoversWhenTheObjectIsDropped) {
   }
 }
 
+// Labels for on-policy data come from an expert taking over mid-episode, so a
+// fresh expert must continue whatever phase the scene is in: one taking over
+// at every single step still solves every task (it would loop if, say, it
+// lifted again while lowering, or backed off while pushing a drawer shut).
+TEST(SimExpert, TakingOverAtEveryStepStillSolves) {
+  for (Split sp : {Split::Matching, Split::Variants})
+    for (Task t : all_tasks())
+      for (uint64_t seed = 0; seed < 30; ++seed) {
+        Env env;
+        env.reset({sp, t, seed});
+        float a[kActionDim];
+        while (!env.done()) {
+          Expert::take_over(env.episode(), env.scene()).act(env.scene(), a);
+          env.step(a);
+        }
+        EXPECT_TRUE(env.success()) << split_name(sp) << " " << task_name(t) << " seed " << seed;
+      }
+}
+
+// Taking over after a policy went wrong: holding the wrong object, it lets go;
+// from the right object's hover point, it descends at once.
+TEST(SimExpert, TakeOverStartsFromTheScene) {
+  Env env;
+  env.reset({Split::Matching, Task::Pick, 4});
+  Scene s = env.scene();
+  const Object& o = s.objects[size_t(env.episode().goal.object)];
+  s.gripper.pos = {o.pos.x, o.pos.y, o.top() + 0.02f};
+  float a[kActionDim];
+  Expert::take_over(env.episode(), s).act(s, a);
+  EXPECT_LT(a[2], 0) << "should descend";
+  EXPECT_EQ(a[3], 0);
+  s.gripper.closure = 1;
+  s.gripper.held_object = 1;  // a distractor
+  Expert::take_over(env.episode(), s).act(s, a);
+  EXPECT_EQ(a[3], 0) << "should open to drop the wrong object";
+}
+
 }  // namespace
 }  // namespace evla::sim

@@ -56,6 +56,12 @@ if ls "$pymod"/evla*.so >/dev/null 2>&1; then
   test "$(grep -c "features of jittered copy 1/1" "$tmp/aug.log")" = 1
   # A head taken from an export comes back unchanged when it does not train (lr 0).
   $head --out "$tmp/again" --init-head "$tmp/head" --lr 0 --steps 1 >/dev/null
+  # On-policy frames (evla sim gen --policy) train beside the expert's, with one feature cache
+  # per directory, the policy's failed episodes included (the expert labelled every frame);
+  # --init-model at lr 0 exports the model it started from.
+  "$evla" sim gen --policy "$tmp/export" --episodes 2 --seed 200000 --out "$tmp/onpol" -t 1 -q >/dev/null
+  $head --data "$tmp/demos,$tmp/onpol" --features "$tmp/features.npz,$tmp/onpol.npz" --init-model "$tmp/head" \
+    --lr 0 --steps 1 --out "$tmp/mixed" >/dev/null
   grep -q "held-out eps-MSE at start" "$tmp/head.log"
   grep -q "features from $tmp/features.npz" "$tmp/head.log"  # the second run reuses the cache
   /usr/bin/python3 - "$root/python" "$tmp" <<'PY'
@@ -76,6 +82,11 @@ assert all(np.allclose(b[k], d[k], rtol=1e-5, atol=1e-6) for k in head), "--init
 c, _ = safetensors_io.read(f"{tmp}/top/model.safetensors")
 top = head + [k for k in a if k.startswith("llm_backbone.llm.model.layers.11.") or k.endswith("model.norm.weight")]
 assert all(np.array_equal(a[k], c[k]) for k in a if k not in top), "layers below the top changed"
+m, _ = safetensors_io.read(f"{tmp}/mixed/model.safetensors")
+assert all(np.allclose(b[k], m[k], rtol=1e-5, atol=1e-6) for k in b), "--init-model changed the model"
+eps = json.loads(safetensors_io.read(f"{tmp}/onpol/shard-00000.safetensors")[1]["episodes"])
+assert any(not e["success"] for e in eps) and all(e["labels"] == "expert_takeover" for e in eps), eps
+assert np.load(f"{tmp}/onpol.npz")["cog"].shape[0] == sum(e["frames"] for e in eps), "failed episodes left out"
 assert any(not np.array_equal(a[k], c[k]) for k in top if k.startswith("llm_")), "top layer unchanged"
 PY
   for m in head head2 top aug; do

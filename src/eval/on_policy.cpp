@@ -1,0 +1,62 @@
+#include "eval/on_policy.h"
+
+#include <algorithm>
+
+#include "core/rng.h"
+#include "eval/evaluator.h"
+#include "sim/env.h"
+
+namespace evla::eval {
+
+sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const OnPolicyOptions& o) {
+  const Model& m = policy.model();
+  check_compatible(m);
+  if (o.chunk < 1 || o.execute < 1 || !(o.expert_share >= 0 && o.expert_share <= 1))
+    throw Error("on-policy recording: chunk and execute must be >= 1 and expert_share in [0, 1]");
+  sim::Env env;
+  env.reset(spec);
+  Rng rng(inference_seed(spec, 0) ^ 0x0E4BE27ull);  // expert-share draws, apart from the noise seeds
+  sim::Demo d;
+  d.spec = spec;
+  d.instruction = env.instruction();
+  Observation obs;
+  obs.instruction = env.instruction();
+  obs.images.resize(1);
+  std::vector<float> plan;  // actions still to execute: the policy's or the expert's
+  size_t next = 0;
+  while (!env.done()) {
+    Image img = env.render(m.image_size(), m.image_size());
+    const std::vector<float> state = env.state();
+    const std::vector<float> label = sim::expert_chunk(env.episode(), env.scene(), o.chunk);
+    if (next * sim::kActionDim >= plan.size()) {
+      next = 0;
+      const int n = std::min(o.execute, m.action_horizon());
+      if (rng.uniform() < o.expert_share) {
+        plan.assign(label.begin(), label.begin() + std::min<ptrdiff_t>(label.size(), n * sim::kActionDim));
+      } else {
+        obs.images[0] = img;
+        if (m.state_dim() > 0) obs.state = state;
+        obs.seed = inference_seed(spec, env.steps());
+        const ActionChunk chunk = policy.infer(obs);
+        plan.assign(chunk.row(0), chunk.row(0) + size_t(n) * sim::kActionDim);
+      }
+    }
+    const float* a = &plan[next++ * sim::kActionDim];
+    d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
+    d.states.insert(d.states.end(), state.begin(), state.end());
+    float tg[sim::kTargetDim];
+    sim::task_targets(env.scene(), env.episode().goal, tg);
+    d.targets.insert(d.targets.end(), tg, tg + sim::kTargetDim);
+    float objs[sim::kMaxObjects * 4];
+    sim::scene_objects(env.scene(), objs);
+    d.objects.insert(d.objects.end(), objs, objs + sim::kMaxObjects * 4);
+    d.chunks.insert(d.chunks.end(), label.begin(), label.end());
+    d.actions.insert(d.actions.end(), a, a + sim::kActionDim);
+    env.step(a);
+  }
+  d.steps = env.steps();
+  d.success = env.success();
+  return d;
+}
+
+}  // namespace evla::eval
