@@ -80,13 +80,14 @@ void add_gen(CLI::App& sim_cmd) {
     if (model->image_size() != o->size)
       throw Error(fmt::format("--size {}: the policy '{}' sees {} px frames", o->size, model->name(),
                               model->image_size()));
+    const eval::OnPolicyOptions on{o->chunk, o->execute, o->expert_share};
+    eval::check_on_policy(*model, on);
     const Plan plan = o->plan.empty() ? Plan{} : Plan::load(o->plan);
-    std::vector<Policy> policies;
+    std::vector<Policy> policies;  // one per recording thread, one thread each (as evla eval's default)
     for (int w = 0; w < o->threads; ++w) {
-      policies.emplace_back(model);
+      policies.emplace_back(model, PolicyOptions{1});
       policies.back().set_plan(plan);
     }
-    const eval::OnPolicyOptions on{o->chunk, o->execute, o->expert_share};
     auto record = [&](const sim::EpisodeSpec& spec, int worker) {
       return eval::record_on_policy(policies[size_t(worker)], spec, on);
     };

@@ -159,11 +159,12 @@ def cached_features(path, rows, start, args, cfg, images, states, instr_idx, ins
     return feats, last, None
 
 
-def check_top_layers(model, model_dir, images, states, instr_idx, instructions, feats, last, start, lf):
+def check_top_layers(model, model_dir, images, states, instr_idx, instructions, feats, last, start, lf, firsts=()):
     """The PyTorch top layers on the cached inputs must give the runtime's cognition feature
     (a stale cache, another tokenizer or an fp16 overflow would not): the first frame of
-    each instruction, so prompts of different lengths (padding) are covered."""
-    rows = np.unique(instr_idx, return_index=True)[1][:32]
+    each instruction, so prompts of different lengths (padding) are covered, and `firsts`,
+    the first frame of each --data directory, so every cache is checked."""
+    rows = np.union1d(np.unique(instr_idx, return_index=True)[1][:32], np.asarray(firsts, np.int64))
     want, _ = runtime_pass(model_dir, images[rows], states[rows], instr_idx[rows], instructions, None, 1)
     llm = model.policy.llm.model
     with torch.no_grad():
@@ -257,7 +258,8 @@ def main():
     else:
         feats, last = np.concatenate([f for f, _, _ in parts]), None
     if args.lm_layers:
-        check_top_layers(model, args.model, images, states, instr_idx, instructions, feats, last, start, lf)
+        check_top_layers(model, args.model, images, states, instr_idx, instructions, feats, last, start, lf,
+                         [lo for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
     if args.augment_copies:  # stacked [copies + 1, N, d], the clean features first
         aug = np.zeros((0, n, feats.shape[1]), np.float32)
         if cache is not None and "cog_aug" in cache.files:
@@ -279,11 +281,11 @@ def main():
     an = cfg["action_normalization"]
     norm = normalize_actions(actions, np.array(an["q01"]), np.array(an["q99"]))
 
-    # Held-out frames: a contiguous tail (frames are in episode order), so whole episodes
-    # except the one at the boundary.
-    n_hold = int(n * args.holdout)
-    train_rows = np.arange(n - n_hold)
-    hold_rows = np.arange(n - n_hold, n)
+    # Held-out frames: the tail of each --data directory (frames are in episode order, so
+    # whole episodes except one at each boundary), so every source is trained on and scored.
+    hold_rows = np.concatenate([np.arange(hi - int((hi - lo) * args.holdout), hi)
+                                for lo, hi in zip(bounds[:-1], bounds[1:])])
+    train_rows = np.setdiff1d(np.arange(n), hold_rows)
     feats_t, st_t, act_t = torch.from_numpy(feats), torch.from_numpy(states), torch.from_numpy(norm)
     last_t = torch.from_numpy(last) if last is not None else None
 
@@ -319,7 +321,7 @@ def main():
         torch_state = torch.get_rng_state()
         torch.manual_seed(123)
         with torch.no_grad():
-            rows = torch.from_numpy(hold_rows[:4096])
+            rows = torch.from_numpy(hold_rows[np.linspace(0, len(hold_rows) - 1, min(4096, len(hold_rows))).astype(int)])
             loss = model.diffusion_loss(cognition(rows, ema, clean=True), st_t[rows], act_t[rows], 4, 0.0, 0.0,
                                         dit=ema["dit"]).item()
         torch.set_rng_state(torch_state)

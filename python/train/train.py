@@ -52,6 +52,9 @@ def load_demos(data_dirs, max_episodes):
             if n_ep >= max_episodes:
                 break
             t, meta = P.safetensors_io.read(path)
+            if images and (t["image"].shape[1:] != images[0].shape[1:] or t["action"].shape[1:] != actions[0].shape[1:]):
+                sys.exit(f"--data {path}: frames {t['image'].shape[1:]} and chunks {t['action'].shape[1:]} differ "
+                         f"from the first shard's {images[0].shape[1:]} and {actions[0].shape[1:]}")
             keep_rows = []
             for e in json.loads(meta["episodes"]):
                 if n_ep >= max_episodes:

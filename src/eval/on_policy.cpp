@@ -8,11 +8,15 @@
 
 namespace evla::eval {
 
-sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const OnPolicyOptions& o) {
-  const Model& m = policy.model();
+void check_on_policy(const Model& m, const OnPolicyOptions& o) {
   check_compatible(m);
   if (o.chunk < 1 || o.execute < 1 || !(o.expert_share >= 0 && o.expert_share <= 1))
     throw Error("on-policy recording: chunk and execute must be >= 1 and expert_share in [0, 1]");
+}
+
+sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const OnPolicyOptions& o) {
+  const Model& m = policy.model();
+  check_on_policy(m, o);
   sim::Env env;
   env.reset(spec);
   Rng rng(inference_seed(spec, 0) ^ 0x0E4BE27ull);  // expert-share draws, apart from the noise seeds

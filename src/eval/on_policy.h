@@ -17,6 +17,9 @@ struct OnPolicyOptions {
   float expert_share = 0;    // chance per inference that the expert's chunk is executed instead
 };
 
+// evla::Error unless the model fits the benchmark and the options are valid.
+void check_on_policy(const Model& model, const OnPolicyOptions& options);
+
 // One episode driven by `policy` (deterministic in spec, options and the
 // policy's thread count); frames at the policy's image size.
 sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const OnPolicyOptions& options);

@@ -192,11 +192,19 @@ DatasetReport write_dataset(const std::string& dir, const DatasetOptions& option
   for (int begin = 0; begin < options.episodes; begin += batch) {
     const int end = std::min(options.episodes, begin + batch);
     std::vector<Demo> demos(size_t(end - begin));
+    std::vector<std::string> errors(size_t(end - begin));  // the pool does not carry exceptions back
     pool.run(end - begin, [&](int i) {
       const int e = begin + i;
       EpisodeSpec spec{options.split, options.tasks[size_t(e % n_tasks)], options.seed + uint64_t(e)};
-      demos[size_t(i)] = record ? record(spec, i % pool.size()) : record_demo(spec, options.demo);
+      try {
+        demos[size_t(i)] = record ? record(spec, i % pool.size()) : record_demo(spec, options.demo);
+      } catch (const std::exception& ex) {
+        errors[size_t(i)] = ex.what();
+      }
     });
+    for (size_t i = 0; i < errors.size(); ++i)
+      if (!errors[i].empty())
+        throw Error("sim::write_dataset: episode " + std::to_string(begin + int(i)) + ": " + errors[i]);
     for (Demo& d : demos) {
       if (!d.success) ++report.failed;
       if (!d.success && !record && !options.keep_failed) continue;

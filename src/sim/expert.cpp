@@ -62,7 +62,14 @@ Expert Expert::take_over(const Episode& ep, const Scene& s) {
   } else if (g.held_object >= 0 || g.held_drawer >= 0) {
     e.enter(Phase::Reach);  // holding the wrong thing: reaching opens the gripper
   } else if (g.closure > 0) {
-    e.enter(Phase::Close);  // a grasp under way: finish it (a miss goes back to reaching)
+    // The fingers are part-way: closing on the target (lined up at its grasp
+    // point) or opening after a drop or a miss, which the scene cannot tell
+    // apart. Finish the grasp only where one makes sense; elsewhere reaching
+    // opens the fingers (closing there would re-grasp whatever was dropped).
+    e.phase_ = Phase::Descend;
+    const Waypoint grasp = e.waypoint(s);
+    const bool at_grasp = goal.task != Task::CloseDrawer && max_abs(grasp.target - p) <= 0.01f;
+    e.enter(at_grasp ? Phase::Close : Phase::Reach);
   } else {
     // Closing: down in front of the panel and already moving into it, keep
     // pushing. Otherwise, lined up over the target and below the hover point,

@@ -31,8 +31,10 @@ class Expert {
   // `seed` drives only the noise; the episode itself comes from `ep`.
   Expert(const Episode& ep, const ExpertNoise& noise = {}, uint64_t seed = 0);
   // A clean expert taking over `scene` mid-episode (e.g. from a policy): its
-  // phase comes from the scene (holding the object: lift or carry it; holding
-  // the handle: pull; open gripper right above the object: descend; else reach).
+  // phase comes from the scene (holding the object: lift, or lower where the
+  // carry ends; holding the handle: pull; fingers part-way at the grasp point:
+  // close; lined up within reach tolerance below the hover point: descend;
+  // pushing a drawer shut: push; else reach, which opens the fingers).
   static Expert take_over(const Episode& ep, const Scene& scene);
   // Writes the next action (kActionDim = 4 floats) for the current scene.
   void act(const Scene& scene, float* action);

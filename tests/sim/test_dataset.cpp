@@ -174,7 +174,6 @@ TEST_F(SimDataset, ThreadsDoNotChangeTheData) {
   }
 }
 
-}  // namespace
 TEST_F(SimDataset, ExpertChunkSimulatesTheTakeOverAndPadsAfterSuccess) {
   Env env;
   env.reset({Split::Matching, Task::CloseDrawer, 5});
@@ -191,4 +190,5 @@ TEST_F(SimDataset, ExpertChunkSimulatesTheTakeOverAndPadsAfterSuccess) {
   EXPECT_THROW(expert_chunk(env.episode(), env.scene(), 0), Error);
 }
 
+}  // namespace
 }  // namespace evla::sim
