@@ -30,7 +30,6 @@ sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const O
   size_t next = 0;
   while (!env.done()) {
     Image img = env.render(m.image_size(), m.image_size());
-    const std::vector<float> state = env.state();
     const std::vector<float> label = sim::expert_chunk(env.episode(), env.scene(), o.chunk);
     if (next * sim::kActionDim >= plan.size()) {
       next = 0;
@@ -39,21 +38,14 @@ sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const O
         plan.assign(label.begin(), label.begin() + std::min<ptrdiff_t>(label.size(), n * sim::kActionDim));
       } else {
         obs.images[0] = img;
-        if (m.state_dim() > 0) obs.state = state;
+        if (m.state_dim() > 0) obs.state = env.state();
         obs.seed = inference_seed(spec, env.steps());
         const ActionChunk chunk = policy.infer(obs);
         plan.assign(chunk.row(0), chunk.row(0) + size_t(n) * sim::kActionDim);
       }
     }
     const float* a = &plan[next++ * sim::kActionDim];
-    d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
-    d.states.insert(d.states.end(), state.begin(), state.end());
-    float tg[sim::kTargetDim];
-    sim::task_targets(env.scene(), env.episode().goal, tg);
-    d.targets.insert(d.targets.end(), tg, tg + sim::kTargetDim);
-    float objs[sim::kMaxObjects * 4];
-    sim::scene_objects(env.scene(), objs);
-    d.objects.insert(d.objects.end(), objs, objs + sim::kMaxObjects * 4);
+    sim::record_frame(d, env, img);
     d.chunks.insert(d.chunks.end(), label.begin(), label.end());
     d.actions.insert(d.actions.end(), a, a + sim::kActionDim);
     env.step(a);

@@ -38,6 +38,18 @@ void scene_objects(const Scene& s, float* out) {
   }
 }
 
+void record_frame(Demo& d, const Env& env, const Image& img) {
+  d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
+  const std::vector<float> state = env.state();
+  d.states.insert(d.states.end(), state.begin(), state.end());
+  float tg[kTargetDim];
+  task_targets(env.scene(), env.episode().goal, tg);
+  d.targets.insert(d.targets.end(), tg, tg + kTargetDim);
+  float objs[kMaxObjects * 4];
+  scene_objects(env.scene(), objs);
+  d.objects.insert(d.objects.end(), objs, objs + kMaxObjects * 4);
+}
+
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
   Env env;
   env.reset(spec);
@@ -47,16 +59,7 @@ Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
   d.spec = spec;
   d.instruction = env.instruction();
   while (!env.done()) {
-    Image img = env.render(options.image_size, options.image_size);
-    d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
-    std::vector<float> s = env.state();
-    d.states.insert(d.states.end(), s.begin(), s.end());
-    float tg[kTargetDim];
-    task_targets(env.scene(), env.episode().goal, tg);
-    d.targets.insert(d.targets.end(), tg, tg + kTargetDim);
-    float objs[kMaxObjects * 4];
-    scene_objects(env.scene(), objs);
-    d.objects.insert(d.objects.end(), objs, objs + kMaxObjects * 4);
+    record_frame(d, env, env.render(options.image_size, options.image_size));
     float a[kActionDim];
     expert.act(env.scene(), a);
     d.actions.insert(d.actions.end(), a, a + kActionDim);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "evla/image.h"
+#include "sim/env.h"
 #include "sim/expert.h"
 #include "sim/tasks.h"
 
@@ -48,6 +50,10 @@ void task_targets(const Scene& scene, const Goal& goal, float* out);
 // zeros up to kMaxObjects. Throws if the scene holds more.
 inline constexpr int kMaxObjects = 8;
 void scene_objects(const Scene& scene, float* out);
+
+// Appends the frame `img` of env's current state to d: the image, the state,
+// and the privileged targets and object positions (not the action).
+void record_frame(Demo& d, const Env& env, const Image& img);
 
 // Runs the expert on one episode (its noise seeded from the spec) and records it.
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options);

@@ -47,9 +47,12 @@ Expert Expert::take_over(const Episode& ep, const Scene& s) {
   const Gripper& g = s.gripper;
   const Goal& goal = e.goal_;
   const Vec3 p = g.pos;
-  auto lined_up = [&](Phase phase) {  // within that phase's tolerance in x and y
+  auto waypoint_of = [&](Phase phase) {
     e.phase_ = phase;
-    const Waypoint w = e.waypoint(s);
+    return e.waypoint(s);
+  };
+  auto lined_up = [&](Phase phase) {  // within that phase's tolerance in x and y
+    const Waypoint w = waypoint_of(phase);
     return std::fabs(w.target.x - p.x) <= w.tolerance && std::fabs(w.target.y - p.y) <= w.tolerance;
   };
   if (goal.object >= 0 && g.held_object == goal.object) {
@@ -66,19 +69,16 @@ Expert Expert::take_over(const Episode& ep, const Scene& s) {
     // point) or opening after a drop or a miss, which the scene cannot tell
     // apart. Finish the grasp only where one makes sense; elsewhere reaching
     // opens the fingers (closing there would re-grasp whatever was dropped).
-    e.phase_ = Phase::Descend;
-    const Waypoint grasp = e.waypoint(s);
-    const bool at_grasp = goal.task != Task::CloseDrawer && max_abs(grasp.target - p) <= 0.01f;
+    const bool at_grasp = goal.task != Task::CloseDrawer && max_abs(waypoint_of(Phase::Descend).target - p) <= 0.01f;
     e.enter(at_grasp ? Phase::Close : Phase::Reach);
   } else {
     // Closing: down in front of the panel and already moving into it, keep
     // pushing. Otherwise, lined up over the target and below the hover point,
     // go straight down instead of climbing back up first.
-    e.phase_ = Phase::Descend;
-    const Vec3 low = e.waypoint(s).target;
+    const Vec3 low = waypoint_of(Phase::Descend).target;
     const bool pushing = goal.task == Task::CloseDrawer && std::fabs(low.x - p.x) <= 0.01f &&
                          std::fabs(low.z - p.z) <= 0.01f && p.y > low.y;
-    const bool down = lined_up(Phase::Reach) && e.waypoint(s).target.z > p.z;
+    const bool down = lined_up(Phase::Reach) && waypoint_of(Phase::Reach).target.z > p.z;
     e.enter(pushing ? Phase::Push : down ? Phase::Descend : Phase::Reach);
   }
   return e;
