@@ -87,19 +87,22 @@ py::array_t<uint8_t> image_to_numpy(const Image& img) {
   return a;
 }
 
-// Copies the input of one LM layer (every token's residual stream): what training
-// the LM's top layers alone starts from (python/train/finetune_head.py).
-struct LayerInputCapture : LlamaObserver {
-  int layer;
+// What one inference shows beyond its outputs: the input of one LM layer (every
+// token's residual stream; what training the LM's top layers alone starts from,
+// python/train/finetune_head.py), and the visual tokens a plan's selection kept.
+struct InferCapture : LlamaObserver {
+  int layer;  // -1: no layer input wanted
   int tokens = 0, width = 0;
   std::vector<float> x;
-  explicit LayerInputCapture(int l) : layer(l) {}
+  std::optional<std::vector<int32_t>> kept;
+  explicit InferCapture(int l) : layer(l) {}
   void layer_input(int l, const float* p, int T, int D) override {
     if (l != layer) return;
     x.assign(p, p + size_t(T) * D);
     tokens = T;
     width = D;
   }
+  void visual_tokens_kept(const int* k, int n, int) override { kept.emplace(k, k + n); }
 };
 
 // Sets the policy's LM observer for one inference; cleared however it ends.
@@ -163,12 +166,11 @@ class PyPolicy {
 
     ActionChunk chunk;
     std::vector<float> c;  // copied under the lock: the next call overwrites the policy's
-    std::optional<LayerInputCapture> capture;
-    if (lm_layer_input) capture.emplace(*lm_layer_input);
+    InferCapture capture(lm_layer_input.value_or(-1));
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
-      ObserverScope observe(policy_->state(), capture ? &*capture : nullptr);
+      ObserverScope observe(policy_->state(), &capture);
       chunk = policy_->infer(o);
       c = policy_->cognition();
     }
@@ -188,12 +190,17 @@ class PyPolicy {
     out["actions"] = actions;
     out["cognition"] = cognition;
     out["policy_timing"] = timing;
-    if (capture) {
-      if (capture->tokens == 0)  // the plan dropped the layer
+    if (lm_layer_input) {
+      if (capture.tokens == 0)  // the plan dropped the layer
         throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) + ": the layer did not run");
-      py::array_t<float> h({capture->tokens, capture->width});
-      std::memcpy(h.mutable_data(), capture->x.data(), capture->x.size() * sizeof(float));
+      py::array_t<float> h({capture.tokens, capture.width});
+      std::memcpy(h.mutable_data(), capture.x.data(), capture.x.size() * sizeof(float));
       out["lm_layer_input"] = h;
+    }
+    if (capture.kept) {
+      py::array_t<int32_t> k(py::ssize_t(capture.kept->size()));
+      std::memcpy(k.mutable_data(), capture.kept->data(), capture.kept->size() * sizeof(int32_t));
+      out["kept_visual_tokens"] = k;
     }
     return out;
   }
@@ -269,7 +276,9 @@ PYBIND11_MODULE(evla, m) {
            "obs: dict with the server's keys (numpy uint8 H×W×3 images, state, prompt, optional seed).\n"
            "Returns {'actions': float32 [horizon, dim], 'cognition': float32 [hidden_size] (the feature that\n"
            "conditioned the action head), 'policy_timing': {...}}; with lm_layer_input=L also\n"
-           "'lm_layer_input': float32 [tokens, hidden_size], the input of LM layer L (every token).")
+           "'lm_layer_input': float32 [tokens, hidden_size], the input of LM layer L (every token); under a\n"
+           "plan that selects visual tokens also 'kept_visual_tokens': int32 [kept], the kept tokens' indices\n"
+           "among the visual tokens (patch order, image after image).")
       .def_property_readonly("metadata", &PyPolicy::metadata);
 
   m.def("load_image", [](const std::string& path) { return image_to_numpy(load_image(path)); },

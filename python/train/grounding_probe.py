@@ -18,6 +18,10 @@ For directories with failed episodes (on-policy data), it also sorts each failed
 episode by how it ended: the named object lifted (but not placed), a wrong object lifted, the
 gripper within 3 cm of the object at some point but nothing lifted, ended within 5 cm of a
 wrong object, or never near the object (wandering).
+
+--kept-tokens PLAN[,PLAN] runs each plan's visual-token selection on the sampled frames and
+reports how often it keeps the patch that shows the named object and the one that shows the
+gripper's tip (through the `matching` camera), against the chance rate kept / visual tokens.
 """
 import argparse
 import glob
@@ -30,13 +34,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
 from finetune_head import runtime_pass  # noqa: E402
+from train import matching_patches  # noqa: E402
 
 OBJECT_TASKS = ("pick", "move_near", "put_in_drawer")
 BINS_CM = (0, 3, 6, 10, 20, 1000)
 
 
 def sample_frames(data_dir, frames, rng):
-    """Up to `frames` frames of the object tasks, drawn uniformly: images, states, object xy,
+    """Up to `frames` frames of the object tasks, drawn uniformly: images, states, object xyz,
     instruction per frame and the episode index of each."""
     paths = sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors")))
     if not paths:
@@ -67,7 +72,7 @@ def sample_frames(data_dir, frames, rng):
         t = shard_cache[path]
         images.append(t["image"][chosen])
         states.append(t["state"][chosen].astype(np.float32))
-        xy.append(t["target"][chosen, :2].astype(np.float32))
+        xy.append(t["target"][chosen, :3].astype(np.float32))
         instr += [text] * len(chosen)
         episode.append(np.full(len(chosen), ep))
     return np.concatenate(images), np.concatenate(states), np.concatenate(xy), instr, np.concatenate(episode)
@@ -105,6 +110,28 @@ def failure_kinds(data_dir):
     return kinds
 
 
+def kept_shares(model_dir, plan, images, states, obj_xyz, instr):
+    """Shares of frames whose object patch / gripper patch the plan's selection keeps, and the
+    chance rate."""
+    import evla
+    policy = evla.Policy(model_dir, plan=plan, threads=1)
+    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    enc = cfg["vision"]["encoders"][0]
+    n_visual = (enc["image_size"] // enc["patch_size"]) ** 2
+    obj = matching_patches(obj_xyz, enc["image_size"], enc["patch_size"])
+    grip = matching_patches(states[:, :3], enc["image_size"], enc["patch_size"])
+    hit_obj = hit_grip = kept_n = 0
+    for i in range(len(images)):
+        out = policy.infer({"observation/image": images[i], "observation/state": states[i], "prompt": instr[i]})
+        if "kept_visual_tokens" not in out:
+            sys.exit(f"--kept-tokens {plan}: the plan selects no visual tokens")
+        kept = set(out["kept_visual_tokens"].tolist())
+        hit_obj += obj[i] in kept
+        hit_grip += grip[i] in kept
+        kept_n = len(kept)
+    return hit_obj / len(images), hit_grip / len(images), kept_n / n_visual
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="exported model directory")
@@ -112,13 +139,20 @@ def main():
     ap.add_argument("--frames", type=int, default=12000, help="frames sampled per directory")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kept-tokens", default=None, help="plans (comma list) whose token selection to check")
+    ap.add_argument("--kept-frames", type=int, default=1000, help="frames per directory for --kept-tokens")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
 
     dirs = args.data.split(",")
-    feats, xys, dists, fit, which = [], [], [], [], []
+    feats, xys, dists, fit, which, kept_rows = [], [], [], [], [], []
     for k, d in enumerate(dirs):
-        images, states, xy, instr, episode = sample_frames(d, args.frames, rng)
+        images, states, xyz, instr, episode = sample_frames(d, args.frames, rng)
+        xy = xyz[:, :2]
+        if args.kept_tokens:
+            n = min(args.kept_frames, len(images))
+            for plan in args.kept_tokens.split(","):
+                kept_rows.append((d, plan) + kept_shares(args.model, plan, images[:n], states[:n], xyz[:n], instr[:n]))
         instructions = sorted(set(instr))
         idx = np.array([instructions.index(s) for s in instr])
         cog, _ = runtime_pass(args.model, images, states, idx, instructions, None, args.threads)
@@ -145,6 +179,12 @@ def main():
             m = (~fit) & (which == k) & (dist >= lo) & (dist < hi)
             cells.append(f"{np.median(err[m]):.1f} ({np.median(guess[m]):.1f}), n={m.sum()}" if m.any() else "–")
         print(f"| {d} | " + " | ".join(cells) + " |")
+    if kept_rows:
+        print("\nvisual tokens kept by the plans' selection: share of frames that keep the patch showing ...")
+        print("| data | plan | the named object | the gripper | chance |")
+        print("|---|---|---:|---:|---:|")
+        for d, plan, o, g, chance in kept_rows:
+            print(f"| {d} | {plan} | {100 * o:.1f}% | {100 * g:.1f}% | {100 * chance:.1f}% |")
     for d in dirs:
         kinds = failure_kinds(d)
         if kinds and any(set(k) - {"solved"} for k in kinds.values()):

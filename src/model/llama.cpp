@@ -199,6 +199,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.keep = accel::select_visual_tokens(plan.tokens, s.relevance.data(),
                                            x.data() + size_t(vb) * D, nv, D, D);
       const int kept_visual = int(s.keep.size());
+      if (obs) obs->visual_tokens_kept(s.keep.data(), kept_visual, nv);
       const int T2 = T - nv + kept_visual;
       s.x_next.resize(size_t(T2) * D);
       s.pos_next.resize(size_t(T2));

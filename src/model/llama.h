@@ -50,6 +50,8 @@ struct LlamaObserver {
   // wants_visual_attention() is true, for every layer that runs attention.
   virtual bool wants_visual_attention() const { return false; }
   virtual void visual_attention(int layer, const float* relevance, int n_visual) {}
+  // After a plan's token selection: the kept visual tokens, as indices 0..n_visual-1.
+  virtual void visual_tokens_kept(const int* kept, int n_kept, int n_visual) {}
 };
 
 struct LlamaScratch {

@@ -54,7 +54,12 @@ def test_tiny():
         with open(plan, "w") as f:
             json.dump({"evla_plan": 1, "name": "tokens", "tokens": {"keep": 8, "after_layer": 1}}, f)
         q = evla.Policy(TINY, plan=plan, threads=1)
-        check(q.infer(obs, lm_layer_input=0)["lm_layer_input"].shape[0] > 8, "layer 0 sees every token")
+        rows = q.infer(obs, lm_layer_input=0)["lm_layer_input"].shape[0]
+        check(rows > 8, "layer 0 sees every token")
+        kept = q.infer(obs)["kept_visual_tokens"]
+        check(kept.dtype == np.int32 and len(kept) == 8 and len(set(kept.tolist())) == 8, kept)
+        check(kept.min() >= 0 and kept.max() < rows, kept)
+        check("kept_visual_tokens" not in p.infer(obs), "no selection, no kept tokens")
         raises(ValueError, lambda: q.infer(obs, lm_layer_input=1), "the plan selects tokens from layer 1 on")
     return p, obs
 

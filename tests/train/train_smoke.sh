@@ -62,11 +62,14 @@ if ls "$pymod"/evla*.so >/dev/null 2>&1; then
   "$evla" sim gen --policy "$tmp/export" --episodes 2 --seed 200000 --out "$tmp/onpol" -t 1 -q >/dev/null
   $head --data "$tmp/demos,$tmp/onpol" --features "$tmp/features.npz,$tmp/onpol.npz" --init-model "$tmp/head" \
     --lr 0 --steps 1 --out "$tmp/mixed" >/dev/null
-  # The grounding probe scores both directories' frames (one table row each).
+  # The grounding probe scores both directories' frames (one table row each), and which
+  # patches a plan's token selection keeps (8 of the 64 visual tokens: chance 12.5%).
+  echo '{"evla_plan": 1, "name": "t", "tokens": {"keep": 8, "after_layer": 1}}' >"$tmp/tokens.json"
   env PYTHONPATH=$pymod /usr/bin/python3 $root/python/train/grounding_probe.py --model "$tmp/export" \
-    --data "$tmp/demos,$tmp/onpol" --frames 300 --threads 1 >"$tmp/probe.txt"
-  test "$(grep -c "^| $tmp/" "$tmp/probe.txt")" = 2
-  grep -q "^| $tmp/onpol | .*n=" "$tmp/probe.txt"
+    --data "$tmp/demos,$tmp/onpol" --frames 300 --threads 1 --kept-tokens "$tmp/tokens.json" \
+    --kept-frames 20 >"$tmp/probe.txt"
+  test "$(grep -c "^| $tmp/[a-z]* | .*n=" "$tmp/probe.txt")" = 2
+  grep -q "^| $tmp/onpol | $tmp/tokens.json | [0-9.]*% | [0-9.]*% | 12.5% |" "$tmp/probe.txt"
   grep -q "held-out eps-MSE at start" "$tmp/head.log"
   grep -q "features from $tmp/features.npz" "$tmp/head.log"  # the second run reuses the cache
   /usr/bin/python3 - "$root/python" "$tmp" <<'PY'
