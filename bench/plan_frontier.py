@@ -17,19 +17,15 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from efficientvla_results import run  # the CLI call, echoed to stderr
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REUSED = []  # evaluation reports found in --work instead of run
-
-
-def run(cmd, **kw):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, text=True, **kw)
 
 
 def candidates(layers_total):
@@ -124,7 +120,6 @@ def main():
     rows = []
     for i, (name, plan_args) in enumerate(candidates(layers_total)):
         plan = "dense"
-        flops = None
         if plan_args:
             plan = os.path.join(args.work, f"plan{i:02d}.json")
             run([ev, "plan", "-a", args.analysis, "-m", args.model, "-o", plan, "--name", f"f{i:02d}"] + plan_args,

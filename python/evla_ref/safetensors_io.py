@@ -95,6 +95,21 @@ def write(path, tensors, metadata=None, dtypes=None):
             f.write(data)
 
 
+def read_header(path):
+    """(name -> {"dtype", "shape", "data_offsets"}, metadata dict) of a safetensors file, without
+    reading its tensors (e.g. to list a large shard's episodes)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: file too short")
+        (n,) = struct.unpack("<Q", head)
+        text = f.read(n)
+    if len(text) < n:
+        raise ValueError(f"{path}: header length {n} exceeds file size")
+    header = json.loads(text.decode("utf-8"))
+    return header, header.pop("__metadata__", None) or {}
+
+
 def read(path, bf16_as_float32=True):
     """Reads a safetensors file. Returns (name -> np.ndarray, metadata dict).
 

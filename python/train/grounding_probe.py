@@ -47,9 +47,9 @@ def sample_frames(data_dir, frames, rng):
     if not paths:
         sys.exit(f"--data {data_dir}: no shard-*.safetensors there")
     parts = []
-    for path in paths:
-        t, meta = P.safetensors_io.read(path)
-        if "target" not in t:
+    for path in paths:  # the episode lists from the headers; each shard's tensors are read once below
+        names, meta = P.safetensors_io.read_header(path)
+        if "target" not in names:
             sys.exit(f"--data {path}: no `target` tensor (recorded before it existed?)")
         for e in json.loads(meta["episodes"]):
             if e["task"] in OBJECT_TASKS:
@@ -60,22 +60,21 @@ def sample_frames(data_dir, frames, rng):
         sys.exit(f"--data {data_dir}: no frames of {', '.join(OBJECT_TASKS)}")
     keep = np.zeros(total, bool)
     keep[rng.choice(total, min(frames, total), replace=False)] = True
-    images, states, xy, instr, episode = [], [], [], [], []
-    offset, shard_cache = 0, {}
+    images, states, xyz, instr, episode = [], [], [], [], []
+    offset, shard_path, t = 0, None, None
     for path, rows, text, ep in parts:
         chosen = rows[keep[offset:offset + len(rows)]]
         offset += len(rows)
         if not len(chosen):
             continue
-        if path not in shard_cache:
-            shard_cache = {path: P.safetensors_io.read(path)[0]}  # one shard in memory at a time
-        t = shard_cache[path]
+        if path != shard_path:  # parts are in shard order: one shard in memory at a time
+            shard_path, t = path, P.safetensors_io.read(path)[0]
         images.append(t["image"][chosen])
         states.append(t["state"][chosen].astype(np.float32))
-        xy.append(t["target"][chosen, :3].astype(np.float32))
+        xyz.append(t["target"][chosen, :3].astype(np.float32))
         instr += [text] * len(chosen)
         episode.append(np.full(len(chosen), ep))
-    return np.concatenate(images), np.concatenate(states), np.concatenate(xy), instr, np.concatenate(episode)
+    return np.concatenate(images), np.concatenate(states), np.concatenate(xyz), instr, np.concatenate(episode)
 
 
 def failure_kinds(data_dir):
@@ -120,7 +119,7 @@ def kept_shares(model_dir, plan, images, states, obj_xyz, instr):
     n_visual = (enc["image_size"] // enc["patch_size"]) ** 2
     obj = matching_patches(obj_xyz, enc["image_size"], enc["patch_size"])
     grip = matching_patches(states[:, :3], enc["image_size"], enc["patch_size"])
-    hit_obj = hit_grip = kept_n = 0
+    hit_obj = hit_grip = 0
     for i in range(len(images)):
         out = policy.infer({"observation/image": images[i], "observation/state": states[i], "prompt": instr[i]})
         if "kept_visual_tokens" not in out:
@@ -128,8 +127,7 @@ def kept_shares(model_dir, plan, images, states, obj_xyz, instr):
         kept = set(out["kept_visual_tokens"].tolist())
         hit_obj += obj[i] in kept
         hit_grip += grip[i] in kept
-        kept_n = len(kept)
-    return hit_obj / len(images), hit_grip / len(images), kept_n / n_visual
+    return hit_obj / len(images), hit_grip / len(images), len(kept) / n_visual
 
 
 def main():
