@@ -12,7 +12,7 @@ namespace evla::cli {
 
 void add_plan_command(CLI::App& app) {
   struct Opts {
-    std::string analysis, model, out = "plan.json", choice = "importance", method = "efficientvla", blocks;
+    std::string analysis, model, out = "plan.json", choice = "importance", method = "efficientvla", queries = "text", blocks;
     accel::PlanRequest req;
   };
   auto o = std::make_shared<Opts>();
@@ -38,6 +38,10 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--token-after", r.token_after_layer, "Layers that see every token")->capture_default_str();
   cmd->add_option("--token-method", o->method, "efficientvla, fastv or random")
       ->check(CLI::IsMember({"efficientvla", "fastv", "random"}))->capture_default_str();
+  cmd->add_option("--token-queries", o->queries,
+                  "Whose attention ranks visual tokens: text (every prompt token, the method) or cognition "
+                  "(the cognition token alone)")
+      ->check(CLI::IsMember({"text", "cognition"}))->capture_default_str();
   cmd->add_option("--cache-interval", r.cache_interval, "Recompute the action head every N steps")->capture_default_str();
   cmd->add_option("--cache-start", r.cache_start, "Steps before this always recompute")->capture_default_str();
   cmd->add_option("--cache-blocks", o->blocks, "Comma list of DiT blocks that reuse (default: all)");
@@ -56,6 +60,7 @@ void add_plan_command(CLI::App& app) {
     r.token_method = o->method == "fastv" ? TokenMethod::FastV
                      : o->method == "random" ? TokenMethod::Random
                                              : TokenMethod::EfficientVla;
+    r.token_queries = o->queries == "cognition" ? TokenQueries::Cognition : TokenQueries::Text;
     if (!o->blocks.empty())
       for (float b : parse_floats(o->blocks, "--cache-blocks")) r.cache_blocks.push_back(int(b));
     Plan p = accel::build_plan(a, *model, r);

@@ -23,6 +23,11 @@ struct LayerPlan {
 
 enum class TokenMethod { EfficientVla, FastV, Random };
 
+// Whose attention ranks the visual tokens: every token after the visual ones
+// (the prompt, as EfficientVLA and FastV do), or the cognition token alone
+// (the last one, whose output is all the action head reads).
+enum class TokenQueries { Text, Cognition };
+
 struct TokenPlan {
   bool enabled = false;
   int after_layer = 2;       // layers [0, after_layer) see every token
@@ -30,6 +35,7 @@ struct TokenPlan {
   int key = 4;               // K_key: top-relevance tokens
   float alpha = 0.5f;        // share of the remaining budget filled by relevance
   TokenMethod method = TokenMethod::EfficientVla;
+  TokenQueries queries = TokenQueries::Text;
   unsigned long long seed = 0;  // for TokenMethod::Random
 };
 

@@ -329,7 +329,9 @@ def fixtures_match_table_and_prompt():
 
 
 @check
-def fixtures_reproduce_bitwise_and_deterministic():
+def fixtures_reproduce_and_are_deterministic():
+    # Bitwise between two runs here; against the committed file only to rounding, because
+    # OpenBLAS picks its kernels (and so its summation order) by CPU.
     torch.set_num_threads(1)
     for d in fixture_dirs():
         cfg = json.load(open(os.path.join(d, "config.json")))
@@ -337,9 +339,12 @@ def fixtures_reproduce_bitwise_and_deterministic():
         model = load_model(d)
         a = forward_all(model, *load_inputs(t, cfg))
         b = forward_all(model, *load_inputs(t, cfg))
+        worst = (0.0, None)
         for k in a:
             assert np.array_equal(a[k], b[k]), (d, k, "not deterministic")
-            assert np.array_equal(a[k], t[k]), (d, k, "differs from expected.safetensors")
+            worst = max(worst, (nmse(a[k], t[k]), k))
+            assert worst[0] < 1e-10, (d, k, f"differs from expected.safetensors, NMSE {worst[0]:.1e}")
+        print(f"    {os.path.basename(d)}: worst NMSE vs expected.safetensors {worst[0]:.1e} ({worst[1]})")
 
 
 @check

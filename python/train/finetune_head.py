@@ -89,29 +89,6 @@ def runtime_pass(model_dir, images, states, instr_idx, instructions, lf, threads
     return out, last
 
 
-def load_exported(model, model_dir, head_only=True):
-    """The action head (or with head_only=False every weight) of an exported model, e.g. an
-    earlier fine-tune, into `model`, with the state normalisation that export folds into
-    s_embedder taken out again."""
-    tensors, _ = P.safetensors_io.read(os.path.join(model_dir, "model.safetensors"))
-    dit = model.policy.dit
-    prefix = model.policy.config["action_head"]["prefix"]
-    missing = [k for k in dit.state_dict() if f"{prefix}.{k}" not in tensors]
-    if missing:
-        sys.exit(f"{model_dir}: no {prefix}.{missing[0]} (an action head of another shape?)")
-    if head_only:
-        tensors = {k: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    try:
-        model.policy.load_flat_state_dict(tensors, strict=not head_only)
-    except KeyError as e:
-        sys.exit(f"{model_dir}: {e.args[0]} (a model of another shape?)")
-    if hasattr(dit, "s_embedder"):
-        with torch.no_grad():
-            lin = dit.s_embedder.linear
-            lin.bias.add_(lin.weight @ model.state_mean)
-            lin.weight.mul_(model.state_std[None, :])
-
-
 def jittered(images, seed, chunk=4096):
     """A colour-jittered copy of uint8 frames [N,H,W,3] (train.py's augmentation, seeded)."""
     gen = torch.Generator().manual_seed(seed)
@@ -215,7 +192,7 @@ def main():
     ap.add_argument("--log", default=None)
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
+    P.set_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     lf = open(args.log, "a") if args.log else None
@@ -233,9 +210,9 @@ def main():
     model = load_trainable(ck, cfg, states.mean(0), states.std(0) + 1e-6, with_head=not args.reinit, seed=args.seed,
                            aux=args.aux_weight > 0)
     if args.init_model:
-        load_exported(model, args.init_model, head_only=False)
+        P.load_exported(model, args.init_model, head_only=False)
     if args.init_head:
-        load_exported(model, args.init_head, head_only=True)
+        P.load_exported(model, args.init_head, head_only=True)
     nl = cfg["llm"]["num_hidden_layers"]
     start = nl - args.lm_layers
     if not 0 <= args.lm_layers <= nl:

@@ -24,6 +24,18 @@ from evla_ref import safetensors_io  # noqa: E402
 TEMPLATE = "In: What action should the robot take to {instruction}?\nOut: "
 
 
+def set_threads(n):
+    """torch's threads, and OpenBLAS's: Debian's torch does its matrix products in OpenBLAS,
+    whose own pool (one thread per core, spinning between calls) torch.set_num_threads does
+    not size. Left alone, a one-thread training run keeps the other core busy too."""
+    import ctypes
+    torch.set_num_threads(n)
+    try:
+        ctypes.CDLL("libopenblas.so.0").openblas_set_num_threads(n)
+    except (OSError, AttributeError):  # another BLAS: torch.set_num_threads is enough
+        pass
+
+
 # --------------------------------------------------------------------------- config
 
 def make_config(vocab_size, space_id, q01, q99, size="default", state_dim=4):
@@ -316,6 +328,29 @@ class Trainable(nn.Module):
         xt = self.sqrt_acp[t, None, None] * x0 + self.sqrt_1macp[t, None, None] * eps
         pred = dit(xt, t.numpy(), z, st)
         return ((pred - eps) ** 2).mean()
+
+
+def load_exported(model, model_dir, head_only=True):
+    """The action head (or with head_only=False every weight) of an exported model, e.g. an
+    earlier fine-tune, into `model`, with the state normalisation that export folds into
+    s_embedder taken out again."""
+    tensors, _ = safetensors_io.read(os.path.join(model_dir, "model.safetensors"))
+    dit = model.policy.dit
+    prefix = model.policy.config["action_head"]["prefix"]
+    missing = [k for k in dit.state_dict() if f"{prefix}.{k}" not in tensors]
+    if missing:
+        sys.exit(f"{model_dir}: no {prefix}.{missing[0]} (an action head of another shape?)")
+    if head_only:
+        tensors = {k: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    try:
+        model.policy.load_flat_state_dict(tensors, strict=not head_only)
+    except KeyError as e:
+        sys.exit(f"{model_dir}: {e.args[0]} (a model of another shape?)")
+    if hasattr(dit, "s_embedder"):
+        with torch.no_grad():
+            lin = dit.s_embedder.linear
+            lin.bias.add_(lin.weight @ model.state_mean)
+            lin.weight.mul_(model.state_std[None, :])
 
 
 def rope_tables(n, c, dtype):

@@ -206,12 +206,18 @@ def main():
                     help="initial ViT position embeddings: N(0, 0.02) or 2-D sin-cos")
     ap.add_argument("--init-only", action="store_true")
     ap.add_argument("--ckpt", default=None, help="torch checkpoint path (saved with each export)")
+    ap.add_argument("--init-model", default=None,
+                    help="start every policy weight from this exported model (its config, tokenizer and action "
+                         "statistics too); training-only heads and the optimiser start fresh, with a warm-up")
+    ap.add_argument("--far-weight", type=float, default=1.0,
+                    help="sample frames whose gripper is >= 0.10 from the task's object this many times as often: "
+                         "there the gripper's image does not give the object's place away (grounding_probe.py)")
     ap.add_argument("--resume", default=None,
                     help="continue from this --ckpt file (weights, EMA, optimiser, step; the tokenizer is "
                          "taken from --out): a new schedule of --steps / --time-budget, without warm-up")
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
+    P.set_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -229,26 +235,35 @@ def main():
             f"{images.nbytes / 2**20:.0f} MiB images, loaded in {time.time() - t0:.0f} s")
 
     # Action statistics (CogACT: per-dim q01/q99 over the dataset's actions); gripper not normalised.
-    step_actions = actions[:, 0, :]
-    q01 = np.quantile(step_actions, 0.01, axis=0)
-    q99 = np.quantile(step_actions, 0.99, axis=0)
-    q01[3], q99[3] = 0.0, 1.0
+    if args.init_model and args.resume:
+        sys.exit("--init-model and --resume: give one")
+    init_cfg = None
+    if args.init_model:  # its head was trained on its own action statistics
+        with open(os.path.join(args.init_model, "config.json")) as f:
+            init_cfg = json.load(f)
+        q01 = np.array(init_cfg["action_normalization"]["q01"])
+        q99 = np.array(init_cfg["action_normalization"]["q99"])
+    else:
+        step_actions = actions[:, 0, :]
+        q01 = np.quantile(step_actions, 0.01, axis=0)
+        q99 = np.quantile(step_actions, 0.99, axis=0)
+        q01[3], q99[3] = 0.0, 1.0
     norm = normalize_actions(actions, q01, q99)
     state_mean, state_std = states.mean(0), states.std(0) + 1e-6
     log(lf, f"q01 {q01.round(4).tolist()} q99 {q99.round(4).tolist()} state mean "
             f"{state_mean.round(3).tolist()} std {state_std.round(3).tolist()}")
 
     import sentencepiece as spm
-    tok_path = os.path.join(args.out, "tokenizer.model")
-    if args.resume:  # the embeddings belong to the first run's tokenizer
+    tok_path = os.path.join(args.init_model or args.out, "tokenizer.model")
+    if args.resume or args.init_model:  # the embeddings belong to the first run's tokenizer
         with open(tok_path, "rb") as f:
             tok = f.read()
     else:
         tok = P.train_tokenizer(instructions)
     sp = spm.SentencePieceProcessor(model_proto=tok)
     space_id = sp.piece_to_id("\u2581")
-    cfg = P.make_config(sp.get_piece_size(), space_id, q01, q99,
-                        json.loads(args.size) if args.size else "default", state_dim=args.state_dim)
+    cfg = init_cfg or P.make_config(sp.get_piece_size(), space_id, q01, q99,
+                                    json.loads(args.size) if args.size else "default", state_dim=args.state_dim)
     text_ids, text_len = prompt_table(cfg, sp, instructions)
     tmax = text_ids.shape[1]
     log(lf, f"tokenizer: vocab {sp.get_piece_size()}, space id {space_id}, prompt {tmax}..{min(text_len)} "
@@ -261,6 +276,9 @@ def main():
                         ground=args.ground_weight > 0, patch_pos=args.patch_pos_weight > 0,
                         mid_aux_layers=mid_aux)
     P.init_weights(model.policy, args.seed, args.vit_pos)
+    if args.init_model:
+        P.load_exported(model, args.init_model, head_only=False)
+        log(lf, f"policy weights from {args.init_model}")
     nparam = sum(p.numel() for p in model.policy.parameters())
     log(lf, f"model: {nparam / 1e6:.2f} M parameters")
     if args.init_only:
@@ -312,7 +330,7 @@ def main():
         log(lf, "patch position loss over " + ("every object (`objects`)" if objects is not None
                                                else "the task's object and destination"))
 
-    step0, fresh_opt = 0, False
+    step0, fresh_opt = 0, bool(args.init_model)
     if args.resume:
         ck = torch.load(args.resume)
         # Training-only heads added since the checkpoint (e.g. --ground-weight) start fresh, and
@@ -344,6 +362,15 @@ def main():
                         "step": step, "cfg": cfg}, args.ckpt)
         log(lf, f"export ({tag}) step {step} to {args.out} in {time.time() - te:.1f} s")
 
+    sample_p = None
+    if args.far_weight != 1.0:
+        if targets is None:
+            sys.exit("--far-weight needs shards with the `target` tensor")
+        far = np.linalg.norm(targets[:, :3] - states[:, :3], axis=1) >= 0.10
+        sample_p = np.where(far, args.far_weight, 1.0)
+        sample_p /= sample_p.sum()
+        log(lf, f"--far-weight {args.far_weight}: {far.mean():.1%} of frames far, {sample_p[far].sum():.1%} of samples")
+
     t_start = time.time()
     last_export = t_start
     step, losses, hist, aux_losses, ground_losses, attn_losses, pp_losses = step0, [], [], [0.0], [0.0], [0.0], [0.0]
@@ -353,7 +380,8 @@ def main():
         lr = lr_at(progress, step)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
-        idx = torch.from_numpy(rng.integers(0, n, args.batch))
+        idx = torch.from_numpy(rng.integers(0, n, args.batch) if sample_p is None
+                               else rng.choice(n, args.batch, p=sample_p))
         x = images_t[idx].permute(0, 3, 1, 2).float() / 255.0
         if not args.no_aug:
             x = colour_jitter(x, gen)

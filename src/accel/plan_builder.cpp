@@ -95,6 +95,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
     p.tokens.alpha = r.token_alpha;
     p.tokens.after_layer = r.token_after_layer;
     p.tokens.method = r.token_method;
+    p.tokens.queries = r.token_queries;
     p.tokens.seed = r.seed;
   }
   p.cache.interval = r.cache_interval;

@@ -31,6 +31,7 @@ struct PlanRequest {
   float token_alpha = 0.5f;
   int token_after_layer = 2;
   TokenMethod token_method = TokenMethod::EfficientVla;
+  TokenQueries token_queries = TokenQueries::Text;
   int cache_interval = 1;
   int cache_start = 0;
   std::vector<int> cache_blocks;

@@ -36,6 +36,12 @@ static TokenMethod parse_method(const JsonReader& r, const std::string& m) {
   r.fail("method", "unknown method '" + m + "' (efficientvla, fastv, random)");
 }
 
+static TokenQueries parse_queries(const JsonReader& r, const std::string& q) {
+  if (q == "text") return TokenQueries::Text;
+  if (q == "cognition") return TokenQueries::Cognition;
+  r.fail("queries", "unknown queries '" + q + "' (text, cognition)");
+}
+
 static const char* method_name(TokenMethod m) {
   switch (m) {
     case TokenMethod::FastV: return "fastv";
@@ -114,6 +120,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
     p.tokens.after_layer = int(t.integer("after_layer", 2));
     p.tokens.method = parse_method(t, t.string("method", "efficientvla"));
     p.tokens.seed = uint64_t(t.integer("seed", 0));
+    p.tokens.queries = parse_queries(t, t.string("queries", "text"));
     if (p.tokens.keep < 1) t.fail("keep", "must be ≥ 1");
     if (p.tokens.key < 0 || p.tokens.key > p.tokens.keep) t.fail("key", "must be in [0, keep]");
     if (!(p.tokens.alpha >= 0 && p.tokens.alpha <= 1)) t.fail("alpha", "must be in [0, 1]");
@@ -170,6 +177,7 @@ std::string Plan::to_json() const {
     j["tokens"] = {{"keep", tokens.keep},          {"key", tokens.key},
                    {"alpha", tokens.alpha},        {"after_layer", tokens.after_layer},
                    {"method", method_name(tokens.method)}, {"seed", tokens.seed}};
+  if (tokens.enabled && tokens.queries == TokenQueries::Cognition) j["tokens"]["queries"] = "cognition";
   if (cache.interval > 1)
     j["cache"] = {{"interval", cache.interval}, {"start", cache.start}, {"blocks", cache.blocks}};
   std::string text = j.dump(2);

@@ -15,10 +15,15 @@ struct QkView {
   float scale;
 };
 
-// relevance[j] = Σ over text queries i (rows ≥ visual_end) of the head-averaged
-// causal softmax attention from i to visual key visual_begin + j.
+// relevance[j] = Σ over query rows i in [first_query, T) (rows after the
+// visual tokens) of the head-averaged causal softmax attention from i to
+// visual key visual_begin + j.
 void text_to_visual_attention(const QkView& a, int visual_begin, int visual_count,
-                              float* relevance);
+                              int first_query, float* relevance);
+
+// The first query row a plan's relevance sums over: every token after the
+// visual ones, or only the last (the cognition token).
+int relevance_first_query(TokenQueries queries, int visual_end, int T);
 
 // Indices (ascending, in [0, n_visual)) of the visual tokens to keep.
 // features: n_visual rows of D (stride ld), the hidden states the diversity

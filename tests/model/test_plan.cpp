@@ -49,6 +49,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "key": 9}})", "key");
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "after_layer": 3}})", "tokens.after_layer");
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "method": "magic"}})", "unknown method");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "queries": "image"}})", "unknown queries");
   expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 0}})", "cache.interval");
   expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "blocks": [7]}})", "block 7 does not exist");
   expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "start": 10}})", "cache.start");
@@ -61,7 +62,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
 TEST(Plan, RoundTripsThroughJson) {
   const std::string text = R"({"evla_plan": 1, "name": "all",
     "llm": {"num_layers": 3, "drop_blocks": [1], "drop_mlp": [2], "int8_layers": [0, 2], "intermediate_size": 128, "mlp_channels": {"0": [0, 2, 4]}},
-    "tokens": {"keep": 6, "key": 2, "alpha": 0.25, "after_layer": 1, "method": "fastv"},
+    "tokens": {"keep": 6, "key": 2, "alpha": 0.25, "after_layer": 1, "method": "fastv", "queries": "cognition"},
     "cache": {"interval": 3, "start": 1, "blocks": [0]}})";
   Plan p = Plan::from_json(text, "t");
   Plan q = Plan::from_json(p.to_json(), "t2");
@@ -75,6 +76,7 @@ TEST(Plan, RoundTripsThroughJson) {
   EXPECT_EQ(q.llm[0].weights, WeightType::Int8);
   EXPECT_EQ(q.llm[1].weights, WeightType::F32);
   EXPECT_EQ(q.tokens.method, TokenMethod::FastV);
+  EXPECT_EQ(q.tokens.queries, TokenQueries::Cognition);
   EXPECT_EQ(q.cache.interval, 3);
   EXPECT_TRUE(Plan{}.is_dense());
   EXPECT_FALSE(p.is_dense());
@@ -155,6 +157,29 @@ TEST(Plan, TokenSelectionKeepsPositionsOfChosenTokens) {
   EXPECT_EQ(int(pos.size()), sizes.T[2]);
   for (size_t i = 1; i < pos.size(); ++i) EXPECT_LT(pos[i - 1], pos[i]);
   EXPECT_EQ(pos.back(), sizes.T[0] - 1);  // the cognition token keeps its position
+}
+
+TEST(TokenSelect, RelevanceFromTextOrCognitionQueries) {
+  // T = 5: BOS, 2 visual tokens, 2 prompt tokens (the last is the cognition
+  // token); 2 query heads sharing 1 key head of width 1, so each score is q·k.
+  const float q[5 * 2] = {0, 0, 0, 0, 0, 0, 1, -1, 2, 0.5f};
+  const float k[5] = {0.f, 1.f, -1.f, 0.5f, 0.f};
+  const accel::QkView a{q, k, 2, 1, 5, 2, 1, 1, 1.f};
+  // Reference: head-averaged causal softmax of one query row over keys 0..i.
+  auto row = [&](int i, int j) {
+    double r = 0;
+    for (int h = 0; h < 2; ++h) {
+      double sum = 0;
+      for (int m = 0; m <= i; ++m) sum += std::exp(double(q[i * 2 + h]) * k[m]);
+      r += std::exp(double(q[i * 2 + h]) * k[j]) / sum / 2;
+    }
+    return r;
+  };
+  float rel[2];
+  accel::text_to_visual_attention(a, 1, 2, accel::relevance_first_query(TokenQueries::Text, 3, 5), rel);
+  for (int j = 0; j < 2; ++j) EXPECT_NEAR(rel[j], row(3, 1 + j) + row(4, 1 + j), 1e-6);
+  accel::text_to_visual_attention(a, 1, 2, accel::relevance_first_query(TokenQueries::Cognition, 3, 5), rel);
+  for (int j = 0; j < 2; ++j) EXPECT_NEAR(rel[j], row(4, 1 + j), 1e-6);
 }
 
 TEST(TokenSelect, HandMadeScores) {

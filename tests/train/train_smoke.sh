@@ -24,6 +24,25 @@ grep -q "patch position loss over every object" "$tmp/log"
 # Warm-up restarts at the resumed step: the first logged rate is lr / warmup, not lr · 4 / warmup.
 grep "step 4 loss" "$tmp/log" | grep -q "lr 1.25e-04"
 grep -q "ground [0-9.]* attn [0-9.]* patch [0-9.]* " "$tmp/log"
+# Every policy weight from an export (with its config, tokenizer and action statistics) and
+# fresh training-only heads: at lr 0 the export comes back as it was. --far-weight
+# oversamples the frames with the gripper away from the object.
+/usr/bin/python3 "$root/python/train/train.py" --data "$tmp/demos" --out "$tmp/reinit" --init-model "$tmp/export" \
+  --steps 1 --lr 0 --batch 4 --repeats 2 --threads 1 --aux-weight 1.0 --far-weight 3 --log "$tmp/reinit.log" >/dev/null
+grep -q "policy weights from $tmp/export" "$tmp/reinit.log"
+grep -Eq -- "--far-weight 3.0: [0-9.]+% of frames far" "$tmp/reinit.log"
+cmp "$tmp/export/config.json" "$tmp/reinit/config.json"
+cmp "$tmp/export/tokenizer.model" "$tmp/reinit/tokenizer.model"
+PYTHONPATH=$root/python /usr/bin/python3 - "$tmp/export" "$tmp/reinit" <<'PY'
+import sys
+import numpy as np
+from evla_ref import safetensors_io
+a, _ = safetensors_io.read(sys.argv[1] + "/model.safetensors")
+b, _ = safetensors_io.read(sys.argv[2] + "/model.safetensors")
+assert a.keys() == b.keys(), a.keys() ^ b.keys()
+worst = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+assert worst < 1e-5, f"--init-model at lr 0 changed a weight by {worst}"
+PY
 # The action head alone on the frozen backbone's runtime features: the backbone's
 # tensors stay exactly the checkpoint's, the head's change, and the export runs;
 # a resized head (--head-size) exports a config the runtime loads.
