@@ -10,6 +10,11 @@ grep -q "<svg" "$tmp/an.svg"
 "$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --mlp-prune 0.25 --tokens 6 --token-after 1 \
   --cache-interval 5 -o "$tmp/plan.json" | grep -q "estimated speed-up"
 "$evla" info -m "$model" --plan "$tmp/plan.json" | grep -q "GFLOPs plan"
+# Tokens ranked by the cognition token's attention: written to the plan, and it runs.
+"$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after 1 --token-queries cognition \
+  -o "$tmp/cogq.json" >/dev/null
+grep -q '"queries": "cognition"' "$tmp/cogq.json"
+"$evla" eval -m "$model" --plan "$tmp/cogq.json" -n 2 --tasks pick -q | grep -q "overall"
 # --layer-choice cognition drops the block least important for the cognition token.
 "$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --layer-choice cognition -o "$tmp/cog.json" >/dev/null
 /usr/bin/python3 - "$tmp/an.json" "$tmp/cog.json" <<'PY'
