@@ -8,16 +8,14 @@
 
 namespace evla::accel {
 
-int relevance_first_query(TokenQueries queries, int visual_end, int T) {
-  return queries == TokenQueries::Cognition ? T - 1 : visual_end;
-}
-
 void text_to_visual_attention(const QkView& a, int visual_begin, int visual_count,
-                              int first_query, float* relevance) {
+                              TokenQueries queries, float* relevance) {
   std::fill(relevance, relevance + visual_count, 0.f);
   const int group = a.Hq / a.Hkv;
   std::vector<double> p(a.T);
-  for (int i = std::max(first_query, visual_begin + visual_count); i < a.T; ++i) {
+  const int visual_end = visual_begin + visual_count;
+  const int first = queries == TokenQueries::Cognition ? std::max(a.T - 1, visual_end) : visual_end;
+  for (int i = first; i < a.T; ++i) {
     for (int h = 0; h < a.Hq; ++h) {
       const float* qi = a.q + size_t(i) * a.ldq + h * a.hd;
       double mx = -1e300;

@@ -15,15 +15,11 @@ struct QkView {
   float scale;
 };
 
-// relevance[j] = Σ over query rows i in [first_query, T) (rows after the
-// visual tokens) of the head-averaged causal softmax attention from i to
-// visual key visual_begin + j.
+// relevance[j] = Σ over the query rows of the head-averaged causal softmax
+// attention from each to visual key visual_begin + j. Query rows: every row
+// after the visual tokens (Text), or the last row alone (Cognition).
 void text_to_visual_attention(const QkView& a, int visual_begin, int visual_count,
-                              int first_query, float* relevance);
-
-// The first query row a plan's relevance sums over: every token after the
-// visual ones, or only the last (the cognition token).
-int relevance_first_query(TokenQueries queries, int visual_end, int T);
+                              TokenQueries queries, float* relevance);
 
 // Indices (ascending, in [0, n_visual)) of the visual tokens to keep.
 // features: n_visual rows of D (stride ld), the hidden states the diversity

@@ -161,10 +161,8 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       if (want_relevance) {
         s.relevance.resize(size_t(layout.visual_count));
         accel::QkView view{q, k, W, W, T, Hq, Hkv, hd, a.scale};
-        const int first_query = accel::relevance_first_query(
-            plan.tokens.queries, layout.visual_begin + layout.visual_count, T);
         accel::text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
-                                        first_query, s.relevance.data());
+                                        plan.tokens.queries, s.relevance.data());
         if (obs && obs->wants_visual_attention())
           obs->visual_attention(l, s.relevance.data(), layout.visual_count);
       }

@@ -176,9 +176,9 @@ TEST(TokenSelect, RelevanceFromTextOrCognitionQueries) {
     return r;
   };
   float rel[2];
-  accel::text_to_visual_attention(a, 1, 2, accel::relevance_first_query(TokenQueries::Text, 3, 5), rel);
+  accel::text_to_visual_attention(a, 1, 2, TokenQueries::Text, rel);
   for (int j = 0; j < 2; ++j) EXPECT_NEAR(rel[j], row(3, 1 + j) + row(4, 1 + j), 1e-6);
-  accel::text_to_visual_attention(a, 1, 2, accel::relevance_first_query(TokenQueries::Cognition, 3, 5), rel);
+  accel::text_to_visual_attention(a, 1, 2, TokenQueries::Cognition, rel);
   for (int j = 0; j < 2; ++j) EXPECT_NEAR(rel[j], row(4, 1 + j), 1e-6);
 }
 
