@@ -14,6 +14,7 @@ constexpr float kAbove = 0.04f;         // hover this far above an object's top 
 constexpr float kGraspDepth = 0.03f;    // fingertips this far above an object's bottom when closing
 constexpr float kHandleBelow = 0.025f;  // fingertips this far below a handle's centre when closing
 constexpr float kFine = 0.012f;         // largest jitter where precision matters (grasp tolerance is 0.02-0.03)
+constexpr float kGraspReach = 0.025f;   // take-over descends / finishes a grasp this far off in x and y (fingers take 0.03)
 constexpr int kPhaseTimeout = 30;       // steps before giving up on a phase and starting over
 
 float uniform(Rng& rng, float lo, float hi) { return lo + (hi - lo) * float(rng.uniform()); }
@@ -69,16 +70,26 @@ Expert Expert::take_over(const Episode& ep, const Scene& s) {
     // point) or opening after a drop or a miss, which the scene cannot tell
     // apart. Finish the grasp only where one makes sense; elsewhere reaching
     // opens the fingers (closing there would re-grasp whatever was dropped).
-    const bool at_grasp = goal.task != Task::CloseDrawer && max_abs(waypoint_of(Phase::Descend).target - p) <= 0.01f;
+    // An object is taken by fingers that cross half-closed around it, so
+    // closing on the goal object from anywhere it is between the fingertips
+    // works; a handle needs the tighter aim.
+    const bool at_grasp = goal.object >= 0 ? g.closure < 0.5f && s.object_between_fingers() == goal.object
+                                           : goal.task != Task::CloseDrawer &&
+                                                 max_abs(waypoint_of(Phase::Descend).target - p) <= 0.01f;
     e.enter(at_grasp ? Phase::Close : Phase::Reach);
   } else {
     // Closing: down in front of the panel and already moving into it, keep
     // pushing. Otherwise, lined up over the target and below the hover point,
-    // go straight down instead of climbing back up first.
+    // go straight down instead of climbing back up first. Descending aims at
+    // the object as it goes, so over an object "lined up" is anywhere a grasp
+    // can still be reached (kGraspReach), not the hover point's tolerance: a
+    // policy a couple of centimetres off is shown the way down, not a climb.
     const Vec3 low = waypoint_of(Phase::Descend).target;
     const bool pushing = goal.task == Task::CloseDrawer && std::fabs(low.x - p.x) <= 0.01f &&
                          std::fabs(low.z - p.z) <= 0.01f && p.y > low.y;
-    const bool down = lined_up(Phase::Reach) && waypoint_of(Phase::Reach).target.z > p.z;
+    const bool over_target = goal.object >= 0 ? std::fabs(low.x - p.x) <= kGraspReach && std::fabs(low.y - p.y) <= kGraspReach
+                                              : lined_up(Phase::Reach);
+    const bool down = over_target && waypoint_of(Phase::Reach).target.z > p.z;
     e.enter(pushing ? Phase::Push : down ? Phase::Descend : Phase::Reach);
   }
   return e;

@@ -54,6 +54,20 @@ Vec3 Scene::handle_center(int k) const {
   return {drawer_x(k), kCabFront - opening[k] - kPanelT - kHandleD / 2, kHandleZ};
 }
 
+int Scene::object_between_fingers() const {
+  const Vec3 p = gripper.pos;
+  int best = -1;
+  float best_d = 1e9f;
+  for (int i = 0; i < int(objects.size()); ++i) {
+    const Object& o = objects[i];
+    float dx = std::fabs(o.pos.x - p.x), dy = std::fabs(o.pos.y - p.y);
+    if (dx > 0.03f || dy > 0.03f || p.z < o.pos.z - 0.01f || p.z > o.top() - 0.02f) continue;
+    float dist = dx * dx + dy * dy;
+    if (dist < best_d) best_d = dist, best = i;
+  }
+  return best;
+}
+
 Box Scene::handle_box(int k) const {
   Vec3 c = handle_center(k);
   Vec3 h{kHandleW / 2, kHandleD / 2, kHandleH / 2};
@@ -152,8 +166,8 @@ void move_gripper(Scene& s, Vec3 d) {
   }
 }
 
-// Closing fingers grasp a handle between them if one is there, else the
-// nearest object whose body is between the fingertips.
+// Closing fingers grasp a handle between them if one is there, else an
+// object between the fingertips.
 void grasp(Scene& s) {
   Gripper& g = s.gripper;
   const Vec3 p = g.pos;
@@ -165,15 +179,7 @@ void grasp(Scene& s) {
       return;
     }
   }
-  int best = -1;
-  float best_d = 1e9f;
-  for (int i = 0; i < int(s.objects.size()); ++i) {
-    const Object& o = s.objects[i];
-    float dx = std::fabs(o.pos.x - p.x), dy = std::fabs(o.pos.y - p.y);
-    if (dx > 0.03f || dy > 0.03f || p.z < o.pos.z - 0.01f || p.z > o.top() - 0.02f) continue;
-    float dist = dx * dx + dy * dy;
-    if (dist < best_d) best_d = dist, best = i;
-  }
+  const int best = s.object_between_fingers();
   if (best < 0) return;
   g.held_object = best;
   g.grip_offset = s.objects[best].pos - p;

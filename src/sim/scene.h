@@ -104,6 +104,9 @@ struct Scene {
   Box tray_inside(int k) const; // space inside the tray walls, floor to wall top
   Box handle_box(int k) const;
   Vec3 handle_center(int k) const;
+  // The object closing fingers at the gripper's position would grasp (the
+  // nearest one whose body is between the fingertips), or -1.
+  int object_between_fingers() const;
   // Height an object of half extent `half` would rest at if dropped at (x, y)
   // from `below_z`; `*drawer` receives the tray it lands in (or -1).
   float support(float x, float y, float half, float below_z, int ignore, int* drawer) const;

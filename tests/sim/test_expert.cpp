@@ -125,6 +125,33 @@ TEST(SimExpert, TakeOverStartsFromTheScene) {
   EXPECT_EQ(a[3], 0) << "should open to drop the wrong object";
 }
 
+// A policy near the object but not on the hover point's 1 cm: the take-over
+// goes down (correcting x and y on the way) as long as a grasp can still be
+// reached, and finishes a closing grasp that will take the goal object, rather
+// than climbing back; farther off it climbs, and it reopens on a miss.
+TEST(SimExpert, TakeOverDescendsAndGraspsFromAFewCentimetresOff) {
+  Env env;
+  env.reset({Split::Matching, Task::Pick, 4});
+  Scene s = env.scene();
+  const Object& o = s.objects[size_t(env.episode().goal.object)];
+  float a[kActionDim];
+  s.gripper.pos = {o.pos.x + 0.02f, o.pos.y - 0.02f, o.top() + 0.02f};
+  Expert::take_over(env.episode(), s).act(s, a);
+  EXPECT_LT(a[2], 0) << "2 cm off: should descend";
+  EXPECT_LT(a[0], 0) << "and aim at the object";
+  s.gripper.pos = {o.pos.x + 0.05f, o.pos.y, o.top() + 0.02f};
+  Expert::take_over(env.episode(), s).act(s, a);
+  EXPECT_GT(a[2], 0) << "5 cm off: should climb to the hover point";
+  s.gripper.pos = {o.pos.x + 0.02f, o.pos.y, o.pos.z + 0.02f};
+  s.gripper.closure = 0.3f;
+  ASSERT_EQ(s.object_between_fingers(), env.episode().goal.object);
+  Expert::take_over(env.episode(), s).act(s, a);
+  EXPECT_EQ(a[3], 1) << "the goal object is between the fingers: finish the grasp";
+  s.gripper.closure = 0.7f;  // crossed half-closed without taking it: a miss
+  Expert::take_over(env.episode(), s).act(s, a);
+  EXPECT_EQ(a[3], 0) << "should reopen after a miss";
+}
+
 // The states a policy leads to that the expert never visits: the wrong object
 // grasped and lifted. An expert taken over at every step lets go (its fingers
 // part-way open look like a grasp under way) and still solves the task,
