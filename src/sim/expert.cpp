@@ -52,9 +52,11 @@ Expert Expert::take_over(const Episode& ep, const Scene& s) {
     e.phase_ = phase;
     return e.waypoint(s);
   };
-  auto lined_up = [&](Phase phase) {  // within that phase's tolerance in x and y
+  // Within `tol` of that phase's target in x and y (default: the phase's own tolerance).
+  auto lined_up = [&](Phase phase, float tol = -1) {
     const Waypoint w = waypoint_of(phase);
-    return std::fabs(w.target.x - p.x) <= w.tolerance && std::fabs(w.target.y - p.y) <= w.tolerance;
+    if (tol < 0) tol = w.tolerance;
+    return std::fabs(w.target.x - p.x) <= tol && std::fabs(w.target.y - p.y) <= tol;
   };
   if (goal.object >= 0 && g.held_object == goal.object) {
     // Lower where the carry would end, else lift (which carries on arrival).
@@ -87,9 +89,8 @@ Expert Expert::take_over(const Episode& ep, const Scene& s) {
     const Vec3 low = waypoint_of(Phase::Descend).target;
     const bool pushing = goal.task == Task::CloseDrawer && std::fabs(low.x - p.x) <= 0.01f &&
                          std::fabs(low.z - p.z) <= 0.01f && p.y > low.y;
-    const bool over_target = goal.object >= 0 ? std::fabs(low.x - p.x) <= kGraspReach && std::fabs(low.y - p.y) <= kGraspReach
-                                              : lined_up(Phase::Reach);
-    const bool down = over_target && waypoint_of(Phase::Reach).target.z > p.z;
+    const bool down = lined_up(Phase::Reach, goal.object >= 0 ? kGraspReach : -1) &&
+                      waypoint_of(Phase::Reach).target.z > p.z;
     e.enter(pushing ? Phase::Push : down ? Phase::Descend : Phase::Reach);
   }
   return e;
