@@ -12,7 +12,7 @@ namespace evla::cli {
 
 void add_eval_command(CLI::App& app) {
   struct Opts {
-    std::string model, plan, split = "matching", tasks, json, record;
+    std::string model, plan, split = "matching", factors = "all", tasks, json, record;
     int episodes = 50, execute = 4, workers = 0, threads = 1;
     uint64_t seed = 0;
     bool ensemble = false, quiet = false;
@@ -21,7 +21,11 @@ void add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Run the policy closed-loop on benchmark episodes");
   cmd->add_option("--model,-m", o->model, "Model directory")->required();
   cmd->add_option("--plan", o->plan, "Acceleration plan (JSON); a comma list ('dense' for none) compares them side by side");
-  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
+  cmd->add_option("--vary", o->factors,
+                  "variants only: which changes to apply, a comma list of camera, surfaces, light, shades, "
+                  "distractors (a diagnostic: which change costs the policy its success)")
+      ->capture_default_str();
   cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
   cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->capture_default_str();
   cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();
@@ -35,6 +39,7 @@ void add_eval_command(CLI::App& app) {
   cmd->callback([o] {
     eval::EvalOptions opts;
     opts.split = sim::parse_split(o->split);
+    opts.variant_factors = sim::parse_variant_factors(o->factors);
     opts.tasks = sim::parse_task_list(o->tasks);
     opts.episodes = o->episodes;
     opts.seed = o->seed;

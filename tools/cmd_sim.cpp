@@ -33,7 +33,7 @@ void add_gen(CLI::App& sim_cmd) {
   CLI::App* cmd = sim_cmd.add_subcommand("gen", "Write expert demonstrations as safetensors shards (docs/dataset.md)");
   cmd->add_option("--out,-o", o->out, "Output directory")->required();
   cmd->add_option("--episodes,-n", o->episodes, "Episodes, cycling through the tasks")->capture_default_str();
-  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
   cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->capture_default_str();
@@ -109,7 +109,7 @@ void add_render(CLI::App& sim_cmd) {
   CLI::App* cmd = sim_cmd.add_subcommand("render", "Save an episode's frame as PNG and print its instruction");
   cmd->add_option("--out,-o", o->out, "PNG file")->required();
   cmd->add_option("--task", o->task, kTasksHelp)->capture_default_str();
-  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Episode seed")->capture_default_str();
   cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
   cmd->add_option("--steps", o->steps, "Let the clean expert act this many steps first")->capture_default_str();
@@ -137,7 +137,7 @@ void add_expert(CLI::App& sim_cmd) {
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = sim_cmd.add_subcommand("expert", "Scripted expert's success per task, and simulator steps/s");
-  cmd->add_option("--split", o->split, "matching or variants")->capture_default_str();
+  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
   cmd->add_option("--episodes,-n", o->episodes, "Episodes per task")->capture_default_str();
   cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();

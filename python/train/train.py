@@ -310,8 +310,9 @@ def main():
         flag = "--ground-weight" if args.ground_weight > 0 else "--attn-weight" if attn_layers else "--patch-pos-weight"
         if targets is None:
             sys.exit(f"{flag} needs shards with the `target` tensor (evla sim gen writes it)")
-        if splits != {"matching"}:  # other splits move the camera per episode
-            sys.exit(f"{flag} needs `matching` demonstrations (its fixed camera), got {sorted(splits)}")
+        if splits - {"matching", "randomized"}:  # `variants` moves the camera per episode
+            sys.exit(f"{flag} needs matching's fixed camera (`matching` or `randomized` demonstrations), "
+                     f"got {sorted(splits)}")
         enc = cfg["vision"]["encoders"][0]
         obj_patch = torch.from_numpy(matching_patches(targets[:, :3], enc["image_size"], enc["patch_size"]))
         dest_patch = torch.from_numpy(matching_patches(targets[:, 3:6], enc["image_size"], enc["patch_size"]))

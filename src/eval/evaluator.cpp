@@ -91,10 +91,13 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
   if (o.tasks.empty()) throw Error("evaluation needs at least one task");
   if (o.episodes < 1) throw Error("evaluation needs at least one episode");
   if (o.execute < 1) throw Error("--execute must be at least 1");
+  if (o.split != sim::Split::Variants && o.variant_factors != sim::kAllVariantFactors)
+    throw Error("variants factors apply to the variants split only");
+  if (!(o.variant_factors & sim::kAllVariantFactors)) throw Error("variants split with no factor to vary");
   const int n_tasks = int(o.tasks.size());
   std::vector<sim::EpisodeSpec> specs;
   for (int i = 0; i < o.episodes; ++i)
-    specs.push_back({o.split, o.tasks[size_t(i % n_tasks)], o.seed + uint64_t(i / n_tasks)});
+    specs.push_back({o.split, o.tasks[size_t(i % n_tasks)], o.seed + uint64_t(i / n_tasks), o.variant_factors});
 
   const int workers = std::max(1, std::min<int>(o.workers > 0 ? o.workers : int(std::thread::hardware_concurrency()),
                                                 o.episodes));
@@ -138,6 +141,8 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
   rep.model = model->name();
   rep.plan = plan.name;
   rep.split = sim::split_name(o.split);
+  if (o.split == sim::Split::Variants && o.variant_factors != sim::kAllVariantFactors)
+    rep.split += " (" + sim::variant_factors_name(o.variant_factors) + " only)";
   rep.episodes = results;
   rep.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (sim::Task task : o.tasks) {

@@ -16,6 +16,7 @@ namespace evla::eval {
 
 struct EvalOptions {
   sim::Split split = sim::Split::Matching;
+  uint32_t variant_factors = sim::kAllVariantFactors;  // variants only: which changes apply
   std::vector<sim::Task> tasks = sim::all_tasks();
   int episodes = 50;           // in total; episode i runs tasks[i % n] with seed + i / n
   uint64_t seed = 0;

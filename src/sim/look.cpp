@@ -1,6 +1,10 @@
 #include "sim/look.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+
+#include "evla/error.h"
 
 namespace evla::sim {
 
@@ -57,7 +61,7 @@ Rgb base_color(int color) { return kPalette[color].rgb; }
 
 Look matching_look() { return Look{}; }
 
-Look variant_look(Rng& rng) {
+Look variant_look(Rng& rng, uint32_t factors) {
   Look look;
   // Camera: always visibly shifted (at least 3 cm sideways) and re-aimed,
   // small enough that the whole workspace stays in view.
@@ -81,6 +85,92 @@ Look variant_look(Rng& rng) {
 
   float wood = uniform(rng, 0.8f, 1.2f);  // lighter or darker furniture
   look.cabinet = look.cabinet * wood, look.panel = look.panel * wood, look.tray = look.tray * wood;
+
+  Look out = matching_look();
+  if (factors & kVaryCamera) out.camera = look.camera;
+  if (factors & kVarySurfaces) {
+    out.table_a = look.table_a, out.table_b = look.table_b, out.pattern = look.pattern;
+    out.pattern_scale = look.pattern_scale, out.wall_top = look.wall_top, out.wall_bottom = look.wall_bottom;
+    out.cabinet = look.cabinet, out.panel = look.panel, out.tray = look.tray;
+  }
+  if (factors & kVaryLight) {
+    out.light_dir = look.light_dir, out.ambient = look.ambient, out.diffuse = look.diffuse;
+    out.light_tint = look.light_tint;
+  }
+  return out;
+}
+
+namespace {
+constexpr std::pair<const char*, uint32_t> kFactorNames[] = {
+    {"camera", kVaryCamera}, {"surfaces", kVarySurfaces}, {"light", kVaryLight},
+    {"shades", kVaryShades}, {"distractors", kVaryDistractors}};
+}  // namespace
+
+uint32_t parse_variant_factors(const std::string& csv) {
+  if (csv.empty() || csv == "all") return kAllVariantFactors;
+  uint32_t bits = 0;
+  size_t start = 0;
+  while (start <= csv.size()) {
+    size_t end = csv.find(',', start);
+    if (end == std::string::npos) end = csv.size();
+    const std::string name = csv.substr(start, end - start);
+    uint32_t bit = 0;
+    for (auto [n, b] : kFactorNames)
+      if (name == n) bit = b;
+    if (!bit) {
+      std::string valid;
+      for (auto [n, b] : kFactorNames) valid += std::string(valid.empty() ? "" : ", ") + n;
+      throw Error("unknown variants factor '" + name + "' (valid: " + valid + ", or all)");
+    }
+    bits |= bit;
+    start = end + 1;
+  }
+  return bits;
+}
+
+std::string variant_factors_name(uint32_t factors) {
+  if ((factors & kAllVariantFactors) == kAllVariantFactors) return "all";
+  std::string out;
+  for (auto [n, b] : kFactorNames)
+    if (factors & b) out += std::string(out.empty() ? "" : ",") + n;
+  return out.empty() ? "none" : out;
+}
+
+namespace {
+float distance(Rgb a, Rgb b) {
+  const float dr = a.r - b.r, dg = a.g - b.g, db = a.b - b.b;
+  return std::sqrt(dr * dr + dg * dg + db * db);
+}
+// A grey with a slight tint: low saturation keeps every object colour
+// distinct against it.
+Rgb random_surface(Rng& rng) {
+  const float g = uniform(rng, 0.22f, 0.88f);
+  return {g + uniform(rng, -0.08f, 0.08f), g + uniform(rng, -0.08f, 0.08f), g + uniform(rng, -0.08f, 0.08f)};
+}
+}  // namespace
+
+float distance_to_variant_table(Rgb c) {
+  float d = 1e9f;
+  for (const Surface& t : kTables) d = std::min(d, distance(c, t.a));
+  return d;
+}
+
+float distance_to_variant_wall(Rgb c) {
+  float d = 1e9f;
+  for (const auto& w : kWalls) d = std::min(d, distance(c, w[0]));
+  return d;
+}
+
+Look randomized_look(Rng& rng) {
+  Look look;
+  do look.table_a = random_surface(rng);
+  while (distance_to_variant_table(look.table_a) < kUnseenDistance);
+  look.table_b = look.table_a * uniform(rng, 0.86f, 0.96f);
+  look.pattern = TablePattern(int(rng.uniform() * 3));
+  look.pattern_scale = uniform(rng, 0.03f, 0.12f);
+  do look.wall_top = random_surface(rng);
+  while (distance_to_variant_wall(look.wall_top) < kUnseenDistance);
+  look.wall_bottom = look.wall_top * uniform(rng, 0.7f, 0.85f);
   return look;
 }
 

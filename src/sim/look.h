@@ -3,6 +3,9 @@
 // The `matching` split uses one fixed look; `variants` draws a different one
 // per episode (shifted camera, other table/wall/light, other colour shades).
 #pragma once
+#include <cstdint>
+#include <string>
+
 #include "core/rng.h"
 #include "sim/raster.h"
 
@@ -31,8 +34,33 @@ inline constexpr int kNumColors = 5;
 const char* color_name(int color);  // "red", "green", "blue", "yellow", "purple"
 Rgb base_color(int color);
 
+// What `variants` changes, as bits; a diagnostic run may change only some
+// of them to find which change costs a policy its success.
+enum VariantFactor : uint32_t {
+  kVaryCamera = 1,       // camera position, aim and field of view
+  kVarySurfaces = 2,     // table and wall patterns and colours, furniture shade
+  kVaryLight = 4,        // light direction, strength and tint
+  kVaryShades = 8,       // object colours lighter or darker
+  kVaryDistractors = 16, // two more objects on the table
+};
+inline constexpr uint32_t kAllVariantFactors = 31;
+// "camera,light" -> bits; "all" or empty -> every factor. evla::Error names
+// an unknown factor and lists the valid ones.
+uint32_t parse_variant_factors(const std::string& csv);
+std::string variant_factors_name(uint32_t factors);  // "camera,light"; "all"
+
 Look matching_look();
-Look variant_look(Rng& rng);
+// The random draws are the same whatever `factors` holds, so a look with
+// some factors off equals the full variant look in the factors left on.
+Look variant_look(Rng& rng, uint32_t factors = kAllVariantFactors);
+// Training looks: matching's camera, light and objects on a table, wall and
+// furniture of random low-saturation colours and patterns, each at least
+// kUnseenDistance (RGB, Euclidean) from every table and wall `variants` draws.
+Look randomized_look(Rng& rng);
+inline constexpr float kUnseenDistance = 0.12f;
+// Distance from `c` to the nearest variants table (first colour) or wall (top colour).
+float distance_to_variant_table(Rgb c);
+float distance_to_variant_wall(Rgb c);
 // The colour an object of palette colour `color` is drawn with: the base
 // colour in `matching`, a lighter or darker shade of it in `variants`.
 Rgb object_shade(int color, bool variant, Rng& rng);

@@ -11,7 +11,7 @@ using namespace geom;
 
 namespace {
 
-constexpr const char* kSplitNames[] = {"matching", "variants"};
+constexpr const char* kSplitNames[] = {"matching", "variants", "randomized"};
 constexpr const char* kTaskNames[] = {"pick", "move_near", "open_drawer", "close_drawer", "put_in_drawer"};
 constexpr const char* kShapeNames[] = {"cube", "can", "ball"};
 constexpr const char* kSideNames[] = {"left", "right"};
@@ -110,9 +110,9 @@ const char* split_name(Split s) { return kSplitNames[int(s)]; }
 const char* task_name(Task t) { return kTaskNames[int(t)]; }
 
 Split parse_split(const std::string& name) {
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < 3; ++i)
     if (name == kSplitNames[i]) return Split(i);
-  throw Error("unknown split '" + name + "' (expected matching or variants)");
+  throw Error("unknown split '" + name + "' (expected matching, variants or randomized)");
 }
 
 Task parse_task(const std::string& name) {
@@ -210,7 +210,10 @@ Episode make_episode(const EpisodeSpec& spec) {
 
   Episode ep;
   ep.spec = spec;
-  ep.look = variant ? variant_look(looks) : matching_look();
+  const uint32_t factors = variant ? spec.variant_factors : 0;
+  ep.look = variant                              ? variant_look(looks, factors)
+            : spec.split == Split::Randomized ? randomized_look(looks)
+                                              : matching_look();
   ep.max_steps = max_steps(task);
   Goal& goal = ep.goal;
   goal.task = task;
@@ -218,7 +221,7 @@ Episode make_episode(const EpisodeSpec& spec) {
 
   // Variants add two distractors on top of matching's count.
   int count = (task == Task::OpenDrawer || task == Task::CloseDrawer) ? 2 + below(layout, 2) : 3 + below(layout, 2);
-  if (variant) count += 2;
+  if (factors & kVaryDistractors) count += 2;
   const auto ids = pick_identities(layout, count);
   constexpr int kAnchor = 2;
 
@@ -235,7 +238,8 @@ Episode make_episode(const EpisodeSpec& spec) {
     }
     for (auto [c, sh] : ids) {
       Object o;
-      o.color = c, o.shape = sh, o.rgb = object_shade(c, variant, looks);
+      o.color = c, o.shape = sh, o.rgb = object_shade(c, variant, looks);  // drawn in every variant, for the same stream
+      if (!(factors & kVaryShades)) o.rgb = base_color(c);
       shape_size(sh, &o.half, &o.height);
       s.objects.push_back(o);
     }

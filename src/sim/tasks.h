@@ -11,11 +11,14 @@
 
 namespace evla::sim {
 
-enum class Split { Matching, Variants };
+// `randomized` is for training data only: matching's layout rules and
+// camera, with the table, wall and furniture drawn at random away from every
+// surface `variants` uses (randomized_look), so `variants` stays unseen.
+enum class Split { Matching, Variants, Randomized };
 enum class Task { Pick, MoveNear, OpenDrawer, CloseDrawer, PutInDrawer };
 inline constexpr int kNumTasks = 5;
 
-const char* split_name(Split s);  // "matching", "variants"
+const char* split_name(Split s);  // "matching", "variants", "randomized"
 const char* task_name(Task t);    // "pick", "move_near", "open_drawer", "close_drawer", "put_in_drawer"
 // Both throw evla::Error listing the valid names.
 Split parse_split(const std::string& name);
@@ -28,6 +31,7 @@ struct EpisodeSpec {
   Split split = Split::Matching;
   Task task = Task::Pick;
   uint64_t seed = 0;
+  uint32_t variant_factors = kAllVariantFactors;  // variants only: what differs from matching
 };
 
 // What success means for one episode.

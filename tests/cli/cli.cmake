@@ -19,6 +19,9 @@ evla_cli_test(lm_stories "ids: 1,403,407,261,378" ${EVLA_BIN} lm -m ${CMAKE_SOUR
 evla_cli_test(bench "\\| dense \\| 1 \\|" ${EVLA_BIN} bench -m ${TINY} -t 1 -r 2 --warmup 0)
 evla_cli_test(bench_cold_start "\"cold_load_ms\": [0-9]" ${EVLA_BIN} bench -m ${TINY} -t 1 -r 2 --warmup 0 -o json)
 evla_cli_test(eval "\\| overall \\| 4 \\|" ${EVLA_BIN} eval -m ${SIMFIX} -n 4 --tasks pick,close_drawer -q)
+evla_cli_test(eval_vary "split variants \\(camera,light only\\)" ${EVLA_BIN} eval -m ${SIMFIX} -n 2 --tasks pick --split variants --vary light,camera -q)
+evla_cli_test(eval_vary_unknown "evla: error: .*unknown variants factor 'fog'" ${EVLA_BIN} eval -m ${SIMFIX} -n 1 --split variants --vary fog -q)
+evla_cli_test(eval_vary_on_matching "evla: error: .*variants split only" ${EVLA_BIN} eval -m ${SIMFIX} -n 1 --vary camera -q)
 evla_cli_test(eval_wrong_model "evla: error: .*predicts 7 action dimensions" ${EVLA_BIN} eval -m ${TINY} -n 1 -q)
 evla_cli_test(sim_expert "pick" ${EVLA_BIN} sim expert --episodes 10)
 # The plans shipped with the benchmark model load against it, at their documented FLOPs.

@@ -37,7 +37,7 @@ TEST(SimRender, SizesAndBadSizes) {
 
 TEST(SimRender, DeterministicAndCacheMatchesUncached) {
   Renderer cached;
-  for (Split sp : {Split::Matching, Split::Variants})
+  for (Split sp : {Split::Matching, Split::Variants, Split::Randomized})
     for (Task t : all_tasks()) {
       Episode ep = make_episode({sp, t, 3});
       Image a = render(ep.scene, ep.look, 64, 64);

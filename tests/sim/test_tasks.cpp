@@ -27,13 +27,14 @@ TEST(SimTasks, NamesRoundTripAndUnknownNamesThrow) {
   for (Task t : all_tasks()) EXPECT_EQ(parse_task(task_name(t)), t);
   EXPECT_EQ(parse_split("matching"), Split::Matching);
   EXPECT_EQ(parse_split("variants"), Split::Variants);
+  EXPECT_EQ(parse_split("randomized"), Split::Randomized);
   EXPECT_THROW(parse_task("pick_coke_can"), Error);
   EXPECT_THROW(parse_split("train"), Error);
 }
 
 TEST(SimTasks, EpisodeIsDeterminedBySplitTaskAndSeed) {
   for (Task t : all_tasks())
-    for (Split sp : {Split::Matching, Split::Variants}) {
+    for (Split sp : {Split::Matching, Split::Variants, Split::Randomized}) {
       Episode a = make_episode({sp, t, 123}), b = make_episode({sp, t, 123}), c = make_episode({sp, t, 124});
       EXPECT_TRUE(same_scene(a.scene, b.scene));
       EXPECT_EQ(a.instruction, b.instruction);
@@ -118,6 +119,75 @@ TEST(SimTasks, VariantsChangeTheLookAndAddDistractors) {
     variants_min = std::min(variants_min, v.scene.objects.size());
   }
   EXPECT_GT(variants_min, matching_max);
+}
+
+TEST(SimTasks, VariantsFactorsApplyOneChangeAtATime) {
+  const Look base = matching_look();
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    const Episode full = make_episode({Split::Variants, Task::Pick, seed});
+    EXPECT_TRUE(full.look == make_episode({Split::Variants, Task::Pick, seed, kAllVariantFactors}).look);
+
+    const Episode camera = make_episode({Split::Variants, Task::Pick, seed, kVaryCamera});
+    Look expect = base;
+    expect.camera = full.look.camera;  // the same draw as the full variant, nothing else changed
+    EXPECT_TRUE(camera.look == expect);
+    EXPECT_EQ(camera.scene.objects.size() + 2, full.scene.objects.size());  // no extra distractors
+    for (const Object& o : camera.scene.objects) EXPECT_TRUE(o.rgb == base_color(o.color));
+
+    const Episode light = make_episode({Split::Variants, Task::Pick, seed, kVaryLight});
+    EXPECT_TRUE(light.look.camera == base.camera);
+    EXPECT_TRUE(light.look.table_a == base.table_a);
+    EXPECT_FALSE(light.look.light_dir == base.light_dir);
+
+    const Episode surfaces = make_episode({Split::Variants, Task::Pick, seed, kVarySurfaces});
+    EXPECT_TRUE(surfaces.look.table_a == full.look.table_a);
+    EXPECT_TRUE(surfaces.look.light_dir == base.light_dir);
+
+    const Episode shades = make_episode({Split::Variants, Task::Pick, seed, kVaryShades});
+    EXPECT_TRUE(shades.look == base);
+    for (const Object& o : shades.scene.objects) EXPECT_FALSE(o.rgb == base_color(o.color));
+
+    const Episode crowd = make_episode({Split::Variants, Task::Pick, seed, kVaryDistractors});
+    EXPECT_TRUE(crowd.look == base);
+    EXPECT_EQ(crowd.scene.objects.size(), full.scene.objects.size());
+  }
+}
+
+// Training looks change only the table and wall, and never to a surface
+// `variants` uses; the variant surfaces themselves are at distance 0 from
+// the set, so the distance really measures closeness to what `variants` draws.
+TEST(SimTasks, RandomizedLooksChangeSurfacesOnlyAndAvoidEveryVariantSurface) {
+  const Look base = matching_look();
+  std::set<int> patterns;
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    const Episode r = make_episode({Split::Randomized, Task(seed % kNumTasks), seed});
+    EXPECT_FALSE(r.look.table_a == base.table_a);
+    EXPECT_FALSE(r.look.wall_top == base.wall_top);
+    EXPECT_GE(distance_to_variant_table(r.look.table_a), kUnseenDistance);
+    EXPECT_GE(distance_to_variant_wall(r.look.wall_top), kUnseenDistance);
+    patterns.insert(int(r.look.pattern));
+    Look rest = r.look;  // everything but the surfaces is matching's
+    rest.table_a = base.table_a, rest.table_b = base.table_b, rest.pattern = base.pattern;
+    rest.pattern_scale = base.pattern_scale, rest.wall_top = base.wall_top, rest.wall_bottom = base.wall_bottom;
+    EXPECT_TRUE(rest == base);
+    for (const Object& o : r.scene.objects) EXPECT_TRUE(o.rgb == base_color(o.color));
+    EXPECT_LE(r.scene.objects.size(), 4u);  // matching's count, no extra distractors
+
+    const Episode v = make_episode({Split::Variants, Task::Pick, seed});
+    EXPECT_EQ(distance_to_variant_table(v.look.table_a), 0.0f);
+    EXPECT_EQ(distance_to_variant_wall(v.look.wall_top), 0.0f);
+  }
+  EXPECT_EQ(patterns.size(), 3u);
+}
+
+TEST(SimTasks, VariantsFactorNamesRoundTripAndUnknownNamesThrow) {
+  EXPECT_EQ(parse_variant_factors("all"), kAllVariantFactors);
+  EXPECT_EQ(parse_variant_factors(""), kAllVariantFactors);
+  EXPECT_EQ(parse_variant_factors("camera,light"), kVaryCamera | kVaryLight);
+  EXPECT_EQ(variant_factors_name(kVaryCamera | kVaryLight), "camera,light");
+  EXPECT_EQ(parse_variant_factors(variant_factors_name(kVaryShades | kVaryDistractors)), kVaryShades | kVaryDistractors);
+  EXPECT_THROW(parse_variant_factors("camera,fog"), Error);
+  EXPECT_THROW(parse_variant_factors("camera,"), Error);
 }
 
 // Success detectors, on hand-made states derived from a generated episode.
