@@ -125,13 +125,17 @@ if $train --steps 1 --attn-weight 0.3 --attn-layers 0,20 2>"$tmp/err" >/dev/null
   echo "--attn-layers accepted a layer the LM does not have"; exit 1
 fi
 grep -q "attn-layers 0,20: the LM has 12 layers" "$tmp/err"
-# Grounding labels come from the matching split's fixed camera: other splits are refused.
+# Grounding labels come from matching's fixed camera: `variants`, whose camera moves, is refused.
 "$evla" sim gen --split variants --tasks pick --episodes 2 --seed 100000 --size 64 --chunk 16 \
   --out "$tmp/variants" -t 1 >/dev/null 2>&1
 if $train --data "$tmp/variants" --steps 1 --ground-weight 0.5 --aux-weight 1.0 2>"$tmp/err" >/dev/null; then
   echo "--ground-weight accepted variants data"; exit 1
 fi
-grep -q "needs \`matching\` demonstrations" "$tmp/err"
+grep -q "needs matching's fixed camera" "$tmp/err"
+# `randomized` keeps matching's camera (only the table and wall change): accepted.
+"$evla" sim gen --split randomized --tasks pick --episodes 2 --seed 100000 --size 64 --chunk 16 \
+  --out "$tmp/randomized" -t 1 >/dev/null 2>&1
+$train --data "$tmp/demos,$tmp/randomized" --steps 1 --attn-weight 0.3 --attn-layers 0 >/dev/null
 cd "$root/python/train" && /usr/bin/python3 - <<'PY'
 import numpy as np
 from train import matching_patches
