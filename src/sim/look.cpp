@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
-
-#include "evla/error.h"
 
 namespace evla::sim {
 
@@ -98,42 +95,6 @@ Look variant_look(Rng& rng, uint32_t factors) {
     out.light_tint = look.light_tint;
   }
   return out;
-}
-
-namespace {
-constexpr std::pair<const char*, uint32_t> kFactorNames[] = {
-    {"camera", kVaryCamera}, {"surfaces", kVarySurfaces}, {"light", kVaryLight},
-    {"shades", kVaryShades}, {"distractors", kVaryDistractors}};
-}  // namespace
-
-uint32_t parse_variant_factors(const std::string& csv) {
-  if (csv.empty() || csv == "all") return kAllVariantFactors;
-  uint32_t bits = 0;
-  size_t start = 0;
-  while (start <= csv.size()) {
-    size_t end = csv.find(',', start);
-    if (end == std::string::npos) end = csv.size();
-    const std::string name = csv.substr(start, end - start);
-    uint32_t bit = 0;
-    for (auto [n, b] : kFactorNames)
-      if (name == n) bit = b;
-    if (!bit) {
-      std::string valid;
-      for (auto [n, b] : kFactorNames) valid += std::string(valid.empty() ? "" : ", ") + n;
-      throw Error("unknown variants factor '" + name + "' (valid: " + valid + ", or all)");
-    }
-    bits |= bit;
-    start = end + 1;
-  }
-  return bits;
-}
-
-std::string variant_factors_name(uint32_t factors) {
-  if ((factors & kAllVariantFactors) == kAllVariantFactors) return "all";
-  std::string out;
-  for (auto [n, b] : kFactorNames)
-    if (factors & b) out += std::string(out.empty() ? "" : ",") + n;
-  return out.empty() ? "none" : out;
 }
 
 namespace {

@@ -1,10 +1,10 @@
 // Appearance: everything about how a scene looks that is not its state —
 // camera, light, table and wall, furniture colours — plus the object palette.
 // The `matching` split uses one fixed look; `variants` draws a different one
-// per episode (shifted camera, other table/wall/light, other colour shades).
+// per episode (shifted camera, other table/wall/light, other colour shades);
+// `randomized`, for training data only, draws other tables and walls.
 #pragma once
 #include <cstdint>
-#include <string>
 
 #include "core/rng.h"
 #include "sim/raster.h"
@@ -44,17 +44,13 @@ enum VariantFactor : uint32_t {
   kVaryDistractors = 16, // two more objects on the table
 };
 inline constexpr uint32_t kAllVariantFactors = 31;
-// "camera,light" -> bits; "all" or empty -> every factor. evla::Error names
-// an unknown factor and lists the valid ones.
-uint32_t parse_variant_factors(const std::string& csv);
-std::string variant_factors_name(uint32_t factors);  // "camera,light"; "all"
 
 Look matching_look();
 // The random draws are the same whatever `factors` holds, so a look with
 // some factors off equals the full variant look in the factors left on.
 Look variant_look(Rng& rng, uint32_t factors = kAllVariantFactors);
-// Training looks: matching's camera, light and objects on a table, wall and
-// furniture of random low-saturation colours and patterns, each at least
+// Training looks: matching's camera, light, furniture and objects on a table
+// and wall of random low-saturation colours and patterns, each at least
 // kUnseenDistance (RGB, Euclidean) from every table and wall `variants` draws.
 Look randomized_look(Rng& rng);
 inline constexpr float kUnseenDistance = 0.12f;

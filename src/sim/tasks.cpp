@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "evla/error.h"
 
@@ -15,6 +16,21 @@ constexpr const char* kSplitNames[] = {"matching", "variants", "randomized"};
 constexpr const char* kTaskNames[] = {"pick", "move_near", "open_drawer", "close_drawer", "put_in_drawer"};
 constexpr const char* kShapeNames[] = {"cube", "can", "ball"};
 constexpr const char* kSideNames[] = {"left", "right"};
+constexpr std::pair<const char*, uint32_t> kFactorNames[] = {
+    {"camera", kVaryCamera}, {"surfaces", kVarySurfaces}, {"light", kVaryLight},
+    {"shades", kVaryShades}, {"distractors", kVaryDistractors}};
+
+// The items of a comma list, empty ones included (so "a," is an error where a name is parsed).
+std::vector<std::string> comma_items(const std::string& csv) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= csv.size()) {
+    const size_t end = std::min(csv.find(',', start), csv.size());
+    items.push_back(csv.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
 
 // Instruction templates: {obj} the target, {anchor} move_near's reference
 // object, {side} the drawer. All name the target, so that with distractors
@@ -124,13 +140,33 @@ Task parse_task(const std::string& name) {
 std::vector<Task> parse_task_list(const std::string& csv) {
   if (csv.empty() || csv == "all") return all_tasks();
   std::vector<Task> tasks;
-  size_t start = 0;
-  while (start <= csv.size()) {
-    const size_t end = std::min(csv.find(',', start), csv.size());
-    tasks.push_back(parse_task(csv.substr(start, end - start)));
-    start = end + 1;
-  }
+  for (const std::string& name : comma_items(csv)) tasks.push_back(parse_task(name));
   return tasks;
+}
+
+uint32_t parse_variant_factors(const std::string& csv) {
+  if (csv.empty() || csv == "all") return kAllVariantFactors;
+  uint32_t bits = 0;
+  for (const std::string& name : comma_items(csv)) {
+    uint32_t bit = 0;
+    for (auto [n, b] : kFactorNames)
+      if (name == n) bit = b;
+    if (!bit) {
+      std::string valid;
+      for (auto [n, b] : kFactorNames) valid += std::string(valid.empty() ? "" : ", ") + n;
+      throw Error("unknown variants factor '" + name + "' (valid: " + valid + ", or all)");
+    }
+    bits |= bit;
+  }
+  return bits;
+}
+
+std::string variant_factors_name(uint32_t factors) {
+  if ((factors & kAllVariantFactors) == kAllVariantFactors) return "all";
+  std::string out;
+  for (auto [n, b] : kFactorNames)
+    if (factors & b) out += std::string(out.empty() ? "" : ",") + n;
+  return out.empty() ? "none" : out;
 }
 
 std::vector<Task> all_tasks() {

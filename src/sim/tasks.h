@@ -12,8 +12,8 @@
 namespace evla::sim {
 
 // `randomized` is for training data only: matching's layout rules and
-// camera, with the table, wall and furniture drawn at random away from every
-// surface `variants` uses (randomized_look), so `variants` stays unseen.
+// camera, with the table and wall drawn at random away from every surface
+// `variants` uses (randomized_look), so `variants` stays unseen.
 enum class Split { Matching, Variants, Randomized };
 enum class Task { Pick, MoveNear, OpenDrawer, CloseDrawer, PutInDrawer };
 inline constexpr int kNumTasks = 5;
@@ -25,6 +25,10 @@ Split parse_split(const std::string& name);
 Task parse_task(const std::string& name);
 // A comma list of task names, or "all" / empty for every task.
 std::vector<Task> parse_task_list(const std::string& csv);
+// "camera,light" -> VariantFactor bits; "all" or empty -> every factor;
+// evla::Error names an unknown factor and lists the valid ones.
+uint32_t parse_variant_factors(const std::string& csv);
+std::string variant_factors_name(uint32_t factors);  // "camera,light"; "all"
 std::vector<Task> all_tasks();
 
 struct EpisodeSpec {
