@@ -26,7 +26,7 @@ void add_gen(CLI::App& sim_cmd) {
     std::string split = "matching", tasks = "all", out, policy, plan;
     int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1, execute = 4;
     uint64_t seed = 1000000;  // training seeds stay clear of evaluation's, which start at 0
-    float noise = 1, expert_share = 0;
+    float noise = 1, expert_share = 0, camera_jitter = 0;
     bool keep_failed = false, quiet = false;
   };
   auto o = std::make_shared<Opts>();
@@ -38,6 +38,10 @@ void add_gen(CLI::App& sim_cmd) {
   cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Episode i uses seed + i")->capture_default_str();
+  cmd->add_option("--camera-jitter", o->camera_jitter,
+                  "With --split randomized: move the camera up to this far (table units, at most 0.025, below "
+                  "every variants shift)")
+      ->capture_default_str();
   cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2 (not with --policy: its labels are clean)")
       ->capture_default_str();
   cmd->add_option("--shard-episodes", o->shard, "Episodes per shard")->capture_default_str();
@@ -60,6 +64,7 @@ void add_gen(CLI::App& sim_cmd) {
     d.seed = o->seed;
     d.episodes_per_shard = o->shard;
     d.keep_failed = o->keep_failed;
+    d.camera_jitter = o->camera_jitter;
     d.threads = o->threads;
     d.demo.image_size = o->size;
     d.demo.chunk = o->chunk;

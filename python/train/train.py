@@ -39,8 +39,12 @@ def load_demos(data_dirs, max_episodes):
     """All shards of one or more directories (comma list) into memory: uint8 images, states,
     chunks, per-frame instruction index, ... and the frames taken from each directory. Failed
     episodes are skipped unless every frame was labelled by an expert taking over (on-policy
-    data, `evla sim gen --policy`), whose labels are good whatever the policy did."""
+    data, `evla sim gen --policy`), whose labels are good whatever the policy did. `variants`
+    episodes are refused: that split is held out for evaluation. Where the task's targets and
+    every object appear in each frame (pixels) comes from the shards, or, for shards written
+    before they carried it, from matching's fixed camera (NaN where the camera moved)."""
     images, states, actions, targets, objects, instr_idx = [], [], [], [], [], []
+    target_px, objects_px = [], []
     instructions, lookup, tasks, splits, dir_frames = [], {}, [], set(), []
     n_ep = 0
     for data_dir in data_dirs.split(","):
@@ -55,7 +59,7 @@ def load_demos(data_dirs, max_episodes):
             if images and (t["image"].shape[1:] != images[0].shape[1:] or t["action"].shape[1:] != actions[0].shape[1:]):
                 sys.exit(f"--data {path}: frames {t['image'].shape[1:]} and chunks {t['action'].shape[1:]} differ "
                          f"from the first shard's {images[0].shape[1:]} and {actions[0].shape[1:]}")
-            keep_rows = []
+            keep_rows, fixed_camera = [], []
             for e in json.loads(meta["episodes"]):
                 if n_ep >= max_episodes:
                     break
@@ -68,8 +72,13 @@ def load_demos(data_dirs, max_episodes):
                     instructions.append(s)
                 keep_rows.append(np.arange(e["first_frame"], e["first_frame"] + e["frames"]))
                 instr_idx.append(np.full(e["frames"], lookup[s], np.int64))
+                if e.get("split") == "variants":
+                    sys.exit(f"--data {path}: `variants` episodes; that split is held out for evaluation, "
+                             f"train on `matching` or `randomized` ones")
                 tasks.append(e["task"])
                 splits.add(e.get("split", "matching"))
+                fixed_camera.append(np.full(e["frames"], e.get("split", "matching") in ("matching", "randomized")
+                                            and not e.get("camera_jitter", 0)))
             if keep_rows:
                 rows = np.concatenate(keep_rows)
                 dir_frames[-1] += len(rows)
@@ -80,17 +89,28 @@ def load_demos(data_dirs, max_episodes):
                     targets.append(t["target"][rows])
                 if "objects" in t:
                     objects.append(t["objects"][rows])
+                if "target_image" in t:
+                    target_px.append(t["target_image"][rows].astype(np.float32))
+                    objects_px.append(t["objects_image"][rows].astype(np.float32))
+                elif "target" in t:  # older shards: only the fixed camera's projection is known
+                    target_px.append(image_points_fallback(t["target"][rows].reshape(-1, 2, 3),
+                                                           np.concatenate(fixed_camera), t["image"].shape[1]))
+                    objects_px.append(image_points_fallback(t["objects"][rows][:, :, :3], np.concatenate(fixed_camera),
+                                                            t["image"].shape[1]) if "objects" in t else None)
     tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
     ob = np.concatenate(objects).astype(np.float32) if len(objects) == len(images) else None
+    tg_px = np.concatenate(target_px).reshape(-1, 4) if len(target_px) == len(images) else None
+    ob_px = (np.concatenate(objects_px) if len(objects_px) == len(images) and all(o is not None for o in objects_px)
+             else None)
     return (np.concatenate(images), np.concatenate(states).astype(np.float32),
             np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep,
-            splits, ob, dir_frames)
+            splits, ob, tg_px, ob_px, dir_frames)
 
 
-def matching_patches(xyz, image_size, patch):
-    """Index (row-major) of the image patch that shows each table-unit point [N,3], through the
-    fixed camera of the `matching` split (sim::Camera's defaults in src/sim/raster.h, projected
-    as sim::Raster::project does). Training-only supervision for the grounding loss."""
+def fixed_camera_pixels(xyz, image_size):
+    """Pixel x, y [..., 2] of table-unit points [..., 3] in an image_size frame of the fixed
+    camera of `matching` (sim::Camera's defaults in src/sim/raster.h, projected as
+    sim::Projection does; the shards of `evla sim gen` now carry these positions themselves)."""
     eye, look_at, fov_y = np.array([0, -0.75, 0.95]), np.zeros(3), 38.0
     fwd = (look_at - eye) / np.linalg.norm(look_at - eye)
     right = np.cross(fwd, [0, 0, 1])
@@ -99,12 +119,31 @@ def matching_patches(xyz, image_size, patch):
     focal = 0.5 * image_size / math.tan(math.radians(fov_y) / 2)
     d = xyz - eye
     z = d @ fwd
-    px = 0.5 * image_size + (d @ right) * focal / z
-    py = 0.5 * image_size - (d @ up) * focal / z
+    return np.stack([0.5 * image_size + (d @ right) * focal / z, 0.5 * image_size - (d @ up) * focal / z], -1)
+
+
+def image_points_fallback(xyz, fixed, image_size):
+    """[F, K, 3] table points to [F, K, 2] pixels for shards written before they carried
+    `target_image` / `objects_image`; NaN in the frames whose camera moved (`fixed` false)."""
+    px = fixed_camera_pixels(xyz, image_size)
+    px[~fixed] = np.nan
+    return px.astype(np.float32)
+
+
+def pixel_patches(px, frame_size, image_size, patch):
+    """Row-major index of the patch that shows each pixel position [..., 2] of a frame_size
+    frame, in the encoder's image_size input."""
     g = image_size // patch
-    col = np.clip(np.floor(px / patch), 0, g - 1).astype(np.int64)
-    row = np.clip(np.floor(py / patch), 0, g - 1).astype(np.int64)
+    xy = np.floor(px * (image_size / frame_size) / patch)
+    col = np.clip(xy[..., 0], 0, g - 1).astype(np.int64)
+    row = np.clip(xy[..., 1], 0, g - 1).astype(np.int64)
     return row * g + col
+
+
+def matching_patches(xyz, image_size, patch):
+    """Index (row-major) of the image patch that shows each table-unit point [N,3] through the
+    fixed camera of `matching`. Diagnostics of matching frames use it."""
+    return pixel_patches(fixed_camera_pixels(xyz, image_size), image_size, image_size, patch)
 
 
 def colour_jitter(x, gen):
@@ -226,7 +265,7 @@ def main():
     log(lf, "args: " + json.dumps(vars(args)))
 
     t0 = time.time()
-    images, states, actions, targets, instr_idx, instructions, n_ep, splits, objects, _ = load_demos(
+    images, states, actions, targets, instr_idx, instructions, n_ep, splits, objects, tg_px, ob_px, _ = load_demos(
         args.data, args.episodes)
     if args.aux_weight > 0 and targets is None:
         sys.exit("--aux-weight needs shards with the `target` tensor (evla sim gen writes it)")
@@ -308,22 +347,23 @@ def main():
         sys.exit("--attn-weight needs at least 2 LM attention heads (object, destination)")
     if args.ground_weight > 0 or attn_layers or args.patch_pos_weight > 0:
         flag = "--ground-weight" if args.ground_weight > 0 else "--attn-weight" if attn_layers else "--patch-pos-weight"
-        if targets is None:
+        if targets is None or tg_px is None:
             sys.exit(f"{flag} needs shards with the `target` tensor (evla sim gen writes it)")
-        if splits - {"matching", "randomized"}:  # `variants` moves the camera per episode
-            sys.exit(f"{flag} needs matching's fixed camera (`matching` or `randomized` demonstrations), "
-                     f"got {sorted(splits)}")
+        if np.isnan(tg_px).any():  # a moved camera in shards older than `target_image`
+            sys.exit(f"{flag} needs where the targets appear in each frame: shards with `target_image` "
+                     f"(evla sim gen writes it), or older ones of matching's fixed camera")
         enc = cfg["vision"]["encoders"][0]
-        obj_patch = torch.from_numpy(matching_patches(targets[:, :3], enc["image_size"], enc["patch_size"]))
-        dest_patch = torch.from_numpy(matching_patches(targets[:, 3:6], enc["image_size"], enc["patch_size"]))
+        frame = images.shape[1]
+        obj_patch = torch.from_numpy(pixel_patches(tg_px[:, :2], frame, enc["image_size"], enc["patch_size"]))
+        dest_patch = torch.from_numpy(pixel_patches(tg_px[:, 2:], frame, enc["image_size"], enc["patch_size"]))
     if args.patch_pos_weight > 0:
         # Every object of the scene where the shards list them (`objects`), else the task's
         # object and destination.
-        if objects is not None:
+        if objects is not None and ob_px is not None:
             pp_xyz = torch.from_numpy(objects[:, :, :3].copy())
             pp_present = torch.from_numpy(objects[:, :, 3].copy())
-            pp_patch = torch.from_numpy(matching_patches(objects[:, :, :3].reshape(-1, 3), enc["image_size"],
-                                                         enc["patch_size"]).reshape(objects.shape[:2]))
+            pp_patch = torch.from_numpy(pixel_patches(np.nan_to_num(ob_px), frame, enc["image_size"],
+                                                      enc["patch_size"]))
         else:
             pp_xyz = torch.from_numpy(targets.reshape(-1, 2, 3).copy())
             pp_present = torch.ones(len(targets), 2)

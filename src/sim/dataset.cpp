@@ -38,6 +38,16 @@ void scene_objects(const Scene& s, float* out) {
   }
 }
 
+void image_points(const Projection& view, const float* xyz, int rows, int stride, bool padded, float* out) {
+  for (int i = 0; i < rows; ++i) {
+    const float* p = xyz + size_t(i) * stride;
+    float x = 0, y = 0;
+    if (!(padded && p[3] == 0) && !view.project({p[0], p[1], p[2]}, &x, &y))
+      throw Error("sim::image_points: a point lies behind the camera");
+    out[2 * i] = x, out[2 * i + 1] = y;
+  }
+}
+
 void record_frame(Demo& d, const Env& env, const Image& img) {
   d.images.insert(d.images.end(), img.rgb.begin(), img.rgb.end());
   const std::vector<float> state = env.state();
@@ -48,6 +58,12 @@ void record_frame(Demo& d, const Env& env, const Image& img) {
   float objs[kMaxObjects * 4];
   scene_objects(env.scene(), objs);
   d.objects.insert(d.objects.end(), objs, objs + kMaxObjects * 4);
+  const Projection view(img.width, img.height, env.episode().look.camera);
+  float tg_px[4], objs_px[kMaxObjects * 2];
+  image_points(view, tg, 2, 3, false, tg_px);
+  image_points(view, objs, kMaxObjects, 4, true, objs_px);
+  d.target_image.insert(d.target_image.end(), tg_px, tg_px + 4);
+  d.objects_image.insert(d.objects_image.end(), objs_px, objs_px + kMaxObjects * 2);
 }
 
 Demo record_demo(const EpisodeSpec& spec, const DemoOptions& options) {
@@ -108,7 +124,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
                  const DemoOptions& options) {
   const int64_t size = options.image_size, chunk = options.chunk;
   std::vector<uint8_t> images;
-  std::vector<float> states, actions, targets, objects;
+  std::vector<float> states, actions, targets, objects, target_image, objects_image;
   std::vector<int32_t> episode;
   nlohmann::json meta = nlohmann::json::array();
   for (size_t i = 0; i < demos.size(); ++i) {
@@ -118,6 +134,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
     const size_t steps = size_t(d.steps);
     if (d.states.size() != steps * kStateDim || d.actions.size() != steps * kActionDim ||
         d.targets.size() != steps * kTargetDim || d.objects.size() != steps * kMaxObjects * 4 ||
+        d.target_image.size() != steps * 4 || d.objects_image.size() != steps * kMaxObjects * 2 ||
         (!d.chunks.empty() && d.chunks.size() != steps * size_t(chunk) * kActionDim))
       throw Error("sim::write_shard: " + path + ": demo " + std::to_string(i) +
                   " has per-frame arrays that do not match its " + std::to_string(d.steps) + " steps");
@@ -128,6 +145,7 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
                     {"task", task_name(d.spec.task)},
                     {"split", split_name(d.spec.split)},
                     {"seed", d.spec.seed},
+                    {"camera_jitter", d.spec.camera_jitter},
                     {"instruction", d.instruction},
                     {"success", d.success},
                     {"labels", d.chunks.empty() ? "executed" : "expert_takeover"}});
@@ -135,6 +153,8 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
     states.insert(states.end(), d.states.begin(), d.states.end());
     targets.insert(targets.end(), d.targets.begin(), d.targets.end());
     objects.insert(objects.end(), d.objects.begin(), d.objects.end());
+    target_image.insert(target_image.end(), d.target_image.begin(), d.target_image.end());
+    objects_image.insert(objects_image.end(), d.objects_image.begin(), d.objects_image.end());
     std::vector<float> c = d.chunks.empty() ? action_chunks(d, int(chunk)) : d.chunks;
     actions.insert(actions.end(), c.begin(), c.end());
     episode.insert(episode.end(), size_t(d.steps), int32_t(index));
@@ -146,6 +166,8 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
   w.add_f32("action", {n, chunk, kActionDim}, actions.data());
   w.add_f32("target", {n, kTargetDim}, targets.data());
   w.add_f32("objects", {n, kMaxObjects, 4}, objects.data());
+  w.add_f32("target_image", {n, 4}, target_image.data());
+  w.add_f32("objects_image", {n, kMaxObjects, 2}, objects_image.data());
   w.add("episode", io::DType::I32, {n}, episode.data(), episode.size() * sizeof(int32_t));
   const ExpertNoise& z = options.noise;
   nlohmann::json info = {
@@ -161,6 +183,8 @@ void write_shard(const std::string& path, const std::vector<Demo>& demos, int64_
       {"target", "object x, y, z; destination x, y, z (table units; privileged, for auxiliary losses)"},
       {"max_objects", kMaxObjects},
       {"objects", "per object in scene order: x, y, z, 1; zero rows pad to max_objects (privileged)"},
+      {"target_image", "target's object x, y and destination x, y in pixels of the frame (privileged)"},
+      {"objects_image", "each object's x, y in pixels of the frame; padding rows 0 (privileged)"},
       {"noise", {{"jitter", z.jitter}, {"slow", z.slow}, {"perturb", z.perturb}, {"action", z.action}}},
   };
   w.set_metadata("info", info.dump());
@@ -175,6 +199,8 @@ DatasetReport write_dataset(const std::string& dir, const DatasetOptions& option
     throw Error("sim::write_dataset: episodes, episodes_per_shard and threads must be positive");
   if (options.demo.chunk < 1 || options.demo.image_size < 8 || options.demo.image_size > 4096)
     throw Error("sim::write_dataset: chunk must be >= 1 and image_size in [8, 4096]");
+  if (options.camera_jitter != 0)  // the episodes would say the same, one per recording thread
+    make_episode({options.split, options.tasks.front(), options.seed, kAllVariantFactors, options.camera_jitter});
   std::filesystem::create_directories(dir);
   ThreadPool pool(options.threads);
   DatasetReport report;
@@ -199,6 +225,7 @@ DatasetReport write_dataset(const std::string& dir, const DatasetOptions& option
     pool.run(end - begin, [&](int i) {
       const int e = begin + i;
       EpisodeSpec spec{options.split, options.tasks[size_t(e % n_tasks)], options.seed + uint64_t(e)};
+      spec.camera_jitter = options.camera_jitter;
       try {
         demos[size_t(i)] = record ? record(spec, i % pool.size()) : record_demo(spec, options.demo);
       } catch (const std::exception& ex) {

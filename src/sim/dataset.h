@@ -30,6 +30,8 @@ struct Demo {
   std::vector<float> actions;   // [steps, kActionDim]
   std::vector<float> targets;   // [steps, kTargetDim]: see task_targets
   std::vector<float> objects;   // [steps, kMaxObjects, 4]: see scene_objects
+  std::vector<float> target_image;   // [steps, 4]: task_targets' object and destination, in pixels
+  std::vector<float> objects_image;  // [steps, kMaxObjects, 2]: `objects` in pixels (padding rows 0)
   // [steps, chunk, kActionDim] when every frame is labelled by an expert taking
   // over from that frame (expert_chunk; on-policy data); empty for expert
   // episodes, whose targets are sliced from `actions` (action_chunks).
@@ -51,8 +53,15 @@ void task_targets(const Scene& scene, const Goal& goal, float* out);
 inline constexpr int kMaxObjects = 8;
 void scene_objects(const Scene& scene, float* out);
 
+// Where world points appear in a frame: image x, y (pixels, pixel centres at
+// +0.5) through the episode's camera, for `rows` points {x, y, z, ...} spaced
+// `stride` floats apart. Rows whose 4th value is 0 (scene_objects' padding)
+// map to 0, 0 when `padded`.
+void image_points(const Projection& view, const float* xyz, int rows, int stride, bool padded, float* out);
+
 // Appends the frame `img` of env's current state to d: the image, the state,
-// and the privileged targets and object positions (not the action).
+// and the privileged targets and object positions, in the table and in the
+// image (not the action).
 void record_frame(Demo& d, const Env& env, const Image& img);
 
 // Runs the expert on one episode (its noise seeded from the spec) and records it.
@@ -80,6 +89,7 @@ struct DatasetOptions {
   uint64_t seed = 0;
   int episodes_per_shard = 200;  // 64 px: about 12 KB per frame, ~35 frames per episode
   bool keep_failed = false;      // failed expert episodes are dropped unless set
+  float camera_jitter = 0;       // randomized split only: EpisodeSpec::camera_jitter
   int threads = 1;
   DemoOptions demo;
 };

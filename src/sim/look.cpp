@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+
+#include "evla/error.h"
 
 namespace evla::sim {
 
@@ -62,7 +65,7 @@ Look variant_look(Rng& rng, uint32_t factors) {
   Look look;
   // Camera: always visibly shifted (at least 3 cm sideways) and re-aimed,
   // small enough that the whole workspace stays in view.
-  look.camera.eye.x += signed_amount(rng, 0.03f, 0.07f);
+  look.camera.eye.x += signed_amount(rng, kVariantMinSideShift, 0.07f);
   look.camera.eye.y += uniform(rng, -0.05f, 0.05f);
   look.camera.eye.z += uniform(rng, -0.08f, 0.05f);
   look.camera.target.x += uniform(rng, -0.02f, 0.02f);
@@ -122,7 +125,10 @@ float distance_to_variant_wall(Rgb c) {
   return d;
 }
 
-Look randomized_look(Rng& rng) {
+Look randomized_look(Rng& rng, float camera_jitter) {
+  if (!(camera_jitter >= 0 && camera_jitter <= kMaxCameraJitter))
+    throw Error("randomized look: camera jitter " + std::to_string(camera_jitter) + " outside [0, " +
+                std::to_string(kMaxCameraJitter) + "] table units (larger shifts are `variants` cameras)");
   Look look;
   do look.table_a = random_surface(rng);
   while (distance_to_variant_table(look.table_a) < kUnseenDistance);
@@ -132,6 +138,15 @@ Look randomized_look(Rng& rng) {
   do look.wall_top = random_surface(rng);
   while (distance_to_variant_wall(look.wall_top) < kUnseenDistance);
   look.wall_bottom = look.wall_top * uniform(rng, 0.7f, 0.85f);
+  if (camera_jitter > 0) {
+    const float j = camera_jitter;
+    look.camera.eye.x += uniform(rng, -j, j);
+    look.camera.eye.y += uniform(rng, -j, j);
+    look.camera.eye.z += uniform(rng, -j, j);
+    look.camera.target.x += uniform(rng, -j / 2, j / 2);
+    look.camera.target.y += uniform(rng, -j / 2, j / 2);
+    look.camera.fov_y_deg += uniform(rng, -40 * j, 40 * j);
+  }
   return look;
 }
 

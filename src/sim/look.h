@@ -2,7 +2,8 @@
 // camera, light, table and wall, furniture colours — plus the object palette.
 // The `matching` split uses one fixed look; `variants` draws a different one
 // per episode (shifted camera, other table/wall/light, other colour shades);
-// `randomized`, for training data only, draws other tables and walls.
+// `randomized`, for training data only, draws other tables and walls (and,
+// when asked, nudges the camera less than any `variants` shift).
 #pragma once
 #include <cstdint>
 
@@ -52,8 +53,15 @@ Look variant_look(Rng& rng, uint32_t factors = kAllVariantFactors);
 // Training looks: matching's camera, light, furniture and objects on a table
 // and wall of random low-saturation colours and patterns, each at least
 // kUnseenDistance (RGB, Euclidean) from every table and wall `variants` draws.
-Look randomized_look(Rng& rng);
+// camera_jitter > 0 also moves the camera's eye up to that far on each axis
+// (its aim half as far, its field of view up to 40 degrees per table unit);
+// at most kMaxCameraJitter, below the 3 cm sideways shift every `variants`
+// camera has, so no training camera is a `variants` one. The surface draws
+// come first, so a jittered look has the same table and wall as without.
+Look randomized_look(Rng& rng, float camera_jitter = 0);
 inline constexpr float kUnseenDistance = 0.12f;
+inline constexpr float kMaxCameraJitter = 0.025f;
+inline constexpr float kVariantMinSideShift = 0.03f;  // |eye.x shift| of every `variants` camera
 // Distance from `c` to the nearest variants table (first colour) or wall (top colour).
 float distance_to_variant_table(Rgb c);
 float distance_to_variant_wall(Rgb c);

@@ -8,8 +8,7 @@ namespace {
 Vec3 normalized(Vec3 v) { return v * (1.0f / std::sqrt(dot(v, v))); }
 }  // namespace
 
-Raster::Raster(int width, int height, const Camera& cam)
-    : w_(width), h_(height), color_(size_t(width) * height), inv_depth_(size_t(width) * height, 0.0f) {
+Projection::Projection(int width, int height, const Camera& cam) : w_(width), h_(height) {
   eye_ = cam.eye;
   fwd_ = normalized(cam.target - cam.eye);
   right_ = normalized(cross(fwd_, Vec3{0, 0, 1}));
@@ -17,11 +16,26 @@ Raster::Raster(int width, int height, const Camera& cam)
   focal_ = 0.5f * float(height) / std::tan(cam.fov_y_deg * 3.14159265f / 360.0f);
 }
 
-Vec3 Raster::ray(float px, float py) const {
+bool Projection::project(Vec3 p, float* x, float* y, float* inv_z) const {
+  Vec3 d = p - eye_;
+  float z = dot(d, fwd_);
+  if (z < 1e-3f) return false;  // behind the camera: the scene never goes there
+  const float iz = 1.0f / z;
+  *x = 0.5f * float(w_) + dot(d, right_) * focal_ * iz;
+  *y = 0.5f * float(h_) - dot(d, up_) * focal_ * iz;
+  if (inv_z) *inv_z = iz;
+  return true;
+}
+
+Vec3 Projection::ray(float px, float py) const {
   float u = (px - 0.5f * float(w_)) / focal_;
   float v = (0.5f * float(h_) - py) / focal_;
   return normalized(fwd_ + right_ * u + up_ * v);
 }
+
+Raster::Raster(int width, int height, const Camera& cam)
+    : w_(width), h_(height), view_(width, height, cam), color_(size_t(width) * height),
+      inv_depth_(size_t(width) * height, 0.0f) {}
 
 void Raster::put(int x, int y, Rgb c, float depth) {
   size_t i = size_t(y) * w_ + x;
@@ -29,15 +43,7 @@ void Raster::put(int x, int y, Rgb c, float depth) {
   inv_depth_[i] = depth > 0 ? 1.0f / depth : 0.0f;
 }
 
-bool Raster::project(Vec3 p, Screen* s) const {
-  Vec3 d = p - eye_;
-  float z = dot(d, fwd_);
-  if (z < 1e-3f) return false;  // behind the camera: the scene never goes there
-  s->inv_z = 1.0f / z;
-  s->x = 0.5f * float(w_) + dot(d, right_) * focal_ * s->inv_z;
-  s->y = 0.5f * float(h_) - dot(d, up_) * focal_ * s->inv_z;
-  return true;
-}
+bool Raster::project(Vec3 p, Screen* s) const { return view_.project(p, &s->x, &s->y, &s->inv_z); }
 
 // Calls shade(pixel index, inv_z) for every pixel centre inside the triangle.
 // 1/z is affine in screen space, so it is interpolated with the barycentrics.

@@ -247,8 +247,10 @@ Episode make_episode(const EpisodeSpec& spec) {
   Episode ep;
   ep.spec = spec;
   const uint32_t factors = variant ? spec.variant_factors : 0;
+  if (spec.camera_jitter != 0 && spec.split != Split::Randomized)
+    throw Error("episode: camera jitter is for the randomized split only, not " + std::string(split_name(spec.split)));
   ep.look = variant                              ? variant_look(looks, factors)
-            : spec.split == Split::Randomized ? randomized_look(looks)
+            : spec.split == Split::Randomized ? randomized_look(looks, spec.camera_jitter)
                                               : matching_look();
   ep.max_steps = max_steps(task);
   Goal& goal = ep.goal;

@@ -36,6 +36,7 @@ struct EpisodeSpec {
   Task task = Task::Pick;
   uint64_t seed = 0;
   uint32_t variant_factors = kAllVariantFactors;  // variants only: what differs from matching
+  float camera_jitter = 0;  // randomized only: camera moved up to this far (randomized_look)
 };
 
 // What success means for one episode.

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -117,13 +118,17 @@ TEST_F(SimDataset, ShardsHoldFramesChunksAndEpisodeMetadata) {
     const io::TensorInfo* episode = f->find("episode");
     const io::TensorInfo* target = f->find("target");
     const io::TensorInfo* objects = f->find("objects");
-    ASSERT_TRUE(image && state && action && episode && target && objects);
+    const io::TensorInfo* target_image = f->find("target_image");
+    const io::TensorInfo* objects_image = f->find("objects_image");
+    ASSERT_TRUE(image && state && action && episode && target && objects && target_image && objects_image);
     const int64_t n = episode->shape[0];
     EXPECT_EQ(image->dtype, io::DType::U8);
     EXPECT_EQ(image->shape, (std::vector<int64_t>{n, 32, 32, 3}));
     EXPECT_EQ(state->shape, (std::vector<int64_t>{n, kStateDim}));
     EXPECT_EQ(target->shape, (std::vector<int64_t>{n, kTargetDim}));
     EXPECT_EQ(objects->shape, (std::vector<int64_t>{n, kMaxObjects, 4}));
+    EXPECT_EQ(target_image->shape, (std::vector<int64_t>{n, 4}));
+    EXPECT_EQ(objects_image->shape, (std::vector<int64_t>{n, kMaxObjects, 2}));
     EXPECT_EQ(action->shape, (std::vector<int64_t>{n, 8, kActionDim}));
     EXPECT_EQ(episode->dtype, io::DType::I32);
     frames += n;
@@ -154,6 +159,46 @@ TEST_F(SimDataset, ShardsHoldFramesChunksAndEpisodeMetadata) {
   }
   EXPECT_EQ(frames, r.frames);
   EXPECT_EQ(next_index, 5);
+}
+
+// Where the task's object appears in each frame, through the episode's own
+// camera: the object's colour is drawn at that pixel, for a moved camera too.
+TEST_F(SimDataset, ImagePointsShowTheTaskObjectThroughTheEpisodeCamera) {
+  for (float jitter : {0.0f, kMaxCameraJitter}) {
+    Env env;
+    env.reset({Split::Randomized, Task::Pick, 7, kAllVariantFactors, jitter});
+    Demo d;
+    const Image img = env.render(64, 64);
+    record_frame(d, env, img);
+    ASSERT_EQ(d.target_image.size(), 4u);
+    ASSERT_EQ(d.objects_image.size(), size_t(kMaxObjects) * 2);
+    const Object& o = env.scene().objects[size_t(env.episode().goal.object)];
+    // The base centre is hidden under the object; its top is in view just above it.
+    const Projection view(64, 64, env.episode().look.camera);
+    float bx = 0, by = 0, x = 0, y = 0;
+    ASSERT_TRUE(view.project(o.pos, &bx, &by));
+    EXPECT_NEAR(d.target_image[0], bx, 1e-4f);
+    EXPECT_NEAR(d.target_image[1], by, 1e-4f);
+    EXPECT_EQ(d.objects_image[0], d.target_image[0]);  // the task's object is listed first
+    EXPECT_EQ(d.objects_image[1], d.target_image[1]);
+    if (jitter > 0) {  // the fixed camera would place it elsewhere
+      float mx = 0, my = 0;
+      ASSERT_TRUE(Projection(64, 64, matching_look().camera).project(o.pos, &mx, &my));
+      EXPECT_GT(std::hypot(mx - bx, my - by), 0.2f);
+    }
+    ASSERT_TRUE(view.project(o.pos + Vec3{0, 0, o.height}, &x, &y));
+    const uint8_t* px = img.pixel(int(x), int(y));
+    const Rgb c = o.rgb;
+    const float seen[3] = {px[0] / 255.0f, px[1] / 255.0f, px[2] / 255.0f};
+    // Lit and shaded, the pixel keeps the object's dominant channel.
+    const float want[3] = {c.r, c.g, c.b};
+    const int dominant = int(std::max_element(want, want + 3) - want);
+    EXPECT_EQ(int(std::max_element(seen, seen + 3) - seen), dominant) << "jitter " << jitter;
+    for (int i = int(env.scene().objects.size()); i < kMaxObjects; ++i) {
+      EXPECT_EQ(d.objects_image[size_t(i) * 2], 0.0f);
+      EXPECT_EQ(d.objects_image[size_t(i) * 2 + 1], 0.0f);
+    }
+  }
 }
 
 TEST_F(SimDataset, ThreadsDoNotChangeTheData) {

@@ -180,6 +180,38 @@ TEST(SimTasks, RandomizedLooksChangeSurfacesOnlyAndAvoidEveryVariantSurface) {
   EXPECT_EQ(patterns.size(), 3u);
 }
 
+// A jittered training camera moves a little, never as far sideways as every
+// `variants` camera does, and leaves the surfaces of the same seed alone.
+TEST(SimTasks, RandomizedCameraJitterStaysBelowEveryVariantsShift) {
+  const Camera base = matching_look().camera;
+  float widest = 0;
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    const Task task = Task(seed % kNumTasks);
+    const Episode plain = make_episode({Split::Randomized, task, seed});
+    const Episode moved = make_episode({Split::Randomized, task, seed, kAllVariantFactors, kMaxCameraJitter});
+    EXPECT_TRUE(plain.look.camera == base);
+    Look rest = moved.look;
+    rest.camera = base;
+    EXPECT_TRUE(rest == plain.look);
+    EXPECT_TRUE(same_scene(plain.scene, moved.scene));
+    const Vec3 d = moved.look.camera.eye - base.eye;
+    EXPECT_LE(std::max({std::fabs(d.x), std::fabs(d.y), std::fabs(d.z)}), kMaxCameraJitter);
+    EXPECT_LT(std::fabs(d.x), kVariantMinSideShift);
+    EXPECT_LE(std::fabs(moved.look.camera.fov_y_deg - base.fov_y_deg), 40 * kMaxCameraJitter + 1e-4f);
+    widest = std::max(widest, std::fabs(d.x));
+    const Episode v = make_episode({Split::Variants, task, seed});
+    EXPECT_GE(std::fabs(v.look.camera.eye.x - base.eye.x), kVariantMinSideShift);
+  }
+  EXPECT_GT(widest, 0.8f * kMaxCameraJitter);  // the jitter really spans its range
+}
+
+TEST(SimTasks, CameraJitterOutsideItsRangeOrSplitIsRefused) {
+  for (float bad : {-0.01f, 0.03f, std::nanf("")})
+    EXPECT_THROW(make_episode({Split::Randomized, Task::Pick, 1, kAllVariantFactors, bad}), Error) << bad;
+  EXPECT_THROW(make_episode({Split::Matching, Task::Pick, 1, kAllVariantFactors, 0.01f}), Error);
+  EXPECT_THROW(make_episode({Split::Variants, Task::Pick, 1, kAllVariantFactors, 0.01f}), Error);
+}
+
 TEST(SimTasks, VariantsFactorNamesRoundTripAndUnknownNamesThrow) {
   EXPECT_EQ(parse_variant_factors("all"), kAllVariantFactors);
   EXPECT_EQ(parse_variant_factors(""), kAllVariantFactors);
