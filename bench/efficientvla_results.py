@@ -55,6 +55,11 @@ def configs(L, nv, a):
          layers + ["--layer-choice", "ablation"] + mlp + tokens + cache),
         ("all, aggressive (half the layers, 1/8 of the tokens after layer 1)", aggressive),
         ("int8 LM (every layer: int8 weights × 7-bit activations, integer kernel)", ["--int8-layers", str(L)]),
+        # The policy's training taught layer 2's attention to find the named object (train.py
+        # --attn-layers 2,4,6), so its attention ranks the visual tokens better than layer 1's.
+        ("tokens only, selected after layer 3 (relevance from layer 2)", tokens + ["--token-after", "3"]),
+        ("all, greedy layers, tokens after layer 3", layers + ["--layer-choice", "greedy"] + mlp + tokens
+         + ["--token-after", "3"] + cache),
     ], drop, tok
 
 

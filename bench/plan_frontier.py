@@ -4,8 +4,10 @@
     /usr/bin/python3 bench/plan_frontier.py --model models/evla-tabletop \
         --analysis docs/results/analysis.json --out docs/plan_frontier.md --work docs/frontier
 
-Every candidate combines evla's training-free tools: LM layers dropped (chosen on the
-cognition token), visual tokens kept after layer 2 (EfficientVLA's selection), the action
+Every candidate combines evla's training-free tools: LM layers dropped (chosen by greedy
+joint ablation, the analysis' `greedy_drop_order`, the best or tied-best guided layer choice in
+docs/results.md on every policy since stage 7), visual tokens kept after layer --token-after
+(EfficientVLA's selection, relevance from the attention of the layer before), the action
 head's cache interval, and optionally int8 LM layers. Each is scored in closed loop on
 calibration episodes (seeds from --calib-seed, disjoint from evaluation's 0...) and timed side
 by side with dense in `evla bench` runs (one thread; median over runs of p50 ratios). The plans on
@@ -28,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REUSED = []  # evaluation reports found in --work instead of run
 
 
-def candidates(layers_total):
+def candidates(layers_total, token_after):
     """(name, evla plan arguments) over the grid; dense first."""
     out = [("dense", None)]
     for drop, tokens, cache, int8 in itertools.product((0, 2, 4), (0, 32, 16), (1, 2, 5), (False, True)):
@@ -36,10 +38,10 @@ def candidates(layers_total):
             continue
         args, name = [], []
         if drop:
-            args += ["--drop-layers", str(drop), "--layer-choice", "cognition"]
+            args += ["--drop-layers", str(drop), "--layer-choice", "greedy"]
             name.append(f"drop {drop}")
         if tokens:
-            args += ["--tokens", str(tokens)]
+            args += ["--tokens", str(tokens), "--token-after", str(token_after)]
             name.append(f"{tokens} tokens")
         if cache > 1:
             args += ["--cache-interval", str(cache)]
@@ -109,6 +111,8 @@ def main():
     ap.add_argument("--bench-runs", type=int, default=3)
     ap.add_argument("--out", default="docs/plan_frontier.md")
     ap.add_argument("--work", default="docs/frontier", help="plans and raw reports")
+    ap.add_argument("--token-after", type=int, default=2,
+                    help="layers that see every visual token (2: EfficientVLA's and FastV's default)")
     ap.add_argument("--reuse-evals", action="store_true",
                     help="keep evaluation reports already in --work (the same model and grid), e.g. to redo only "
                          "the timing; plans are rebuilt")
@@ -118,7 +122,7 @@ def main():
     layers_total = json.load(open(os.path.join(args.model, "config.json")))["llm"]["num_hidden_layers"]
 
     rows = []
-    for i, (name, plan_args) in enumerate(candidates(layers_total)):
+    for i, (name, plan_args) in enumerate(candidates(layers_total, args.token_after)):
         plan = "dense"
         if plan_args:
             plan = os.path.join(args.work, f"plan{i:02d}.json")
