@@ -94,12 +94,13 @@ def load_demos(data_dirs, max_episodes):
                     objects_px.append(t["objects_image"][rows].astype(np.float32))
                 elif "target" in t:  # older shards: only the fixed camera's projection is known
                     target_px.append(image_points_fallback(t["target"][rows].reshape(-1, 2, 3),
-                                                           np.concatenate(fixed_camera), t["image"].shape[1]))
+                                                           np.concatenate(fixed_camera),
+                                                           t["image"].shape[1]).reshape(-1, 4))
                     objects_px.append(image_points_fallback(t["objects"][rows][:, :, :3], np.concatenate(fixed_camera),
                                                             t["image"].shape[1]) if "objects" in t else None)
     tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
     ob = np.concatenate(objects).astype(np.float32) if len(objects) == len(images) else None
-    tg_px = np.concatenate(target_px).reshape(-1, 4) if len(target_px) == len(images) else None
+    tg_px = np.concatenate(target_px) if len(target_px) == len(images) else None
     ob_px = (np.concatenate(objects_px) if len(objects_px) == len(images) and all(o is not None for o in objects_px)
              else None)
     return (np.concatenate(images), np.concatenate(states).astype(np.float32),

@@ -146,8 +146,10 @@ if "$evla" sim gen --split randomized --camera-jitter 0.05 --episodes 1 --out "$
 fi
 grep -q "outside \[0, 0.025" "$tmp/err"
 cd "$root/python/train" && /usr/bin/python3 - "$tmp" <<'PY'
-import sys
+import os, sys
 import numpy as np
+sys.path.insert(0, "..")
+from evla_ref import safetensors_io
 from train import load_demos, matching_patches, pixel_patches
 # The shards' pixel positions agree with this script's projection of matching's fixed
 # camera (the C++ and Python camera models are one), and move with a jittered camera.
@@ -157,6 +159,17 @@ for data, same in ((f"{tmp}/demos", True), (f"{tmp}/randomized", False)):
     targets, tg_px = r[3], r[9]
     agree = (pixel_patches(tg_px[:, :2], 64, 64, 8) == matching_patches(targets[:, :3], 64, 8)).mean()
     assert (agree == 1.0) if same else (agree < 1.0), (data, agree)
+# Shards written before the pixel tensors existed load beside new ones, their pixels
+# projected through the fixed camera: the same as the new shards say.
+t, meta = safetensors_io.read(f"{tmp}/demos/shard-00000.safetensors")
+os.makedirs(f"{tmp}/old", exist_ok=True)
+safetensors_io.write(f"{tmp}/old/shard-00000.safetensors",
+                     {k: v for k, v in t.items() if not k.endswith("_image")}, meta)
+new, old = load_demos(f"{tmp}/demos", 10 ** 9), load_demos(f"{tmp}/old,{tmp}/randomized", 10 ** 9)
+n = len(new[0])
+assert old[9].shape == (n + old[11][1], 4) and old[10].shape[1:] == (8, 2), (old[9].shape, old[10].shape)
+present = new[8][:, :, 3] > 0  # padding rows: 0, 0 in new shards, projected in old ones (and never used)
+assert np.allclose(old[9][:n], new[9], atol=1e-3) and np.allclose(old[10][:n][present], new[10][present], atol=1e-3)
 # The camera looks at the table's origin, so points 1-2 cm around it fall in
 # the four patches that meet at the centre of a 64-px image (8-px patches).
 cells = [divmod(int(matching_patches(np.array([[dx, dy, 0]]), 64, 8)[0]), 8)
