@@ -13,6 +13,7 @@ namespace evla::cli {
 void add_plan_command(CLI::App& app) {
   struct Opts {
     std::string analysis, model, out = "plan.json", choice = "importance", method = "efficientvla", queries = "text", blocks;
+    std::string token_after = "2";
     accel::PlanRequest req;
   };
   auto o = std::make_shared<Opts>();
@@ -35,7 +36,10 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--tokens", r.tokens, "Visual tokens kept (K_final); 0 keeps all");
   cmd->add_option("--token-key", r.token_key, "K_key: top-relevance tokens")->capture_default_str();
   cmd->add_option("--token-alpha", r.token_alpha, "Share of the remaining budget chosen by relevance")->capture_default_str();
-  cmd->add_option("--token-after", r.token_after_layer, "Layers that see every token")->capture_default_str();
+  cmd->add_option("--token-after", o->token_after,
+                  "Layers that see every token (the selection ranks by the last of them), or auto: the layer "
+                  "whose selection moved the actions least in the analysis")
+      ->capture_default_str();
   cmd->add_option("--token-method", o->method, "efficientvla, fastv or random")
       ->check(CLI::IsMember({"efficientvla", "fastv", "random"}))->capture_default_str();
   cmd->add_option("--token-queries", o->queries,
@@ -61,6 +65,14 @@ void add_plan_command(CLI::App& app) {
                      : o->method == "random" ? TokenMethod::Random
                                              : TokenMethod::EfficientVla;
     r.token_queries = o->queries == "cognition" ? TokenQueries::Cognition : TokenQueries::Text;
+    if (o->token_after == "auto") {
+      r.token_after_layer = 0;
+    } else {
+      const std::vector<float> v = parse_floats(o->token_after, "--token-after");
+      if (v.size() != 1 || v[0] < 1 || v[0] != float(int(v[0])))
+        throw CLI::ValidationError("--token-after", "a layer count of at least 1, or auto; got '" + o->token_after + "'");
+      r.token_after_layer = int(v[0]);
+    }
     if (!o->blocks.empty())
       for (float b : parse_floats(o->blocks, "--cache-blocks")) r.cache_blocks.push_back(int(b));
     Plan p = accel::build_plan(a, *model, r);

@@ -142,6 +142,17 @@ std::vector<int> AnalysisReport::greedy_order() const {
     if (std::find(order.begin(), order.end(), l) == order.end()) order.push_back(l);
   return order;
 }
+int AnalysisReport::best_token_after() const {
+  if (token_after_nmse.empty())
+    throw Error("the analysis report has no token-selection ablation: rerun `evla analyze`");
+  int best = -1;
+  for (int k = 0; k < int(token_after_nmse.size()); ++k)
+    if (token_after_nmse[size_t(k)] >= 0 && (best < 0 || token_after_nmse[size_t(k)] < token_after_nmse[size_t(best)]))
+      best = k;
+  if (best < 0) throw Error("the analysis report measured no token selection (no early layer has attention)");
+  return best + 1;
+}
+
 std::vector<int> AnalysisReport::least_important_by_ablation() const {
   for (const auto& s : llm)
     if (s.ablation < 0) throw Error("the analysis report has no ablation scores: rerun `evla analyze`");
@@ -175,11 +186,7 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   // blocks in `drop` are skipped, over the first `frames` calibration frames.
   std::vector<std::vector<float>> dense_actions;
   for (const Observation& obs : calibration) dense_actions.push_back(policy.infer(obs).actions);
-  auto nmse_with = [&](const std::vector<bool>& drop, size_t frames) {
-    Plan p;
-    p.llm.assign(size_t(L), LayerPlan{});
-    for (int l = 0; l < L; ++l)
-      if (drop[size_t(l)]) p.llm[size_t(l)].attn = p.llm[size_t(l)].mlp = false;
+  auto nmse_of = [&](const Plan& p, size_t frames) {
     policy.set_plan(p);
     double num = 0, den = 0;
     for (size_t i = 0; i < frames; ++i) {
@@ -191,6 +198,13 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
       }
     }
     return den > 0 ? num / den : 0.0;
+  };
+  auto nmse_with = [&](const std::vector<bool>& drop, size_t frames) {
+    Plan p;
+    p.llm.assign(size_t(L), LayerPlan{});
+    for (int l = 0; l < L; ++l)
+      if (drop[size_t(l)]) p.llm[size_t(l)].attn = p.llm[size_t(l)].mlp = false;
+    return nmse_of(p, frames);
   };
   auto has_block = [&](int l) { return im.cfg.llm.layers[size_t(l)].attn || im.cfg.llm.layers[size_t(l)].mlp; };
   // Each block skipped alone, on every frame.
@@ -220,6 +234,22 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
     dropped[size_t(best)] = true;
     greedy.push_back(best);
   }
+  // Token selection after each early layer, a quarter of the visual tokens
+  // kept, on the same frames as the greedy ablation.
+  std::vector<double> token_after;
+  const int n_visual = im.visual_tokens();
+  for (int k = 1; n_visual >= 4 && k <= std::min(L - 1, std::max(1, L / 2)); ++k) {
+    if (!im.cfg.llm.layers[size_t(k - 1)].attn) {  // a pruned layer has no attention to rank by
+      token_after.push_back(-1);
+      continue;
+    }
+    Plan p;
+    p.tokens.enabled = true;
+    p.tokens.keep = n_visual / 4;
+    p.tokens.key = std::min(4, p.tokens.keep);
+    p.tokens.after_layer = k;
+    token_after.push_back(nmse_of(p, frames));
+  }
   policy.set_plan(Plan{});
 
   AnalysisReport r;
@@ -230,6 +260,7 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   r.dense_ms = {sum.vision_ms / n, sum.projector_ms / n, sum.llm_ms / n, sum.action_head_ms / n, sum.total_ms / n};
   r.flops = model->flops();
   r.greedy_drop_order = greedy;
+  r.token_after_nmse = token_after;
   for (int l = 0; l < L; ++l) {
     r.llm.push_back({llm.block[l].importance(), llm.attn[l].importance(), llm.mlp[l].importance(),
                      llm.cognition[l].importance(), ablation[size_t(l)]});
@@ -282,6 +313,7 @@ nlohmann::json AnalysisReport::to_json() const {
   }
   j["dit_attn_change"] = dit_attn_change;
   j["greedy_drop_order"] = greedy_drop_order;
+  j["token_after_nmse"] = token_after_nmse;
   j["dit_mlp_change"] = dit_mlp_change;
   return j;
 }
@@ -311,6 +343,7 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     a.dit_attn_change = j.at("dit_attn_change").get<std::vector<std::vector<double>>>();
     a.dit_mlp_change = j.at("dit_mlp_change").get<std::vector<std::vector<double>>>();
     a.greedy_drop_order = j.value("greedy_drop_order", std::vector<int>{});
+    a.token_after_nmse = j.value("token_after_nmse", std::vector<double>{});
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": malformed analysis report: " + e.what());
   }
@@ -318,6 +351,9 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     throw Error(source + ": per-layer arrays disagree in length");
   for (int l : a.greedy_drop_order)
     if (l < 0 || l >= int(a.llm.size())) throw Error(source + ": greedy_drop_order names a layer that does not exist");
+  if (a.token_after_nmse.size() >= a.llm.size())
+    throw Error(source + ": token_after_nmse has " + std::to_string(a.token_after_nmse.size()) +
+                " entries, more than the layers a selection can follow");
   return a;
 }
 

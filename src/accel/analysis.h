@@ -42,6 +42,13 @@ struct AnalysisReport {
   // Greedy joint ablation: block k is the one whose skipping, on top of
   // blocks 0..k-1 of this list, moves the actions least (up to half the LM).
   std::vector<int> greedy_drop_order;
+  // Token-selection ablation: element k − 1 is the action NMSE against dense
+  // when a quarter of the visual tokens is kept after layer k (EfficientVLA's
+  // selection, ranked by layer k − 1's attention), k = 1 .. max(1, L / 2);
+  // −1 where layer k − 1 has no attention. Which layer's attention knows
+  // where the task's objects are differs from policy to policy; this
+  // measures it on the output.
+  std::vector<double> token_after_nmse;
   Timing dense_ms;   // mean per-module latency of the dense policy during analysis
   FlopCount flops;   // dense analytic FLOPs
 
@@ -55,6 +62,8 @@ struct AnalysisReport {
   std::vector<int> least_important_by_ablation() const;
   // greedy_drop_order, then the other blocks by ablation; throws without them.
   std::vector<int> greedy_order() const;
+  // The token_after_nmse layer that moves the actions least; throws without them.
+  int best_token_after() const;
   std::vector<int> least_important_attention() const;
   std::vector<int> least_important_mlp() const;
 };

@@ -49,7 +49,8 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   Plan p;
   p.name = r.name.empty() ? "plan" : r.name;
   p.llm.assign(size_t(L), LayerPlan{});
-  const int protect = r.tokens > 0 ? r.token_after_layer - 1 : -1;
+  const int token_after = r.tokens > 0 && r.token_after_layer == 0 ? a.best_token_after() : r.token_after_layer;
+  const int protect = r.tokens > 0 ? token_after - 1 : -1;
   std::vector<bool> taken(size_t(L), false);
   const std::vector<int> block_order = r.layers == LayerChoice::CognitionImportance ? a.least_important_for_cognition()
                                        : r.layers == LayerChoice::Ablation            ? a.least_important_by_ablation()
@@ -93,7 +94,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
     p.tokens.keep = r.tokens;
     p.tokens.key = std::min(r.token_key, r.tokens);
     p.tokens.alpha = r.token_alpha;
-    p.tokens.after_layer = r.token_after_layer;
+    p.tokens.after_layer = token_after;
     p.tokens.method = r.token_method;
     p.tokens.queries = r.token_queries;
     p.tokens.seed = r.seed;

@@ -29,7 +29,7 @@ struct PlanRequest {
   int tokens = 0;            // K_final; 0 = keep all
   int token_key = 4;
   float token_alpha = 0.5f;
-  int token_after_layer = 2;
+  int token_after_layer = 2;  // 0: the analysis' best_token_after()
   TokenMethod token_method = TokenMethod::EfficientVla;
   TokenQueries token_queries = TokenQueries::Text;
   int cache_interval = 1;

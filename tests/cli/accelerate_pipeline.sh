@@ -41,6 +41,21 @@ order = a["greedy_drop_order"]
 assert len(order) == len(a["llm_importance"]) // 2, order
 assert p["llm"]["drop_blocks"] == [order[0]], (order, p["llm"])
 PY
+# --token-after auto: the layer whose token selection moved the actions least in the analysis.
+"$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after auto -o "$tmp/auto.json" >/dev/null
+/usr/bin/python3 - "$tmp/an.json" "$tmp/auto.json" "$tmp/long.json" <<'PY'
+import json, sys
+a, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+nmse = a["token_after_nmse"]
+assert len(nmse) == max(1, len(a["llm_importance"]) // 2) and all(v > 0 for v in nmse), nmse
+assert p["tokens"]["after_layer"] == 1 + min(range(len(nmse)), key=nmse.__getitem__), (nmse, p["tokens"])
+a["token_after_nmse"] = [0.1] * len(a["llm_importance"])  # a selection after the last layer cannot exist
+json.dump(a, open(sys.argv[3], "w"))
+PY
+if "$evla" plan -a "$tmp/long.json" -m "$model" --tokens 6 --token-after auto -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "token_after_nmse has 3 entries" "$tmp/err"
+if "$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after 0 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "a layer count of at least 1, or auto" "$tmp/err"
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
 "$evla" eval -m "$tmp/pruned" --plan "$tmp/pruned/plan.json" -n 2 --tasks pick -q | grep -q "overall"
