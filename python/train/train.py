@@ -93,11 +93,11 @@ def load_demos(data_dirs, max_episodes):
                     target_px.append(t["target_image"][rows].astype(np.float32))
                     objects_px.append(t["objects_image"][rows].astype(np.float32))
                 elif "target" in t:  # older shards: only the fixed camera's projection is known
-                    target_px.append(image_points_fallback(t["target"][rows].reshape(-1, 2, 3),
-                                                           np.concatenate(fixed_camera),
-                                                           t["image"].shape[1]).reshape(-1, 4))
-                    objects_px.append(image_points_fallback(t["objects"][rows][:, :, :3], np.concatenate(fixed_camera),
-                                                            t["image"].shape[1]) if "objects" in t else None)
+                    fixed, size = np.concatenate(fixed_camera), t["image"].shape[1]
+                    target_px.append(image_points_fallback(t["target"][rows].reshape(-1, 2, 3), fixed,
+                                                           size).reshape(-1, 4))
+                    objects_px.append(image_points_fallback(t["objects"][rows][:, :, :3], fixed, size)
+                                      if "objects" in t else None)
     tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
     ob = np.concatenate(objects).astype(np.float32) if len(objects) == len(images) else None
     tg_px = np.concatenate(target_px) if len(target_px) == len(images) else None

@@ -199,7 +199,8 @@ DatasetReport write_dataset(const std::string& dir, const DatasetOptions& option
     throw Error("sim::write_dataset: episodes, episodes_per_shard and threads must be positive");
   if (options.demo.chunk < 1 || options.demo.image_size < 8 || options.demo.image_size > 4096)
     throw Error("sim::write_dataset: chunk must be >= 1 and image_size in [8, 4096]");
-  if (options.camera_jitter != 0)  // the episodes would say the same, one per recording thread
+  // A bad jitter is refused before the directory is made (make_episode checks it).
+  if (options.camera_jitter != 0)
     make_episode({options.split, options.tasks.front(), options.seed, kAllVariantFactors, options.camera_jitter});
   std::filesystem::create_directories(dir);
   ThreadPool pool(options.threads);
