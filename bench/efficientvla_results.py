@@ -51,7 +51,7 @@ def configs(L, nv, a):
         ("layers only, chosen on the cognition token", layers + ["--layer-choice", "cognition"]),
         ("layers only, chosen by action ablation", layers + ["--layer-choice", "ablation"]),
         ("layers only, chosen by greedy joint ablation", layers + ["--layer-choice", "greedy"]),
-        ("all, layers chosen by action ablation (the shipped plan)",
+        ("all, layers chosen by action ablation",
          layers + ["--layer-choice", "ablation"] + mlp + tokens + cache),
         ("all, aggressive (half the layers, 1/8 of the tokens after layer 1)", aggressive),
         ("int8 LM (every layer: int8 weights × 7-bit activations, integer kernel)", ["--int8-layers", str(L)]),
@@ -59,6 +59,8 @@ def configs(L, nv, a):
         # --attn-layers 2,4,6), so its attention ranks the visual tokens better than layer 1's.
         ("tokens only, selected after layer 3 (relevance from layer 2)", tokens + ["--token-after", "3"]),
         ("all, greedy layers, tokens after layer 3", layers + ["--layer-choice", "greedy"] + mlp + tokens
+         + ["--token-after", "3"] + cache),
+        ("all, ablation layers, tokens after layer 3", layers + ["--layer-choice", "ablation"] + mlp + tokens
          + ["--token-after", "3"] + cache),
     ], drop, tok
 

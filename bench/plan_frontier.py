@@ -2,11 +2,13 @@
 """Success against speed-up over a grid of plans: what each speed-up costs at best.
 
     /usr/bin/python3 bench/plan_frontier.py --model models/evla-tabletop \
-        --analysis docs/results/analysis.json --out docs/plan_frontier.md --work docs/frontier
+        --analysis docs/results-stage11/analysis.json --token-after 3 --out docs/plan_frontier.md \
+        --work docs/frontier
 
-Every candidate combines evla's training-free tools: LM layers dropped (chosen by greedy
-joint ablation, the analysis' `greedy_drop_order`, the best or tied-best guided layer choice in
-docs/results.md on every policy since stage 7), visual tokens kept after layer --token-after
+Every candidate combines evla's training-free tools: LM layers dropped (chosen by
+--layer-choice: greedy joint ablation, the analysis' `greedy_drop_order`, by default; in
+docs/results.md it led on stages 7-9 and single-layer action ablation on stages 10-11),
+visual tokens kept after layer --token-after
 (EfficientVLA's selection, relevance from the attention of the layer before), the action
 head's cache interval, and optionally int8 LM layers. Each is scored in closed loop on
 calibration episodes (seeds from --calib-seed, disjoint from evaluation's 0...) and timed side
@@ -30,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REUSED = []  # evaluation reports found in --work instead of run
 
 
-def candidates(layers_total, token_after):
+def candidates(layers_total, token_after, layer_choice="greedy"):
     """(name, evla plan arguments) over the grid; dense first."""
     out = [("dense", None)]
     for drop, tokens, cache, int8 in itertools.product((0, 2, 4), (0, 32, 16), (1, 2, 5), (False, True)):
@@ -38,7 +40,7 @@ def candidates(layers_total, token_after):
             continue
         args, name = [], []
         if drop:
-            args += ["--drop-layers", str(drop), "--layer-choice", "greedy"]
+            args += ["--drop-layers", str(drop), "--layer-choice", layer_choice]
             name.append(f"drop {drop}")
         if tokens:
             args += ["--tokens", str(tokens), "--token-after", str(token_after)]
@@ -113,6 +115,8 @@ def main():
     ap.add_argument("--work", default="docs/frontier", help="plans and raw reports")
     ap.add_argument("--token-after", type=int, default=2,
                     help="layers that see every visual token (2: EfficientVLA's and FastV's default)")
+    ap.add_argument("--layer-choice", default="greedy", choices=["greedy", "ablation", "importance"],
+                    help="how `evla plan` picks the LM layers to drop")
     ap.add_argument("--reuse-evals", action="store_true",
                     help="keep evaluation reports already in --work (the same model and grid), e.g. to redo only "
                          "the timing; plans are rebuilt")
@@ -122,7 +126,7 @@ def main():
     layers_total = json.load(open(os.path.join(args.model, "config.json")))["llm"]["num_hidden_layers"]
 
     rows = []
-    for i, (name, plan_args) in enumerate(candidates(layers_total, args.token_after)):
+    for i, (name, plan_args) in enumerate(candidates(layers_total, args.token_after, args.layer_choice)):
         plan = "dense"
         if plan_args:
             plan = os.path.join(args.work, f"plan{i:02d}.json")

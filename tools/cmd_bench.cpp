@@ -88,7 +88,7 @@ void add_bench_command(CLI::App& app) {
     Observation obs = synthetic_observation(*model);
     if (!o->image.empty()) obs.images.assign(size_t(model->num_images()), load_image(o->image));
     if (!o->prompt.empty()) obs.instruction = o->prompt;
-    std::vector<std::string> plans = o->plans.empty() ? std::vector<std::string>{"dense"} : split_csv(o->plans);
+    std::vector<std::string> plans = o->plans.empty() ? std::vector<std::string>{"dense"} : split_csv(o->plans, "--plan");
     auto rows = nlohmann::json::array();
     const bool tty = isatty(2);  // progress only for a person watching
     // Every (plan, threads) configuration gets its own policy; repetitions
@@ -102,8 +102,8 @@ void add_bench_command(CLI::App& app) {
     };
     std::vector<Config> configs;
     for (const std::string& plan_path : plans)
-      for (const std::string& t : split_csv(o->threads)) {
-        Config c{plan_path == "dense" ? Plan{} : Plan::load(plan_path), int(parse_floats(t, "--threads").at(0)),
+      for (const int t : parse_ints(o->threads, "--threads")) {
+        Config c{plan_path == "dense" ? Plan{} : Plan::load(plan_path), t,
                  nullptr, {}, {}, {}, {}, {}};
         const auto t_first = std::chrono::steady_clock::now();
         c.policy = std::make_unique<Policy>(model, PolicyOptions{c.threads});
@@ -132,8 +132,7 @@ void add_bench_command(CLI::App& app) {
     const double rss = peak_rss_mb();
     std::map<int, kernels::Roofline> roof;
     if (o->roofline)
-      for (const std::string& t : split_csv(o->threads)) {
-        const int n = int(parse_floats(t, "--threads").at(0));
+      for (const int n : parse_ints(o->threads, "--threads")) {
         roof[n] = kernels::measure_roofline(n);
         fmt::print(stderr, "roofline, {} thread(s): fp32 GEMM {:.1f} GFLOP/s, memory {:.1f} GB/s\n", n,
                    roof[n].gemm_gflops, roof[n].bandwidth_gbs);

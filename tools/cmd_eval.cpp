@@ -50,7 +50,7 @@ void add_eval_command(CLI::App& app) {
     opts.record_dir = o->record;
     opts.progress = !o->quiet;
     auto model = Model::load(o->model);
-    const std::vector<std::string> plan_paths = split_csv(o->plan.empty() ? std::string("dense") : o->plan);
+    const std::vector<std::string> plan_paths = split_csv(o->plan.empty() ? std::string("dense") : o->plan, "--plan");
     nlohmann::json all = nlohmann::json::array();
     std::vector<eval::EvalReport> reports;
     for (const std::string& path : plan_paths) {

@@ -33,7 +33,7 @@ static void add_lm_command(CLI::App& app) {
       if (!tok) throw Error("--prompt needs a tokenizer; none at " + tok_path);
       ids = tok->encode(o->prompt, true);
     } else if (!o->ids.empty()) {
-      for (float v : parse_floats(o->ids, "--ids")) ids.push_back(int(v));
+      ids = parse_ints(o->ids, "--ids");
     } else {
       ids = {1};
     }

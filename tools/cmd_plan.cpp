@@ -47,7 +47,7 @@ void add_plan_command(CLI::App& app) {
                   "(the cognition token alone)")
       ->check(CLI::IsMember({"text", "cognition"}))->capture_default_str();
   cmd->add_option("--cache-interval", r.cache_interval, "Recompute the action head every N steps")->capture_default_str();
-  cmd->add_option("--cache-start", r.cache_start, "Steps before this always recompute")->capture_default_str();
+  cmd->add_option("--cache-start", r.cache_start, "Steps up to and including this one always recompute")->capture_default_str();
   cmd->add_option("--cache-blocks", o->blocks, "Comma list of DiT blocks that reuse (default: all)");
   cmd->add_option("--target-speedup", r.target_speedup, "Choose the numbers to reach this estimated speed-up");
   cmd->add_option("--seed", r.seed, "Seed of the random baselines");
@@ -68,13 +68,13 @@ void add_plan_command(CLI::App& app) {
     if (o->token_after == "auto") {
       r.token_after_layer = 0;
     } else {
-      const std::vector<float> v = parse_floats(o->token_after, "--token-after");
-      if (v.size() != 1 || v[0] < 1 || v[0] != float(int(v[0])))
+      const std::vector<int> v = parse_ints(o->token_after, "--token-after");
+      if (v.size() != 1 || v[0] < 1)
         throw CLI::ValidationError("--token-after", "a layer count of at least 1, or auto; got '" + o->token_after + "'");
-      r.token_after_layer = int(v[0]);
+      r.token_after_layer = v[0];
     }
     if (!o->blocks.empty())
-      for (float b : parse_floats(o->blocks, "--cache-blocks")) r.cache_blocks.push_back(int(b));
+      r.cache_blocks = parse_ints(o->blocks, "--cache-blocks");
     Plan p = accel::build_plan(a, *model, r);
     std::ofstream f(o->out);
     if (!f) throw Error(o->out + ": cannot write");

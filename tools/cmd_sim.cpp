@@ -109,6 +109,7 @@ void add_render(CLI::App& sim_cmd) {
     std::string task = "pick", split = "matching", out;
     uint64_t seed = 0;
     int size = 128, steps = 0;
+    float camera_jitter = 0;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = sim_cmd.add_subcommand("render", "Save an episode's frame as PNG and print its instruction");
@@ -118,9 +119,13 @@ void add_render(CLI::App& sim_cmd) {
   cmd->add_option("--seed", o->seed, "Episode seed")->capture_default_str();
   cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
   cmd->add_option("--steps", o->steps, "Let the clean expert act this many steps first")->capture_default_str();
+  cmd->add_option("--camera-jitter", o->camera_jitter,
+                  "With --split randomized: the jitter the episode was generated with (sim gen --camera-jitter)")
+      ->capture_default_str();
   cmd->callback([o] {
     sim::Env env;
-    env.reset({sim::parse_split(o->split), sim::parse_task(o->task), o->seed});
+    env.reset({sim::parse_split(o->split), sim::parse_task(o->task), o->seed, sim::kAllVariantFactors,
+               o->camera_jitter});
     sim::Expert expert(env.episode());
     float action[sim::kActionDim];
     for (int i = 0; i < o->steps && !env.done(); ++i) {

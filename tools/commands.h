@@ -26,8 +26,10 @@ void add_info_command(CLI::App& app);
 void add_sim_command(CLI::App& app);
 
 // Shared helpers for subcommands.
-std::vector<std::string> split_csv(const std::string& csv);
+// Comma lists from the command line; an empty item is an error naming `what`.
+std::vector<std::string> split_csv(const std::string& csv, const std::string& what);
 std::vector<float> parse_floats(const std::string& csv, const std::string& what);
+std::vector<int> parse_ints(const std::string& csv, const std::string& what);
 
 }  // namespace evla::cli
 

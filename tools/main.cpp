@@ -2,6 +2,7 @@
 // commands.h); errors print one line naming the problem and exit 1.
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "commands.h"
@@ -9,16 +10,20 @@
 
 namespace evla::cli {
 
-std::vector<std::string> split_csv(const std::string& csv) {
+std::vector<std::string> split_csv(const std::string& csv, const std::string& what) {
   std::vector<std::string> out;
-  std::stringstream ss(csv);
-  for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+  for (size_t start = 0; start <= csv.size();) {
+    const size_t end = std::min(csv.find(',', start), csv.size());
+    out.push_back(csv.substr(start, end - start));
+    if (out.back().empty()) throw Error(what + ": empty item in '" + csv + "'");
+    start = end + 1;
+  }
   return out;
 }
 
 std::vector<float> parse_floats(const std::string& csv, const std::string& what) {
   std::vector<float> out;
-  for (const std::string& item : split_csv(csv)) {
+  for (const std::string& item : split_csv(csv, what)) {
     try {
       size_t used = 0;
       out.push_back(std::stof(item, &used));
@@ -26,6 +31,24 @@ std::vector<float> parse_floats(const std::string& csv, const std::string& what)
     } catch (const std::exception&) {
       throw Error(what + ": '" + item + "' is not a number");
     }
+  }
+  return out;
+}
+
+std::vector<int> parse_ints(const std::string& csv, const std::string& what) {
+  std::vector<int> out;
+  for (const std::string& item : split_csv(csv, what)) {
+    long long v = 0;
+    try {
+      size_t used = 0;
+      v = std::stoll(item, &used);
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw Error(what + ": '" + item + "' is not an integer");
+    }
+    if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+      throw Error(what + ": '" + item + "' is out of range");
+    out.push_back(int(v));
   }
   return out;
 }

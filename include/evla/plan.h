@@ -41,7 +41,7 @@ struct TokenPlan {
 
 struct CachePlan {
   int interval = 1;          // 1 = recompute every step (dense)
-  int start = 0;             // steps before `start` always recompute
+  int start = 0;             // steps 0..start always recompute (and refresh the cache)
   std::vector<int> blocks;   // DiT blocks that reuse; empty = all blocks
 };
 

@@ -125,8 +125,10 @@ Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& 
   const ModelConfig& cfg = model.impl().cfg;
   if (req.target_speedup <= 0) return explicit_plan(a, cfg, req);
   if (req.target_speedup < 1) throw Error("--target-speedup must be ≥ 1");
-  // A ladder in EfficientVLA's order of risk: cache the action head first,
-  // then fewer visual tokens, then more and more LM layers, then MLP channels.
+  // A ladder, first rung first: cache the action head; then, for each visual-token
+  // budget from all tokens down, more and more LM layers, each without and then
+  // with a quarter of the MLP channels removed. Dropping layers at a larger token
+  // budget comes before any smaller budget.
   const int L = cfg.llm.num_layers, nv = a.visual_tokens;
   PlanRequest r = req;
   r.cache_interval = std::min(5, cfg.action_head.sample_steps);

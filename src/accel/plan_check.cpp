@@ -23,8 +23,10 @@ void check_plan(const Plan& plan, const ModelConfig& cfg) {
     const int F = cfg.llm.layers[l].intermediate_size;
     if (!(lp.mlp_keep > 0.f && lp.mlp_keep <= 1.f))
       bad(plan, f + ".mlp_keep", "must be in (0, 1], got " + std::to_string(lp.mlp_keep));
-    if (lp.mlp_keep < 1.f) {
-      if (lp.mlp_channels.empty()) bad(plan, f + ".mlp_channels", "needed when mlp_keep < 1");
+    if (lp.mlp_keep < 1.f && lp.mlp_channels.empty())
+      bad(plan, f + ".mlp_channels", "needed when mlp_keep < 1");
+    // Checked whenever listed: the run time and `evla prune` use any list they find.
+    if (!lp.mlp_channels.empty()) {
       int prev = -1;
       for (int c : lp.mlp_channels) {
         if (c <= prev || c >= F)

@@ -59,7 +59,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
   }
   JsonReader r(j, source);
   Plan p;
-  p.version = int(r.integer("evla_plan"));
+  p.version = r.int32("evla_plan");
   if (p.version != 1) r.fail("evla_plan", "unsupported plan version " + std::to_string(p.version));
   p.name = r.string("name", "unnamed");
 
@@ -114,10 +114,10 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
   if (r.has("tokens")) {
     JsonReader t = r.child("tokens");
     p.tokens.enabled = true;
-    p.tokens.keep = int(t.integer("keep"));
-    p.tokens.key = int(t.integer("key", 4));
+    p.tokens.keep = t.int32("keep");
+    p.tokens.key = t.int32("key", 4);
     p.tokens.alpha = float(t.number("alpha", 0.5));
-    p.tokens.after_layer = int(t.integer("after_layer", 2));
+    p.tokens.after_layer = t.int32("after_layer", 2);
     p.tokens.method = parse_method(t, t.string("method", "efficientvla"));
     p.tokens.seed = uint64_t(t.integer("seed", 0));
     p.tokens.queries = parse_queries(t, t.string("queries", "text"));
@@ -129,8 +129,8 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("cache")) {
     JsonReader c = r.child("cache");
-    p.cache.interval = int(c.integer("interval"));
-    p.cache.start = int(c.integer("start", 0));
+    p.cache.interval = c.int32("interval");
+    p.cache.start = c.int32("start", 0);
     if (p.cache.interval < 1) c.fail("interval", "must be ≥ 1, got " + std::to_string(p.cache.interval));
     if (p.cache.start < 0) c.fail("start", "must be ≥ 0");
     if (c.has("blocks"))

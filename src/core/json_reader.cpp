@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "evla/error.h"
@@ -87,6 +88,17 @@ int64_t JsonReader::integer(const std::string& key) const {
 
 int64_t JsonReader::integer(const std::string& key, int64_t fallback) const {
   return has(key) ? integer(key) : fallback;
+}
+
+int JsonReader::int32(const std::string& key) const {
+  const int64_t v = integer(key);
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    fail(key, "integer out of range: " + std::to_string(v));
+  return int(v);
+}
+
+int JsonReader::int32(const std::string& key, int fallback) const {
+  return has(key) ? int32(key) : fallback;
 }
 
 double JsonReader::number(const std::string& key) const {

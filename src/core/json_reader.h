@@ -18,6 +18,10 @@ class JsonReader {
 
   int64_t integer(const std::string& key) const;
   int64_t integer(const std::string& key, int64_t fallback) const;
+  // The same, for fields stored as int: a value outside int's range is an error
+  // that names the key, never a silent wrap.
+  int int32(const std::string& key) const;
+  int int32(const std::string& key, int fallback) const;
   double number(const std::string& key) const;
   double number(const std::string& key, double fallback) const;
   bool boolean(const std::string& key, bool fallback) const;

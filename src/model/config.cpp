@@ -49,10 +49,10 @@ VitConfig parse_vit(const JsonReader& r) {
   c.num_heads = positive(r, "num_heads");
   c.intermediate_size = positive(r, "intermediate_size");
   c.class_token = r.boolean("class_token", false);
-  c.num_registers = int(r.integer("num_registers", 0));
+  c.num_registers = r.int32("num_registers", 0);
   if (c.num_registers < 0 || c.num_registers > 64) r.fail("num_registers", "must be in [0, 64]");
   c.layer_scale = r.boolean("layer_scale", false);
-  c.feature_layer = int(r.integer("feature_layer", c.num_layers - 2));
+  c.feature_layer = r.int32("feature_layer", c.num_layers - 2);
   c.norm_eps = float(r.number("norm_eps", 1e-6));
   read_rgb(r, "image_mean", c.image_mean, 0.5f);
   read_rgb(r, "image_std", c.image_std, 0.5f);
@@ -75,13 +75,13 @@ LlamaConfig parse_llama(const JsonReader& r) {
   c.intermediate_size = positive(r, "intermediate_size");
   c.num_layers = positive(r, "num_hidden_layers");
   c.num_heads = positive(r, "num_attention_heads");
-  c.num_kv_heads = int(r.integer("num_key_value_heads", c.num_heads));
+  c.num_kv_heads = r.int32("num_key_value_heads", c.num_heads);
   require_positive(r, "num_key_value_heads", c.num_kv_heads);
   c.vocab_size = positive(r, "vocab_size");
   c.rms_norm_eps = float(r.number("rms_norm_eps", 1e-5));
   c.rope_theta = float(r.number("rope_theta", 10000.0));
-  c.bos_token_id = int(r.integer("bos_token_id", 1));
-  c.eos_token_id = int(r.integer("eos_token_id", 2));
+  c.bos_token_id = r.int32("bos_token_id", 1);
+  c.eos_token_id = r.int32("eos_token_id", 2);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
   if (c.hidden_size % c.num_heads != 0)
     r.fail("hidden_size", "must be a multiple of num_attention_heads");
@@ -101,7 +101,7 @@ LlamaConfig parse_llama(const JsonReader& r) {
       auto& L = c.layers[size_t(i)];
       L.attn = e.boolean("attention", true);
       L.mlp = e.boolean("mlp", true);
-      L.intermediate_size = int(e.integer("intermediate_size", c.intermediate_size));
+      L.intermediate_size = e.int32("intermediate_size", c.intermediate_size);
       if (L.intermediate_size < 1) e.fail("intermediate_size", "must be positive");
     }
   }
@@ -126,7 +126,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
 
   // Vision
   JsonReader vis = root.child("vision");
-  m.vision.num_images = int(vis.integer("num_images", 1));
+  m.vision.num_images = vis.int32("num_images", 1);
   if (m.vision.num_images < 1 || m.vision.num_images > 8) vis.fail("num_images", "must be in [1, 8]");
   if (!vis.has("encoders") || !vis.node().at("encoders").is_array())
     vis.fail("encoders", "expected an array of encoder objects");
@@ -158,13 +158,18 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
     if (m.prompt.tmpl.find("{instruction}") == std::string::npos)
       p.fail("template", "must contain {instruction}");
     m.prompt.lowercase_instruction = p.boolean("lowercase_instruction", true);
-    m.prompt.space_token_id = int(p.integer("space_token_id", m.prompt.space_token_id));
-    m.prompt.cognition_token_id = int(p.integer("cognition_token_id", m.llm.eos_token_id));
-    if (m.prompt.space_token_id >= m.llm.vocab_size)
-      p.fail("space_token_id", "outside the vocabulary");
-    if (m.prompt.cognition_token_id < 0 || m.prompt.cognition_token_id >= m.llm.vocab_size)
-      p.fail("cognition_token_id", "outside the vocabulary");
+    m.prompt.space_token_id = p.int32("space_token_id", m.prompt.space_token_id);
+    m.prompt.cognition_token_id = p.int32("cognition_token_id", m.llm.eos_token_id);
   }
+  // Checked here, defaults included, so a bad id fails at load and not at the first inference.
+  const auto outside_vocab = [&](int id) { return id < 0 || id >= m.llm.vocab_size; };
+  const std::string vocab = "outside the vocabulary of " + std::to_string(m.llm.vocab_size);
+  if (m.prompt.space_token_id != -1 && outside_vocab(m.prompt.space_token_id))
+    root.fail("prompt.space_token_id", vocab + ": " + std::to_string(m.prompt.space_token_id));
+  if (outside_vocab(m.prompt.cognition_token_id))
+    root.fail("prompt.cognition_token_id", vocab + ": " + std::to_string(m.prompt.cognition_token_id));
+  if (outside_vocab(m.llm.bos_token_id))
+    root.fail("llm.bos_token_id", vocab + ": " + std::to_string(m.llm.bos_token_id));
 
   // Action head
   JsonReader ah = root.child("action_head");
@@ -177,7 +182,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   a.action_dim = positive(ah, "action_dim");
   a.chunk_size = positive(ah, "chunk_size");
   a.cond_dim = positive(ah, "cond_dim");
-  a.state_dim = int(ah.integer("state_dim", 0));
+  a.state_dim = ah.int32("state_dim", 0);
   a.frequency_embedding_size = positive(ah, "frequency_embedding_size");
   a.norm_eps = float(ah.number("norm_eps", 1e-6));
   a.train_steps = positive(ah, "train_steps");
@@ -202,7 +207,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
     for (double v : an.numbers("q01")) n.q01.push_back(float(v));
     for (double v : an.numbers("q99")) n.q99.push_back(float(v));
     if (an.has("mask")) n.mask = an.booleans("mask");
-    n.gripper_index = int(an.integer("gripper_index", a.action_dim - 1));
+    n.gripper_index = an.int32("gripper_index", a.action_dim - 1);
     const size_t ad = size_t(a.action_dim);
     if (n.q01.size() != ad) an.fail("q01", "must have action_dim (" + std::to_string(ad) + ") entries");
     if (n.q99.size() != ad) an.fail("q99", "must have action_dim (" + std::to_string(ad) + ") entries");

@@ -3,6 +3,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -10,6 +11,14 @@
 
 namespace evla::serve {
 namespace {
+
+// A float64 beyond float32's range would turn into inf (undefined behaviour in C++).
+float to_float(double v, const std::string& key, size_t i) {
+  if (!std::isfinite(v)) throw ProtocolError(fmt::format("{}: value {} is not finite", key, i));
+  if (std::fabs(v) > double(std::numeric_limits<float>::max()))
+    throw ProtocolError(fmt::format("{}: value {} ({}) is outside float32's range", key, i, v));
+  return float(v);
+}
 
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
 
@@ -242,8 +251,7 @@ std::vector<float> state_from_array(const std::string& key, const ArrayView& a, 
       case 'u' * 16 + 4: v = load(uint32_t{}); break;
       case 'u' * 16 + 8: v = load(uint64_t{}); break;
     }
-    if (!std::isfinite(v)) throw ProtocolError(fmt::format("{}: value {} is not finite", key, i));
-    out[i] = float(v);
+    out[i] = to_float(v, key, i);
   }
   return out;
 }
@@ -294,8 +302,7 @@ Observation decode_observation(const void* data, size_t size, const Metadata& me
         else if (x.type == msgpack::type::POSITIVE_INTEGER) f = double(x.via.u64);
         else if (x.type == msgpack::type::NEGATIVE_INTEGER) f = double(x.via.i64);
         else throw ProtocolError(meta.state_key + ": expected numbers");
-        if (!std::isfinite(f)) throw ProtocolError(fmt::format("{}: value {} is not finite", meta.state_key, i));
-        obs.state.push_back(float(f));
+        obs.state.push_back(to_float(f, meta.state_key, i));
       }
     } else {
       throw ProtocolError(meta.state_key + ": expected a numpy array or a list of numbers");

@@ -57,6 +57,12 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
                   "dropped");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "intermediate_size": 128, "mlp_channels": {"0": [5, 3]}}})",
                   "strictly increasing");
+  // A plan-wide intermediate_size of 1 makes mlp_keep 1; the list is still checked against the
+  // model's own layer width, because the runtime and `evla prune` use any list they find.
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "intermediate_size": 1, "mlp_channels": {"0": [100000]}}})",
+                  "channel indices below");
+  expect_rejected(R"({"evla_plan": 4294967297})", "evla_plan: integer out of range");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 4294967304}})", "tokens.keep: integer out of range");
 }
 
 TEST(Plan, RoundTripsThroughJson) {

@@ -124,6 +124,14 @@ TEST(ServeProtocol, StateDtypesConvert) {
   const float nan[1] = {std::numeric_limits<float>::quiet_NaN()};
   EXPECT_THROW(state_from_array("s", ArrayView{"<f4", {1}, reinterpret_cast<const uint8_t*>(nan), 4}, 1),
                ProtocolError);
+  // Finite as float64 but beyond float32: refused by name, never turned into inf.
+  const double big[1] = {1e300};
+  try {
+    state_from_array("s", ArrayView{"<f8", {1}, reinterpret_cast<const uint8_t*>(big), 8}, 1);
+    ADD_FAILURE() << "1e300 was accepted";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("outside float32's range"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ServeProtocol, BadInputsGetClearMessages) {
