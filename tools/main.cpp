@@ -3,21 +3,17 @@
 #include <algorithm>
 #include <cstdio>
 #include <limits>
-#include <sstream>
 
 #include "commands.h"
+#include "core/comma_list.h"
 #include "evla/error.h"
 
 namespace evla::cli {
 
 std::vector<std::string> split_csv(const std::string& csv, const std::string& what) {
-  std::vector<std::string> out;
-  for (size_t start = 0; start <= csv.size();) {
-    const size_t end = std::min(csv.find(',', start), csv.size());
-    out.push_back(csv.substr(start, end - start));
-    if (out.back().empty()) throw Error(what + ": empty item in '" + csv + "'");
-    start = end + 1;
-  }
+  std::vector<std::string> out = comma_items(csv);
+  for (const std::string& item : out)
+    if (item.empty()) throw Error(what + ": empty item in '" + csv + "'");
   return out;
 }
 

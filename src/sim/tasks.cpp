@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "core/comma_list.h"
 #include "evla/error.h"
 
 namespace evla::sim {
@@ -19,18 +20,6 @@ constexpr const char* kSideNames[] = {"left", "right"};
 constexpr std::pair<const char*, uint32_t> kFactorNames[] = {
     {"camera", kVaryCamera}, {"surfaces", kVarySurfaces}, {"light", kVaryLight},
     {"shades", kVaryShades}, {"distractors", kVaryDistractors}};
-
-// The items of a comma list, empty ones included (so "a," is an error where a name is parsed).
-std::vector<std::string> comma_items(const std::string& csv) {
-  std::vector<std::string> items;
-  size_t start = 0;
-  while (start <= csv.size()) {
-    const size_t end = std::min(csv.find(',', start), csv.size());
-    items.push_back(csv.substr(start, end - start));
-    start = end + 1;
-  }
-  return items;
-}
 
 // Instruction templates: {obj} the target, {anchor} move_near's reference
 // object, {side} the drawer. All name the target, so that with distractors
