@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--evla", default=os.path.join(ROOT, "build", "bin", "evla"))
     ap.add_argument("--episodes", type=int, default=400, help="matching episodes per configuration")
     ap.add_argument("--variants-episodes", type=int, default=200)
-    ap.add_argument("--execute", type=int, default=4)
+    ap.add_argument("--execute", type=int, default=0, help="actions per inference (0: the model's n_action_steps)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--bench-reps", type=int, default=30)
     ap.add_argument("--drop-layers", type=int, default=0)

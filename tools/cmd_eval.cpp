@@ -13,7 +13,7 @@ namespace evla::cli {
 void add_eval_command(CLI::App& app) {
   struct Opts {
     std::string model, plan, split = "matching", factors = "all", tasks, json, record;
-    int episodes = 50, execute = 4, workers = 0, threads = 1;
+    int episodes = 50, execute = 0, workers = 0, threads = 1, sticky = 0;
     uint64_t seed = 0;
     bool ensemble = false, quiet = false;
   };
@@ -29,8 +29,11 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
   cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->capture_default_str();
   cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();
-  cmd->add_option("--execute", o->execute, "Actions executed per inference")->capture_default_str();
+  cmd->add_option("--execute", o->execute, "Actions executed per inference (default: the model's n_action_steps)");
   cmd->add_flag("--ensemble", o->ensemble, "CogACT adaptive action ensembling (one action per inference)");
+  cmd->add_option("--sticky-gripper", o->sticky,
+                  "Hold every gripper flip for this many steps (SIMPLER's Google-robot filter uses 15; 0: off)")
+      ->capture_default_str();
   cmd->add_option("--workers", o->workers, "Episodes run in parallel (default: cores)");
   cmd->add_option("--threads,-t", o->threads, "Threads per policy")->capture_default_str();
   cmd->add_option("--json", o->json, "Also write the full report (every episode) as JSON here");
@@ -45,6 +48,7 @@ void add_eval_command(CLI::App& app) {
     opts.seed = o->seed;
     opts.execute = o->execute;
     opts.ensemble = o->ensemble;
+    opts.sticky_gripper = o->sticky;
     opts.workers = o->workers;
     opts.threads_per_policy = o->threads;
     opts.record_dir = o->record;

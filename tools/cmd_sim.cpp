@@ -24,7 +24,7 @@ const char* kTasksHelp = "Comma list or 'all': pick, move_near, open_drawer, clo
 void add_gen(CLI::App& sim_cmd) {
   struct Opts {
     std::string split = "matching", tasks = "all", out, policy, plan;
-    int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1, execute = 4;
+    int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1, execute = 0, sticky = 0;
     uint64_t seed = 1000000;  // training seeds stay clear of evaluation's, which start at 0
     float noise = 1, expert_share = 0, camera_jitter = 0;
     bool keep_failed = false, quiet = false;
@@ -51,7 +51,9 @@ void add_gen(CLI::App& sim_cmd) {
   cmd->add_option("--policy", o->policy,
                   "On-policy data (DAgger): this model drives, and the expert labels every frame it visits");
   cmd->add_option("--plan", o->plan, "With --policy: its acceleration plan");
-  cmd->add_option("--execute", o->execute, "With --policy: actions executed per inference")->capture_default_str();
+  cmd->add_option("--execute", o->execute, "With --policy: actions executed per inference (default: the model's n_action_steps)");
+  cmd->add_option("--sticky-gripper", o->sticky, "With --policy: as evla eval --sticky-gripper")
+      ->capture_default_str();
   cmd->add_option("--expert-share", o->expert_share,
                   "With --policy: chance per inference that the expert's actions run instead")
       ->capture_default_str();
@@ -85,7 +87,7 @@ void add_gen(CLI::App& sim_cmd) {
     if (model->image_size() != o->size)
       throw Error(fmt::format("--size {}: the policy '{}' sees {} px frames", o->size, model->name(),
                               model->image_size()));
-    const eval::OnPolicyOptions on{o->chunk, o->execute, o->expert_share};
+    const eval::OnPolicyOptions on{o->chunk, o->execute, o->expert_share, o->sticky};
     eval::check_on_policy(*model, on);
     const Plan plan = o->plan.empty() ? Plan{} : Plan::load(o->plan);
     std::vector<Policy> policies;  // one per recording thread, one thread each (as evla eval's default)

@@ -60,6 +60,8 @@ class Model {
   const std::string& directory() const;
   int action_dim() const;
   int action_horizon() const;
+  // Actions per chunk to execute before the next inference (config's n_action_steps).
+  int action_steps() const;
   int num_images() const;
   int image_size() const;
   int state_dim() const;

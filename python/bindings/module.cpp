@@ -70,6 +70,7 @@ py::dict metadata_dict(const serve::Metadata& m) {
   d["server"] = "evla";
   d["model"] = m.model;
   d["action_horizon"] = m.action_horizon;
+  d["action_steps"] = m.action_steps;
   d["action_dim"] = m.action_dim;
   d["image_keys"] = m.image_keys;
   d["image_size"] = m.image_size;

@@ -82,7 +82,8 @@ def main():
     ap.add_argument("--task", default="pick")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--episodes", type=int, default=1)
-    ap.add_argument("--execute", type=int, default=4, help="chunk rows executed per request (0: all; evla eval uses 4)")
+    ap.add_argument("--execute", type=int, default=None,
+                    help="chunk rows executed per request (default: the server's action_steps; 0: all)")
     ap.add_argument("--synthetic", action="store_true", help="synthetic images instead of evla.sim")
     args = ap.parse_args()
 
@@ -124,7 +125,8 @@ def main():
                     chunk = policy.infer(obs)["actions"]
                     latencies.append((time.perf_counter() - t0) * 1000)
                     requests += 1
-                    for row in chunk[: args.execute or len(chunk)]:
+                    steps = meta.get("action_steps", len(chunk)) if args.execute is None else args.execute
+                    for row in chunk[: steps or len(chunk)]:
                         if env.done:
                             break
                         action = np.zeros(action_dim, dtype=np.float32)

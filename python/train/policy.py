@@ -78,6 +78,7 @@ def make_config(vocab_size, space_id, q01, q99, size="default", state_dim=4):
             "num_heads": s["dit_heads"], "mlp_ratio": 4.0, "action_dim": 4, "chunk_size": 16,
             "cond_dim": s["llm_d"], "state_dim": state_dim, "frequency_embedding_size": 256, "norm_eps": 1e-6,
             "train_steps": 100, "beta_schedule": "squaredcos_cap_v2", "sample_steps": 10, "cfg_scale": 1.5,
+            "n_action_steps": 4,
         },
         "action_normalization": {"q01": [float(v) for v in q01], "q99": [float(v) for v in q99],
                                  "mask": [True, True, True, False], "gripper_index": 3},

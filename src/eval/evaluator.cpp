@@ -6,11 +6,13 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/progress.h"
 #include "eval/ensemble.h"
 #include "eval/recorder.h"
+#include "eval/sticky_gripper.h"
 #include "eval/stats.h"
 #include "sim/env.h"
 
@@ -30,6 +32,7 @@ EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const Ev
   sim::Env env;
   env.reset(spec);
   AdaptiveEnsembler ens(m.action_horizon(), m.action_dim(), o.ensemble_alpha);
+  StickyGripper sticky(o.sticky_gripper, sim::kGripperIndex);
   Observation obs;
   obs.instruction = env.instruction();
   obs.images.resize(1);
@@ -49,15 +52,18 @@ EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const Ev
     tot.sum.action_head_ms += chunk.timing.action_head_ms;
     tot.sum.total_ms += chunk.timing.total_ms;
     if (o.ensemble) {
-      const std::vector<float> a = ens.add_and_pick(chunk.actions.data());
+      std::vector<float> a = ens.add_and_pick(chunk.actions.data());
+      sticky.apply(a.data());
       env.step(a.data());
       ++tot.executed;
       continue;
     }
-    const int n = std::min(o.execute, chunk.horizon);
+    const int n = std::min(o.execute > 0 ? o.execute : m.action_steps(), chunk.horizon);
     for (int t = 0; t < n && !env.done(); ++t) {
       if (t > 0 && rec) rec->frame(env.render(m.image_size(), m.image_size()));
-      env.step(chunk.row(t));
+      std::vector<float> a(chunk.row(t), chunk.row(t) + m.action_dim());
+      sticky.apply(a.data());
+      env.step(a.data());
       ++tot.executed;
     }
   }
@@ -90,7 +96,8 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
   model->validate(plan);
   if (o.tasks.empty()) throw Error("evaluation needs at least one task");
   if (o.episodes < 1) throw Error("evaluation needs at least one episode");
-  if (o.execute < 1) throw Error("--execute must be at least 1");
+  if (o.execute < 0) throw Error("--execute must be at least 1 (0: the model's n_action_steps)");
+  if (o.sticky_gripper < 0) throw Error("--sticky-gripper must be 0 (off) or a number of steps");
   if (o.split != sim::Split::Variants && o.variant_factors != sim::kAllVariantFactors)
     throw Error("variants factors apply to the variants split only");
   if (!(o.variant_factors & sim::kAllVariantFactors)) throw Error("variants split with no factor to vary");
@@ -107,7 +114,8 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
   std::atomic<int> successes{0};
   std::mutex err_mu;
   std::string error;
-  Progress progress(fmt::format("eval {} {}", model->name(), plan.name), int64_t(specs.size()));
+  std::optional<Progress> progress;  // none with --quiet: even its closing line would print
+  if (o.progress) progress.emplace(fmt::format("eval {} {}", model->name(), plan.name), int64_t(specs.size()));
   if (!o.record_dir.empty()) std::filesystem::create_directories(o.record_dir);
   std::vector<std::atomic<int>> recorded(sim::kNumTasks);
 
@@ -122,7 +130,7 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
           rec = std::make_unique<Recorder>(o.record_dir, specs[i], sim::make_episode(specs[i]).instruction);
         results[i] = run_episode(policy, specs[i], o, totals[size_t(w)], rec.get());
         const int s = successes += results[i].success ? 1 : 0;
-        if (o.progress) progress.advance(1, fmt::format("success {}/{}", s, next.load() > specs.size() ? specs.size() : next.load()));
+        if (progress) progress->advance(1, fmt::format("success {}/{}", s, next.load() > specs.size() ? specs.size() : next.load()));
       }
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(err_mu);
@@ -134,7 +142,7 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
   for (int w = 1; w < workers; ++w) pool.emplace_back(work, w);
   work(0);
   for (auto& t : pool) t.join();
-  if (o.progress) progress.finish();
+  if (progress) progress->finish();
   if (!error.empty()) throw Error("evaluation failed: " + error);
 
   EvalReport rep;

@@ -20,9 +20,10 @@ struct EvalOptions {
   std::vector<sim::Task> tasks = sim::all_tasks();
   int episodes = 50;           // in total; episode i runs tasks[i % n] with seed + i / n
   uint64_t seed = 0;
-  int execute = 4;             // actions executed per inference (receding horizon)
+  int execute = 0;             // actions executed per inference (receding horizon); 0: the model's n_action_steps
   bool ensemble = false;       // adaptive ensembling, one action per inference
   float ensemble_alpha = 0.1f;
+  int sticky_gripper = 0;      // hold each gripper flip this many steps (SIMPLER's Google robot: 15); ≤ 1 off
   int workers = 0;             // parallel episodes (0: number of cores)
   int threads_per_policy = 1;
   std::string record_dir;      // write PNG strips of episodes here

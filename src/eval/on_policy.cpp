@@ -4,14 +4,17 @@
 
 #include "core/rng.h"
 #include "eval/evaluator.h"
+#include "eval/sticky_gripper.h"
 #include "sim/env.h"
 
 namespace evla::eval {
 
 void check_on_policy(const Model& m, const OnPolicyOptions& o) {
   check_compatible(m);
-  if (o.chunk < 1 || o.execute < 1 || !(o.expert_share >= 0 && o.expert_share <= 1))
-    throw Error("on-policy recording: chunk and execute must be >= 1 and expert_share in [0, 1]");
+  if (o.chunk < 1 || o.execute < 0 || !(o.expert_share >= 0 && o.expert_share <= 1) || o.sticky_gripper < 0)
+    throw Error(
+        "on-policy recording: chunk must be >= 1, execute >= 0 (0: the model's n_action_steps), expert_share in [0, "
+        "1] and sticky_gripper >= 0");
 }
 
 sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const OnPolicyOptions& o) {
@@ -27,13 +30,14 @@ sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const O
   obs.instruction = env.instruction();
   obs.images.resize(1);
   std::vector<float> plan;  // actions still to execute: the policy's or the expert's
+  StickyGripper sticky(o.sticky_gripper, sim::kGripperIndex);
   size_t next = 0;
   while (!env.done()) {
     Image img = env.render(m.image_size(), m.image_size());
     const std::vector<float> label = sim::expert_chunk(env.episode(), env.scene(), o.chunk);
     if (next * sim::kActionDim >= plan.size()) {
       next = 0;
-      const int n = std::min(o.execute, m.action_horizon());
+      const int n = std::min(o.execute > 0 ? o.execute : m.action_steps(), m.action_horizon());
       if (rng.uniform() < o.expert_share) {
         plan.assign(label.begin(), label.begin() + std::min<ptrdiff_t>(label.size(), n * sim::kActionDim));
       } else {
@@ -44,7 +48,8 @@ sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const O
         plan.assign(chunk.row(0), chunk.row(0) + size_t(n) * sim::kActionDim);
       }
     }
-    const float* a = &plan[next++ * sim::kActionDim];
+    float* a = &plan[next++ * sim::kActionDim];
+    sticky.apply(a);  // whichever chunk runs, as a robot's gripper filter would
     sim::record_frame(d, env, img);
     d.chunks.insert(d.chunks.end(), label.begin(), label.end());
     d.actions.insert(d.actions.end(), a, a + sim::kActionDim);

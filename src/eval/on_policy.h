@@ -13,8 +13,9 @@ namespace evla::eval {
 
 struct OnPolicyOptions {
   int chunk = 16;            // label actions per frame
-  int execute = 4;           // policy actions executed per inference (as `evla eval`)
+  int execute = 0;           // policy actions executed per inference (as `evla eval`; 0: the model's n_action_steps)
   float expert_share = 0;    // chance per inference that the expert's chunk is executed instead
+  int sticky_gripper = 0;    // as `evla eval --sticky-gripper`: the policy's gripper flips held this many steps
 };
 
 // evla::Error unless the model fits the benchmark and the options are valid.

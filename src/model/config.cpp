@@ -189,6 +189,9 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   a.beta_schedule = ah.string("beta_schedule", "squaredcos_cap_v2");
   a.sample_steps = positive(ah, "sample_steps");
   a.cfg_scale = float(ah.number("cfg_scale", 1.5));
+  a.n_action_steps = ah.int32("n_action_steps", std::min(4, a.chunk_size));
+  if (a.n_action_steps < 1 || a.n_action_steps > a.chunk_size)
+    ah.fail("n_action_steps", "must be between 1 and chunk_size (" + std::to_string(a.chunk_size) + ")");
   if (a.state_dim < 0) ah.fail("state_dim", "must be ≥ 0");
   if (a.hidden_size % a.num_heads != 0) ah.fail("hidden_size", "must be a multiple of num_heads");
   if (a.cond_dim != m.llm.hidden_size)

@@ -90,6 +90,9 @@ struct ActionHeadConfig {
   std::string beta_schedule = "squaredcos_cap_v2";
   int sample_steps = 10;
   float cfg_scale = 1.5f;
+  // Actions of each chunk a controller executes before it asks again (LeRobot's
+  // n_action_steps): how far the policy was validated to run open loop.
+  int n_action_steps = 4;
 
   int mlp_hidden() const { return int(hidden_size * mlp_ratio); }
   bool use_cfg() const { return cfg_scale > 1.0f; }

@@ -58,6 +58,7 @@ const std::string& Model::name() const { return impl_->cfg.name; }
 const std::string& Model::directory() const { return impl_->dir; }
 int Model::action_dim() const { return impl_->cfg.action_head.action_dim; }
 int Model::action_horizon() const { return impl_->cfg.action_head.chunk_size; }
+int Model::action_steps() const { return impl_->cfg.action_head.n_action_steps; }
 int Model::num_images() const { return impl_->cfg.vision.num_images; }
 int Model::image_size() const { return impl_->cfg.vision.image_size(); }
 int Model::state_dim() const { return impl_->cfg.action_head.state_dim; }
@@ -106,8 +107,8 @@ std::string Model::describe() const {
                    c.llm.intermediate_size, c.llm.vocab_size);
   const auto& a = c.action_head;
   o << fmt::format(
-      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}; DDIM {}/{} steps; CFG {}\n",
-      a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.sample_steps,
+      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}, {} executed; DDIM {}/{} steps; CFG {}\n",
+      a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.n_action_steps, a.sample_steps,
       a.train_steps, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
   return o.str();
 }

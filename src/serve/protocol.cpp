@@ -197,6 +197,7 @@ Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys
   Metadata m;
   m.model = model.name();
   m.action_horizon = model.action_horizon();
+  m.action_steps = model.action_steps();
   m.action_dim = model.action_dim();
   m.image_keys.assign(keys.images.begin(), keys.images.begin() + model.num_images());
   m.image_size = model.image_size();
@@ -359,7 +360,7 @@ std::string encode_reply(const ActionChunk& chunk, const ReplyTiming& t) {
 std::string encode_metadata(const Metadata& meta) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(13);
+  pk.pack_map(14);
   auto kv = [&](std::string_view k, const auto& v) {
     pack_key(pk, k);
     pk.pack(v);
@@ -367,6 +368,7 @@ std::string encode_metadata(const Metadata& meta) {
   kv("server", std::string("evla"));
   kv("model", meta.model);
   kv("action_horizon", meta.action_horizon);
+  kv("action_steps", meta.action_steps);
   kv("action_dim", meta.action_dim);
   kv("image_keys", meta.image_keys);
   kv("image_size", meta.image_size);

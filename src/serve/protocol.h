@@ -41,6 +41,7 @@ struct ObsKeys {
 struct Metadata {
   std::string model;
   int action_horizon = 0, action_dim = 0;
+  int action_steps = 0;  // rows to execute before the next request (the model's n_action_steps)
   std::vector<std::string> image_keys;  // the first num_images of ObsKeys::images
   int image_size = 0;                   // the model's input; other sizes are resized
   std::string state_key;                // empty when the model takes no state

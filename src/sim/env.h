@@ -33,6 +33,7 @@ namespace evla::sim {
 
 inline constexpr int kActionDim = 4;
 inline constexpr int kStateDim = 4;
+inline constexpr int kGripperIndex = 3;  // action[3]: the gripper command
 
 class Env {
  public:

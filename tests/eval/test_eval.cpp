@@ -2,11 +2,13 @@
 // evaluator on a random-weight benchmark-shaped model.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "eval/ensemble.h"
 #include "eval/evaluator.h"
 #include "eval/on_policy.h"
+#include "eval/sticky_gripper.h"
 #include "sim/env.h"
 #include "eval/stats.h"
 
@@ -45,6 +47,33 @@ TEST(Ensemble, AveragesAgreeingPredictionsByAge) {
   // weight exp(0); the newest gets exp(0.1).
   const double w = std::exp(0.1);
   EXPECT_NEAR(a[0], (3 + 6 - w) / (2 + w), 1e-5);
+}
+
+// The gripper value after the filter, for a sequence of predicted values.
+std::vector<float> filtered(int repeat, const std::vector<float>& gripper) {
+  StickyGripper f(repeat, 1);
+  std::vector<float> out;
+  for (float g : gripper) {
+    float a[2] = {0.25f, g};
+    f.apply(a);
+    EXPECT_EQ(a[0], 0.25f);  // only the gripper is touched
+    out.push_back(a[1]);
+  }
+  return out;
+}
+
+TEST(StickyGripper, HoldsEachFlipForItsRepeat) {
+  // A close, a stray open one step later, then opens: the close holds 3 steps
+  // (the step it was made on and 2 more), then the open flips and holds.
+  EXPECT_EQ(filtered(3, {0.1f, 0.9f, 0.2f, 0.3f, 0.2f, 0.8f, 0.7f}),
+            (std::vector<float>{0.1f, 0.9f, 1, 1, 0.2f, 0, 0}));
+  // Agreeing predictions pass unchanged; NaN reads as open, as in the simulator.
+  EXPECT_EQ(filtered(3, {0.2f, 0.4f}), (std::vector<float>{0.2f, 0.4f}));
+  EXPECT_TRUE(std::isnan(filtered(3, {NAN})[0]));
+  // repeat 0 or 1: off.
+  const std::vector<float> chatter{0.1f, 0.9f, 0.1f, 0.9f};
+  EXPECT_EQ(filtered(0, chatter), chatter);
+  EXPECT_EQ(filtered(1, chatter), chatter);
 }
 
 std::shared_ptr<const Model> sim_model() {
@@ -100,6 +129,32 @@ TEST(Evaluator, RejectsIncompatibleModels) {
   EvalOptions o;
   o.episodes = 0;
   EXPECT_THROW(evaluate(sim_model(), Plan{}, o), Error);
+  o.episodes = 1;
+  o.sticky_gripper = -1;
+  EXPECT_THROW(evaluate(sim_model(), Plan{}, o), Error);
+}
+
+// On-policy recording applies the sticky gripper to what it executes: no
+// flip of the executed gripper command follows another within the hold.
+TEST(OnPolicy, StickyGripperHoldsExecutedFlips) {
+  Policy policy(sim_model());
+  OnPolicyOptions o;
+  o.sticky_gripper = 6;
+  int flips = 0;
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    const sim::Demo d = record_on_policy(policy, {sim::Split::Matching, sim::Task::Pick, seed}, o);
+    int last_flip = -1000;
+    bool closed = false;
+    for (int t = 0; t < d.steps; ++t) {
+      const bool c = d.actions[size_t(t) * sim::kActionDim + sim::kGripperIndex] >= 0.5f;
+      if (c == closed) continue;
+      EXPECT_GE(t - last_flip, 6) << "seed " << seed << " step " << t;
+      last_flip = t, closed = c, ++flips;
+    }
+  }
+  EXPECT_GT(flips, 0);  // the random policy does flip, so the check above bites
+  o.sticky_gripper = -1;
+  EXPECT_THROW(record_on_policy(policy, {sim::Split::Matching, sim::Task::Pick, 0}, o), Error);
 }
 
 // On-policy data: the policy drives, every frame carries the expert's chunk

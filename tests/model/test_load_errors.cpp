@@ -57,6 +57,8 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
       {[](auto& j) { j["llm"]["num_key_value_heads"] = 3; }, "llm.num_key_value_heads"},
       {[](auto& j) { j["action_head"]["cond_dim"] = 7; }, "action_head.cond_dim: must equal llm.hidden_size"},
       {[](auto& j) { j["action_head"]["sample_steps"] = 7; }, "action_head.sample_steps"},
+      {[](auto& j) { j["action_head"]["n_action_steps"] = 0; }, "action_head.n_action_steps: must be between 1"},
+      {[](auto& j) { j["action_head"]["n_action_steps"] = 99; }, "action_head.n_action_steps: must be between 1"},
       {[](auto& j) { j["vision"]["encoders"][0]["feature_layer"] = 9; }, "vision.encoders[0].feature_layer"},
       {[](auto& j) { j["vision"]["encoders"][1]["patch_size"] = 16; }, "vision.encoders: both encoders must see the same image_size and patch grid"},
       {[](auto& j) { j["action_normalization"]["q01"] = {0.0}; }, "action_normalization.q01"},

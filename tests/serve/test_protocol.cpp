@@ -55,6 +55,7 @@ TEST(ServeProtocol, MetadataNamesTheKeysTheModelUses) {
   Decoded d = decode(encode_metadata(f));
   EXPECT_EQ(d.get("model")->as<std::string>(), "single_mha_nocfg");
   EXPECT_EQ(d.get("action_dim")->as<int>(), 4);
+  EXPECT_EQ(d.get("action_steps")->as<int>(), fixture()->action_steps());
   EXPECT_EQ(d.get("image_keys")->as<std::vector<std::string>>().size(), 2u);
   EXPECT_TRUE(Decoded::find(*d.get("plan"), "dense")->as<bool>());
 }
