@@ -203,8 +203,15 @@ def main():
     if args.head_size:
         cfg["action_head"].update(json.loads(args.head_size))
         args.reinit = True
-    images, states, actions, targets, instr_idx, instructions, *_, dir_frames = load_demos(args.data, 10 ** 9)
-    n = len(images)
+    # Images are needed only to compute features (a cache missing), to check the top layers
+    # (--lm-layers) or for jittered copies; skipping them halves the memory of a large head stage.
+    caches = args.features.split(",") if args.features else []
+    need_images = bool(args.lm_layers or args.augment_copies or not caches or not all(map(os.path.exists, caches)))
+    images, states, actions, targets, instr_idx, instructions, *_, dir_frames = load_demos(
+        args.data, 10 ** 9, with_images=need_images)
+    if not need_images:
+        log(lf, "images not loaded: every feature is cached")
+    n = len(states)
     if args.aux_weight and (not args.lm_layers or targets is None):
         sys.exit("--aux-weight: needs --lm-layers and data with the `target` tensor")
     model = load_trainable(ck, cfg, states.mean(0), states.std(0) + 1e-6, with_head=not args.reinit, seed=args.seed,

@@ -35,18 +35,20 @@ def log(f, msg):
         f.flush()
 
 
-def load_demos(data_dirs, max_episodes):
+def load_demos(data_dirs, max_episodes, with_images=True):
     """All shards of one or more directories (comma list) into memory: uint8 images, states,
     chunks, per-frame instruction index, ... and the frames taken from each directory. Failed
     episodes are skipped unless every frame was labelled by an expert taking over (on-policy
     data, `evla sim gen --policy`), whose labels are good whatever the policy did. `variants`
     episodes are refused: that split is held out for evaluation. Where the task's targets and
     every object appear in each frame (pixels) comes from the shards, or, for shards written
-    before they carried it, from matching's fixed camera (NaN where the camera moved)."""
+    before they carried it, from matching's fixed camera (NaN where the camera moved).
+    with_images=False returns None for the images (a head trained on cached features needs
+    none, and all of them may not fit in memory)."""
     images, states, actions, targets, objects, instr_idx = [], [], [], [], [], []
     target_px, objects_px = [], []
     instructions, lookup, tasks, splits, dir_frames = [], {}, [], set(), []
-    n_ep = 0
+    n_ep, first_shapes = 0, None
     for data_dir in data_dirs.split(","):
         paths = sorted(glob.glob(os.path.join(data_dir, "shard-*.safetensors")))
         if not paths:
@@ -56,9 +58,11 @@ def load_demos(data_dirs, max_episodes):
             if n_ep >= max_episodes:
                 break
             t, meta = P.safetensors_io.read(path)
-            if images and (t["image"].shape[1:] != images[0].shape[1:] or t["action"].shape[1:] != actions[0].shape[1:]):
-                sys.exit(f"--data {path}: frames {t['image'].shape[1:]} and chunks {t['action'].shape[1:]} differ "
-                         f"from the first shard's {images[0].shape[1:]} and {actions[0].shape[1:]}")
+            shapes = (t["image"].shape[1:], t["action"].shape[1:])
+            first_shapes = first_shapes or shapes
+            if shapes != first_shapes:
+                sys.exit(f"--data {path}: frames {shapes[0]} and chunks {shapes[1]} differ "
+                         f"from the first shard's {first_shapes[0]} and {first_shapes[1]}")
             keep_rows, fixed_camera = [], []
             for e in json.loads(meta["episodes"]):
                 if n_ep >= max_episodes:
@@ -82,7 +86,8 @@ def load_demos(data_dirs, max_episodes):
             if keep_rows:
                 rows = np.concatenate(keep_rows)
                 dir_frames[-1] += len(rows)
-                images.append(t["image"][rows])
+                if with_images:
+                    images.append(t["image"][rows])
                 states.append(t["state"][rows])
                 actions.append(t["action"][rows])
                 if "target" in t:
@@ -98,12 +103,13 @@ def load_demos(data_dirs, max_episodes):
                                                            size).reshape(-1, 4))
                     objects_px.append(image_points_fallback(t["objects"][rows][:, :, :3], fixed, size)
                                       if "objects" in t else None)
-    tg = np.concatenate(targets).astype(np.float32) if len(targets) == len(images) else None
-    ob = np.concatenate(objects).astype(np.float32) if len(objects) == len(images) else None
-    tg_px = np.concatenate(target_px) if len(target_px) == len(images) else None
-    ob_px = (np.concatenate(objects_px) if len(objects_px) == len(images) and all(o is not None for o in objects_px)
+    parts = len(states)  # shard slices read
+    tg = np.concatenate(targets).astype(np.float32) if len(targets) == parts else None
+    ob = np.concatenate(objects).astype(np.float32) if len(objects) == parts else None
+    tg_px = np.concatenate(target_px) if len(target_px) == parts else None
+    ob_px = (np.concatenate(objects_px) if len(objects_px) == parts and all(o is not None for o in objects_px)
              else None)
-    return (np.concatenate(images), np.concatenate(states).astype(np.float32),
+    return (np.concatenate(images) if with_images else None, np.concatenate(states).astype(np.float32),
             np.concatenate(actions).astype(np.float32), tg, np.concatenate(instr_idx), instructions, n_ep,
             splits, ob, tg_px, ob_px, dir_frames)
 

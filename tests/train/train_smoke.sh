@@ -52,6 +52,7 @@ if ls "$pymod"/evla*.so >/dev/null 2>&1; then
     --model $tmp/export --features $tmp/features.npz --steps 20 --batch 8 --threads 1 --log $tmp/head.log"
   $head --out "$tmp/head" >/dev/null
   $head --out "$tmp/head2" --head-size '{"hidden_size":32,"num_heads":2}' >/dev/null
+  grep -q "images not loaded: every feature is cached" "$tmp/head.log"  # the second run read the cache
   # With the LM's top layer: a separate cache of its inputs, the cognition row recomputed
   # from them equal to the runtime's (fp16 cache), and a cache of the other kind refused.
   $head --out "$tmp/top" --lm-layers 1 --features "$tmp/top.npz" --log "$tmp/top.log" >/dev/null
