@@ -26,6 +26,8 @@ evla_cli_test(eval_vary "split variants \\(camera,light only\\)" ${EVLA_BIN} eva
 evla_cli_test(eval_vary_unknown "evla: error: .*unknown variants factor 'fog'" ${EVLA_BIN} eval -m ${SIMFIX} -n 1 --split variants --vary fog -q)
 evla_cli_test(eval_vary_on_matching "evla: error: .*variants split only" ${EVLA_BIN} eval -m ${SIMFIX} -n 1 --vary camera -q)
 evla_cli_test(eval_wrong_model "evla: error: .*predicts 7 action dimensions" ${EVLA_BIN} eval -m ${TINY} -n 1 -q)
+evla_cli_test(eval_bad_execute "evla: error: --execute must be at least 1" ${EVLA_BIN} eval -m ${SIMFIX} -n 1 --execute -1 -q)
+evla_cli_test(eval_sticky_gripper "\\| overall \\| 2 \\|" ${EVLA_BIN} eval -m ${SIMFIX} -n 2 --tasks pick --sticky-gripper 15 -q)
 evla_cli_test(sim_expert "pick" ${EVLA_BIN} sim expert --episodes 10)
 # The plans shipped with the benchmark model load against it, at their documented FLOPs.
 set(TABLETOP ${CMAKE_SOURCE_DIR}/models/evla-tabletop)
