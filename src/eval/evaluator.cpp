@@ -43,7 +43,7 @@ EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const Ev
     if (rec) rec->frame(obs.images[0]);
     if (m.state_dim() > 0) obs.state = env.state();
     obs.seed = inference_seed(spec, env.steps());
-    const ActionChunk chunk = policy.infer(obs);
+    ActionChunk chunk = policy.infer(obs);  // not const: the sticky gripper filters its rows in place
     ++r.inferences;
     tot.latencies.push_back(chunk.timing.total_ms);
     tot.sum.vision_ms += chunk.timing.vision_ms;
@@ -61,9 +61,9 @@ EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const Ev
     const int n = std::min(o.execute > 0 ? o.execute : m.action_steps(), chunk.horizon);
     for (int t = 0; t < n && !env.done(); ++t) {
       if (t > 0 && rec) rec->frame(env.render(m.image_size(), m.image_size()));
-      std::vector<float> a(chunk.row(t), chunk.row(t) + m.action_dim());
-      sticky.apply(a.data());
-      env.step(a.data());
+      float* a = chunk.actions.data() + size_t(t) * chunk.dim;
+      sticky.apply(a);
+      env.step(a);
       ++tot.executed;
     }
   }
