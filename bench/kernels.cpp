@@ -5,7 +5,8 @@
 //   build/bin/bench_kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //
 // Each benchmark reports GFLOP/s; compare the BLAS/ and Packed/ lines of a
-// shape, and for int8 layers the Int8WeightOnly/ and Int8Dynamic/ lines.
+// shape, and for int8 layers the Int8WeightOnly/, Int8Dynamic/ (AVX2) and
+// Int8DynamicVnni/ lines.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -46,8 +47,12 @@ void BLAS(benchmark::State& st) { run(st, false); }
 void Packed(benchmark::State& st) { run(st, true); }
 
 // An int8 layer's product: weight-only (dequantize, then sgemm) against the
-// integer kernel (7-bit activations × int8 weights, int32 sums).
-void run_int8(benchmark::State& st, bool integer) {
+// integer kernel (7-bit activations × int8 weights, int32 sums) on AVX2 and,
+// where the CPU has it, AVX-512 VNNI.
+enum class Int8Path { WeightOnly, Avx2, Vnni };
+
+void run_int8(benchmark::State& st, Int8Path path) {
+  if (path == Int8Path::Vnni && !kernels::cpu_has_avx512vnni()) return st.SkipWithError("no AVX-512 VNNI");
   const int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2));
   ThreadPool pool(1);
   auto x = randn(size_t(M) * K, 1), W = randn(size_t(N) * K, 2);
@@ -57,8 +62,9 @@ void run_int8(benchmark::State& st, bool integer) {
   std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
   kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
   for (auto _ : st) {
-    if (integer)
-      kernels::linear_int8_dynamic(pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
+    if (path != Int8Path::WeightOnly)
+      kernels::linear_int8_dynamic(path == Int8Path::Vnni ? kernels::Int8Isa::Avx512Vnni : kernels::Int8Isa::Avx2,
+                                   pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
     else
       kernels::linear_int8(pool, x.data(), K, M, K, q.data(), scale.data(), nullptr, N, y.data(), N);
     benchmark::DoNotOptimize(y.data());
@@ -67,8 +73,9 @@ void run_int8(benchmark::State& st, bool integer) {
       benchmark::Counter(2.0 * M * K * N * double(st.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
-void Int8WeightOnly(benchmark::State& st) { run_int8(st, false); }
-void Int8Dynamic(benchmark::State& st) { run_int8(st, true); }
+void Int8WeightOnly(benchmark::State& st) { run_int8(st, Int8Path::WeightOnly); }
+void Int8Dynamic(benchmark::State& st) { run_int8(st, Int8Path::Avx2); }
+void Int8DynamicVnni(benchmark::State& st) { run_int8(st, Int8Path::Vnni); }
 
 // {M, K, N}: evla-tabletop's LM (97 tokens, d 96: q|k|v, o, gate|up, down),
 // ViT (69 tokens, d 64), projector, action head (2 × 17 rows, d 48), then
@@ -87,4 +94,5 @@ BENCHMARK(BLAS)->Apply(shapes);
 BENCHMARK(Packed)->Apply(shapes);
 BENCHMARK(Int8WeightOnly)->Apply(shapes);
 BENCHMARK(Int8Dynamic)->Apply(shapes);
+BENCHMARK(Int8DynamicVnni)->Apply(shapes);
 BENCHMARK_MAIN();

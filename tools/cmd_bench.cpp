@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "evla/evla.h"
+#include "kernels/kernels.h"
 #include "kernels/roofline.h"
 
 namespace evla::cli {
@@ -141,6 +142,7 @@ void add_bench_command(CLI::App& app) {
     fmt::print(stderr, "cold start ({}, {} thread(s)): load {:.1f} ms + first inference {:.1f} ms = {:.2f}x the warm p50 "
                "({:.1f} ms); weight cache: {}\n", configs.front().plan.name, configs.front().threads, load_ms, first_ms,
                (load_ms + first_ms) / warm_p50, warm_p50, model->weight_cache_status());
+    fmt::print(stderr, "int8 layers run on: {}\n", kernels::int8_kernel_name());
     for (const Config& c : configs) {
       const FlopCount fl = model->flops(c.plan);
       const double p50 = percentile(c.total, 0.5);

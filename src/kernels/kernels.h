@@ -64,6 +64,18 @@ void pack_int8_dynamic(const int8_t* Wq, int N, int K, int8_t* Wp);
 // y ≈ x · (scale ⊙ Wq)ᵀ + bias; strides as linear_strided.
 void linear_int8_dynamic(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wp,
                          const float* scale, const float* bias, int N, float* y, int ldy);
+// Its instruction sets, which give the same bits: AVX2 (vpmaddubsw) and
+// AVX-512 VNNI (vpdpbusd). int8_isa() is the best this CPU has, capped at
+// AVX2 by EVLA_KERNELS=avx2 (for A/B runs); the overload taking one runs that
+// path (std::invalid_argument where the CPU lacks it), for tests and benchmarks.
+enum class Int8Isa { Avx2, Avx512Vnni };
+bool cpu_has_avx512vnni();
+Int8Isa int8_isa();
+// What int8 layers run on here, in words: "integer kernel, AVX-512 VNNI",
+// "integer kernel, AVX2" or "weight-only (dequantized to fp32)".
+const char* int8_kernel_name();
+void linear_int8_dynamic(Int8Isa isa, ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wp,
+                         const float* scale, const float* bias, int N, float* y, int ldy);
 
 // Multi-head attention. q: Tq rows of Hq·hd; k, v: Tk rows of Hkv·hd (Hq a
 // multiple of Hkv: grouped-query); out: Tq rows of Hq·hd. Each operand has its

@@ -158,65 +158,83 @@ TEST(Int8, QuantizationErrorIsHalfAStep) {
   }
 }
 
-// Int8 layers in integer arithmetic: bit-identical to the plain reference
-// (integer sums are exact and the epilogue rounds the same way), with strides,
-// K not a multiple of 4, partial panels and row blocks, a zero row, rows of
-// one sign, and the thread split.
+// Every instruction set of the integer int8 kernel that this CPU runs.
+std::vector<kernels::Int8Isa> int8_isas() {
+  std::vector<kernels::Int8Isa> v;
+  if (kernels::cpu_has_avx2()) v.push_back(kernels::Int8Isa::Avx2);
+  if (kernels::cpu_has_avx512vnni()) v.push_back(kernels::Int8Isa::Avx512Vnni);
+  return v;
+}
+
+const char* isa_name(kernels::Int8Isa isa) { return isa == kernels::Int8Isa::Avx2 ? "AVX2" : "AVX-512 VNNI"; }
+
+// Int8 layers in integer arithmetic, on each instruction set: bit-identical
+// to the plain reference (integer sums are exact and the epilogue rounds the
+// same way), with strides, K not a multiple of 4, partial panels and row
+// blocks (of 4 rows on AVX2, 8 on VNNI), a zero row, rows of one sign, and
+// the thread split.
 class Int8DynamicVsRef : public ::testing::TestWithParam<LinearCase> {};
 
 TEST_P(Int8DynamicVsRef, MatchesBitForBit) {
   if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "needs AVX2";
-  const auto c = GetParam();
-  ThreadPool pool(c.threads);
-  auto x = randn(size_t(c.M) * c.K, 11), W = randn(size_t(c.N) * c.K, 12), b = randn(c.N, 13);
-  if (c.M > 2) std::fill_n(x.begin() + c.K, c.K, 0.0f);  // an all-zero input row
-  if (c.M > 4) {  // rows of one sign: zero points at the ends of the range
-    for (int k = 0; k < c.K; ++k) x[size_t(3) * c.K + k] = std::fabs(x[size_t(3) * c.K + k]) + 0.5f;
-    for (int k = 0; k < c.K; ++k) x[size_t(4) * c.K + k] = -std::fabs(x[size_t(4) * c.K + k]);
+  for (kernels::Int8Isa isa : int8_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    const auto c = GetParam();
+    ThreadPool pool(c.threads);
+    auto x = randn(size_t(c.M) * c.K, 11), W = randn(size_t(c.N) * c.K, 12), b = randn(c.N, 13);
+    if (c.M > 2) std::fill_n(x.begin() + c.K, c.K, 0.0f);  // an all-zero input row
+    if (c.M > 4) {  // rows of one sign: zero points at the ends of the range
+      for (int k = 0; k < c.K; ++k) x[size_t(3) * c.K + k] = std::fabs(x[size_t(3) * c.K + k]) + 0.5f;
+      for (int k = 0; k < c.K; ++k) x[size_t(4) * c.K + k] = -std::fabs(x[size_t(4) * c.K + k]);
+    }
+    std::vector<int8_t> q(W.size());
+    std::vector<float> scale(size_t(c.N));
+    kernels::quantize_int8_rows(W.data(), c.N, c.K, q.data(), scale.data());
+    std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(c.N, c.K), -1);
+    kernels::pack_int8_dynamic(q.data(), c.N, c.K, Wp.data());
+    const int ldx = c.K + 3, ldy = c.N + 5;
+    const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+    std::vector<float> ys(size_t(c.M) * ldy, 7.f);
+    kernels::linear_int8_dynamic(isa, pool, xs.data(), ldx, c.M, c.K, Wp.data(), scale.data(),
+                                 c.bias ? b.data() : nullptr, c.N, ys.data(), ldy);
+    std::vector<float> y, r(size_t(c.M) * c.N);
+    ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
+    kernels::ref::linear_int8_dynamic(x.data(), c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr,
+                                      c.N, r.data());
+    EXPECT_EQ(y, r);
+    // 7-bit activations on Gaussian rows: NMSE ~1e-4 against fp32.
+    kernels::ref::linear(x.data(), c.M, c.K, W.data(), c.bias ? b.data() : nullptr, c.N, r.data());
+    EXPECT_LE(nmse(y, r), 2e-3);
   }
-  std::vector<int8_t> q(W.size());
-  std::vector<float> scale(size_t(c.N));
-  kernels::quantize_int8_rows(W.data(), c.N, c.K, q.data(), scale.data());
-  std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(c.N, c.K), -1);
-  kernels::pack_int8_dynamic(q.data(), c.N, c.K, Wp.data());
-  const int ldx = c.K + 3, ldy = c.N + 5;
-  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
-  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
-  kernels::linear_int8_dynamic(pool, xs.data(), ldx, c.M, c.K, Wp.data(), scale.data(),
-                               c.bias ? b.data() : nullptr, c.N, ys.data(), ldy);
-  std::vector<float> y, r(size_t(c.M) * c.N);
-  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
-  kernels::ref::linear_int8_dynamic(x.data(), c.M, c.K, q.data(), scale.data(), c.bias ? b.data() : nullptr,
-                                    c.N, r.data());
-  EXPECT_EQ(y, r);
-  // 7-bit activations on Gaussian rows: NMSE ~1e-4 against fp32.
-  kernels::ref::linear(x.data(), c.M, c.K, W.data(), c.bias ? b.data() : nullptr, c.N, r.data());
-  EXPECT_LE(nmse(y, r), 2e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Int8DynamicVsRef,
                          ::testing::Values(LinearCase{1, 64, 96, true, 1}, LinearCase{7, 33, 65, true, 2},
                                            LinearCase{90, 128, 344, false, 2}, LinearCase{40, 2561, 300, true, 3},
-                                           LinearCase{3, 1, 5, true, 1}, LinearCase{13, 97, 16, false, 1}));
+                                           LinearCase{3, 1, 5, true, 1}, LinearCase{13, 97, 16, false, 1},
+                                           LinearCase{17, 40, 33, true, 1}));
 
 // The largest codes on both sides over a long row: the pair sums must not
 // saturate (127·127·2 < 32767) and the int32 sums must stay exact.
 TEST(Int8Dynamic, ExtremeValuesStayExact) {
   if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "needs AVX2";
   ThreadPool pool(1);
-  for (int K : {16, 515, 11008}) {
-    const int N = 16, M = 2;
-    std::vector<float> x(size_t(M) * K, 3.0f), W(size_t(N) * K, -0.5f), y(size_t(M) * N);
-    std::fill_n(x.begin() + K, K, -3.0f);
-    std::vector<int8_t> q(W.size());
-    std::vector<float> scale(N);
-    kernels::quantize_int8_rows(W.data(), N, K, q.data(), scale.data());
-    std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
-    kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
-    kernels::linear_int8_dynamic(pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
-    for (int n = 0; n < N; ++n) {
-      EXPECT_NEAR(y[n], -1.5 * K, 1e-5 * K) << "K " << K;
-      EXPECT_NEAR(y[N + n], 1.5 * K, 1e-5 * K) << "K " << K;
+  for (kernels::Int8Isa isa : int8_isas()) {
+    for (int K : {16, 515, 11008}) {
+      SCOPED_TRACE(isa_name(isa));
+      const int N = 16, M = 2;
+      std::vector<float> x(size_t(M) * K, 3.0f), W(size_t(N) * K, -0.5f), y(size_t(M) * N);
+      std::fill_n(x.begin() + K, K, -3.0f);
+      std::vector<int8_t> q(W.size());
+      std::vector<float> scale(N);
+      kernels::quantize_int8_rows(W.data(), N, K, q.data(), scale.data());
+      std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
+      kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
+      kernels::linear_int8_dynamic(isa, pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
+      for (int n = 0; n < N; ++n) {
+        EXPECT_NEAR(y[n], -1.5 * K, 1e-5 * K) << "K " << K;
+        EXPECT_NEAR(y[N + n], 1.5 * K, 1e-5 * K) << "K " << K;
+      }
     }
   }
 }
@@ -226,23 +244,42 @@ TEST(Int8Dynamic, ExtremeValuesStayExact) {
 TEST(Int8Dynamic, NanRowsGiveNanOutputs) {
   if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "needs AVX2";
   ThreadPool pool(1);
-  const int M = 3, K = 37, N = 20;
-  auto x = randn(size_t(M) * K, 21), W = randn(size_t(N) * K, 22);
-  x[size_t(K) + 9] = std::numeric_limits<float>::quiet_NaN();  // row 1, inside the vector part
-  x[size_t(2) * K + 36] = std::numeric_limits<float>::quiet_NaN();  // row 2, in the scalar tail
-  x[0] = 2e38f, x[1] = -2e38f;  // row 0 spans more than FLT_MAX: outputs large, not NaN
-  std::vector<int8_t> q(W.size());
-  std::vector<float> scale(N), y(size_t(M) * N), r(y.size());
-  kernels::quantize_int8_rows(W.data(), N, K, q.data(), scale.data());
-  std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
-  kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
-  kernels::linear_int8_dynamic(pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
-  kernels::ref::linear_int8_dynamic(x.data(), M, K, q.data(), scale.data(), nullptr, N, r.data());
-  for (int n = 0; n < N; ++n) {
-    EXPECT_EQ(y[n], r[n]);
-    EXPECT_FALSE(std::isnan(y[n]));
-    EXPECT_TRUE(std::isnan(y[N + n]) && std::isnan(r[N + n]));
-    EXPECT_TRUE(std::isnan(y[2 * N + n]) && std::isnan(r[2 * N + n]));
+  for (kernels::Int8Isa isa : int8_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    const int M = 3, K = 37, N = 20;
+    auto x = randn(size_t(M) * K, 21), W = randn(size_t(N) * K, 22);
+    x[size_t(K) + 9] = std::numeric_limits<float>::quiet_NaN();  // row 1, inside the vector part
+    x[size_t(2) * K + 36] = std::numeric_limits<float>::quiet_NaN();  // row 2, in the scalar tail
+    x[0] = 2e38f, x[1] = -2e38f;  // row 0 spans more than FLT_MAX: outputs large, not NaN
+    std::vector<int8_t> q(W.size());
+    std::vector<float> scale(N), y(size_t(M) * N), r(y.size());
+    kernels::quantize_int8_rows(W.data(), N, K, q.data(), scale.data());
+    std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
+    kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
+    kernels::linear_int8_dynamic(isa, pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
+    kernels::ref::linear_int8_dynamic(x.data(), M, K, q.data(), scale.data(), nullptr, N, r.data());
+    for (int n = 0; n < N; ++n) {
+      EXPECT_EQ(y[n], r[n]);
+      EXPECT_FALSE(std::isnan(y[n]));
+      EXPECT_TRUE(std::isnan(y[N + n]) && std::isnan(r[N + n]));
+      EXPECT_TRUE(std::isnan(y[2 * N + n]) && std::isnan(r[2 * N + n]));
+    }
+  }
+}
+
+// The path asked for is the path run: a CPU without VNNI refuses it by name.
+TEST(Int8Dynamic, MissingInstructionSetIsRefused) {
+  if (kernels::cpu_has_avx512vnni()) GTEST_SKIP() << "this CPU has AVX-512 VNNI";
+  ThreadPool pool(1);
+  std::vector<float> x(4, 1.0f), y(16);
+  std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(16, 4));
+  std::vector<float> scale(16, 1.0f);
+  try {
+    kernels::linear_int8_dynamic(kernels::Int8Isa::Avx512Vnni, pool, x.data(), 4, 1, 4, Wp.data(), scale.data(),
+                                 nullptr, 16, y.data(), 16);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("VNNI"), std::string::npos);
   }
 }
 
