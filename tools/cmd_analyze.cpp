@@ -61,6 +61,7 @@ void add_analyze_command(CLI::App& app) {
     fmt::print("\nleast important blocks first: {}\n", fmt::join(r.least_important_blocks(), ", "));
     fmt::print("dense time per module (ms): vision {:.2f}, projector {:.2f}, llm {:.2f}, action head {:.2f}\n",
                r.dense_ms.vision_ms, r.dense_ms.projector_ms, r.dense_ms.llm_ms, r.dense_ms.action_head_ms);
+    fmt::print("LM with every layer int8: {:.2f}× its fp32 time\n", r.int8_llm_ratio);
   });
 }
 

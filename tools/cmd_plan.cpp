@@ -82,7 +82,7 @@ void add_plan_command(CLI::App& app) {
     const FlopCount d = model->flops(), q = model->flops(p);
     fmt::print("plan '{}' → {}\n", p.name, o->out);
     fmt::print("FLOPs {:.3f} → {:.3f} GFLOP ({:.1f}%), estimated speed-up {:.2f}×\n", d.total() / 1e9,
-               q.total() / 1e9, 100 * q.total() / d.total(), accel::estimated_speedup(a, q));
+               q.total() / 1e9, 100 * q.total() / d.total(), accel::estimated_speedup(a, *model, p));
   });
 }
 

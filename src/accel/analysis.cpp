@@ -170,13 +170,10 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   Policy policy(model, PolicyOptions{threads});
   LlmProbe llm(L);
   DitProbe dit(steps, blocks);
-  Timing sum;
   for (const Observation& obs : calibration) {
     policy.state().llm_observer = &llm;
     policy.state().dit.observer = &dit;
-    const Timing t = policy.infer(obs).timing;
-    sum.vision_ms += t.vision_ms, sum.projector_ms += t.projector_ms, sum.llm_ms += t.llm_ms;
-    sum.action_head_ms += t.action_head_ms, sum.total_ms += t.total_ms;
+    policy.infer(obs);
     if (progress) progress->advance(1);
   }
   policy.state().llm_observer = nullptr;
@@ -251,12 +248,31 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
     token_after.push_back(nmse_of(p, frames));
   }
   policy.set_plan(Plan{});
+  // Timing, without the probes (which slow the LM severalfold): the dense
+  // policy and the int8 LM on the same frames, one policy each, inference by
+  // inference interleaved so that both see the same machine.
+  Plan int8_all;
+  int8_all.llm.assign(size_t(L), LayerPlan{});
+  for (int l = 0; l < L; ++l)
+    if (has_block(l)) int8_all.llm[size_t(l)].weights = WeightType::Int8;
+  Policy int8_policy(model, PolicyOptions{threads});
+  int8_policy.set_plan(int8_all);
+  int8_policy.infer(calibration[0]);  // warm-up: the dense policy has run all along
+  Timing sum;
+  double int8_llm_ms = 0;
+  for (size_t i = 0; i < frames; ++i) {
+    const Timing t = policy.infer(calibration[i]).timing;
+    sum.vision_ms += t.vision_ms, sum.projector_ms += t.projector_ms, sum.llm_ms += t.llm_ms;
+    sum.action_head_ms += t.action_head_ms, sum.total_ms += t.total_ms;
+    int8_llm_ms += int8_policy.infer(calibration[i]).timing.llm_ms;
+  }
 
   AnalysisReport r;
+  r.int8_llm_ratio = sum.llm_ms > 0 ? int8_llm_ms / sum.llm_ms : 1.0;
   r.model = model->name();
   r.samples = int(calibration.size());
   r.visual_tokens = im.visual_tokens();
-  const double n = double(calibration.size());
+  const double n = double(frames);
   r.dense_ms = {sum.vision_ms / n, sum.projector_ms / n, sum.llm_ms / n, sum.action_head_ms / n, sum.total_ms / n};
   r.flops = model->flops();
   r.greedy_drop_order = greedy;
@@ -301,6 +317,7 @@ nlohmann::json AnalysisReport::to_json() const {
   j["visual_tokens"] = visual_tokens;
   j["dense_ms"] = {{"vision", dense_ms.vision_ms}, {"projector", dense_ms.projector_ms}, {"llm", dense_ms.llm_ms},
                    {"action_head", dense_ms.action_head_ms}, {"total", dense_ms.total_ms}};
+  j["int8_llm_ratio"] = int8_llm_ratio;
   j["flops"] = {{"vision", flops.vision}, {"projector", flops.projector}, {"llm", flops.llm},
                 {"action_head", flops.action_head}};
   for (const auto& s : llm) j["llm_importance"].push_back(scores_json(s, true));
@@ -328,6 +345,8 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     a.visual_tokens = int(r.integer("visual_tokens"));
     const auto& d = j.at("dense_ms");
     a.dense_ms = {d.at("vision"), d.at("projector"), d.at("llm"), d.at("action_head"), d.at("total")};
+    a.int8_llm_ratio = j.value("int8_llm_ratio", 1.0);
+    if (!(a.int8_llm_ratio > 0)) r.fail("int8_llm_ratio", "must be a positive ratio");
     const auto& f = j.at("flops");
     a.flops = {f.at("vision"), f.at("projector"), f.at("llm"), f.at("action_head")};
     for (const auto& s : j.at("llm_importance"))

@@ -49,7 +49,10 @@ struct AnalysisReport {
   // where the task's objects are differs from policy to policy; this
   // measures it on the output.
   std::vector<double> token_after_nmse;
-  Timing dense_ms;   // mean per-module latency of the dense policy during analysis
+  Timing dense_ms;   // mean per-module latency of the dense policy (no probes attached)
+  // The LM's time with every layer int8 over its fp32 time, measured (the
+  // integer kernel's gain does not follow the FLOPs); 1 where unmeasured.
+  double int8_llm_ratio = 1.0;
   FlopCount flops;   // dense analytic FLOPs
 
   nlohmann::json to_json() const;

@@ -111,41 +111,68 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
 
 }  // namespace
 
-double estimated_speedup(const AnalysisReport& a, const FlopCount& pf) {
+double estimated_speedup(const AnalysisReport& a, const FlopCount& pf, double int8_share) {
   const Timing& t = a.dense_ms;
   auto ratio = [](double p, double d) { return d > 0 ? p / d : 1.0; };
+  const double llm_precision = 1.0 - int8_share + int8_share * a.int8_llm_ratio;
   const double planned = t.vision_ms * ratio(pf.vision, a.flops.vision) +
                          t.projector_ms * ratio(pf.projector, a.flops.projector) +
-                         t.llm_ms * ratio(pf.llm, a.flops.llm) + t.action_head_ms * ratio(pf.action_head, a.flops.action_head);
+                         t.llm_ms * ratio(pf.llm, a.flops.llm) * llm_precision +
+                         t.action_head_ms * ratio(pf.action_head, a.flops.action_head);
   const double dense = t.vision_ms + t.projector_ms + t.llm_ms + t.action_head_ms;
   return planned > 0 ? dense / planned : 1.0;
+}
+
+double int8_share(const Plan& p) {
+  int kept = 0, int8 = 0;
+  for (const LayerPlan& lp : p.llm) {
+    if (!lp.attn && !lp.mlp) continue;
+    ++kept;
+    int8 += lp.weights == WeightType::Int8;
+  }
+  return kept > 0 ? double(int8) / kept : 0.0;
+}
+
+double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& p) {
+  return estimated_speedup(a, model.flops(p), int8_share(p));
 }
 
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req) {
   const ModelConfig& cfg = model.impl().cfg;
   if (req.target_speedup <= 0) return explicit_plan(a, cfg, req);
   if (req.target_speedup < 1) throw Error("--target-speedup must be ≥ 1");
-  // A ladder, first rung first: cache the action head; then, for each visual-token
-  // budget from all tokens down, more and more LM layers, each without and then
-  // with a quarter of the MLP channels removed. Dropping layers at a larger token
-  // budget comes before any smaller budget.
-  const int L = cfg.llm.num_layers, nv = a.visual_tokens;
+  // A ladder, cheapest rung first, in the order the closed-loop frontier of
+  // the shipped policy measured (docs/plan_frontier.md): the int8 LM (where
+  // the analysis measured it faster), then the action head every second step;
+  // then, for each visual-token budget from all tokens down, more and more
+  // LM layers, each without and then with a quarter of the MLP channels
+  // removed; then all of that again with the head every fifth step, which
+  // cost the most success per millisecond saved.
+  const int L = cfg.llm.num_layers, nv = a.visual_tokens, steps = cfg.action_head.sample_steps;
+  const bool int8_pays = a.int8_llm_ratio < 0.95;
+  std::vector<PlanRequest> ladder;
   PlanRequest r = req;
-  r.cache_interval = std::min(5, cfg.action_head.sample_steps);
-  std::vector<int> token_steps = {nv, nv / 2, std::max(1, nv * 7 / 16), std::max(1, nv / 4), std::max(1, nv * 7 / 32)};
-  for (int tok : token_steps)
-    for (int drop = 0; drop <= L / 2; ++drop)
-      for (float mlp : {0.f, 0.25f}) {
-        r.tokens = tok < nv ? tok : 0;
-        r.drop_blocks = drop;
-        r.mlp_prune = mlp;
-        Plan p = explicit_plan(a, cfg, r);
-        const double s = estimated_speedup(a, model.flops(p));
-        if (s >= req.target_speedup) {
-          if (p.name == "plan") p.name = "target-" + std::to_string(req.target_speedup).substr(0, 4) + "x";
-          return p;
+  r.int8_layers = int8_pays ? L : 0;
+  if (int8_pays) ladder.push_back(r);
+  const std::vector<int> token_steps = {nv, nv / 2, std::max(1, nv * 7 / 16), std::max(1, nv / 4),
+                                        std::max(1, nv * 7 / 32)};
+  for (int interval : {std::min(2, steps), std::min(5, steps)})
+    for (int tok : token_steps)
+      for (int drop = 0; drop <= L / 2; ++drop)
+        for (float mlp : {0.f, 0.25f}) {
+          r.cache_interval = interval;
+          r.tokens = tok < nv ? tok : 0;
+          r.drop_blocks = drop;
+          r.mlp_prune = mlp;
+          ladder.push_back(r);
         }
-      }
+  for (const PlanRequest& rung : ladder) {
+    Plan p = explicit_plan(a, cfg, rung);
+    if (estimated_speedup(a, model, p) >= req.target_speedup) {
+      if (p.name == "plan") p.name = "target-" + std::to_string(req.target_speedup).substr(0, 4) + "x";
+      return p;
+    }
+  }
   throw Error("no plan on the ladder reaches a " + std::to_string(req.target_speedup) +
               "× estimated speed-up for this model; ask for less");
 }

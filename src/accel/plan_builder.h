@@ -42,7 +42,9 @@ struct PlanRequest {
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req);
 
 // Estimated end-to-end speed-up of a plan: each module's measured dense time
-// scaled by its FLOPs ratio under the plan.
-double estimated_speedup(const AnalysisReport& a, const FlopCount& plan_flops);
+// scaled by its FLOPs ratio under the plan, the LM's also by the measured
+// int8 speed (int8_llm_ratio) for the share of its kept layers that are int8.
+double estimated_speedup(const AnalysisReport& a, const FlopCount& plan_flops, double int8_share);
+double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& plan);
 
 }  // namespace evla::accel

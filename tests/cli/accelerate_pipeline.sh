@@ -56,6 +56,32 @@ if "$evla" plan -a "$tmp/long.json" -m "$model" --tokens 6 --token-after auto -o
 grep -q "token_after_nmse has 3 entries" "$tmp/err"
 if "$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after 0 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "a layer count of at least 1, or auto" "$tmp/err"
+# --target-speedup climbs the ladder: the int8 LM first where the analysis measured it faster,
+# then the action head every second step, then layers and tokens; an unreachable target is refused.
+/usr/bin/python3 - "$tmp/an.json" "$tmp/fast8.json" "$tmp/slow8.json" <<'PY'
+import json, sys
+a = json.load(open(sys.argv[1]))
+assert a["int8_llm_ratio"] > 0, a["int8_llm_ratio"]
+a["int8_llm_ratio"] = 0.5
+json.dump(a, open(sys.argv[2], "w"))
+a["int8_llm_ratio"] = 1.0
+json.dump(a, open(sys.argv[3], "w"))
+PY
+"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.01 -o "$tmp/t1.json" | grep -q "estimated speed-up"
+"$evla" plan -a "$tmp/slow8.json" -m "$model" --target-speedup 1.01 -o "$tmp/t2.json" >/dev/null
+"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.6 -o "$tmp/t3.json" >"$tmp/t3.out"
+/usr/bin/python3 - "$tmp/t1.json" "$tmp/t2.json" "$tmp/t3.json" "$tmp/t3.out" <<'PY'
+import json, re, sys
+t1, t2, t3 = (json.load(open(f)) for f in sys.argv[1:4])
+assert t1["name"] == "target-1.01x" and t1["llm"]["int8_layers"] == [0, 1, 2], t1
+assert "cache" not in t1 and "tokens" not in t1 and not t1["llm"]["drop_blocks"], t1
+assert t2["cache"]["interval"] == 2 and "int8_layers" not in t2.get("llm", {}), t2
+assert t3["cache"]["interval"] in (2, 5) and t3["llm"]["int8_layers"], t3
+assert float(re.search(r"estimated speed-up ([0-9.]+)", open(sys.argv[4]).read()).group(1)) >= 1.6
+PY
+if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 50 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "no plan on the ladder reaches" "$tmp/err"
+"$evla" eval -m "$model" --plan "$tmp/t3.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
 "$evla" eval -m "$tmp/pruned" --plan "$tmp/pruned/plan.json" -n 2 --tasks pick -q | grep -q "overall"
