@@ -557,7 +557,8 @@ def sample_actions(model, cognition, state, noise, record=None):
     dtype = model_dtype(model)
     scale = ah.get("cfg_scale", 1.0)
     use_cfg = scale > 1.0
-    x = torch.as_tensor(np.asarray(noise)).to(dtype)[None]
+    # The start is noise_scale · noise, scaled in float32 as the runtime scales it.
+    x = torch.as_tensor(np.asarray(noise, np.float32) * np.float32(ah.get("noise_scale", 1.0))).to(dtype)[None]
     z = cognition[None]
     st = None
     if ah.get("state_dim", 0) > 0:

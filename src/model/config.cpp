@@ -189,6 +189,8 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   a.beta_schedule = ah.string("beta_schedule", "squaredcos_cap_v2");
   a.sample_steps = positive(ah, "sample_steps");
   a.cfg_scale = float(ah.number("cfg_scale", 1.5));
+  a.noise_scale = float(ah.number("noise_scale", 1.0));
+  if (!(a.noise_scale >= 0 && a.noise_scale <= 10)) ah.fail("noise_scale", "must be between 0 and 10");
   a.n_action_steps = ah.int32("n_action_steps", std::min(4, a.chunk_size));
   if (a.n_action_steps < 1 || a.n_action_steps > a.chunk_size)
     ah.fail("n_action_steps", "must be between 1 and chunk_size (" + std::to_string(a.chunk_size) + ")");

@@ -90,6 +90,10 @@ struct ActionHeadConfig {
   std::string beta_schedule = "squaredcos_cap_v2";
   int sample_steps = 10;
   float cfg_scale = 1.5f;
+  // The sampler starts from noise_scale · ε, ε ~ N(0, I) (from the
+  // observation's seed): below 1, samples lean towards the mode of the
+  // learned action distribution (a sampling temperature).
+  float noise_scale = 1.0f;
   // Actions of each chunk a controller executes before it asks again (LeRobot's
   // n_action_steps): how far the policy was validated to run open loop.
   int n_action_steps = 4;

@@ -107,9 +107,9 @@ std::string Model::describe() const {
                    c.llm.intermediate_size, c.llm.vocab_size);
   const auto& a = c.action_head;
   o << fmt::format(
-      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}, {} executed; DDIM {}/{} steps; CFG {}\n",
+      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}, {} executed; DDIM {}/{} steps, noise ×{:g}; CFG {}\n",
       a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.n_action_steps, a.sample_steps,
-      a.train_steps, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
+      a.train_steps, a.noise_scale, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
   return o.str();
 }
 

@@ -182,6 +182,8 @@ ActionChunk Policy::infer(const Observation& obs) {
     Rng rng(obs.seed);
     for (float& v : st.noise) v = float(rng.normal());
   }
+  if (ah.noise_scale != 1.0f)
+    for (float& v : st.noise) v *= ah.noise_scale;
   st.sample.resize(size_t(C) * A);
   SamplerRecorder srec(st.trace, C * A);
   ddim_sample(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.plan.cache,

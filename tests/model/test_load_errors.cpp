@@ -59,6 +59,8 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
       {[](auto& j) { j["action_head"]["sample_steps"] = 7; }, "action_head.sample_steps"},
       {[](auto& j) { j["action_head"]["n_action_steps"] = 0; }, "action_head.n_action_steps: must be between 1"},
       {[](auto& j) { j["action_head"]["n_action_steps"] = 99; }, "action_head.n_action_steps: must be between 1"},
+      {[](auto& j) { j["action_head"]["noise_scale"] = -0.5; }, "action_head.noise_scale: must be between 0 and 10"},
+      {[](auto& j) { j["action_head"]["noise_scale"] = "low"; }, "action_head.noise_scale"},
       {[](auto& j) { j["vision"]["encoders"][0]["feature_layer"] = 9; }, "vision.encoders[0].feature_layer"},
       {[](auto& j) { j["vision"]["encoders"][1]["patch_size"] = 16; }, "vision.encoders: both encoders must see the same image_size and patch grid"},
       {[](auto& j) { j["action_normalization"]["q01"] = {0.0}; }, "action_normalization.q01"},
