@@ -62,6 +62,11 @@ def configs(L, nv, a):
          + ["--token-after", "3"] + cache),
         ("all, ablation layers, tokens after layer 3", layers + ["--layer-choice", "ablation"] + mlp + tokens
          + ["--token-after", "3"] + cache),
+        # `evla plan --target-speedup`: the ladder picks the numbers (greedy layers, tokens after 3).
+        ("target 1.5× (the ladder; greedy layers, tokens after layer 3)",
+         ["--target-speedup", "1.5", "--layer-choice", "greedy", "--token-after", "3"]),
+        ("target 2× (the ladder; greedy layers, tokens after layer 3)",
+         ["--target-speedup", "2", "--layer-choice", "greedy", "--token-after", "3"]),
     ], drop, tok
 
 

@@ -11,7 +11,7 @@ bash scripts/install_deps.sh
 bash scripts/build.sh
 model=models/evla-tabletop
 plan=$model/plans/efficientvla.json
-plans="dense,$plan,$model/plans/int8.json,$model/plans/int8-drop4-tokens16-cache2.json"
+plans="dense,$plan,$model/plans/int8.json,$model/plans/int8-drop2-tokens16-cache2.json"
 episodes=${EVLA_EPISODES:-200}
 build/bin/evla info --model "$model" --plan "$plan"
 build/bin/evla eval --model "$model" --plan "$plans" --episodes "$episodes" --split matching

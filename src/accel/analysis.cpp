@@ -248,20 +248,23 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
     token_after.push_back(nmse_of(p, frames));
   }
   policy.set_plan(Plan{});
-  // Timing, without the probes (which slow the LM severalfold): the dense
-  // policy and the int8 LM on the same frames, one policy each, inference by
-  // inference interleaved so that both see the same machine.
+  // Timing, without the probes (which slow the LM severalfold) and on one
+  // thread (as `evla bench -t 1` and `evla eval` time; the pool's hand-offs
+  // change the ratios on these small products): the dense policy and the
+  // int8 LM on the same frames, one policy each, inference by inference
+  // interleaved so that both see the same machine.
   Plan int8_all;
   int8_all.llm.assign(size_t(L), LayerPlan{});
   for (int l = 0; l < L; ++l)
     if (has_block(l)) int8_all.llm[size_t(l)].weights = WeightType::Int8;
-  Policy int8_policy(model, PolicyOptions{threads});
+  Policy dense_policy(model, PolicyOptions{1}), int8_policy(model, PolicyOptions{1});
   int8_policy.set_plan(int8_all);
-  int8_policy.infer(calibration[0]);  // warm-up: the dense policy has run all along
+  dense_policy.infer(calibration[0]);  // warm-up
+  int8_policy.infer(calibration[0]);
   Timing sum;
   double int8_llm_ms = 0;
   for (size_t i = 0; i < frames; ++i) {
-    const Timing t = policy.infer(calibration[i]).timing;
+    const Timing t = dense_policy.infer(calibration[i]).timing;
     sum.vision_ms += t.vision_ms, sum.projector_ms += t.projector_ms, sum.llm_ms += t.llm_ms;
     sum.action_head_ms += t.action_head_ms, sum.total_ms += t.total_ms;
     int8_llm_ms += int8_policy.infer(calibration[i]).timing.llm_ms;
