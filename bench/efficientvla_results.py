@@ -120,8 +120,17 @@ def main():
         plan = "dense"
         if plan_args:
             plan = os.path.join(args.work, f"plan{i:02d}.json")
+            before = open(plan).read() if os.path.exists(plan) else None
             run([ev, "plan", "-a", analysis, "-m", args.model, "-o", plan, "--name", f"p{i:02d}"] + plan_args,
                 capture_output=True)
+            if args.reuse_evals and before is not None and open(plan).read() != before:
+                # A different plan (e.g. a --target-speedup rung after new timings): its old
+                # evaluations do not describe it.
+                print(f"{name}: the plan changed; evaluating it again", file=sys.stderr)
+                for split in ("matching", "variants"):
+                    stale = os.path.join(args.work, f"eval{i:02d}_{split}.json")
+                    if os.path.exists(stale):
+                        os.remove(stale)
         plan_files.append(plan)
         flops = info["flops_dense"]["total"]
         if plan != "dense":

@@ -140,7 +140,13 @@ double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req) {
   const ModelConfig& cfg = model.impl().cfg;
   if (req.target_speedup <= 0) return explicit_plan(a, cfg, req);
-  if (req.target_speedup < 1) throw Error("--target-speedup must be ≥ 1");
+  if (req.target_speedup <= 1) throw Error("--target-speedup must be above 1 (dense runs at 1×)");
+  // The ladder chooses these itself; a value given beside the target would
+  // be silently overridden on some rungs and kept on others.
+  if (req.drop_blocks || req.drop_attention || req.drop_mlp || req.mlp_prune > 0.f || req.int8_layers ||
+      req.tokens || req.cache_interval != 1)
+    throw Error("--target-speedup chooses the layers, MLP pruning, int8 layers, tokens and cache interval itself; "
+                "give either it or those numbers");
   // A ladder, cheapest rung first, in the order the closed-loop frontier of
   // the shipped policy measured (docs/plan_frontier.md): the int8 LM (where
   // the analysis measured it faster), then the action head every second step;

@@ -171,6 +171,14 @@ EVLA_VNNI inline void store_row_vnni(float* out, RowQuant q, const int32_t* cols
   _mm512_storeu_ps(out, _mm512_fmadd_ps(sums, f, _mm512_loadu_ps(bias)));
 }
 
+// Four codes of a row (one k group), broadcast to every lane.
+EVLA_VNNI inline __m512i group_of_vnni(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return _mm512_set1_epi32(v);
+}
+
+// Row blocks shorter than eight (the tail of M).
 template <int MR>
 EVLA_VNNI void micro_vnni(int K4, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* panel,
                           const int32_t* colsum, const float* sw, const float* bias, float* out, int ldo) {
@@ -178,19 +186,37 @@ EVLA_VNNI void micro_vnni(int K4, const uint8_t* xq, int ldq, const RowQuant* rq
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
   for (int i = 0; i < K4; ++i, panel += kGroup * kPanel) {
     const __m512i w = _mm512_loadu_si512(panel);
-    for (int r = 0; r < MR; ++r) {
-      int32_t v;
-      std::memcpy(&v, xq + size_t(r) * ldq + kGroup * i, sizeof v);
-      acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(v), w);
-    }
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_dpbusd_epi32(acc[r], group_of_vnni(xq + size_t(r) * ldq + kGroup * i), w);
   }
   for (int r = 0; r < MR; ++r) store_row_vnni(out + size_t(r) * ldo, rq[r], colsum, sw, bias, acc[r]);
+}
+
+// The full block with eight named sums: GCC 12 keeps an array of them
+// (micro_vnni's) on the stack, a load and a store around every vpdpbusd.
+EVLA_VNNI void micro8_vnni(int K4, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* panel,
+                           const int32_t* colsum, const float* sw, const float* bias, float* out, int ldo) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  const size_t ld = size_t(ldq);
+  for (int i = 0; i < K4; ++i, panel += kGroup * kPanel) {
+    const __m512i w = _mm512_loadu_si512(panel);
+    const uint8_t* x = xq + kGroup * i;
+    a0 = _mm512_dpbusd_epi32(a0, group_of_vnni(x), w);
+    a1 = _mm512_dpbusd_epi32(a1, group_of_vnni(x + ld), w);
+    a2 = _mm512_dpbusd_epi32(a2, group_of_vnni(x + 2 * ld), w);
+    a3 = _mm512_dpbusd_epi32(a3, group_of_vnni(x + 3 * ld), w);
+    a4 = _mm512_dpbusd_epi32(a4, group_of_vnni(x + 4 * ld), w);
+    a5 = _mm512_dpbusd_epi32(a5, group_of_vnni(x + 5 * ld), w);
+    a6 = _mm512_dpbusd_epi32(a6, group_of_vnni(x + 6 * ld), w);
+    a7 = _mm512_dpbusd_epi32(a7, group_of_vnni(x + 7 * ld), w);
+  }
+  const __m512i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+  for (int r = 0; r < 8; ++r) store_row_vnni(out + size_t(r) * ldo, rq[r], colsum, sw, bias, acc[r]);
 }
 
 void micro_vnni_rows(int MR, int K4, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* panel,
                      const int32_t* colsum, const float* sw, const float* bias, float* out, int ldo) {
   switch (MR) {
-    case 8: return micro_vnni<8>(K4, xq, ldq, rq, panel, colsum, sw, bias, out, ldo);
+    case 8: return micro8_vnni(K4, xq, ldq, rq, panel, colsum, sw, bias, out, ldo);
     case 7: return micro_vnni<7>(K4, xq, ldq, rq, panel, colsum, sw, bias, out, ldo);
     case 6: return micro_vnni<6>(K4, xq, ldq, rq, panel, colsum, sw, bias, out, ldo);
     case 5: return micro_vnni<5>(K4, xq, ldq, rq, panel, colsum, sw, bias, out, ldo);
@@ -291,7 +317,8 @@ void panels(Int8Isa isa, int M, int K, const uint8_t* xq, int ldq, const RowQuan
 bool prefer_int8_dynamic() { return cpu_has_avx2() && !blas_only(); }
 
 bool cpu_has_avx512vnni() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  // The VNNI path quantizes its rows with the AVX2 code.
+  static const bool has = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return has;
 }
@@ -340,6 +367,7 @@ void linear_int8_dynamic(Int8Isa isa, ThreadPool& pool, const float* x, int ldx,
                          const float* scale, const float* bias, int N, float* y, int ldy) {
   if (isa == Int8Isa::Avx512Vnni && !cpu_has_avx512vnni())
     throw std::invalid_argument("linear_int8_dynamic: this CPU has no AVX-512 VNNI");
+  if (!cpu_has_avx2()) throw std::invalid_argument("linear_int8_dynamic: this CPU has no AVX2");
   // Scratch of the calling thread, grown once and then reused; the workers
   // reach it through these pointers (a lambda naming a thread_local would
   // see the worker's own copy).

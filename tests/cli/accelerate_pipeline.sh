@@ -81,6 +81,10 @@ assert float(re.search(r"estimated speed-up ([0-9.]+)", open(sys.argv[4]).read()
 PY
 if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 50 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "no plan on the ladder reaches" "$tmp/err"
+if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.5 --drop-layers 2 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "give either it or those numbers" "$tmp/err"
+if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "must be above 1" "$tmp/err"
 "$evla" eval -m "$model" --plan "$tmp/t3.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"

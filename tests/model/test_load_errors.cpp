@@ -17,19 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A scratch copy of a fixture model that a test may corrupt.
-struct ModelCopy {
-  fs::path dir;
-  explicit ModelCopy(const std::string& name) {
-    dir = fs::temp_directory_path() / ("evla_test_" + name + "_" + std::to_string(::getpid()) + "_" +
-                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::copy(test::source_path("tests/fixtures/" + name), dir);
-  }
-  ~ModelCopy() { fs::remove_all(dir); }
-  nlohmann::json config() const { return read_json_file((dir / "config.json").string()); }
-  void write_config(const nlohmann::json& j) const { std::ofstream(dir / "config.json") << j.dump(2); }
-};
+using test::ModelCopy;
 
 std::string load_error(const fs::path& dir) {
   try {

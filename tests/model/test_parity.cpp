@@ -50,6 +50,28 @@ struct Fixture {
   }
 };
 
+// noise_scale s starts the sampler from s · noise: the same bits as the
+// unscaled model given s · noise (which the reference checks above cover).
+TEST(NoiseScale, ScalesTheStartingNoise) {
+  Fixture fx("dual_gqa_cfg");
+  test::ModelCopy copy("dual_gqa_cfg");
+  nlohmann::json cfg = copy.config();
+  cfg["action_head"]["noise_scale"] = 0.37;
+  copy.write_config(cfg);
+  std::vector<float> noise = fx.f32("input.noise"), scaled = noise;
+  for (float& v : scaled) v *= 0.37f;
+
+  Policy plain(fx.model, PolicyOptions{1});
+  plain.state().noise_override = scaled;
+  const ActionChunk want = plain.infer(fx.observation());
+  Policy cooled(Model::load(copy.dir.string()), PolicyOptions{1});
+  cooled.state().noise_override = noise;
+  const ActionChunk got = cooled.infer(fx.observation());
+  EXPECT_EQ(got.actions, want.actions);
+  plain.state().noise_override = noise;
+  EXPECT_NE(plain.infer(fx.observation()).actions, want.actions);  // the scale matters
+}
+
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, EveryStageMatchesPyTorch) {

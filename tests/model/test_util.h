@@ -1,8 +1,17 @@
 // Helpers shared by the model tests.
 #pragma once
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/json_reader.h"
 
 namespace evla::test {
 
@@ -19,5 +28,20 @@ inline double nmse(const float* a, const float* b, size_t n) {
 
 inline std::string source_path(const std::string& rel) { return std::string(EVLA_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(EVLA_BINARY_DIR) + "/" + rel; }
+
+// A scratch copy of a fixture model that a test may change or corrupt.
+struct ModelCopy {
+  std::filesystem::path dir;
+  explicit ModelCopy(const std::string& name) {
+    dir = std::filesystem::temp_directory_path() /
+          ("evla_test_" + name + "_" + std::to_string(::getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir);
+    std::filesystem::copy(source_path("tests/fixtures/" + name), dir);
+  }
+  ~ModelCopy() { std::filesystem::remove_all(dir); }
+  nlohmann::json config() const { return read_json_file((dir / "config.json").string()); }
+  void write_config(const nlohmann::json& j) const { std::ofstream(dir / "config.json") << j.dump(2); }
+};
 
 }  // namespace evla::test
