@@ -38,26 +38,6 @@ double peak_rss_mb() {
   return u.ru_maxrss / 1024.0;
 }
 
-// A synthetic observation: a smooth colour pattern, the model's image count
-// and state size.
-Observation synthetic_observation(const Model& m) {
-  Observation obs;
-  const int S = m.image_size();
-  for (int k = 0; k < m.num_images(); ++k) {
-    Image img(S, S);
-    for (int y = 0; y < S; ++y)
-      for (int x = 0; x < S; ++x) {
-        uint8_t* p = img.pixel(x, y);
-        p[0] = uint8_t(255 * x / S);
-        p[1] = uint8_t(255 * y / S);
-        p[2] = uint8_t((x * y + 40 * k) % 256);
-      }
-    obs.images.push_back(std::move(img));
-  }
-  obs.instruction = "pick up the red block";
-  obs.state.assign(size_t(m.state_dim()), 0.1f);
-  return obs;
-}
 
 }  // namespace
 

@@ -1,8 +1,10 @@
 // evla plan: build an acceleration plan from an analysis report.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "accel/plan_builder.h"
 #include "commands.h"
@@ -14,6 +16,7 @@ void add_plan_command(CLI::App& app) {
   struct Opts {
     std::string analysis, model, out = "plan.json", choice = "importance", method = "efficientvla", queries = "text", blocks;
     std::string token_after = "2";
+    int measure = 0;
     accel::PlanRequest req;
   };
   auto o = std::make_shared<Opts>();
@@ -50,6 +53,10 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--cache-start", r.cache_start, "Steps up to and including this one always recompute")->capture_default_str();
   cmd->add_option("--cache-blocks", o->blocks, "Comma list of DiT blocks that reuse (default: all)");
   cmd->add_option("--target-speedup", r.target_speedup, "Choose the numbers to reach this estimated speed-up");
+  cmd->add_option("--measure", o->measure,
+                  "With --target-speedup: time each candidate plan against dense on this machine (median of N "
+                  "inferences each, one thread) and climb until the measured speed-up reaches the target")
+      ->check(CLI::Range(1, 10000));
   cmd->add_option("--seed", r.seed, "Seed of the random baselines");
   cmd->callback([o] {
     auto model = Model::load(o->model);
@@ -75,6 +82,26 @@ void add_plan_command(CLI::App& app) {
     }
     if (!o->blocks.empty())
       r.cache_blocks = parse_ints(o->blocks, "--cache-blocks");
+    // Median latency of N inferences of `policy` on the synthetic observation, after two untimed.
+    const Observation obs = synthetic_observation(*model);
+    auto median_ms = [&](Policy& policy) {
+      for (int i = 0; i < 2; ++i) policy.infer(obs);
+      std::vector<double> ms;
+      for (int i = 0; i < o->measure; ++i) ms.push_back(policy.infer(obs).timing.total_ms);
+      std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+      return ms[ms.size() / 2];
+    };
+    double dense_ms = 0;
+    if (o->measure > 0) {
+      if (r.target_speedup <= 0) throw CLI::ValidationError("--measure", "needs --target-speedup");
+      Policy dense(model, PolicyOptions{1});
+      dense_ms = median_ms(dense);
+      r.measure = [&](const Plan& candidate) {
+        Policy policy(model, PolicyOptions{1});
+        policy.set_plan(candidate);
+        return dense_ms / median_ms(policy);
+      };
+    }
     Plan p = accel::build_plan(a, *model, r);
     std::ofstream f(o->out);
     if (!f) throw Error(o->out + ": cannot write");
@@ -83,6 +110,9 @@ void add_plan_command(CLI::App& app) {
     fmt::print("plan '{}' → {}\n", p.name, o->out);
     fmt::print("FLOPs {:.3f} → {:.3f} GFLOP ({:.1f}%), estimated speed-up {:.2f}×\n", d.total() / 1e9,
                q.total() / 1e9, 100 * q.total() / d.total(), accel::estimated_speedup(a, *model, p));
+    if (r.measure)
+      fmt::print("measured speed-up {:.2f}× (one thread, median of {} inferences; dense {:.2f} ms)\n",
+                 r.measure(p), o->measure, dense_ms);
   });
 }
 

@@ -6,6 +6,8 @@
 #include <functional>
 #include <vector>
 
+#include "evla/evla.h"
+
 namespace evla::cli {
 
 using CommandAdder = void (*)(CLI::App& app);
@@ -30,6 +32,8 @@ void add_sim_command(CLI::App& app);
 std::vector<std::string> split_csv(const std::string& csv, const std::string& what);
 std::vector<float> parse_floats(const std::string& csv, const std::string& what);
 std::vector<int> parse_ints(const std::string& csv, const std::string& what);
+// The observation timing runs use (tools/synthetic_observation.cpp).
+Observation synthetic_observation(const Model& m);
 
 }  // namespace evla::cli
 

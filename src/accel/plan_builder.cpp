@@ -174,13 +174,14 @@ Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& 
         }
   for (const PlanRequest& rung : ladder) {
     Plan p = explicit_plan(a, cfg, rung);
-    if (estimated_speedup(a, model, p) >= req.target_speedup) {
+    const double speedup = req.measure ? req.measure(p) : estimated_speedup(a, model, p);
+    if (speedup >= req.target_speedup) {
       if (p.name == "plan") p.name = "target-" + std::to_string(req.target_speedup).substr(0, 4) + "x";
       return p;
     }
   }
-  throw Error("no plan on the ladder reaches a " + std::to_string(req.target_speedup) +
-              "× estimated speed-up for this model; ask for less");
+  throw Error("no plan on the ladder reaches a " + std::to_string(req.target_speedup) + "× " +
+              (req.measure ? "measured" : "estimated") + " speed-up for this model; ask for less");
 }
 
 }  // namespace evla::accel

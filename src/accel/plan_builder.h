@@ -3,6 +3,7 @@
 // speed-up, with the choice of *which* layers made by redundancy (the
 // method) or by the baselines it is compared with (random, evenly spread).
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct PlanRequest {
   std::vector<int> cache_blocks;
   uint64_t seed = 0;         // for the random baselines
   double target_speedup = 0; // > 0: choose the numbers above to reach it
+  // With a target: the speed-up of a candidate plan as measured on this
+  // machine, used instead of the estimate (empty: the estimate).
+  std::function<double(const Plan&)> measure;
 };
 
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req);

@@ -85,6 +85,11 @@ if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.5 --drop-lay
 grep -q "give either it or those numbers" "$tmp/err"
 if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "must be above 1" "$tmp/err"
+# --measure climbs on timings taken here (which plan it lands on depends on the machine: only that it runs).
+"$evla" plan -a "$tmp/an.json" -m "$model" --target-speedup 1.01 --measure 3 -o "$tmp/m.json" | grep -q "measured speed-up"
+"$evla" info -m "$model" --plan "$tmp/m.json" | grep -q "GFLOPs plan"
+if "$evla" plan -a "$tmp/an.json" -m "$model" --measure 3 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "needs --target-speedup" "$tmp/err"
 "$evla" eval -m "$model" --plan "$tmp/t3.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" eval -m "$model" --plan "$tmp/plan.json" -n 2 --tasks pick -q | grep -q "overall"
 "$evla" prune -m "$model" --plan "$tmp/plan.json" -o "$tmp/pruned" | grep -q "LM layers 3 → 2"
