@@ -38,7 +38,6 @@ double peak_rss_mb() {
   return u.ru_maxrss / 1024.0;
 }
 
-
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
