@@ -19,7 +19,9 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--plan", o->plan, "Also show FLOPs under this acceleration plan");
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->callback([o] {
-    auto model = Model::load(o->model);
+    LoadOptions lo;
+    lo.tokenizer_optional = true;  // describing needs no tokenizer
+    auto model = Model::load(o->model, lo);
     const FlopCount dense = model->flops();
     Plan plan;
     if (!o->plan.empty()) {
@@ -34,6 +36,7 @@ void add_info_command(CLI::App& app) {
     if (o->json) {
       nlohmann::json j{{"name", model->name()}, {"parameters", model->num_params()},
                        {"action_horizon", model->action_horizon()}, {"action_dim", model->action_dim()},
+                       {"unnorm_keys", model->unnorm_keys()},
                        {"flops_dense", row(dense)}};
       if (!o->plan.empty()) j["flops_plan"] = row(planned), j["plan"] = plan.name;
       fmt::print("{}\n", j.dump(2));

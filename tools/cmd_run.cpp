@@ -10,7 +10,7 @@ namespace evla::cli {
 
 void add_run_command(CLI::App& app) {
   struct Opts {
-    std::string model, prompt, state, plan;
+    std::string model, prompt, state, plan, unnorm_key;
     std::vector<std::string> images;
     uint64_t seed = 0;
     int threads = 0, repeat = 1;
@@ -23,6 +23,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--prompt,-p", o->prompt, "Instruction, e.g. \"pick up the red block\"")->required();
   cmd->add_option("--state", o->state, "Robot state as comma-separated floats");
   cmd->add_option("--seed", o->seed, "Diffusion noise seed");
+  cmd->add_option("--unnorm-key", o->unnorm_key, "Dataset whose action statistics un-normalise the actions");
   cmd->add_option("--threads,-t", o->threads, "Threads (default: all cores)");
   cmd->add_option("--plan", o->plan, "Acceleration plan (JSON)");
   cmd->add_option("--repeat", o->repeat, "Run N times and report the last timing")->check(CLI::Range(1, 100000));
@@ -35,6 +36,7 @@ void add_run_command(CLI::App& app) {
     for (const auto& path : o->images) obs.images.push_back(load_image(path));
     obs.instruction = o->prompt;
     obs.seed = o->seed;
+    obs.unnorm_key = o->unnorm_key;
     if (!o->state.empty()) obs.state = parse_floats(o->state, "--state");
     ActionChunk chunk;
     for (int r = 0; r < o->repeat; ++r) chunk = policy.infer(obs);

@@ -41,6 +41,9 @@ std::string default_weight_cache_dir();
 
 struct LoadOptions {
   bool load_tokenizer = true;
+  // A missing tokenizer file is no error (the model can still be described,
+  // or run on token ids given directly).
+  bool tokenizer_optional = false;
   std::string weight_cache_dir = default_weight_cache_dir();  // "" = no cache
 };
 
@@ -66,6 +69,9 @@ class Model {
   int image_size() const;
   int state_dim() const;
   int64_t num_params() const;
+  // Names of the datasets whose action statistics the model holds (empty
+  // when it holds one unnamed set); Observation::unnorm_key picks one.
+  std::vector<std::string> unnorm_keys() const;
   // What the load did with the derived-weight cache (read, wrote, off, or why not).
   const std::string& weight_cache_status() const;
   // One-paragraph human-readable description of the architecture.
@@ -87,6 +93,9 @@ struct Observation {
   std::string instruction;      // e.g. "pick up the coke can"
   std::vector<float> state;     // state_dim floats, when the model takes state
   uint64_t seed = 0;            // initial diffusion noise
+  // Which dataset's action statistics un-normalise the actions (CogACT's
+  // unnorm_key); may stay empty when the model has one set.
+  std::string unnorm_key;
 };
 
 // Wall-clock milliseconds of the last inference, per module.

@@ -640,7 +640,14 @@ void SafetensorsWriter::add_borrowed(const std::string& name, DType dtype, std::
     throw Error(fmt::format("{}: {} bytes given but shape [{}] of {} needs {}", ctx, nbytes,
                             fmt::join(shape, ", "), dtype_name(dtype), needed));
   entries_.push_back(Entry{name, dtype, std::move(shape), {}, static_cast<const uint8_t*>(data), nbytes,
-                           size_t(needed)});
+                           size_t(needed), nullptr});
+}
+
+void SafetensorsWriter::add_streamed(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                     Producer produce) {
+  const uint64_t needed = byte_size(shape, dtype, "safetensors writer: tensor '" + name + "'");
+  add_borrowed(name, dtype, std::move(shape), nullptr, size_t(needed));
+  entries_.back().produce = std::move(produce);
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, std::vector<int64_t> shape,
@@ -688,6 +695,18 @@ void SafetensorsWriter::write(const std::string& path, size_t alignment) const {
   out.write(text.data(), text.size());
   static const uint8_t zeros[256] = {};
   for (const Entry* e : order) {
+    if (e->produce) {
+      size_t written = 0;
+      e->produce([&](const void* p, size_t n) {
+        if (n > e->size - written)
+          throw Error(fmt::format("{}: tensor '{}': more than its {} bytes produced", path, e->name, e->size));
+        out.write(p, n);
+        written += n;
+      });
+      if (written != e->size)
+        throw Error(fmt::format("{}: tensor '{}': {} of its {} bytes produced", path, e->name, written, e->size));
+      continue;
+    }
     out.write(e->data, e->data_bytes);
     for (size_t left = e->size - e->data_bytes; left > 0; left -= std::min(left, sizeof zeros))
       out.write(zeros, std::min(left, sizeof zeros));

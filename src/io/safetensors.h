@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -97,6 +98,12 @@ class SafetensorsWriter {
   // (padding that keeps the next tensor aligned).
   void add_borrowed(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
                     size_t nbytes, bool zero_tail = false);
+  // The bytes come from `produce` during write(), which must hand the sink
+  // exactly the shape's size: a tensor streamed from another file is never
+  // held whole in memory.
+  using Sink = std::function<void(const void*, size_t)>;
+  using Producer = std::function<void(const Sink&)>;
+  void add_streamed(const std::string& name, DType dtype, std::vector<int64_t> shape, Producer produce);
   void set_metadata(const std::string& key, const std::string& value);
   // Writes atomically (temp file + rename). Throws evla::Error on I/O failure.
   // The header is padded with spaces so that the data buffer starts at a
@@ -111,6 +118,7 @@ class SafetensorsWriter {
     std::vector<uint8_t> owned;  // empty for borrowed data
     const uint8_t* data;         // data_bytes bytes, then zeros up to size
     size_t data_bytes, size;
+    Producer produce;            // instead of data, when set
   };
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;

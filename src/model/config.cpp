@@ -205,29 +205,60 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   if (a.frequency_embedding_size % 2 != 0) ah.fail("frequency_embedding_size", "must be even");
   if (a.mlp_hidden() <= 0) ah.fail("mlp_ratio", "must be positive");
 
-  // Action normalisation
+  // Action normalisation: one unnamed set, or one per dataset.
   auto& n = m.action_norm;
+  const size_t ad = size_t(a.action_dim);
+  const auto read_stats = [&](const JsonReader& r) {
+    ActionStats st;
+    for (double v : r.numbers("q01")) st.q01.push_back(float(v));
+    for (double v : r.numbers("q99")) st.q99.push_back(float(v));
+    if (r.has("mask")) st.mask = r.booleans("mask");
+    if (st.q01.size() != ad) r.fail("q01", "must have action_dim (" + std::to_string(ad) + ") entries");
+    if (st.q99.size() != ad) r.fail("q99", "must have action_dim (" + std::to_string(ad) + ") entries");
+    if (st.mask.empty()) st.mask.assign(ad, true);
+    if (st.mask.size() != ad) r.fail("mask", "must have action_dim (" + std::to_string(ad) + ") entries");
+    return st;
+  };
   if (root.has("action_normalization")) {
     JsonReader an = root.child("action_normalization");
-    for (double v : an.numbers("q01")) n.q01.push_back(float(v));
-    for (double v : an.numbers("q99")) n.q99.push_back(float(v));
-    if (an.has("mask")) n.mask = an.booleans("mask");
     n.gripper_index = an.int32("gripper_index", a.action_dim - 1);
-    const size_t ad = size_t(a.action_dim);
-    if (n.q01.size() != ad) an.fail("q01", "must have action_dim (" + std::to_string(ad) + ") entries");
-    if (n.q99.size() != ad) an.fail("q99", "must have action_dim (" + std::to_string(ad) + ") entries");
-    if (n.mask.empty()) n.mask.assign(ad, true);
-    if (n.mask.size() != ad) an.fail("mask", "must have action_dim (" + std::to_string(ad) + ") entries");
+    if (an.has("datasets")) {
+      JsonReader ds = an.child("datasets");
+      if (ds.node().empty()) an.fail("datasets", "must name at least one dataset");
+      for (const auto& [key, value] : ds.node().items()) {
+        if (key.empty()) ds.fail(key, "dataset names must not be empty");
+        n.datasets[key] = read_stats(ds.child(key));
+      }
+    } else {
+      n.datasets[""] = read_stats(an);
+    }
     if (n.gripper_index < -1 || n.gripper_index >= a.action_dim)
       an.fail("gripper_index", "must be -1 or an action dimension");
   } else {
     // No statistics: actions stay in the normalised space.
-    n.q01.assign(a.action_dim, -1.f);
-    n.q99.assign(a.action_dim, 1.f);
-    n.mask.assign(a.action_dim, true);
+    n.datasets[""] = ActionStats{std::vector<float>(ad, -1.f), std::vector<float>(ad, 1.f), std::vector<bool>(ad, true)};
     n.gripper_index = -1;
   }
   return m;
+}
+
+std::vector<std::string> ActionNormConfig::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [key, stats] : datasets)
+    if (!key.empty()) out.push_back(key);
+  return out;
+}
+
+const ActionStats& ActionNormConfig::select(const std::string& key) const {
+  if (key.empty() && datasets.size() == 1) return datasets.begin()->second;
+  if (auto it = datasets.find(key); !key.empty() && it != datasets.end()) return it->second;
+  std::string names;
+  for (const std::string& k : keys()) names += (names.empty() ? "" : ", ") + k;
+  if (names.empty()) throw Error("unnorm_key '" + key + "': the model has one unnamed set of action statistics");
+  if (key.empty())
+    throw Error("the model has action statistics for " + std::to_string(datasets.size()) +
+                " datasets; choose one with unnorm_key: " + names);
+  throw Error("unnorm_key '" + key + "': no such dataset statistics; the model has: " + names);
 }
 
 ModelConfig load_model_config(const std::string& model_dir) {

@@ -1,6 +1,7 @@
 // The architecture of a model, read from config.json. Every size the runtime
 // uses comes from here; docs/format.md documents each key.
 #pragma once
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -103,10 +104,22 @@ struct ActionHeadConfig {
   int batch() const { return use_cfg() ? 2 : 1; }
 };
 
-struct ActionNormConfig {
+// One dataset's action statistics: a = 0.5·(x+1)·(q99−q01) + q01 on the
+// dimensions whose mask is true; the others pass through.
+struct ActionStats {
   std::vector<float> q01, q99;
   std::vector<bool> mask;
+};
+
+struct ActionNormConfig {
+  // By dataset name (CogACT's unnorm_key); a config with one unnamed set
+  // holds it under "".
+  std::map<std::string, ActionStats> datasets;
   int gripper_index = -1;
+  // The statistics for `key`. With one set, "" picks it; with several, ""
+  // and unknown keys are errors that list the names.
+  const ActionStats& select(const std::string& key) const;
+  std::vector<std::string> keys() const;  // the named sets
 };
 
 struct ModelConfig {

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "accel/plan_check.h"
 #include "model/model_impl.h"
@@ -30,8 +31,8 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   im.dit = std::make_unique<Dit>(im.cfg.action_head, w);
   im.schedule = DdimSchedule::make(im.cfg.action_head);
   w.save_cache();
-  if (opts.load_tokenizer) {
-    const std::string tok = (fs::path(dir) / im.cfg.prompt.tokenizer).string();
+  const std::string tok = (fs::path(dir) / im.cfg.prompt.tokenizer).string();
+  if (opts.load_tokenizer && !(opts.tokenizer_optional && !fs::exists(tok))) {
     im.tokenizer = io::load_sentencepiece(tok);
     if (im.tokenizer->vocab_size() > im.cfg.llm.vocab_size)
       throw Error(tok + ": tokenizer has " + std::to_string(im.tokenizer->vocab_size()) +
@@ -63,6 +64,7 @@ int Model::num_images() const { return impl_->cfg.vision.num_images; }
 int Model::image_size() const { return impl_->cfg.vision.image_size(); }
 int Model::state_dim() const { return impl_->cfg.action_head.state_dim; }
 int64_t Model::num_params() const { return impl_->weights->loaded_params(); }
+std::vector<std::string> Model::unnorm_keys() const { return impl_->cfg.action_norm.keys(); }
 const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 
 void Model::validate(const Plan& plan) const { accel::check_plan(plan, impl_->cfg); }
@@ -110,6 +112,15 @@ std::string Model::describe() const {
       "action head  DiT {} layers, d={}, heads={}; chunk {}×{}, {} executed; DDIM {}/{} steps, noise ×{:g}; CFG {}\n",
       a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.n_action_steps, a.sample_steps,
       a.train_steps, a.noise_scale, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
+  const auto keys = c.action_norm.keys();
+  if (!keys.empty())
+    o << fmt::format("statistics   {} dataset{}: {}{}\n", keys.size(), keys.size() > 1 ? "s" : "", fmt::join(keys, ", "),
+                     keys.size() > 1 ? " (choose with unnorm_key)" : "");
+  const bool tok_file = fs::exists(fs::path(impl_->dir) / c.prompt.tokenizer);
+  o << fmt::format("tokenizer    {}: {}\n", c.prompt.tokenizer,
+                   impl_->tokenizer ? fmt::format("{} pieces", impl_->tokenizer->vocab_size())
+                   : tok_file       ? std::string("not loaded")
+                                    : std::string("missing (instructions cannot be tokenized)"));
   return o.str();
 }
 

@@ -107,6 +107,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   if (ah.state_dim > 0 && int(obs.state.size()) != ah.state_dim)
     throw Error("observation state has " + std::to_string(obs.state.size()) +
                 " values but the model takes " + std::to_string(ah.state_dim));
+  const ActionStats& stats = cfg.action_norm.select(obs.unnorm_key);
 
   // --- vision: each encoder writes its channels of every patch row ---
   auto t0 = Clock::now();
@@ -192,7 +193,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   out.dim = A;
   out.actions.resize(size_t(C) * A);
   st.normalized = st.sample;
-  postprocess_actions(cfg.action_norm, C, A, st.normalized.data(), out.actions.data());
+  postprocess_actions(stats, cfg.action_norm.gripper_index, C, A, st.normalized.data(), out.actions.data());
   if (st.trace) {
     st.trace->put("actions.normalized", st.normalized.data(), st.normalized.size());
     st.trace->put("actions", out.actions.data(), out.actions.size());

@@ -84,13 +84,13 @@ void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, c
   std::copy(x.begin(), x.end(), out);
 }
 
-void postprocess_actions(const ActionNormConfig& norm, int C, int A, float* normalized,
+void postprocess_actions(const ActionStats& norm, int gripper_index, int C, int A, float* normalized,
                          float* actions) {
   for (int c = 0; c < C; ++c)
     for (int d = 0; d < A; ++d) {
       float& v = normalized[c * A + d];
       v = std::clamp(v, -1.0f, 1.0f);
-      if (d == norm.gripper_index) v = v < 0.5f ? 0.0f : 1.0f;
+      if (d == gripper_index) v = v < 0.5f ? 0.0f : 1.0f;
       actions[c * A + d] =
           norm.mask[d] ? 0.5f * (v + 1.0f) * (norm.q99[d] - norm.q01[d]) + norm.q01[d] : v;
     }

@@ -35,7 +35,7 @@ void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, c
 
 // Clip to [−1, 1], threshold the gripper, un-normalise (see docs/format.md).
 // `normalized` is overwritten with the clipped / thresholded values.
-void postprocess_actions(const ActionNormConfig& norm, int C, int A, float* normalized,
+void postprocess_actions(const ActionStats& norm, int gripper_index, int C, int A, float* normalized,
                          float* actions);
 
 }  // namespace evla
