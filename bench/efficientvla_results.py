@@ -1,14 +1,16 @@
 """The EfficientVLA results table on the shipped benchmark model.
 
     /usr/bin/python3 bench/efficientvla_results.py --model models/evla-tabletop \
-        --episodes 400 --variants-episodes 200 --out docs/results.md
+        --episodes 400 --variants-episodes 200 --bench-reps 30 --workers 2
 
 Runs, with the evla CLI only: the redundancy analysis (`evla analyze`), one
 plan per configuration (`evla plan`), closed-loop success on both benchmark
 splits (`evla eval`), latency of every plan side by side in one process
 (`evla bench`, median of repetitions) and analytic FLOPs (`evla info`).
-Writes the markdown table, the layer-importance picture and every raw JSON
-report next to it.
+Writes the markdown table to --out (a data file, docs/data/efficientvla_results.md,
+which docs/results.md quotes; never a hand-written doc), the layer-importance picture to
+--picture (a PNG beside it when rsvg-convert is installed), and every plan and raw JSON
+report to --work.
 """
 import argparse
 import json
@@ -70,6 +72,29 @@ def configs(L, nv, a):
     ], drop, tok
 
 
+def cpu_name():
+    """The CPU's model name, for the generated table's header."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "this machine"
+
+
+GENERATED = "# EfficientVLA on the evla benchmark (generated table)"
+
+
+def check_generated(path, header):
+    """Refuses to overwrite a file this script did not write (a hand-written doc)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.readline().rstrip("\n") != header:
+                sys.exit(f"{path} exists and was not written by this script; not overwriting it "
+                         "(give --out a data file, e.g. under docs/data/)")
+
+
 def run(cmd, **kw):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.run(cmd, check=True, text=True, **kw)
@@ -87,13 +112,19 @@ def main():
     ap.add_argument("--drop-layers", type=int, default=0)
     ap.add_argument("--tokens", type=int, default=0)
     ap.add_argument("--token-key", type=int, default=4)
-    ap.add_argument("--out", default="docs/results.md")
-    ap.add_argument("--work", default="docs/results")
+    ap.add_argument("--out", default="docs/data/efficientvla_results.md",
+                    help="the generated table (a data file that docs/results.md quotes)")
+    ap.add_argument("--work", default="build/efficientvla_results", help="plans and raw reports")
+    ap.add_argument("--picture", default="docs/img/layer_importance.svg",
+                    help="the layer-importance picture (and a PNG beside it when rsvg-convert is installed)")
     ap.add_argument("--reuse-evals", action="store_true",
                     help="keep evaluation reports already in --work (e.g. to redo only the latency run on a "
                          "quiet machine); plans are rebuilt and must come out the same")
     args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    check_generated(args.out, GENERATED)
+    for d in (args.work, os.path.dirname(args.out), os.path.dirname(args.picture)):
+        if d:
+            os.makedirs(d, exist_ok=True)
     ev = args.evla
     t0 = time.time()
 
@@ -106,11 +137,11 @@ def main():
     analysis = os.path.join(args.work, "analysis.json")
     run([ev, "analyze", "-m", args.model, "--episodes", "40", "--every", "3", "--samples", "300",
          "-o", analysis, "-t", "2"])
-    svg = os.path.join(args.work, "layer_importance.svg")
+    svg = args.picture
     shutil.copy(os.path.join(args.work, "analysis.svg"), svg)
     png = None
     if shutil.which("rsvg-convert"):
-        png = os.path.join(args.work, "layer_importance.png")
+        png = os.path.splitext(svg)[0] + ".png"
         run(["rsvg-convert", svg, "-o", png])
 
     table, drop, tok = configs(L, nv, args)
@@ -182,11 +213,11 @@ def main():
     table_md = "\n".join(lines)
     cmdline = "/usr/bin/python3 bench/efficientvla_results.py " + " ".join(sys.argv[1:])
     with open(args.out, "w") as f:
-        f.write("# EfficientVLA on the evla benchmark\n\n")
-        f.write(f"Produced by `{cmdline}` in {(time.time() - t0) / 60:.0f} min on this project's 2-core "
-                f"machine; raw reports in `{args.work}/`.\n\n")
+        f.write(GENERATED + "\n\n")
+        f.write(f"Produced by `{cmdline}` in {(time.time() - t0) / 60:.0f} min on {cpu_name()} "
+                f"({os.cpu_count()} CPUs); plans and raw reports in `{args.work}/`.\n\n")
         f.write(table_md + "\n\n")
-        f.write(f"![layer importance]({os.path.relpath(png or svg, os.path.dirname(args.out))})\n")
+        f.write(f"![layer importance]({os.path.relpath(png or svg, os.path.dirname(args.out) or '.')})\n")
     print(table_md)
 
 

@@ -2,12 +2,10 @@
 """Success against speed-up over a grid of plans: what each speed-up costs at best.
 
     /usr/bin/python3 bench/plan_frontier.py --model models/evla-tabletop \
-        --analysis docs/results-stage11/analysis.json --token-after 3 --out docs/plan_frontier.md \
-        --work docs/frontier
+        --analysis models/evla-tabletop/plans/analysis.json --token-after 3 --workers 2
 
 Every candidate combines evla's training-free tools: LM layers dropped (chosen by
---layer-choice: greedy joint ablation, the analysis' `greedy_drop_order`, by default; in
-docs/results.md it led on stages 7-9 and single-layer action ablation on stages 10-11),
+--layer-choice: greedy joint ablation, the analysis' `greedy_drop_order`, by default),
 visual tokens kept after layer --token-after
 (EfficientVLA's selection, relevance from the attention of the layer before), the action
 head's cache interval, and optionally int8 LM layers. Each is scored in closed loop on
@@ -16,6 +14,9 @@ by side with dense in `evla bench` runs (one thread; median over runs of p50 rat
 the front of the calibration scores (no other plan both faster and at least as successful)
 are then evaluated on the evaluation seeds, so the success reported for them is not the one
 they were selected on; dense is evaluated as the reference whether or not it is on the front.
+
+Writes the tables to --out (a data file, docs/data/plan_frontier.md, which docs/plan_frontier.md
+quotes; never a hand-written doc), the chart to --svg, and every plan and raw report to --work.
 """
 import argparse
 import itertools
@@ -26,7 +27,9 @@ import time
 
 import numpy as np
 
-from efficientvla_results import run  # the CLI call, echoed to stderr
+from efficientvla_results import check_generated, cpu_name, run  # the CLI call, echoed to stderr
+
+GENERATED = "# Success against speed-up: the plan frontier (generated tables)"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REUSED = []  # evaluation reports found in --work instead of run
@@ -111,8 +114,10 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--bench-reps", type=int, default=40)
     ap.add_argument("--bench-runs", type=int, default=3)
-    ap.add_argument("--out", default="docs/plan_frontier.md")
-    ap.add_argument("--work", default="docs/frontier", help="plans and raw reports")
+    ap.add_argument("--out", default="docs/data/plan_frontier.md",
+                    help="the generated tables (a data file that docs/plan_frontier.md quotes)")
+    ap.add_argument("--work", default="build/plan_frontier", help="plans and raw reports")
+    ap.add_argument("--svg", default="docs/img/frontier.svg", help="the chart of success against speed-up")
     ap.add_argument("--token-after", type=int, default=2,
                     help="layers that see every visual token (2: EfficientVLA's and FastV's default)")
     ap.add_argument("--layer-choice", default="greedy", choices=["greedy", "ablation", "importance"],
@@ -121,7 +126,10 @@ def main():
                     help="keep evaluation reports already in --work (the same model and grid), e.g. to redo only "
                          "the timing; plans are rebuilt")
     args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    check_generated(args.out, GENERATED)
+    for d in (args.work, os.path.dirname(args.out), os.path.dirname(args.svg)):
+        if d:
+            os.makedirs(d, exist_ok=True)
     ev, t0 = args.evla, time.time()
     layers_total = json.load(open(os.path.join(args.model, "config.json")))["llm"]["num_hidden_layers"]
 
@@ -166,19 +174,19 @@ def main():
                                  os.path.join(args.work, f"eval{i:02d}.json"), args.workers, args.reuse_evals)
     with open(os.path.join(args.work, "rows.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    picture = os.path.join(args.work, "frontier.svg")
+    picture = args.svg
     svg(picture, rows)
 
     pct = lambda o: f"{100 * o['success_rate']:.1f}% ({100 * o['ci95'][0]:.1f}–{100 * o['ci95'][1]:.1f})"
     dense_flops = rows[0]["flops"]
     cmdline = "/usr/bin/python3 bench/plan_frontier.py " + " ".join(sys.argv[1:])
-    lines = [f"Produced by `{cmdline}` in {(time.time() - t0) / 60:.0f} min on this project's 2-core machine"
+    lines = [f"Produced by `{cmdline}` in {(time.time() - t0) / 60:.0f} min on {cpu_name()} ({os.cpu_count()} CPUs)"
              f"{f' ({len(REUSED)} evaluations reused from an earlier run)' if REUSED else ''}; "
              f"plans and raw reports in `{args.work}/`. Calibration: {args.calib_episodes} `matching` episodes from seed "
              f"{args.calib_seed}; evaluation: {args.episodes} from seed 0. Speed-up: median over {args.bench_runs} "
              f"`evla bench` runs of dense's p50 over the plan's (one thread, {args.bench_reps} interleaved "
              f"repetitions each).", "",
-             f"![success against speed-up]({os.path.relpath(picture, os.path.dirname(args.out))})", "",
+             f"![success against speed-up]({os.path.relpath(picture, os.path.dirname(args.out) or '.')})", "",
              "The front (selected on calibration, scored on evaluation):", "",
              "| plan | speed-up | FLOPs % | calibration success | evaluation success (95% CI) |",
              "|---|---:|---:|---:|---:|"]
@@ -192,7 +200,7 @@ def main():
         lines.append(f"| {r['name']} | {r['speedup']:.2f}× | {100 * r['flops'] / dense_flops:.1f}% | "
                      f"{pct(r['calib'])} | {'yes' if r['front'] else ''} |")
     with open(args.out, "w") as f:
-        f.write("# Success against speed-up: the plan frontier\n\n" + "\n".join(lines) + "\n")
+        f.write(GENERATED + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

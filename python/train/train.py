@@ -7,7 +7,7 @@ to the learned uncondition (for CFG), AdamW, warmup + cosine LR; plus an EMA of 
 weights (exported). Seeded (torch + numpy). The schedule runs on max(step/steps,
 elapsed/time_budget), so the run ends on time however busy the CPUs are.
 
-  The shipped model's exact command is in docs/benchmark.md ("Training").
+  The shipped model's exact commands are in models/evla-tabletop/README.md ("Training").
 
 `--init-only` exports the random-initialised model (for `evla bench` before training).
 """
@@ -220,7 +220,7 @@ def main():
     ap.add_argument("--size", default=None, help="JSON dict overriding make_config sizes")
     ap.add_argument("--state-dim", type=int, default=0, choices=[0, 4],
                     help="4 feeds the env state through s_embedder (the shipped model, with --state-drop 0.3: "
-                         "without dropout the policy learned to ignore the image, docs/benchmark.md); "
+                         "without dropout the policy learned to ignore the image, models/evla-tabletop/README.md); "
                          "0 (default, as CogACT) does not")
     ap.add_argument("--state-drop", type=float, default=0.0,
                     help="probability of hiding the state from the action head (it sees the mean state)")
