@@ -41,3 +41,6 @@ set_tests_properties(cli.accelerate_pipeline PROPERTIES TIMEOUT 300)
 # The training script: a few steps, export, the runtime runs it, resume with new heads.
 add_test(NAME train.smoke COMMAND bash ${CMAKE_SOURCE_DIR}/tests/train/train_smoke.sh ${EVLA_BIN} ${CMAKE_SOURCE_DIR})
 set_tests_properties(train.smoke PROPERTIES TIMEOUT 300 PASS_REGULAR_EXPRESSION "train smoke ok")
+# evla convert cogact: torch.save checkpoints in CogACT's layout, written by PyTorch at test time.
+add_test(NAME cli.convert_cogact COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli/convert_cogact.sh ${EVLA_BIN} ${TINY})
+set_tests_properties(cli.convert_cogact PROPERTIES TIMEOUT 300)
