@@ -96,6 +96,12 @@ struct Observation {
   // Which dataset's action statistics un-normalise the actions (CogACT's
   // unnorm_key); may stay empty when the model has one set.
   std::string unnorm_key;
+
+  // Verification hooks, for checking a model against another implementation
+  // of it (e.g. a conversion against its PyTorch original). Empty: unused.
+  std::vector<int> token_ids;    // the prompt's ids (BOS … cognition), instead of tokenizing
+  std::vector<float> noise;      // chunk × action_dim initial noise, instead of the seed's
+  std::vector<float> step_noise; // DDPM: steps × chunk × action_dim noise added per step
 };
 
 // Wall-clock milliseconds of the last inference, per module.

@@ -166,7 +166,7 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   if (calibration.empty()) throw Error("analysis needs at least one calibration observation");
   const ModelImpl& im = model->impl();
   const int L = im.cfg.llm.num_layers;
-  const int steps = im.cfg.action_head.sample_steps, blocks = im.cfg.action_head.num_layers;
+  const int steps = im.cfg.action_head.steps(), blocks = im.cfg.action_head.num_layers;
   Policy policy(model, PolicyOptions{threads});
   LlmProbe llm(L);
   DitProbe dit(steps, blocks);

@@ -154,7 +154,7 @@ Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& 
   // LM layers, each without and then with a quarter of the MLP channels
   // removed; then all of that again with the head every fifth step, which
   // cost the most success per millisecond saved.
-  const int L = cfg.llm.num_layers, nv = a.visual_tokens, steps = cfg.action_head.sample_steps;
+  const int L = cfg.llm.num_layers, nv = a.visual_tokens, steps = cfg.action_head.steps();
   const bool int8_pays = a.int8_llm_ratio < 0.95;
   std::vector<PlanRequest> ladder;
   PlanRequest r = req;

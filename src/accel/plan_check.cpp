@@ -56,10 +56,10 @@ void check_plan(const Plan& plan, const ModelConfig& cfg) {
   const CachePlan& c = plan.cache;
   const auto& ah = cfg.action_head;
   if (c.interval < 1) bad(plan, "cache.interval", "must be ≥ 1, got " + s(c.interval));
-  if (c.interval > ah.sample_steps)
-    bad(plan, "cache.interval", "exceeds the " + s(ah.sample_steps) + " sampling steps");
-  if (c.start < 0 || c.start >= ah.sample_steps)
-    bad(plan, "cache.start", "must be in [0, " + s(ah.sample_steps - 1) + "], got " + s(c.start));
+  if (c.interval > ah.steps())
+    bad(plan, "cache.interval", "exceeds the " + s(ah.steps()) + " sampling steps");
+  if (c.start < 0 || c.start >= ah.steps())
+    bad(plan, "cache.start", "must be in [0, " + s(ah.steps() - 1) + "], got " + s(c.start));
   for (int b : c.blocks)
     if (b < 0 || b >= ah.num_layers)
       bad(plan, "cache.blocks", "block " + s(b) + " does not exist (the head has " +

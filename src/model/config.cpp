@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "core/json_reader.h"
+#include "model/sampler.h"
 #include "evla/error.h"
 
 namespace evla {
@@ -187,7 +188,9 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   a.norm_eps = float(ah.number("norm_eps", 1e-6));
   a.train_steps = positive(ah, "train_steps");
   a.beta_schedule = ah.string("beta_schedule", "squaredcos_cap_v2");
-  a.sample_steps = positive(ah, "sample_steps");
+  a.sampler = ah.string("sampler", "ddim");
+  if (a.sampler != "ddim" && a.sampler != "ddpm") ah.fail("sampler", "must be \"ddim\" or \"ddpm\", got '" + a.sampler + "'");
+  a.sample_steps = ah.int32("sample_steps", a.sampler == "ddpm" ? a.train_steps : 10);
   a.cfg_scale = float(ah.number("cfg_scale", 1.5));
   a.noise_scale = float(ah.number("noise_scale", 1.0));
   if (!(a.noise_scale >= 0 && a.noise_scale <= 10)) ah.fail("noise_scale", "must be between 0 and 10");
@@ -198,8 +201,10 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   if (a.hidden_size % a.num_heads != 0) ah.fail("hidden_size", "must be a multiple of num_heads");
   if (a.cond_dim != m.llm.hidden_size)
     ah.fail("cond_dim", "must equal llm.hidden_size (" + std::to_string(m.llm.hidden_size) + ")");
-  if (a.train_steps % a.sample_steps != 0)
-    ah.fail("sample_steps", "must divide train_steps (" + std::to_string(a.train_steps) + ")");
+  if (a.sampler == "ddim" && (a.sample_steps < 1 || a.sample_steps > a.train_steps ||
+                              ddim_timesteps(a.train_steps, a.sample_steps).empty()))
+    ah.fail("sample_steps", "no integer stride gives exactly " + std::to_string(a.sample_steps) + " of the " +
+                                std::to_string(a.train_steps) + " training steps (CogACT's ddimN respacing)");
   if (a.beta_schedule != "squaredcos_cap_v2" && a.beta_schedule != "linear")
     ah.fail("beta_schedule", "unsupported schedule '" + a.beta_schedule + "'");
   if (a.frequency_embedding_size % 2 != 0) ah.fail("frequency_embedding_size", "must be even");

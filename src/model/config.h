@@ -89,6 +89,8 @@ struct ActionHeadConfig {
   float norm_eps = 1e-6f;
   int train_steps = 100;
   std::string beta_schedule = "squaredcos_cap_v2";
+  // "ddim": eta 0 over sample_steps respaced steps; "ddpm": every training step.
+  std::string sampler = "ddim";
   int sample_steps = 10;
   float cfg_scale = 1.5f;
   // The sampler starts from noise_scale · ε, ε ~ N(0, I) (from the
@@ -100,6 +102,8 @@ struct ActionHeadConfig {
   int n_action_steps = 4;
 
   int mlp_hidden() const { return int(hidden_size * mlp_ratio); }
+  // Network evaluations per inference.
+  int steps() const { return sampler == "ddpm" ? train_steps : sample_steps; }
   bool use_cfg() const { return cfg_scale > 1.0f; }
   int batch() const { return use_cfg() ? 2 : 1; }
 };

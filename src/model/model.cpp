@@ -29,7 +29,7 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
                                              im.cfg.llm.hidden_size, w);
   im.llm = std::make_unique<Llama>(im.cfg.llm, w, /*need_lm_head=*/false);
   im.dit = std::make_unique<Dit>(im.cfg.action_head, w);
-  im.schedule = DdimSchedule::make(im.cfg.action_head);
+  im.schedule = DiffusionSchedule::make(im.cfg.action_head);
   w.save_cache();
   const std::string tok = (fs::path(dir) / im.cfg.prompt.tokenizer).string();
   if (opts.load_tokenizer && !(opts.tokenizer_optional && !fs::exists(tok))) {
@@ -79,7 +79,7 @@ FlopCount Model::flops(const Plan& plan) const {
   const int text = im.tokenizer ? int(im.prompt_ids("pick up the red block").size()) - 1 : 24;
   f.llm = im.llm->flops(1 + nv + text, nv, plan);
   const auto& ah = im.cfg.action_head;
-  for (int step = 0; step < ah.sample_steps; ++step) {
+  for (int step = 0; step < ah.steps(); ++step) {
     const bool reuse = !cache_refresh_step(plan.cache, step);
     f.action_head += im.dit->flops_per_call(ah.batch(), reuse ? &plan.cache : nullptr);
   }
@@ -109,9 +109,11 @@ std::string Model::describe() const {
                    c.llm.intermediate_size, c.llm.vocab_size);
   const auto& a = c.action_head;
   o << fmt::format(
-      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}, {} executed; DDIM {}/{} steps, noise ×{:g}; CFG {}\n",
-      a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.n_action_steps, a.sample_steps,
-      a.train_steps, a.noise_scale, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
+      "action head  DiT {} layers, d={}, heads={}; chunk {}×{}, {} executed; {}, noise ×{:g}; CFG {}\n",
+      a.num_layers, a.hidden_size, a.num_heads, a.chunk_size, a.action_dim, a.n_action_steps,
+      a.sampler == "ddpm" ? fmt::format("DDPM {} steps", a.train_steps)
+                          : fmt::format("DDIM {}/{} steps", a.sample_steps, a.train_steps),
+      a.noise_scale, a.use_cfg() ? fmt::format("{:.2f}", a.cfg_scale) : "off");
   const auto keys = c.action_norm.keys();
   if (!keys.empty())
     o << fmt::format("statistics   {} dataset{}: {}{}\n", keys.size(), keys.size() > 1 ? "s" : "", fmt::join(keys, ", "),

@@ -29,7 +29,7 @@ struct ModelImpl {
   std::unique_ptr<Projector> projector;
   std::unique_ptr<Llama> llm;
   std::unique_ptr<Dit> dit;
-  DdimSchedule schedule;
+  DiffusionSchedule schedule;
   std::unique_ptr<io::Tokenizer> tokenizer;
 
   // Token ids of the whole text part of the sequence: BOS, prompt, space
@@ -56,7 +56,7 @@ struct PolicyState {
 
   // Buffers reused across inferences.
   std::vector<Image> resized;
-  std::vector<float> features, visual, x, cognition, cond, noise, sample, normalized;
+  std::vector<float> features, visual, x, cognition, cond, noise, step_noise, sample, normalized;
   std::vector<int> ids, positions;
   VitScratch vit;
   std::vector<float> proj_scratch;
@@ -65,8 +65,6 @@ struct PolicyState {
 
   // Test / analysis hooks.
   Trace* trace = nullptr;
-  std::vector<float> noise_override;  // when set, replaces the seeded noise
-  std::vector<int> ids_override;      // when set, replaces the tokenizer's ids
   LlamaObserver* llm_observer = nullptr;
 };
 

@@ -1,5 +1,6 @@
 // Policy: one inference of the composed model — vision towers, projector,
 // language model, diffusion action head — under the current plan.
+#include <cmath>
 #include <chrono>
 #include <cstring>
 
@@ -108,6 +109,21 @@ ActionChunk Policy::infer(const Observation& obs) {
     throw Error("observation state has " + std::to_string(obs.state.size()) +
                 " values but the model takes " + std::to_string(ah.state_dim));
   const ActionStats& stats = cfg.action_norm.select(obs.unnorm_key);
+  const size_t chunk_values = size_t(ah.chunk_size) * ah.action_dim;
+  if (!obs.noise.empty() && obs.noise.size() != chunk_values)
+    throw Error("observation noise has " + std::to_string(obs.noise.size()) + " values but the chunk has " +
+                std::to_string(chunk_values));
+  if (!obs.step_noise.empty() && (!im.schedule.ddpm || obs.step_noise.size() != im.schedule.timesteps.size() * chunk_values))
+    throw Error("observation step_noise has " + std::to_string(obs.step_noise.size()) + " values; " +
+                (im.schedule.ddpm ? "DDPM's steps × chunk need " + std::to_string(im.schedule.timesteps.size() * chunk_values)
+                                  : std::string("only the DDPM sampler takes per-step noise")));
+  for (int id : obs.token_ids)
+    if (id < 0 || id >= cfg.llm.vocab_size)
+      throw Error("observation token id " + std::to_string(id) + " is outside the vocabulary of " +
+                  std::to_string(cfg.llm.vocab_size));
+  for (const auto* v : {&obs.noise, &obs.step_noise})
+    for (float x : *v)
+      if (!std::isfinite(x)) throw Error("observation noise holds a non-finite value");
 
   // --- vision: each encoder writes its channels of every patch row ---
   auto t0 = Clock::now();
@@ -151,7 +167,7 @@ ActionChunk Policy::infer(const Observation& obs) {
 
   // --- language model over [BOS, visual, text…] ---
   t0 = Clock::now();
-  st.ids = st.ids_override.empty() ? im.prompt_ids(obs.instruction) : st.ids_override;
+  st.ids = obs.token_ids.empty() ? im.prompt_ids(obs.instruction) : obs.token_ids;
   const int n_text = int(st.ids.size());
   const int T = n_text + nv;
   st.x.resize(size_t(T) * D);
@@ -175,20 +191,30 @@ ActionChunk Policy::infer(const Observation& obs) {
   const int C = ah.chunk_size, A = ah.action_dim;
   st.cond.resize(size_t(ah.batch()) * ah.hidden_size);
   im.dit->condition(st.cognition.data(), obs.state.data(), st.cond.data(), st.dit, pool);
-  st.noise.resize(size_t(C) * A);
-  if (!st.noise_override.empty()) {
-    if (st.noise_override.size() != st.noise.size()) throw Error("noise override has the wrong size");
-    st.noise = st.noise_override;
+  const size_t n = size_t(C) * A;
+  Rng rng(obs.seed);
+  st.noise.resize(n);
+  if (!obs.noise.empty()) {
+    st.noise = obs.noise;
   } else {
-    Rng rng(obs.seed);
     for (float& v : st.noise) v = float(rng.normal());
   }
   if (ah.noise_scale != 1.0f)
     for (float& v : st.noise) v *= ah.noise_scale;
-  st.sample.resize(size_t(C) * A);
+  // DDPM draws fresh noise at every step: from the same seed's stream, after the start.
+  st.step_noise.clear();
+  if (im.schedule.ddpm) {
+    if (!obs.step_noise.empty()) {
+      st.step_noise = obs.step_noise;
+    } else {
+      st.step_noise.resize(im.schedule.timesteps.size() * n);
+      for (float& v : st.step_noise) v = float(rng.normal());
+    }
+  }
+  st.sample.resize(n);
   SamplerRecorder srec(st.trace, C * A);
-  ddim_sample(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.plan.cache,
-              st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
+  sample_actions(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.step_noise.data(), st.plan.cache,
+                 st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
   out.horizon = C;
   out.dim = A;
   out.actions.resize(size_t(C) * A);

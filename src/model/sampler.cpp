@@ -33,15 +33,45 @@ std::vector<double> training_alphas_cumprod(const ActionHeadConfig& cfg) {
 
 }  // namespace
 
-DdimSchedule DdimSchedule::make(const ActionHeadConfig& cfg) {
+std::vector<int> ddim_timesteps(int train_steps, int sample_steps) {
+  if (sample_steps == 1) return {train_steps / 2};
+  for (int k = 1; k < train_steps; ++k)
+    if ((train_steps + k - 1) / k == sample_steps) {
+      std::vector<int> ts;
+      for (int t = (sample_steps - 1) * k; t >= 0; t -= k) ts.push_back(t);
+      return ts;
+    }
+  return {};
+}
+
+DiffusionSchedule DiffusionSchedule::make(const ActionHeadConfig& cfg) {
   const std::vector<double> acp = training_alphas_cumprod(cfg);
-  const int stride = cfg.train_steps / cfg.sample_steps;
-  DdimSchedule s;
-  for (int i = cfg.sample_steps - 1; i >= 0; --i) {
-    const int t = i * stride;
-    s.timesteps.push_back(t);
-    s.acp.push_back(acp[t]);
-    s.acp_prev.push_back(i > 0 ? acp[(i - 1) * stride] : 1.0);
+  DiffusionSchedule s;
+  s.ddpm = cfg.sampler == "ddpm";
+  if (s.ddpm) {
+    const int T = cfg.train_steps;
+    std::vector<double> var(T);
+    for (int t = 0; t < T; ++t) {
+      const double prev = t > 0 ? acp[t - 1] : 1.0, beta = 1.0 - acp[t] / prev;
+      var[t] = beta * (1.0 - prev) / (1.0 - acp[t]);
+    }
+    for (int t = T - 1; t >= 0; --t) {
+      const double prev = t > 0 ? acp[t - 1] : 1.0, beta = 1.0 - acp[t] / prev;
+      s.timesteps.push_back(t);
+      s.acp.push_back(acp[t]);
+      s.acp_prev.push_back(prev);
+      s.c1.push_back(beta * std::sqrt(prev) / (1.0 - acp[t]));
+      s.c2.push_back((1.0 - prev) * std::sqrt(1.0 - beta) / (1.0 - acp[t]));
+      // log-variance clipped: step 0's (zero) variance replaced by step 1's.
+      // Step 0 adds no noise (its clipped log-variance would be step 1's).
+      s.sigma.push_back(t == 0 ? 0.0 : std::exp(0.5 * std::log(var[t])));
+    }
+    return s;
+  }
+  s.timesteps = ddim_timesteps(cfg.train_steps, cfg.sample_steps);
+  for (size_t i = 0; i < s.timesteps.size(); ++i) {
+    s.acp.push_back(acp[s.timesteps[i]]);
+    s.acp_prev.push_back(i + 1 < s.timesteps.size() ? acp[s.timesteps[i + 1]] : 1.0);
   }
   return s;
 }
@@ -51,9 +81,9 @@ bool cache_refresh_step(const CachePlan& cache, int step) {
   return (step - cache.start) % cache.interval == 0;
 }
 
-void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, const float* noise,
-                 const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
-                 SamplerTrace* trace) {
+void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
+                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
+                    SamplerTrace* trace) {
   const auto& cfg = dit.config();
   const int n = cfg.chunk_size * cfg.action_dim, B = cfg.batch();
   // With CFG both batch rows hold the same sample (CogACT duplicates the noise
@@ -70,14 +100,24 @@ void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, c
     dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
     for (int i = 0; i < n; ++i)
       guided[i] = B == 2 ? eps[n + i] + cfg.cfg_scale * (eps[i] - eps[n + i]) : eps[i];
+    // improved-diffusion's updates, coefficients in double cast to float, no clipping of x̂0.
     const float r = float(std::sqrt(1.0 / sched.acp[step]));
     const float rm1 = float(std::sqrt(1.0 / sched.acp[step] - 1.0));
-    const float a_prev = float(std::sqrt(sched.acp_prev[step]));
-    const float s_prev = float(std::sqrt(1.0 - sched.acp_prev[step]));
-    for (int i = 0; i < n; ++i) {
-      const float x0 = r * x[i] - rm1 * guided[i];
-      const float e = (r * x[i] - x0) / rm1;
-      x[i] = x0 * a_prev + s_prev * e;
+    if (sched.ddpm) {
+      const float c1 = float(sched.c1[step]), c2 = float(sched.c2[step]), sigma = float(sched.sigma[step]);
+      const float* z = step_noise + step * size_t(n);
+      for (int i = 0; i < n; ++i) {
+        const float x0 = r * x[i] - rm1 * guided[i];
+        x[i] = c1 * x0 + c2 * x[i] + sigma * z[i];
+      }
+    } else {
+      const float a_prev = float(std::sqrt(sched.acp_prev[step]));
+      const float s_prev = float(std::sqrt(1.0 - sched.acp_prev[step]));
+      for (int i = 0; i < n; ++i) {
+        const float x0 = r * x[i] - rm1 * guided[i];
+        const float e = (r * x[i] - x0) / rm1;
+        x[i] = x0 * a_prev + s_prev * e;
+      }
     }
     if (trace) trace->step(int(step), guided.data(), x.data(), n);
   }

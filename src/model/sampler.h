@@ -1,5 +1,6 @@
-// DDIM sampling (eta 0) with classifier-free guidance, as CogACT runs its
-// action head, and the un-normalisation of the sampled chunk.
+// The action head's sampling loop as CogACT runs it — DDIM (eta 0) over a
+// respaced schedule, or DDPM over every training step — with classifier-free
+// guidance, and the un-normalisation of the sampled chunk.
 #pragma once
 #include <vector>
 
@@ -12,11 +13,21 @@ class Dit;
 class ThreadPool;
 struct DitScratch;
 
-struct DdimSchedule {
+// CogACT's "ddimN" respacing (improved-diffusion's space_timesteps): the
+// training steps 0, k, 2k, … for the smallest integer stride k that gives
+// exactly N of them (N = 1: the middle step), in sampling order. Empty when
+// no stride gives N.
+std::vector<int> ddim_timesteps(int train_steps, int sample_steps);
+
+struct DiffusionSchedule {
+  bool ddpm = false;
   std::vector<int> timesteps;   // training timesteps, in sampling order (e.g. 90 … 0)
   std::vector<double> acp;      // ᾱ at each of them
-  std::vector<double> acp_prev; // ᾱ of the next (less noisy) one; 1 after the last
-  static DdimSchedule make(const ActionHeadConfig& cfg);
+  std::vector<double> acp_prev; // DDIM: ᾱ of the next (less noisy) one; 1 after the last
+  // DDPM: x ← c1·x̂0 + c2·x + sigma·z (the posterior mean and its clipped
+  // log-variance, "fixed small"); sigma is 0 at t = 0.
+  std::vector<double> c1, c2, sigma;
+  static DiffusionSchedule make(const ActionHeadConfig& cfg);
 };
 
 // Whether sampling step `step` (0 = first) recomputes under the cache plan.
@@ -28,10 +39,10 @@ struct SamplerTrace {
 };
 
 // Runs the whole sampling loop from `noise` ([C, A]); writes the final
-// normalised sample ([C, A]) to out.
-void ddim_sample(const Dit& dit, const DdimSchedule& sched, const float* cond, const float* noise,
-                 const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
-                 SamplerTrace* trace = nullptr);
+// normalised sample ([C, A]) to out. DDPM adds step_noise (steps × [C, A]).
+void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
+                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
+                    SamplerTrace* trace = nullptr);
 
 // Clip to [−1, 1], threshold the gripper, un-normalise (see docs/format.md).
 // `normalized` is overwritten with the clipped / thresholded values.

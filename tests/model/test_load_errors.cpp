@@ -44,7 +44,7 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
       {[](auto& j) { j["llm"]["num_hidden_layers"] = "3"; }, "llm.num_hidden_layers: expected an integer"},
       {[](auto& j) { j["llm"]["num_key_value_heads"] = 3; }, "llm.num_key_value_heads"},
       {[](auto& j) { j["action_head"]["cond_dim"] = 7; }, "action_head.cond_dim: must equal llm.hidden_size"},
-      {[](auto& j) { j["action_head"]["sample_steps"] = 7; }, "action_head.sample_steps"},
+      {[](auto& j) { j["action_head"]["sample_steps"] = 60; }, "action_head.sample_steps"},
       {[](auto& j) { j["action_head"]["n_action_steps"] = 0; }, "action_head.n_action_steps: must be between 1"},
       {[](auto& j) { j["action_head"]["n_action_steps"] = 99; }, "action_head.n_action_steps: must be between 1"},
       {[](auto& j) { j["action_head"]["noise_scale"] = -0.5; }, "action_head.noise_scale: must be between 0 and 10"},

@@ -62,14 +62,14 @@ TEST(NoiseScale, ScalesTheStartingNoise) {
   for (float& v : scaled) v *= 0.37f;
 
   Policy plain(fx.model, PolicyOptions{1});
-  plain.state().noise_override = scaled;
-  const ActionChunk want = plain.infer(fx.observation());
+  Observation obs = fx.observation();
+  obs.noise = scaled;
+  const ActionChunk want = plain.infer(obs);
   Policy cooled(Model::load(copy.dir.string()), PolicyOptions{1});
-  cooled.state().noise_override = noise;
-  const ActionChunk got = cooled.infer(fx.observation());
+  obs.noise = noise;
+  const ActionChunk got = cooled.infer(obs);
   EXPECT_EQ(got.actions, want.actions);
-  plain.state().noise_override = noise;
-  EXPECT_NE(plain.infer(fx.observation()).actions, want.actions);  // the scale matters
+  EXPECT_NE(plain.infer(obs).actions, want.actions);  // the scale matters
 }
 
 class Parity : public ::testing::TestWithParam<std::string> {};
@@ -79,8 +79,9 @@ TEST_P(Parity, EveryStageMatchesPyTorch) {
   Policy policy(fx.model, PolicyOptions{2});
   Trace trace;
   policy.state().trace = &trace;
-  policy.state().noise_override = fx.f32("input.noise");
-  ActionChunk chunk = policy.infer(fx.observation());
+  Observation obs = fx.observation();
+  obs.noise = fx.f32("input.noise");
+  ActionChunk chunk = policy.infer(obs);
 
   // The tokenizer (libsentencepiece) must give the reference's prompt ids.
   EXPECT_EQ(policy.state().ids, fx.ids());

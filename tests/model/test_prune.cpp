@@ -52,8 +52,8 @@ Inputs fixture_inputs(const std::string& name) {
 ActionChunk run(std::shared_ptr<const Model> m, const Plan& plan, Inputs& in, Trace* trace = nullptr) {
   Policy p(m, PolicyOptions{1});
   p.set_plan(plan);
-  p.state().ids_override = in.ids;
-  p.state().noise_override = in.noise;
+  in.obs.token_ids = in.ids;
+  in.obs.noise = in.noise;
   p.state().trace = trace;
   return p.infer(in.obs);
 }
