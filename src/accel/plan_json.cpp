@@ -22,11 +22,7 @@ bool Plan::is_dense() const {
 }
 
 Plan Plan::load(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open plan file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return from_json(ss.str(), path);
+  return from_json(read_json_text(path), path);
 }
 
 static TokenMethod parse_method(const JsonReader& r, const std::string& m) {
@@ -51,12 +47,7 @@ static const char* method_name(TokenMethod m) {
 }
 
 Plan Plan::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {  // parse errors, and numbers out of range
-    throw Error(source + ": invalid JSON: " + e.what());
-  }
+  const json j = parse_json(text, source);
   JsonReader r(j, source);
   Plan p;
   p.version = r.int32("evla_plan");

@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace evla {
@@ -43,7 +44,21 @@ class JsonReader {
   std::string source_, path_;
 };
 
-// Parses a file into JSON; errors name the file and the parse position.
+// Every JSON input (config.json, plans, analysis reports, safetensors headers
+// and indexes) is parsed by parse_json() under these limits: containers nest
+// at most kMaxJsonDepth levels (real inputs nest 5 at most, and nlohmann
+// copies and prints recursively), an object names each key once (nlohmann
+// would silently keep the last), and a file holds at most kMaxJsonFileBytes.
+inline constexpr size_t kMaxJsonDepth = 32;
+inline constexpr uint64_t kMaxJsonFileBytes = 64u << 20;
+
+// Parses `text`; errors start with `what` ("<what> is not valid JSON: ...",
+// "<what> nests deeper than 32 levels", "<what> names 'x' twice").
+nlohmann::json parse_json(std::string_view text, const std::string& what,
+                          uint64_t max_bytes = kMaxJsonFileBytes);
+// Parses a file into JSON under the same limits; errors name the file.
 nlohmann::json read_json_file(const std::string& path);
+// The text of a JSON file, refused beyond kMaxJsonFileBytes or as a directory.
+std::string read_json_text(const std::string& path);
 
 }  // namespace evla

@@ -68,7 +68,10 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
     expect_contains(load_error(m.dir), c.needle);
   }
   std::ofstream(m.dir / "config.json") << "{ not json";
-  expect_contains(load_error(m.dir), "invalid JSON");
+  expect_contains(load_error(m.dir), "config.json is not valid JSON");
+  // A million nested arrays overflowed the stack while the config was copied.
+  std::ofstream(m.dir / "config.json") << "{\"llm\": " << std::string(1000000, '[') << std::string(1000000, ']') << "}";
+  expect_contains(load_error(m.dir), "config.json nests deeper than 32 levels");
 }
 
 TEST(LoadErrors, WeightProblemsNameTheTensor) {
