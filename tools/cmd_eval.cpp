@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "eval/evaluator.h"
+#include "core/output_file.h"
 #include <nlohmann/json.hpp>
 
 namespace evla::cli {
@@ -40,6 +41,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--record", o->record, "Write PNG strips of episodes to this directory");
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bar");
   cmd->callback([o] {
+    if (!o->json.empty()) check_output_path(o->json);
     eval::EvalOptions opts;
     opts.split = sim::parse_split(o->split);
     opts.variant_factors = sim::parse_variant_factors(o->factors);
@@ -72,9 +74,7 @@ void add_eval_command(CLI::App& app) {
                    reports[0].latency_p50_ms / r.latency_p50_ms, r.control_hz);
     }
     if (!o->json.empty()) {
-      std::ofstream f(o->json);
-      if (!f) throw Error(o->json + ": cannot write");
-      f << (reports.size() == 1 ? all[0] : all).dump(2) << "\n";
+      write_file(o->json, (reports.size() == 1 ? all[0] : all).dump(2) + "\n");
     }
   });
 }

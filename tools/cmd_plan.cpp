@@ -9,6 +9,7 @@
 #include "accel/plan_builder.h"
 #include "commands.h"
 #include "model/model_impl.h"
+#include "core/output_file.h"
 
 namespace evla::cli {
 
@@ -59,6 +60,7 @@ void add_plan_command(CLI::App& app) {
       ->check(CLI::Range(1, 10000));
   cmd->add_option("--seed", r.seed, "Seed of the random baselines");
   cmd->callback([o] {
+    check_output_path(o->out);
     auto model = Model::load(o->model);
     auto a = accel::AnalysisReport::load(o->analysis);
     auto& r = o->req;
@@ -103,9 +105,7 @@ void add_plan_command(CLI::App& app) {
       };
     }
     Plan p = accel::build_plan(a, *model, r);
-    std::ofstream f(o->out);
-    if (!f) throw Error(o->out + ": cannot write");
-    f << p.to_json() << "\n";
+    write_file(o->out, p.to_json() + "\n");
     const FlopCount d = model->flops(), q = model->flops(p);
     fmt::print("plan '{}' → {}\n", p.name, o->out);
     fmt::print("FLOPs {:.3f} → {:.3f} GFLOP ({:.1f}%), estimated speed-up {:.2f}×\n", d.total() / 1e9,

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "core/output_file.h"
 #include "eval/on_policy.h"
 #include "sim/dataset.h"
 #include "sim/env.h"
@@ -125,6 +126,7 @@ void add_render(CLI::App& sim_cmd) {
                   "With --split randomized: the jitter the episode was generated with (sim gen --camera-jitter)")
       ->capture_default_str();
   cmd->callback([o] {
+    check_output_path(o->out);
     sim::Env env;
     env.reset({sim::parse_split(o->split), sim::parse_task(o->task), o->seed, sim::kAllVariantFactors,
                o->camera_jitter});
