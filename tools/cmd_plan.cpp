@@ -63,7 +63,8 @@ void add_plan_command(CLI::App& app) {
     check_output_path(o->out);
     auto model = Model::load(o->model);
     auto a = accel::AnalysisReport::load(o->analysis);
-    auto& r = o->req;
+    // A copy: the measuring lambda below must not be stored in (and keep alive) the options.
+    accel::PlanRequest r = o->req;
     r.layers = o->choice == "random" ? accel::LayerChoice::Random
                : o->choice == "even" ? accel::LayerChoice::Even
                : o->choice == "cognition" ? accel::LayerChoice::CognitionImportance
@@ -84,15 +85,16 @@ void add_plan_command(CLI::App& app) {
     }
     if (!o->blocks.empty())
       r.cache_blocks = parse_ints(o->blocks, "--cache-blocks");
+    accel::check_request(r, model->impl().cfg);
     // --measure: each rung's speed-up as the median latency of N inferences
     // on the synthetic observation (after two untimed), dense timed once.
     double dense_ms = 0, last_measured = 0;
     if (o->measure > 0) {
-      if (r.target_speedup <= 0) throw CLI::ValidationError("--measure", "needs --target-speedup");
-      auto median_ms = [o, obs = synthetic_observation(*model)](Policy& policy) {
+      if (r.target_speedup == 0) throw CLI::ValidationError("--measure", "needs --target-speedup");
+      auto median_ms = [n = o->measure, obs = synthetic_observation(*model)](Policy& policy) {
         for (int i = 0; i < 2; ++i) policy.infer(obs);
         std::vector<double> ms;
-        for (int i = 0; i < o->measure; ++i) ms.push_back(policy.infer(obs).timing.total_ms);
+        for (int i = 0; i < n; ++i) ms.push_back(policy.infer(obs).timing.total_ms);
         std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
         return ms[ms.size() / 2];
       };

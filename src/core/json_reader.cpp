@@ -1,5 +1,6 @@
 #include "core/json_reader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -175,6 +176,46 @@ std::string printable(std::string s) {
     if (c < 0x20 || c > 0x7e) c = '?';
   return s;
 }
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+void JsonReader::only_keys(std::initializer_list<const char*> known) const {
+  if (!j_.is_object()) return;
+  for (const auto& [key, value] : j_.items()) {
+    std::string nearest;
+    size_t best = SIZE_MAX;
+    for (const char* k : known) {
+      if (key == k) {
+        best = 0;
+        break;
+      }
+      const size_t d = edit_distance(key, k);
+      if (d < best) best = d, nearest = k;
+    }
+    if (best == 0) continue;
+    std::string msg = "unknown key";
+    if (!nearest.empty()) msg += " (did you mean '" + nearest + "'?)";
+    fail(printable(key.substr(0, 64)), msg);
+  }
+}
+
+namespace {
+
 
 // Builds the DOM through nlohmann's SAX interface with two checks of our own:
 // no key twice in one object (nlohmann would silently keep the last of two

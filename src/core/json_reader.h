@@ -2,6 +2,7 @@
 // ("config.json: llm.num_hidden_layers: expected an integer, got \"32\"").
 #pragma once
 #include <nlohmann/json.hpp>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,10 @@ class JsonReader {
   std::vector<double> numbers(const std::string& key) const;
   std::vector<int64_t> integers(const std::string& key) const;
   std::vector<bool> booleans(const std::string& key) const;
+
+  // Fails on a key of this object that is not in `known`, naming it and the
+  // nearest known key ("unknown key 'drop_block' (did you mean 'drop_blocks'?)").
+  void only_keys(std::initializer_list<const char*> known) const;
 
   // Throws evla::Error "<source>: <path.key>: <message>".
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;

@@ -47,6 +47,17 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected(R"({"evla_plan": 1, "name": )" + std::string(100000, '[') + std::string(100000, ']') + "}",
                   "plan.json nests deeper than 32 levels");
   expect_rejected(R"({"evla_plan": 1, "name": "a", "name": "b"})", "plan.json names 'name' twice");
+  // A typo ran dense with exit 0: unknown keys are named with the nearest known one.
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_block": [1]}})",
+                  "plan.json: llm.drop_block: unknown key (did you mean 'drop_blocks'?)");
+  expect_rejected(R"({"evla_plan": 1, "token": {"keep": 8}})", "plan.json: token: unknown key (did you mean 'tokens'?)");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "alhpa": 0.5}})", "tokens.alhpa: unknown key (did you mean 'alpha'?)");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "strat": 1}})", "cache.strat: unknown key (did you mean 'start'?)");
+  // Dropping every layer ignored the prompt.
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [0, 1, 2]}})",
+                  "llm: drops every language-model layer");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [0, 1], "drop_attention": [2], "drop_mlp": [2]}})",
+                  "llm: drops every language-model layer");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [0, 4]}})", "layer 4 does not exist");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 5}})", "describes 5 layers but the model has 3");
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 999}})", "tokens.keep");
