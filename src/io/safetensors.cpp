@@ -176,6 +176,10 @@ void check_tiling(std::vector<Span> spans, uint64_t buffer_size, const std::stri
   uint64_t pos = 0;
   const Span* prev = nullptr;
   for (const Span& s : spans) {
+    if (s.end > buffer_size)  // named as such, not as a hole or an overlap on the way
+      throw Error(fmt::format("{}: tensor '{}' ends at {} but the data buffer has only {} bytes "
+                              "(file truncated?)",
+                              file, *s.name, s.end, buffer_size));
     if (s.begin < pos)
       throw Error(fmt::format("{}: tensor '{}' [{}, {}] overlaps tensor '{}' [{}, {}]", file,
                               *s.name, s.begin, s.end, *prev->name, prev->begin, prev->end));
@@ -186,10 +190,6 @@ void check_tiling(std::vector<Span> spans, uint64_t buffer_size, const std::stri
     pos = s.end;
     prev = &s;
   }
-  if (pos > buffer_size)
-    throw Error(fmt::format("{}: tensor '{}' ends at {} but the data buffer has only {} bytes "
-                            "(file truncated?)",
-                            file, *prev->name, pos, buffer_size));
   if (pos < buffer_size)
     throw Error(fmt::format("{}: {} trailing bytes after the last tensor (data buffer is {} "
                             "bytes, tensors end at {})",

@@ -202,7 +202,10 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
   const auto outside_vocab = [&](int id) { return id < 0 || id >= m.llm.vocab_size; };
   const std::string vocab = "outside the vocabulary of " + std::to_string(m.llm.vocab_size);
   if (m.prompt.space_token_id != -1 && outside_vocab(m.prompt.space_token_id))
-    root.fail("prompt.space_token_id", vocab + ": " + std::to_string(m.prompt.space_token_id));
+    root.fail("prompt.space_token_id", vocab + ": " + std::to_string(m.prompt.space_token_id) +
+                                           (root.has("prompt") && root.child("prompt").has("space_token_id")
+                                                ? std::string()
+                                                : " (the default, for a Llama-2 tokenizer; set it, or -1 for none)"));
   if (outside_vocab(m.prompt.cognition_token_id))
     root.fail("prompt.cognition_token_id", vocab + ": " + std::to_string(m.prompt.cognition_token_id));
   if (outside_vocab(m.llm.bos_token_id))

@@ -57,7 +57,7 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
       {[](auto& j) { j["prompt"]["template"] = "no slot"; }, "prompt.template"},
       // Checked at load, also when the id is a default (no prompt block).
       {[](auto& j) { j["prompt"]["cognition_token_id"] = 999999; }, "prompt.cognition_token_id: outside the vocabulary"},
-      {[](auto& j) { j.erase("prompt"); }, "prompt.space_token_id: outside the vocabulary"},
+      {[](auto& j) { j.erase("prompt"); }, "prompt.space_token_id: outside the vocabulary of 256: 29871 (the default, for a Llama-2 tokenizer; set it, or -1 for none)"},
       {[](auto& j) { j["llm"]["bos_token_id"] = -4; }, "llm.bos_token_id: outside the vocabulary"},
       // Wider than int: an error, not a silent wrap to a valid-looking value.
       {[](auto& j) { j["vision"]["num_images"] = 4294967297LL; }, "vision.num_images: integer out of range"},
