@@ -24,13 +24,13 @@ void add_analyze_command(CLI::App& app) {
   cmd->add_option("--demos", o->demos, "Calibrate on recorded demonstrations (shard directory) instead of fresh expert episodes");
   cmd->add_option("--split", o->split, "Benchmark split for expert episodes")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, "Comma list of tasks (default: all)");
-  cmd->add_option("--episodes", o->episodes, "Expert episodes to sample")->capture_default_str();
+  cmd->add_option("--episodes", o->episodes, "Expert episodes to sample")->check(kEpisodeCount)->capture_default_str();
   cmd->add_option("--every", o->every, "Keep every k-th frame")->check(CLI::Range(1, 1000))->capture_default_str();
   cmd->add_option("--samples", o->samples, "At most this many observations")->check(CLI::Range(1, 1000000))->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First expert episode seed")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First expert episode seed")->check(kSeed)->capture_default_str();
   cmd->add_option("--out,-o", o->out, "Report JSON")->capture_default_str();
   cmd->add_option("--svg", o->svg, "Layer-profile picture (default: report path with .svg)");
-  cmd->add_option("--threads,-t", o->threads, "Threads");
+  cmd->add_option("--threads,-t", o->threads, "Threads")->check(kThreadCount);
   cmd->callback([o] {
     std::string svg = o->svg;
     if (svg.empty()) svg = (o->out.size() > 5 && o->out.ends_with(".json") ? o->out.substr(0, o->out.size() - 5) : o->out) + ".svg";

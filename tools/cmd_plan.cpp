@@ -58,7 +58,7 @@ void add_plan_command(CLI::App& app) {
                   "With --target-speedup: time each candidate plan against dense on this machine (median of N "
                   "inferences each, one thread) and climb until the measured speed-up reaches the target")
       ->check(CLI::Range(1, 10000));
-  cmd->add_option("--seed", r.seed, "Seed of the random baselines");
+  cmd->add_option("--seed", r.seed, "Seed of the random baselines")->check(kSeed);
   cmd->callback([o] {
     check_output_path(o->out);
     auto model = Model::load(o->model);

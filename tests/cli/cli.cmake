@@ -41,3 +41,13 @@ set_tests_properties(cli.accelerate_pipeline PROPERTIES TIMEOUT 300)
 # The training script: a few steps, export, the runtime runs it, resume with new heads.
 add_test(NAME train.smoke COMMAND bash ${CMAKE_SOURCE_DIR}/tests/train/train_smoke.sh ${EVLA_BIN} ${CMAKE_SOURCE_DIR})
 set_tests_properties(train.smoke PROPERTIES TIMEOUT 300 PASS_REGULAR_EXPRESSION "train smoke ok")
+# Bad inputs: one test per line of bad_inputs.txt (exit code, words in the message, no files left, inputs untouched).
+# (The names are matched in the whole text: a line holds ';', which CMake would split it at.)
+file(READ ${CMAKE_SOURCE_DIR}/tests/cli/bad_inputs.txt bad_inputs)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/cli/bad_inputs.txt)
+string(REGEX MATCHALL "\n[A-Za-z][A-Za-z0-9_]* \\|" bad_input_names "${bad_inputs}")
+foreach(match ${bad_input_names})
+  string(REGEX MATCH "[A-Za-z][A-Za-z0-9_]*" case "${match}")
+  add_test(NAME cli.bad.${case} COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/cli/bad_inputs.py ${EVLA_BIN} ${CMAKE_SOURCE_DIR} ${case})
+  set_tests_properties(cli.bad.${case} PROPERTIES TIMEOUT 300)
+endforeach()
