@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "core/progress.h"
 #include "eval/calibration.h"
+#include "core/output_file.h"
 
 namespace evla::cli {
 
@@ -23,14 +24,18 @@ void add_analyze_command(CLI::App& app) {
   cmd->add_option("--demos", o->demos, "Calibrate on recorded demonstrations (shard directory) instead of fresh expert episodes");
   cmd->add_option("--split", o->split, "Benchmark split for expert episodes")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, "Comma list of tasks (default: all)");
-  cmd->add_option("--episodes", o->episodes, "Expert episodes to sample")->capture_default_str();
+  cmd->add_option("--episodes", o->episodes, "Expert episodes to sample")->check(kEpisodeCount)->capture_default_str();
   cmd->add_option("--every", o->every, "Keep every k-th frame")->check(CLI::Range(1, 1000))->capture_default_str();
   cmd->add_option("--samples", o->samples, "At most this many observations")->check(CLI::Range(1, 1000000))->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First expert episode seed")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First expert episode seed")->check(kSeed)->capture_default_str();
   cmd->add_option("--out,-o", o->out, "Report JSON")->capture_default_str();
   cmd->add_option("--svg", o->svg, "Layer-profile picture (default: report path with .svg)");
-  cmd->add_option("--threads,-t", o->threads, "Threads");
+  cmd->add_option("--threads,-t", o->threads, "Threads")->check(kThreadCount);
   cmd->callback([o] {
+    std::string svg = o->svg;
+    if (svg.empty()) svg = (o->out.size() > 5 && o->out.ends_with(".json") ? o->out.substr(0, o->out.size() - 5) : o->out) + ".svg";
+    check_output_path(o->out);
+    check_output_path(svg);
     auto model = Model::load(o->model);
     std::vector<Observation> calib;
     if (!o->demos.empty()) {
@@ -50,10 +55,8 @@ void add_analyze_command(CLI::App& app) {
     Progress progress("analyze " + model->name(), int64_t(calib.size()));
     const accel::AnalysisReport r = accel::analyze(model, calib, o->threads, &progress);
     progress.finish();
-    std::ofstream(o->out) << r.to_json().dump(1) << "\n";
-    std::string svg = o->svg;
-    if (svg.empty()) svg = (o->out.size() > 5 && o->out.ends_with(".json") ? o->out.substr(0, o->out.size() - 5) : o->out) + ".svg";
-    std::ofstream(svg) << accel::analysis_svg(r);
+    write_file(o->out, r.to_json().dump(1) + "\n");
+    write_file(svg, accel::analysis_svg(r));
     fmt::print("{} calibration samples → {} and {}\n\n", r.samples, o->out, svg);
     fmt::print("| LM layer | block 1−cos | attention 1−cos | MLP 1−cos |\n|---:|---:|---:|---:|\n");
     for (size_t l = 0; l < r.llm.size(); ++l)

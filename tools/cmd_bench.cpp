@@ -58,6 +58,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "md, json or csv")->check(CLI::IsMember({"md", "json", "csv"}))->capture_default_str();
   cmd->add_flag("--roofline", o->roofline, "Also measure this machine's fp32 GEMM and memory-bandwidth ceilings and report runs as a fraction");
   cmd->callback([o] {
+    for (const int t : parse_ints(o->threads, "--threads"))
+      if (t < 1 || t > kMaxThreads)
+        throw Error("--threads: " + std::to_string(t) + " is not in [1, " + std::to_string(kMaxThreads) + "]");
     // Cold start: load (map + validate + pack, or map the derived-weight
     // cache) and the first policy's first inference, which also sizes its
     // buffers; compared below with the warm p50.

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "eval/evaluator.h"
+#include "core/output_file.h"
 #include <nlohmann/json.hpp>
 
 namespace evla::cli {
@@ -27,19 +28,20 @@ void add_eval_command(CLI::App& app) {
                   "distractors (a diagnostic: which change costs the policy its success)")
       ->capture_default_str();
   cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
-  cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();
+  cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First episode seed")->check(kSeed)->capture_default_str();
   cmd->add_option("--execute", o->execute, "Actions executed per inference (default: the model's n_action_steps)");
   cmd->add_flag("--ensemble", o->ensemble, "CogACT adaptive action ensembling (one action per inference)");
   cmd->add_option("--sticky-gripper", o->sticky,
                   "Hold every gripper flip for this many steps (SIMPLER's Google-robot filter uses 15; 0: off)")
       ->capture_default_str();
-  cmd->add_option("--workers", o->workers, "Episodes run in parallel (default: cores)");
-  cmd->add_option("--threads,-t", o->threads, "Threads per policy")->capture_default_str();
+  cmd->add_option("--workers", o->workers, "Episodes run in parallel (default: cores)")->check(kThreadCount);
+  cmd->add_option("--threads,-t", o->threads, "Threads per policy")->check(kThreadCount)->capture_default_str();
   cmd->add_option("--json", o->json, "Also write the full report (every episode) as JSON here");
   cmd->add_option("--record", o->record, "Write PNG strips of episodes to this directory");
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bar");
   cmd->callback([o] {
+    if (!o->json.empty()) check_output_path(o->json);
     eval::EvalOptions opts;
     opts.split = sim::parse_split(o->split);
     opts.variant_factors = sim::parse_variant_factors(o->factors);
@@ -72,9 +74,7 @@ void add_eval_command(CLI::App& app) {
                    reports[0].latency_p50_ms / r.latency_p50_ms, r.control_hz);
     }
     if (!o->json.empty()) {
-      std::ofstream f(o->json);
-      if (!f) throw Error(o->json + ": cannot write");
-      f << (reports.size() == 1 ? all[0] : all).dump(2) << "\n";
+      write_file(o->json, (reports.size() == 1 ? all[0] : all).dump(2) + "\n");
     }
   });
 }

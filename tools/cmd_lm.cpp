@@ -22,7 +22,7 @@ static void add_lm_command(CLI::App& app) {
   cmd->add_option("--prompt,-p", o->prompt, "Text, encoded with the tokenizer");
   cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model (default: MODEL/tokenizer.model)");
   cmd->add_option("--generate,-n", o->generate, "Greedy tokens to append")->check(CLI::Range(0, 4096));
-  cmd->add_option("--threads,-t", o->threads, "Threads");
+  cmd->add_option("--threads,-t", o->threads, "Threads")->check(kThreadCount);
   cmd->callback([o] {
     auto lm = LanguageModel::load(o->model);
     std::unique_ptr<io::Tokenizer> tok;

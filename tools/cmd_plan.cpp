@@ -9,6 +9,7 @@
 #include "accel/plan_builder.h"
 #include "commands.h"
 #include "model/model_impl.h"
+#include "core/output_file.h"
 
 namespace evla::cli {
 
@@ -57,11 +58,13 @@ void add_plan_command(CLI::App& app) {
                   "With --target-speedup: time each candidate plan against dense on this machine (median of N "
                   "inferences each, one thread) and climb until the measured speed-up reaches the target")
       ->check(CLI::Range(1, 10000));
-  cmd->add_option("--seed", r.seed, "Seed of the random baselines");
+  cmd->add_option("--seed", r.seed, "Seed of the random baselines")->check(kSeed);
   cmd->callback([o] {
+    check_output_path(o->out);
     auto model = Model::load(o->model);
     auto a = accel::AnalysisReport::load(o->analysis);
-    auto& r = o->req;
+    // A copy: the measuring lambda below must not be stored in (and keep alive) the options.
+    accel::PlanRequest r = o->req;
     r.layers = o->choice == "random" ? accel::LayerChoice::Random
                : o->choice == "even" ? accel::LayerChoice::Even
                : o->choice == "cognition" ? accel::LayerChoice::CognitionImportance
@@ -82,15 +85,16 @@ void add_plan_command(CLI::App& app) {
     }
     if (!o->blocks.empty())
       r.cache_blocks = parse_ints(o->blocks, "--cache-blocks");
+    accel::check_request(r, model->impl().cfg);
     // --measure: each rung's speed-up as the median latency of N inferences
     // on the synthetic observation (after two untimed), dense timed once.
     double dense_ms = 0, last_measured = 0;
     if (o->measure > 0) {
-      if (r.target_speedup <= 0) throw CLI::ValidationError("--measure", "needs --target-speedup");
-      auto median_ms = [o, obs = synthetic_observation(*model)](Policy& policy) {
+      if (r.target_speedup == 0) throw CLI::ValidationError("--measure", "needs --target-speedup");
+      auto median_ms = [n = o->measure, obs = synthetic_observation(*model)](Policy& policy) {
         for (int i = 0; i < 2; ++i) policy.infer(obs);
         std::vector<double> ms;
-        for (int i = 0; i < o->measure; ++i) ms.push_back(policy.infer(obs).timing.total_ms);
+        for (int i = 0; i < n; ++i) ms.push_back(policy.infer(obs).timing.total_ms);
         std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
         return ms[ms.size() / 2];
       };
@@ -103,9 +107,7 @@ void add_plan_command(CLI::App& app) {
       };
     }
     Plan p = accel::build_plan(a, *model, r);
-    std::ofstream f(o->out);
-    if (!f) throw Error(o->out + ": cannot write");
-    f << p.to_json() << "\n";
+    write_file(o->out, p.to_json() + "\n");
     const FlopCount d = model->flops(), q = model->flops(p);
     fmt::print("plan '{}' → {}\n", p.name, o->out);
     fmt::print("FLOPs {:.3f} → {:.3f} GFLOP ({:.1f}%), estimated speed-up {:.2f}×\n", d.total() / 1e9,

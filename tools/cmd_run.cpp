@@ -22,9 +22,9 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--image,-i", o->images, "RGB image (PNG or JPEG); repeat for several cameras")->required();
   cmd->add_option("--prompt,-p", o->prompt, "Instruction, e.g. \"pick up the red block\"")->required();
   cmd->add_option("--state", o->state, "Robot state as comma-separated floats");
-  cmd->add_option("--seed", o->seed, "Diffusion noise seed");
+  cmd->add_option("--seed", o->seed, "Diffusion noise seed")->check(kSeed);
   cmd->add_option("--unnorm-key", o->unnorm_key, "Dataset whose action statistics un-normalise the actions");
-  cmd->add_option("--threads,-t", o->threads, "Threads (default: all cores)");
+  cmd->add_option("--threads,-t", o->threads, "Threads (default: all cores)")->check(kThreadCount);
   cmd->add_option("--plan", o->plan, "Acceleration plan (JSON)");
   cmd->add_option("--repeat", o->repeat, "Run N times and report the last timing")->check(CLI::Range(1, 100000));
   cmd->add_flag("--json", o->json, "Print JSON");

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "core/output_file.h"
 #include "eval/on_policy.h"
 #include "sim/dataset.h"
 #include "sim/env.h"
@@ -32,20 +33,20 @@ void add_gen(CLI::App& sim_cmd) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = sim_cmd.add_subcommand("gen", "Write expert demonstrations as safetensors shards (docs/dataset.md)");
   cmd->add_option("--out,-o", o->out, "Output directory")->required();
-  cmd->add_option("--episodes,-n", o->episodes, "Episodes, cycling through the tasks")->capture_default_str();
+  cmd->add_option("--episodes,-n", o->episodes, "Episodes, cycling through the tasks")->check(kEpisodeCount)->capture_default_str();
   cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
-  cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
-  cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Episode i uses seed + i")->capture_default_str();
+  cmd->add_option("--size", o->size, "Image size in pixels (square)")->check(CLI::Range(1, kMaxImageSide))->capture_default_str();
+  cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Episode i uses seed + i")->check(kSeed)->capture_default_str();
   cmd->add_option("--camera-jitter", o->camera_jitter,
                   "With --split randomized: move the camera up to this far (table units, at most 0.025, below "
                   "every variants shift)")
       ->capture_default_str();
   cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2 (not with --policy: its labels are clean)")
       ->capture_default_str();
-  cmd->add_option("--shard-episodes", o->shard, "Episodes per shard")->capture_default_str();
-  cmd->add_option("--threads,-t", o->threads, "Episodes recorded in parallel")->capture_default_str();
+  cmd->add_option("--shard-episodes", o->shard, "Episodes per shard")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--threads,-t", o->threads, "Episodes recorded in parallel")->check(kThreadCount)->capture_default_str();
   cmd->add_flag("--keep-failed", o->keep_failed,
                "Keep episodes the expert failed (marked success=false; with --policy every episode is kept)");
   cmd->add_option("--policy", o->policy,
@@ -118,13 +119,14 @@ void add_render(CLI::App& sim_cmd) {
   cmd->add_option("--out,-o", o->out, "PNG file")->required();
   cmd->add_option("--task", o->task, kTasksHelp)->capture_default_str();
   cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Episode seed")->capture_default_str();
-  cmd->add_option("--size", o->size, "Image size in pixels (square)")->capture_default_str();
-  cmd->add_option("--steps", o->steps, "Let the clean expert act this many steps first")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Episode seed")->check(kSeed)->capture_default_str();
+  cmd->add_option("--size", o->size, "Image size in pixels (square)")->check(CLI::Range(1, kMaxImageSide))->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Let the clean expert act this many steps first")->check(CLI::Range(0, 100000))->capture_default_str();
   cmd->add_option("--camera-jitter", o->camera_jitter,
                   "With --split randomized: the jitter the episode was generated with (sim gen --camera-jitter)")
       ->capture_default_str();
   cmd->callback([o] {
+    check_output_path(o->out);
     sim::Env env;
     env.reset({sim::parse_split(o->split), sim::parse_task(o->task), o->seed, sim::kAllVariantFactors,
                o->camera_jitter});
@@ -151,10 +153,10 @@ void add_expert(CLI::App& sim_cmd) {
   CLI::App* cmd = sim_cmd.add_subcommand("expert", "Scripted expert's success per task, and simulator steps/s");
   cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
-  cmd->add_option("--episodes,-n", o->episodes, "Episodes per task")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First episode seed")->capture_default_str();
+  cmd->add_option("--episodes,-n", o->episodes, "Episodes per task")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--seed", o->seed, "First episode seed")->check(kSeed)->capture_default_str();
   cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2")->capture_default_str();
-  cmd->add_option("--size", o->size, "Render every step at this size (0: no rendering)")->capture_default_str();
+  cmd->add_option("--size", o->size, "Render every step at this size (0: no rendering)")->check(CLI::Range(0, kMaxImageSide))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON instead of a table");
   cmd->callback([o] {
     sim::ExpertEvalOptions e;

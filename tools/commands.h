@@ -27,6 +27,18 @@ void add_run_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_sim_command(CLI::App& app);
 
+// Bounds of the counts commands take (docs/format.md, Limits); CLI11 checks
+// a value given on the command line, never a default.
+inline constexpr int kMaxThreads = 256;  // ThreadPool::kMaxThreads
+inline constexpr int kMaxEpisodes = 100000;
+inline constexpr int kMaxImageSide = 4096;
+inline const CLI::Range kThreadCount(1, kMaxThreads);
+inline const CLI::Range kEpisodeCount(1, kMaxEpisodes);
+// Seeds are unsigned 64-bit: "-1" would wrap silently.
+inline const CLI::Validator kSeed(
+    [](std::string& s) { return s.starts_with('-') ? "must be a non-negative integer, got " + s : std::string(); },
+    "SEED");
+
 // Shared helpers for subcommands.
 // Comma lists from the command line; an empty item is an error naming `what`.
 std::vector<std::string> split_csv(const std::string& csv, const std::string& what);

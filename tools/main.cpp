@@ -1,7 +1,9 @@
 // evla — command-line entry point. Subcommands register themselves (see
 // commands.h); errors print one line naming the problem and exit 1.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 #include "commands.h"
@@ -20,13 +22,13 @@ std::vector<std::string> split_csv(const std::string& csv, const std::string& wh
 std::vector<float> parse_floats(const std::string& csv, const std::string& what) {
   std::vector<float> out;
   for (const std::string& item : split_csv(csv, what)) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stof(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw Error(what + ": '" + item + "' is not a number");
-    }
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    if (end == item.c_str() || *end != '\0') throw Error(what + ": '" + item + "' is not a number");
+    if (!std::isfinite(v)) throw Error(what + ": '" + item + "' is not a finite number");
+    if (std::abs(v) > std::numeric_limits<float>::max())
+      throw Error(what + ": '" + item + "' is out of range for a 32-bit float");
+    out.push_back(float(v));
   }
   return out;
 }

@@ -27,7 +27,7 @@ from evla_ref import safetensors_io as st  # noqa: E402
 from evla_ref.model import (build_prompt_ids, ddim_schedule, forward_all, greedy_generate,  # noqa: E402
                             lm_forward, load_hf_llama, load_model, postprocess)
 
-TINYLLAMAS = "/work/shared/data/tinyllamas"
+TINYLLAMAS = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "tinyllamas"))  # as the C++ tests
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 MODELS = os.path.join(ROOT, "models")
 

@@ -66,7 +66,6 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   for (int l : choose_layers(r.layers, a.least_important_mlp(), r.drop_mlp, L, -1, r.seed + 2, no_mlp))
     p.llm[size_t(l)].mlp = false;
   if (r.mlp_prune > 0.f) {
-    if (r.mlp_prune >= 1.f) throw Error("--mlp-prune must be below 1");
     for (int l = 0; l < L; ++l) {
       LayerPlan& lp = p.llm[size_t(l)];
       if (!lp.mlp) continue;
@@ -137,10 +136,42 @@ double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan
   return estimated_speedup(a, model.flops(p), int8_share(p));
 }
 
+void check_request(const PlanRequest& r, const ModelConfig& cfg) {
+  const int L = cfg.llm.num_layers;
+  const int nv = cfg.vision.num_images * cfg.vision.tokens_per_image();
+  auto bad = [](const std::string& option, const std::string& why) { throw Error(option + ": " + why); };
+  auto count = [&](const char* option, int v, int max, const std::string& why) {
+    if (v < 0) bad(option, "must be ≥ 0, got " + std::to_string(v));
+    if (v > max) bad(option, std::to_string(v) + " is more than " + std::to_string(max) + why);
+  };
+  count("--drop-layers", r.drop_blocks, L - 1,
+        " (the model has " + std::to_string(L) + " LM layers and at least one is kept)");
+  count("--drop-attention", r.drop_attention, L, " (the model's LM layers)");
+  count("--drop-mlp", r.drop_mlp, L, " (the model's LM layers)");
+  count("--int8-layers", r.int8_layers, L, " (the model's LM layers)");
+  if (!(r.mlp_prune >= 0.f && r.mlp_prune < 1.f))
+    bad("--mlp-prune", "must be a fraction in [0, 1), got " + std::to_string(r.mlp_prune));
+  if (r.tokens < 0) bad("--tokens", "must be ≥ 1 (or 0 to keep all), got " + std::to_string(r.tokens));
+  if (r.tokens > nv) bad("--tokens", std::to_string(r.tokens) + " is more than the model's " + std::to_string(nv) + " visual tokens");
+  if (r.token_key < 0) bad("--token-key", "must be ≥ 0, got " + std::to_string(r.token_key));
+  if (!(r.token_alpha >= 0.f && r.token_alpha <= 1.f))
+    bad("--token-alpha", "must be a fraction in [0, 1], got " + std::to_string(r.token_alpha));
+  if (r.tokens > 0 && (r.token_after_layer < 0 || r.token_after_layer >= L))
+    bad("--token-after", "must be in [1, " + std::to_string(L - 1) + "] or auto, got " + std::to_string(r.token_after_layer));
+  const int steps = cfg.action_head.sample_steps;
+  if (r.cache_interval < 1 || r.cache_interval > steps)
+    bad("--cache-interval", "must be in [1, " + std::to_string(steps) + "] (the sampling steps), got " +
+                                std::to_string(r.cache_interval));
+  if (r.cache_start < 0 || r.cache_start >= steps)
+    bad("--cache-start", "must be in [0, " + std::to_string(steps - 1) + "], got " + std::to_string(r.cache_start));
+  if (r.target_speedup != 0 && !(std::isfinite(r.target_speedup) && r.target_speedup > 1))
+    bad("--target-speedup", "must be above 1 (dense runs at 1×) and finite, got " + std::to_string(r.target_speedup));
+}
+
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req) {
   const ModelConfig& cfg = model.impl().cfg;
-  if (req.target_speedup <= 0) return explicit_plan(a, cfg, req);
-  if (req.target_speedup <= 1) throw Error("--target-speedup must be above 1 (dense runs at 1×)");
+  check_request(req, cfg);
+  if (req.target_speedup == 0) return explicit_plan(a, cfg, req);
   // The ladder chooses these itself; a value given beside the target would
   // be silently overridden on some rungs and kept on others.
   if (req.drop_blocks || req.drop_attention || req.drop_mlp || req.mlp_prune > 0.f || req.int8_layers ||

@@ -43,6 +43,10 @@ struct PlanRequest {
   std::function<double(const Plan&)> measure;
 };
 
+// Every number of a request, checked before any plan is built (build_plan
+// calls it too); messages name the `evla plan` option.
+void check_request(const PlanRequest& req, const ModelConfig& cfg);
+
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req);
 
 // Estimated end-to-end speed-up of a plan: each module's measured dense time

@@ -17,6 +17,10 @@ void check_plan(const Plan& plan, const ModelConfig& cfg) {
   const int L = cfg.llm.num_layers;
   if (!plan.llm.empty() && int(plan.llm.size()) != L)
     bad(plan, "llm", "describes " + s(plan.llm.size()) + " layers but the model has " + s(L));
+  int kept = 0;
+  for (size_t l = 0; l < plan.llm.size(); ++l)
+    kept += (plan.llm[l].attn && cfg.llm.layers[l].attn) || (plan.llm[l].mlp && cfg.llm.layers[l].mlp);
+  if (!plan.llm.empty() && kept == 0) bad(plan, "llm", "drops every language-model layer (the prompt would be ignored)");
   for (size_t l = 0; l < plan.llm.size(); ++l) {
     const LayerPlan& lp = plan.llm[l];
     const std::string f = "llm.layers[" + s(l) + "]";

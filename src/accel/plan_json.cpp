@@ -22,11 +22,7 @@ bool Plan::is_dense() const {
 }
 
 Plan Plan::load(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open plan file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return from_json(ss.str(), path);
+  return from_json(read_json_text(path), path);
 }
 
 static TokenMethod parse_method(const JsonReader& r, const std::string& m) {
@@ -51,13 +47,9 @@ static const char* method_name(TokenMethod m) {
 }
 
 Plan Plan::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {  // parse errors, and numbers out of range
-    throw Error(source + ": invalid JSON: " + e.what());
-  }
+  const json j = parse_json(text, source);
   JsonReader r(j, source);
+  r.only_keys({"evla_plan", "name", "llm", "tokens", "cache"});
   Plan p;
   p.version = r.int32("evla_plan");
   if (p.version != 1) r.fail("evla_plan", "unsupported plan version " + std::to_string(p.version));
@@ -65,6 +57,8 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("llm")) {
     JsonReader l = r.child("llm");
+    l.only_keys({"num_layers", "drop_blocks", "drop_attention", "drop_mlp", "int8_layers", "mlp_channels",
+                 "intermediate_size"});
     const int64_t n = l.integer("num_layers");
     if (n < 1 || n > 4096) l.fail("num_layers", "must be in [1, 4096]");
     p.llm.assign(size_t(n), LayerPlan{});
@@ -113,6 +107,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("tokens")) {
     JsonReader t = r.child("tokens");
+    t.only_keys({"keep", "key", "alpha", "after_layer", "method", "seed", "queries"});
     p.tokens.enabled = true;
     p.tokens.keep = t.int32("keep");
     p.tokens.key = t.int32("key", 4);
@@ -129,6 +124,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("cache")) {
     JsonReader c = r.child("cache");
+    c.only_keys({"interval", "start", "blocks"});
     p.cache.interval = c.int32("interval");
     p.cache.start = c.int32("start", 0);
     if (p.cache.interval < 1) c.fail("interval", "must be ≥ 1, got " + std::to_string(p.cache.interval));

@@ -1,10 +1,13 @@
 #include "accel/prune.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "accel/plan_check.h"
+#include "core/output_file.h"
 #include "model/model_impl.h"
 
 namespace evla::accel {
@@ -37,8 +40,19 @@ std::vector<uint8_t> slice(const io::TensorInfo& t, const std::vector<int>& chan
 }  // namespace
 
 PruneResult prune_model(const Model& model, const Plan& plan, const std::string& out_dir) {
-  model.validate(plan);
   const ModelImpl& im = model.impl();
+  // The input is never written: an output that is the model directory or lies
+  // inside it is refused before anything is written.
+  {
+    std::error_code ec;
+    const fs::path in = fs::weakly_canonical(im.dir, ec), out = fs::weakly_canonical(out_dir, ec);
+    const auto [i, o] = std::mismatch(in.begin(), in.end(), out.begin(), out.end());
+    if (!in.empty() && i == in.end())
+      throw Error("prune: the output directory " + out_dir + " is " +
+                  (o == out.end() ? "the input model directory" : "inside the input model directory " + im.dir) +
+                  "; choose another");
+  }
+  model.validate(plan);
   const LlamaConfig& lc = im.cfg.llm;
   const int L = lc.num_layers;
   std::vector<LayerFate> fate(static_cast<size_t>(L));
@@ -105,10 +119,15 @@ PruneResult prune_model(const Model& model, const Plan& plan, const std::string&
   fs::create_directories(out_dir);
   w.set_metadata("pruned_from", im.cfg.name);
   w.write((fs::path(out_dir) / "model.safetensors").string());
-  std::ofstream(fs::path(out_dir) / "config.json") << cfg.dump(2) << "\n";
+  write_file((fs::path(out_dir) / "config.json").string(), cfg.dump(2) + "\n");
   const fs::path tok = fs::path(im.dir) / im.cfg.prompt.tokenizer;
-  if (fs::exists(tok))
-    fs::copy_file(tok, fs::path(out_dir) / im.cfg.prompt.tokenizer, fs::copy_options::overwrite_existing);
+  if (fs::exists(tok)) {
+    std::ifstream in(tok, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    if (!in) throw Error(tok.string() + ": cannot read");
+    write_file((fs::path(out_dir) / im.cfg.prompt.tokenizer).string(), bytes.str());
+  }
 
   // What weights cannot express: token selection (its layer renumbered),
   // caching, and int8 layers (renumbered; quantized when the plan is applied).
@@ -131,7 +150,7 @@ PruneResult prune_model(const Model& model, const Plan& plan, const std::string&
   residual.cache = plan.cache;
   const fs::path residual_path = fs::path(out_dir) / "plan.json";
   if (!residual.is_dense()) {
-    std::ofstream(residual_path) << residual.to_json() << "\n";
+    write_file(residual_path.string(), residual.to_json() + "\n");
     res.residual_plan = true;
   } else {
     fs::remove(residual_path);

@@ -1,10 +1,15 @@
 #include "core/json_reader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <limits>
 #include <sstream>
+
+#include <fmt/format.h>
 
 #include "evla/error.h"
 
@@ -162,16 +167,160 @@ std::vector<bool> JsonReader::booleans(const std::string& key) const {
   return out;
 }
 
-json read_json_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {  // parse errors, and numbers out of range
-    throw Error(path + ": invalid JSON: " + e.what());
+namespace {
+
+// Messages may quote raw input bytes; keep only printable ASCII so that an
+// error can itself be logged or sent as JSON.
+std::string printable(std::string s) {
+  for (char& c : s)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return s;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+void JsonReader::only_keys(std::initializer_list<const char*> known) const {
+  if (!j_.is_object()) return;
+  for (const auto& [key, value] : j_.items()) {
+    std::string nearest;
+    size_t best = SIZE_MAX;
+    for (const char* k : known) {
+      if (key == k) {
+        best = 0;
+        break;
+      }
+      const size_t d = edit_distance(key, k);
+      if (d < best) best = d, nearest = k;
+    }
+    if (best == 0) continue;
+    std::string msg = "unknown key";
+    if (!nearest.empty()) msg += " (did you mean '" + nearest + "'?)";
+    fail(printable(key.substr(0, 64)), msg);
   }
 }
+
+namespace {
+
+
+// Builds the DOM through nlohmann's SAX interface with two checks of our own:
+// no key twice in one object (nlohmann would silently keep the last of two
+// equal keys, and a header that names a tensor twice has no single meaning)
+// and no deep nesting (nlohmann's copy and dump() recurse: a config.json of a
+// million nested arrays overflowed the stack). nlohmann's parser callback could check the
+// same, but after every nested object it rescans the whole parent, which made
+// a 258-tensor header cost ~2 ms.
+class CheckedDomBuilder : public nlohmann::json_sax<json> {
+ public:
+  CheckedDomBuilder(json& root, const std::string& what) : root_(root), what_(what) {}
+  bool null() override { return put(nullptr); }
+  bool boolean(bool v) override { return put(v); }
+  bool number_integer(number_integer_t v) override { return put(v); }
+  bool number_unsigned(number_unsigned_t v) override { return put(v); }
+  bool number_float(number_float_t v, const string_t&) override { return put(v); }
+  bool string(string_t& v) override { return put(std::move(v)); }
+  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second)
+      throw Error(open_.size() == 1 ? fmt::format("{} names '{}' twice", what_, k)
+                                    : fmt::format("{} has key '{}' twice in one object", what_, k));
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    open_.pop_back();
+    return true;
+  }
+  bool end_array() override {
+    open_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
+    throw Error(fmt::format("{} is not valid JSON: {}", what_, printable(e.what())));
+  }
+
+ private:
+  // Places v as the root, the next array element or the value of the last key.
+  json* place(json v) {
+    if (open_.empty()) return &(root_ = std::move(v));
+    json& parent = *open_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    return &(parent[key_] = std::move(v));
+  }
+  bool put(json v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json container) {
+    if (open_.size() >= kMaxJsonDepth)
+      throw Error(fmt::format("{} nests deeper than {} levels", what_, kMaxJsonDepth));
+    if (container.is_object()) keys_.emplace_back();
+    // Elements of an array are appended only while it is the innermost open
+    // container, so the pointers kept here stay valid.
+    open_.push_back(place(std::move(container)));
+    return true;
+  }
+  json& root_;
+  const std::string& what_;
+  std::vector<json*> open_;
+  std::vector<std::set<std::string>> keys_;
+  std::string key_;
+};
+
+}  // namespace
+
+json parse_json(std::string_view text, const std::string& what, uint64_t max_bytes) {
+  if (text.size() > max_bytes)
+    throw Error(fmt::format("{} is {} bytes, more than the limit of {} bytes for JSON", what, text.size(), max_bytes));
+  json root;
+  CheckedDomBuilder sax(root, what);
+  try {
+    json::sax_parse(text.begin(), text.end(), &sax);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{} is not valid JSON: {}", what, printable(e.what())));
+  }
+  return root;
+}
+
+std::string read_json_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot open file");
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": is a directory, not a JSON file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size > kMaxJsonFileBytes)
+    throw Error(fmt::format("{} is {} bytes, more than the limit of {} bytes for JSON", path, size, kMaxJsonFileBytes));
+  std::string text;
+  char buf[65536];
+  while (f.read(buf, sizeof buf) || f.gcount() > 0) {
+    text.append(buf, size_t(f.gcount()));
+    if (text.size() > kMaxJsonFileBytes)  // a pipe or device: no size in advance
+      throw Error(fmt::format("{} is more than the limit of {} bytes for JSON", path, kMaxJsonFileBytes));
+  }
+  if (f.bad()) throw Error(path + ": cannot read");
+  return text;
+}
+
+json read_json_file(const std::string& path) { return parse_json(read_json_text(path), path); }
 
 }  // namespace evla

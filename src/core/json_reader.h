@@ -2,7 +2,9 @@
 // ("config.json: llm.num_hidden_layers: expected an integer, got \"32\"").
 #pragma once
 #include <nlohmann/json.hpp>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace evla {
@@ -31,6 +33,10 @@ class JsonReader {
   std::vector<int64_t> integers(const std::string& key) const;
   std::vector<bool> booleans(const std::string& key) const;
 
+  // Fails on a key of this object that is not in `known`, naming it and the
+  // nearest known key ("unknown key 'drop_block' (did you mean 'drop_blocks'?)").
+  void only_keys(std::initializer_list<const char*> known) const;
+
   // Throws evla::Error "<source>: <path.key>: <message>".
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
   std::string key_path(const std::string& key) const;
@@ -43,7 +49,21 @@ class JsonReader {
   std::string source_, path_;
 };
 
-// Parses a file into JSON; errors name the file and the parse position.
+// Every JSON input (config.json, plans, analysis reports, safetensors headers
+// and indexes) is parsed by parse_json() under these limits: containers nest
+// at most kMaxJsonDepth levels (real inputs nest 5 at most, and nlohmann
+// copies and prints recursively), an object names each key once (nlohmann
+// would silently keep the last), and a file holds at most kMaxJsonFileBytes.
+inline constexpr size_t kMaxJsonDepth = 32;
+inline constexpr uint64_t kMaxJsonFileBytes = 64u << 20;
+
+// Parses `text`; errors start with `what` ("<what> is not valid JSON: ...",
+// "<what> nests deeper than 32 levels", "<what> names 'x' twice").
+nlohmann::json parse_json(std::string_view text, const std::string& what,
+                          uint64_t max_bytes = kMaxJsonFileBytes);
+// Parses a file into JSON under the same limits; errors name the file.
 nlohmann::json read_json_file(const std::string& path);
+// The text of a JSON file, refused beyond kMaxJsonFileBytes or as a directory.
+std::string read_json_text(const std::string& path);
 
 }  // namespace evla

@@ -2,10 +2,15 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
+
+#include "evla/error.h"
 
 namespace evla {
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+  if (n_threads > kMaxThreads)
+    throw Error("threads: " + std::to_string(n_threads) + " is more than the limit of " + std::to_string(kMaxThreads));
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
 
@@ -21,7 +26,7 @@ ThreadPool::~ThreadPool() {
 int ThreadPool::default_threads() {
   if (const char* env = std::getenv("EVLA_THREADS")) {
     int n = std::atoi(env);
-    if (n > 0) return n;
+    if (n > 0) return std::min(n, kMaxThreads);
   }
   return std::max(1u, std::thread::hardware_concurrency());
 }

@@ -14,6 +14,9 @@ class ThreadPool {
  public:
   // n_threads counts the calling thread: n_threads = 1 runs everything inline.
   explicit ThreadPool(int n_threads);
+  // More threads than this is an error (docs/format.md, Limits): 20,000
+  // threads took minutes to start and 100,000 hung.
+  static constexpr int kMaxThreads = 256;
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

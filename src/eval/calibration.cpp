@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "sim/env.h"
 #include "sim/expert.h"
@@ -55,12 +56,7 @@ std::vector<Observation> calibration_from_demos(const std::string& dir, int max_
     if (!img || img->dtype != io::DType::U8 || img->shape.size() != 4 || img->shape[3] != 3)
       throw Error(path + ": tensor 'image' must be U8 [N, H, W, 3]");
     if (!f->metadata().count("episodes")) throw Error(path + ": metadata lacks 'episodes'");
-    nlohmann::json eps;
-    try {
-      eps = nlohmann::json::parse(f->metadata().at("episodes"));
-    } catch (const std::exception& e) {
-      throw Error(path + ": metadata 'episodes' is not JSON: " + e.what());
-    }
+    const nlohmann::json eps = parse_json(f->metadata().at("episodes"), path + ": metadata 'episodes'");
     const int64_t N = img->shape[0], H = img->shape[1], W = img->shape[2];
     std::vector<float> states;
     if (with_state) {

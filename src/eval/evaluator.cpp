@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/progress.h"
+#include "core/thread_pool.h"
 #include "eval/ensemble.h"
 #include "eval/recorder.h"
 #include "eval/sticky_gripper.h"
@@ -97,6 +98,11 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
   if (o.tasks.empty()) throw Error("evaluation needs at least one task");
   if (o.episodes < 1) throw Error("evaluation needs at least one episode");
   if (o.execute < 0) throw Error("--execute must be at least 1 (0: the model's n_action_steps)");
+  if (o.execute > model->action_horizon())
+    throw Error("--execute " + std::to_string(o.execute) + " is more than the model's action chunk (" +
+                std::to_string(model->action_horizon()) + " steps)");
+  if (o.workers < 0 || o.workers > ThreadPool::kMaxThreads)
+    throw Error("--workers must be in [1, " + std::to_string(ThreadPool::kMaxThreads) + "]");
   if (o.sticky_gripper < 0) throw Error("--sticky-gripper must be 0 (off) or a number of steps");
   if (o.split != sim::Split::Variants && o.variant_factors != sim::kAllVariantFactors)
     throw Error("variants factors apply to the variants split only");

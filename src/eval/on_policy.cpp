@@ -15,6 +15,9 @@ void check_on_policy(const Model& m, const OnPolicyOptions& o) {
     throw Error(
         "on-policy recording: chunk must be >= 1, execute >= 0 (0: the model's n_action_steps), expert_share in [0, "
         "1] and sticky_gripper >= 0");
+  if (o.execute > m.action_horizon())
+    throw Error("--execute " + std::to_string(o.execute) + " is more than the model's action chunk (" +
+                std::to_string(m.action_horizon()) + " steps)");
 }
 
 sim::Demo record_on_policy(Policy& policy, const sim::EpisodeSpec& spec, const OnPolicyOptions& o) {

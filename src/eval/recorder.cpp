@@ -1,4 +1,5 @@
 #include "eval/recorder.h"
+#include "core/output_file.h"
 
 #include <fmt/format.h>
 
@@ -32,8 +33,8 @@ void Recorder::finish(const Image& last, bool success) {
   const std::string base = fmt::format("{}/{}_{}_seed{}_{}", dir_, sim::task_name(spec_.task),
                                        sim::split_name(spec_.split), spec_.seed, success ? "ok" : "fail");
   save_png(base + ".png", strip);
-  std::ofstream(base + ".txt") << instruction_ << "\n" << (success ? "success" : "failure") << " after "
-                               << frames_.size() - 1 << " frames\n";
+  write_file(base + ".txt", fmt::format("{}\n{} after {} frames\n", instruction_, success ? "success" : "failure",
+                                       frames_.size() - 1));
 }
 
 }  // namespace evla::eval

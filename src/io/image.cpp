@@ -27,6 +27,7 @@
 
 #include <fmt/format.h>
 
+#include "core/output_file.h"
 #include "evla/error.h"
 
 namespace evla {
@@ -306,8 +307,14 @@ void save_png(const std::string& path, const Image& img) {
   pi.width = png_uint_32(img.width);
   pi.height = png_uint_32(img.height);
   pi.format = PNG_FORMAT_RGB;
-  if (!png_image_write_to_file(&pi, path.c_str(), 0, img.rgb.data(), 0, nullptr))
-    throw Error(fmt::format("{}: cannot write PNG: {}", path, pi.message));
+  png_alloc_size_t size = 0;
+  if (!png_image_write_get_memory_size(pi, size, 0, img.rgb.data(), 0, nullptr))
+    throw Error(fmt::format("{}: cannot encode PNG: {}", path, pi.message));
+  std::string bytes(size, '\0');
+  if (!png_image_write_to_memory(&pi, bytes.data(), &size, 0, img.rgb.data(), 0, nullptr))
+    throw Error(fmt::format("{}: cannot encode PNG: {}", path, pi.message));
+  bytes.resize(size);
+  write_file(path, bytes);
 }
 
 Image resize_bicubic(const Image& img, int width, int height) {

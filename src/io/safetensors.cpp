@@ -22,6 +22,8 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "core/json_reader.h"
+#include "core/output_file.h"
 #include "evla/error.h"
 
 namespace evla::io {
@@ -72,96 +74,6 @@ uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
   return v;
-}
-
-// Library messages may quote raw input bytes; keep only printable ASCII so
-// that an error can itself be logged or sent as JSON.
-std::string printable(std::string s) {
-  for (char& c : s)
-    if (c < 0x20 || c > 0x7e) c = '?';
-  return s;
-}
-
-// Builds the DOM through nlohmann's SAX interface with two checks of our own:
-// no key twice in one object (nlohmann would silently keep the last of two
-// equal keys, and a header that names a tensor twice has no single meaning)
-// and no deep nesting (real headers are 3 levels deep, and nlohmann's dump(),
-// used in our messages, recurses). nlohmann's parser callback could check the
-// same, but after every nested object it rescans the whole parent, which made
-// a 258-tensor header cost ~2 ms.
-class CheckedDomBuilder : public nlohmann::json_sax<json> {
- public:
-  CheckedDomBuilder(json& root, const std::string& what) : root_(root), what_(what) {}
-  bool null() override { return put(nullptr); }
-  bool boolean(bool v) override { return put(v); }
-  bool number_integer(number_integer_t v) override { return put(v); }
-  bool number_unsigned(number_unsigned_t v) override { return put(v); }
-  bool number_float(number_float_t v, const string_t&) override { return put(v); }
-  bool string(string_t& v) override { return put(std::move(v)); }
-  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
-  bool start_object(std::size_t) override { return open(json::object()); }
-  bool start_array(std::size_t) override { return open(json::array()); }
-  bool key(string_t& k) override {
-    if (!keys_.back().insert(k).second)
-      throw Error(open_.size() == 1 ? fmt::format("{} names '{}' twice", what_, k)
-                                    : fmt::format("{} has key '{}' twice in one object", what_, k));
-    key_ = std::move(k);
-    return true;
-  }
-  bool end_object() override {
-    keys_.pop_back();
-    open_.pop_back();
-    return true;
-  }
-  bool end_array() override {
-    open_.pop_back();
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
-    throw Error(fmt::format("{} is not valid JSON: {}", what_, printable(e.what())));
-  }
-
- private:
-  static constexpr size_t kMaxDepth = 32;
-  // Places v as the root, the next array element or the value of the last key.
-  json* place(json v) {
-    if (open_.empty()) return &(root_ = std::move(v));
-    json& parent = *open_.back();
-    if (parent.is_array()) {
-      parent.push_back(std::move(v));
-      return &parent.back();
-    }
-    return &(parent[key_] = std::move(v));
-  }
-  bool put(json v) {
-    place(std::move(v));
-    return true;
-  }
-  bool open(json container) {
-    if (open_.size() >= kMaxDepth) throw Error(fmt::format("{} nests deeper than {} levels", what_, kMaxDepth));
-    if (container.is_object()) keys_.emplace_back();
-    // Elements of an array are appended only while it is the innermost open
-    // container, so the pointers kept here stay valid.
-    open_.push_back(place(std::move(container)));
-    return true;
-  }
-  json& root_;
-  const std::string& what_;
-  std::vector<json*> open_;
-  std::vector<std::set<std::string>> keys_;
-  std::string key_;
-};
-
-// Parses JSON text with CheckedDomBuilder's checks; `what` starts each message.
-json parse_json_unique(const char* begin, const char* end, const std::string& what) {
-  json root;
-  CheckedDomBuilder sax(root, what);
-  try {
-    json::sax_parse(begin, end, &sax);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{} is not valid JSON: {}", what, printable(e.what())));
-  }
-  return root;
 }
 
 const json& require(const json& entry, const char* key, const std::string& ctx) {
@@ -264,6 +176,10 @@ void check_tiling(std::vector<Span> spans, uint64_t buffer_size, const std::stri
   uint64_t pos = 0;
   const Span* prev = nullptr;
   for (const Span& s : spans) {
+    if (s.end > buffer_size)  // named as such, not as a hole or an overlap on the way
+      throw Error(fmt::format("{}: tensor '{}' ends at {} but the data buffer has only {} bytes "
+                              "(file truncated?)",
+                              file, *s.name, s.end, buffer_size));
     if (s.begin < pos)
       throw Error(fmt::format("{}: tensor '{}' [{}, {}] overlaps tensor '{}' [{}, {}]", file,
                               *s.name, s.begin, s.end, *prev->name, prev->begin, prev->end));
@@ -274,10 +190,6 @@ void check_tiling(std::vector<Span> spans, uint64_t buffer_size, const std::stri
     pos = s.end;
     prev = &s;
   }
-  if (pos > buffer_size)
-    throw Error(fmt::format("{}: tensor '{}' ends at {} but the data buffer has only {} bytes "
-                            "(file truncated?)",
-                            file, *prev->name, pos, buffer_size));
   if (pos < buffer_size)
     throw Error(fmt::format("{}: {} trailing bytes after the last tensor (data buffer is {} "
                             "bytes, tensors end at {})",
@@ -308,50 +220,6 @@ T load(const uint8_t* p) {
   std::memcpy(&v, p, sizeof v);  // tensors need not be aligned in the file
   return v;
 }
-
-// Owns a file descriptor and, until commit(), the temp file it writes.
-class TempFile {
- public:
-  // A name of its own (mkstemp), so writers of the same target in other
-  // processes, even with equal pids in other containers, never share it.
-  explicit TempFile(const std::string& target) : path_(target + ".tmp.XXXXXX") {
-    fd_ = ::mkostemp(path_.data(), O_CLOEXEC);
-    if (fd_ < 0) fail("cannot create");
-    if (::fchmod(fd_, 0644) != 0) fail("cannot chmod");
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  void write(const void* data, size_t n) {
-    auto* p = static_cast<const uint8_t*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) fail("cannot write");
-      p += w;
-      n -= size_t(w);
-    }
-  }
-  // Data reaches the disk before the rename makes it visible, so a crash
-  // leaves either the old file or the complete new one.
-  void commit(const std::string& target) {
-    if (::fsync(fd_) != 0) fail("cannot sync");
-    int rc = ::close(fd_);
-    fd_ = -1;
-    if (rc != 0) fail("cannot close");
-    if (::rename(path_.c_str(), target.c_str()) != 0) fail("cannot rename to " + target);
-    committed_ = true;
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what) {
-    throw Error(fmt::format("{}: {}: {}", path_, what, std::strerror(errno)));
-  }
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 }  // namespace
 
@@ -390,7 +258,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::from_memory(const uint8_t* byt
   const char* text = reinterpret_cast<const char*>(bytes + 8);
   if (n == 0 || text[0] != '{')
     throw Error(fmt::format("{}: header does not start with '{{'", name));
-  const json header = parse_json_unique(text, text + n, name + ": header");
+  const json header = parse_json(std::string_view(text, n), name + ": header", kMaxHeaderBytes);
   if (!header.is_object()) throw Error(fmt::format("{}: header is not a JSON object", name));
 
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
@@ -478,14 +346,6 @@ bool stays_inside(const std::string& rel) {
   return true;
 }
 
-std::string read_text_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (!in) throw Error(fmt::format("{}: cannot read", path.string()));
-  return ss.str();
-}
-
 }  // namespace
 
 std::vector<const SafetensorsFile*> TensorStore::files() const {
@@ -517,8 +377,7 @@ TensorStore TensorStore::open_dir(const std::string& dir) {
                             dir));
 
   const std::string where = index_path.string();
-  const std::string text = read_text_file(index_path);
-  const json index = parse_json_unique(text.data(), text.data() + text.size(), where);
+  const json index = read_json_file(where);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     throw Error(fmt::format("{}: no \"weight_map\" object", where));
 
@@ -690,7 +549,7 @@ void SafetensorsWriter::write(const std::string& path, size_t alignment) const {
 
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
-  TempFile out(path);
+  OutputFile out(path);
   out.write(len, 8);
   out.write(text.data(), text.size());
   static const uint8_t zeros[256] = {};
@@ -711,7 +570,7 @@ void SafetensorsWriter::write(const std::string& path, size_t alignment) const {
     for (size_t left = e->size - e->data_bytes; left > 0; left -= std::min(left, sizeof zeros))
       out.write(zeros, std::min(left, sizeof zeros));
   }
-  out.commit(path);
+  out.commit();
 }
 
 }  // namespace evla::io

@@ -58,6 +58,9 @@ struct LlamaConfig {
   int num_heads = 0;
   int num_kv_heads = 0;
   int vocab_size = 0;
+  // max_position_embeddings: the longest sequence (BOS, visual tokens and the
+  // prompt's tokens) the model accepts; a longer prompt is an error.
+  int max_positions = 2048;
   float rms_norm_eps = 1e-5f;
   float rope_theta = 10000.f;
   int bos_token_id = 1;

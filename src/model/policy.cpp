@@ -1,7 +1,7 @@
 // Policy: one inference of the composed model — vision towers, projector,
 // language model, diffusion action head — under the current plan.
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "accel/mlp_compact.h"
@@ -108,6 +108,9 @@ ActionChunk Policy::infer(const Observation& obs) {
   if (ah.state_dim > 0 && int(obs.state.size()) != ah.state_dim)
     throw Error("observation state has " + std::to_string(obs.state.size()) +
                 " values but the model takes " + std::to_string(ah.state_dim));
+  for (size_t i = 0; i < obs.state.size(); ++i)
+    if (!std::isfinite(obs.state[i]))
+      throw Error("observation state[" + std::to_string(i) + "] is " + std::to_string(obs.state[i]) + ", not a finite number");
   const ActionStats& stats = cfg.action_norm.select(obs.unnorm_key);
   const size_t chunk_values = size_t(ah.chunk_size) * ah.action_dim;
   if (!obs.noise.empty() && obs.noise.size() != chunk_values)
@@ -170,6 +173,10 @@ ActionChunk Policy::infer(const Observation& obs) {
   st.ids = obs.token_ids.empty() ? im.prompt_ids(obs.instruction) : obs.token_ids;
   const int n_text = int(st.ids.size());
   const int T = n_text + nv;
+  if (T > cfg.llm.max_positions)
+    throw Error("the prompt is " + std::to_string(n_text - 1) + " tokens; with BOS and " + std::to_string(nv) +
+                " visual tokens that is " + std::to_string(T) + ", more than the model's llm.max_position_embeddings (" +
+                std::to_string(cfg.llm.max_positions) + ")");
   st.x.resize(size_t(T) * D);
   im.llm->embed(st.ids.data(), 1, st.x.data());
   std::memcpy(st.x.data() + size_t(D), st.visual.data(), sizeof(float) * nv * D);
@@ -224,6 +231,12 @@ ActionChunk Policy::infer(const Observation& obs) {
     st.trace->put("actions.normalized", st.normalized.data(), st.normalized.size());
     st.trace->put("actions", out.actions.data(), out.actions.size());
   }
+  // A robot must never receive NaN or infinite actions as a result.
+  for (size_t i = 0; i < out.actions.size(); ++i)
+    if (!std::isfinite(out.actions[i]))
+      throw Error("the policy produced a non-finite action (step " + std::to_string(i / size_t(A)) + ", dimension " +
+                  std::to_string(i % size_t(A)) + " is " + std::to_string(out.actions[i]) +
+                  "); the weights or the config hold non-finite or extreme values");
   out.timing.action_head_ms = ms_since(t0);
   out.timing.total_ms = ms_since(t_start);
   return out;

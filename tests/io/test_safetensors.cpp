@@ -261,6 +261,11 @@ TEST(SafetensorsCorrupt, TruncatedData) {
   std::string f = valid_file();
   f.pop_back();
   expect_rejected(f, {"tensor 'w' ends at 8", "only 7 bytes", "truncated"});
+  // Offsets past the end were reported as a hole before the tensor.
+  expect_rejected(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                           R"("b":{"dtype":"F32","shape":[2],"data_offsets":[100,108]}})",
+                           8),
+                  {"tensor 'b' ends at 108 but the data buffer has only 8 bytes (file truncated?)"});
 }
 
 TEST(SafetensorsCorrupt, TruncatedHeader) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -56,10 +57,24 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
       {[](auto& j) { j["prompt"]["template"] = "no slot"; }, "prompt.template"},
       // Checked at load, also when the id is a default (no prompt block).
       {[](auto& j) { j["prompt"]["cognition_token_id"] = 999999; }, "prompt.cognition_token_id: outside the vocabulary"},
-      {[](auto& j) { j.erase("prompt"); }, "prompt.space_token_id: outside the vocabulary"},
+      {[](auto& j) { j.erase("prompt"); }, "prompt.space_token_id: outside the vocabulary of 256: 29871 (the default, for a Llama-2 tokenizer; set it, or -1 for none)"},
       {[](auto& j) { j["llm"]["bos_token_id"] = -4; }, "llm.bos_token_id: outside the vocabulary"},
       // Wider than int: an error, not a silent wrap to a valid-looking value.
       {[](auto& j) { j["vision"]["num_images"] = 4294967297LL; }, "vision.num_images: integer out of range"},
+      // Numbers that would give NaN actions, and sizes whose products overflow or exhaust memory.
+      {[](auto& j) { j["llm"]["rms_norm_eps"] = -1; }, "llm.rms_norm_eps: must be a finite number in [1e-30, 1], got -1"},
+      {[](auto& j) { j["llm"]["rms_norm_eps"] = 1e300; }, "llm.rms_norm_eps: must be a finite number"},
+      {[](auto& j) { j["vision"]["encoders"][0]["norm_eps"] = 0; }, "vision.encoders[0].norm_eps: must be a finite number"},
+      {[](auto& j) { j["action_head"]["cfg_scale"] = 1e39; }, "action_head.cfg_scale: must be a finite number"},
+      {[](auto& j) { j["action_normalization"]["q99"][0] = 1e39; }, "action_normalization.q99: entries must be finite"},
+      {[](auto& j) { j["vision"]["encoders"][0]["image_mean"] = {0.5, 1e39, 0.5}; }, "vision.encoders[0].image_mean: entries must be finite"},
+      {[](auto& j) { j["vision"]["encoders"][0]["image_size"] = 1000000; }, "vision.encoders[0].image_size: must be at most 4096, got 1000000"},
+      {[](auto& j) {
+         for (auto& e : j["vision"]["encoders"]) e["image_size"] = 4096, e["patch_size"] = 1;
+       }, "vision.encoders[0].image_size: (image_size / patch_size)² tokens × intermediate_size would exceed 2^31 elements"},
+      {[](auto& j) { j["action_head"]["train_steps"] = 1000000000; }, "action_head.train_steps: must be at most 100000"},
+      {[](auto& j) { j["llm"]["vocab_size"] = 1 << 24, j["llm"]["hidden_size"] = 65536; }, "llm.vocab_size: the embedding"},
+      {[](auto& j) { j["llm"]["max_position_embeddings"] = 0; }, "llm.max_position_embeddings: must be positive"},
   };
   for (auto& c : cases) {
     auto j = good;
@@ -68,7 +83,10 @@ TEST(LoadErrors, ConfigProblemsNameTheKey) {
     expect_contains(load_error(m.dir), c.needle);
   }
   std::ofstream(m.dir / "config.json") << "{ not json";
-  expect_contains(load_error(m.dir), "invalid JSON");
+  expect_contains(load_error(m.dir), "config.json is not valid JSON");
+  // A million nested arrays overflowed the stack while the config was copied.
+  std::ofstream(m.dir / "config.json") << "{\"llm\": " << std::string(1000000, '[') << std::string(1000000, ']') << "}";
+  expect_contains(load_error(m.dir), "config.json nests deeper than 32 levels");
 }
 
 TEST(LoadErrors, WeightProblemsNameTheTensor) {
@@ -118,6 +136,78 @@ TEST(LoadErrors, BadObservations) {
   obs.state.push_back(0.f);
   obs.images[1].rgb.resize(5);
   EXPECT_THROW(p.infer(obs), Error);  // malformed pixel buffer
+}
+
+std::string infer_error(Policy& p, const Observation& obs) {
+  try {
+    p.infer(obs);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// `run --state nan,0,0,0` gave NaN actions with exit 0.
+TEST(LoadErrors, NonFiniteStateIsNamed) {
+  auto model = Model::load(test::source_path("tests/fixtures/single_mha_nocfg"));
+  Policy p(model, PolicyOptions{1});
+  Observation obs;
+  obs.instruction = "pick up the can";
+  obs.images = {Image(28, 28), Image(28, 28)};
+  obs.state.assign(5, 0.f);
+  EXPECT_EQ(infer_error(p, obs), "");
+  obs.state[3] = std::nanf("");
+  expect_contains(infer_error(p, obs), "observation state[3] is nan, not a finite number");
+  obs.state[3] = -INFINITY;
+  expect_contains(infer_error(p, obs), "observation state[3] is -inf");
+}
+
+// A 100 KB prompt took 47 s and gigabytes; the model's maximum bounds it.
+TEST(LoadErrors, PromptsLongerThanTheModelsMaximumAreRefused) {
+  ModelCopy m("single_mha_nocfg");
+  auto j = m.config();
+  j["llm"]["max_position_embeddings"] = 64;
+  m.write_config(j);
+  auto model = Model::load(m.dir.string());
+  Policy p(model, PolicyOptions{1});
+  Observation obs;
+  obs.images = {Image(28, 28), Image(28, 28)};
+  obs.state.assign(5, 0.f);
+  obs.instruction = "pick up the can";
+  EXPECT_EQ(infer_error(p, obs), "");
+  for (int i = 0; i < 10; ++i) obs.instruction += " and then pick up the can";
+  expect_contains(infer_error(p, obs), "more than the model's llm.max_position_embeddings (64)");
+}
+
+// NaN weights gave NaN actions with exit 0; they are an error, never a result.
+TEST(LoadErrors, NonFiniteActionsAreAnError) {
+  ModelCopy m("single_mha_nocfg");
+  {
+    auto st = io::SafetensorsFile::open((m.dir / "model.safetensors").string());
+    io::SafetensorsWriter w;
+    std::vector<std::vector<uint8_t>> keep;
+    for (const auto& [name, t] : st->tensors()) {
+      if (name.find("final_layer.linear.bias") != std::string::npos) {
+        ASSERT_EQ(t.dtype, io::DType::F32);
+        std::vector<float> nan(size_t(t.numel()), std::nanf(""));
+        keep.emplace_back(reinterpret_cast<uint8_t*>(nan.data()), reinterpret_cast<uint8_t*>(nan.data() + nan.size()));
+        w.add(name, t.dtype, t.shape, keep.back().data(), keep.back().size());
+      } else {
+        w.add(name, t.dtype, t.shape, t.data, t.nbytes);
+      }
+    }
+    ASSERT_EQ(keep.size(), 1u);
+    w.write((m.dir / "model.safetensors.new").string());
+    st.reset();
+    fs::rename(m.dir / "model.safetensors.new", m.dir / "model.safetensors");
+  }
+  auto model = Model::load(m.dir.string());
+  Policy p(model, PolicyOptions{1});
+  Observation obs;
+  obs.instruction = "pick up the can";
+  obs.images = {Image(28, 28), Image(28, 28)};
+  obs.state.assign(5, 0.f);
+  expect_contains(infer_error(p, obs), "the policy produced a non-finite action (step 0, dimension 0 is nan)");
 }
 
 }  // namespace

@@ -37,12 +37,27 @@ void expect_rejected(const std::string& json, const std::string& needle) {
 }
 
 TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
-  expect_rejected("{", "invalid JSON");
-  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 1e906}})", "invalid JSON");  // found by fuzzing
+  expect_rejected("{", "not valid JSON");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 1e906}})", "not valid JSON");  // found by fuzzing
   expect_rejected(R"({"name": "x"})", "evla_plan");
   expect_rejected(R"({"evla_plan": 2})", "unsupported plan version");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [3]}})", "layer 3 does not exist");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1, 1]}})", "listed twice");
+  // Every JSON input is parsed under one depth limit and one key rule.
+  expect_rejected(R"({"evla_plan": 1, "name": )" + std::string(100000, '[') + std::string(100000, ']') + "}",
+                  "plan.json nests deeper than 32 levels");
+  expect_rejected(R"({"evla_plan": 1, "name": "a", "name": "b"})", "plan.json names 'name' twice");
+  // A typo ran dense with exit 0: unknown keys are named with the nearest known one.
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_block": [1]}})",
+                  "plan.json: llm.drop_block: unknown key (did you mean 'drop_blocks'?)");
+  expect_rejected(R"({"evla_plan": 1, "token": {"keep": 8}})", "plan.json: token: unknown key (did you mean 'tokens'?)");
+  expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 8, "alhpa": 0.5}})", "tokens.alhpa: unknown key (did you mean 'alpha'?)");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 2, "strat": 1}})", "cache.strat: unknown key (did you mean 'start'?)");
+  // Dropping every layer ignored the prompt.
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [0, 1, 2]}})",
+                  "llm: drops every language-model layer");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [0, 1], "drop_attention": [2], "drop_mlp": [2]}})",
+                  "llm: drops every language-model layer");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [0, 4]}})", "layer 4 does not exist");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 5}})", "describes 5 layers but the model has 3");
   expect_rejected(R"({"evla_plan": 1, "tokens": {"keep": 999}})", "tokens.keep");

@@ -6,6 +6,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "accel/prune.h"
 #include "io/safetensors.h"
@@ -117,6 +119,33 @@ TEST(Prune, RejectsDroppingEverything) {
   auto model = Model::load(test::source_path("tests/fixtures/dual_gqa_cfg"));
   const Plan all = Plan::from_json(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [0, 1, 2]}})", "p");
   EXPECT_THROW(accel::prune_model(*model, all, "/tmp/evla_prune_none"), Error);
+}
+
+std::string file_bytes(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// `evla prune -m X -o X` overwrote the source weights and config, then failed.
+TEST(Prune, NeverWritesIntoItsInput) {
+  test::ModelCopy m("dual_gqa_cfg");
+  auto model = Model::load(m.dir.string());
+  const std::string weights = file_bytes(m.dir / "model.safetensors"), config = file_bytes(m.dir / "config.json");
+  const size_t files = size_t(std::distance(std::filesystem::directory_iterator(m.dir), {}));
+  const Plan plan = surgery_plan(true);
+  for (const std::string& out : {m.dir.string(), m.dir.string() + "/", m.dir.string() + "/sub", m.dir.string() + "/sub/../.",
+                                 (m.dir / "sub" / "deeper").string()}) {
+    try {
+      accel::prune_model(*model, plan, out);
+      ADD_FAILURE() << "accepted " << out;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("choose another"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(out), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(file_bytes(m.dir / "model.safetensors"), weights);
+  EXPECT_EQ(file_bytes(m.dir / "config.json"), config);
+  EXPECT_EQ(size_t(std::distance(std::filesystem::directory_iterator(m.dir), {})), files);
 }
 
 }  // namespace

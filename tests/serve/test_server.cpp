@@ -170,6 +170,9 @@ TEST(ServeServer, BadInputGetsErrorFrameAnd1011AndOthersKeepGoing) {
   pk.pack(std::string("prompt"));
   pk.pack_ext(3, 9);
   pk.pack_ext_body("abc", 3);
+  TestObs long_prompt = fixture_obs();  // bounded by the model's maximum, not by quadratic time
+  long_prompt.prompt = std::string();
+  for (int i = 0; i < 3000; ++i) *long_prompt.prompt += "pick ";
   TestObs big = fixture_obs();
   big.images[0].second = test_image(200, 200);  // 120 kB > 64 kB
 
@@ -182,6 +185,7 @@ TEST(ServeServer, BadInputGetsErrorFrameAnd1011AndOthersKeepGoing) {
       {"bad state", bad_state.pack(), "expected 5 values"},
       {"ext type", std::string(ext.data(), ext.size()), "ext types"},
       {"oversized", big.pack(), "larger than the limit"},
+      {"prompt too long", long_prompt.pack(), "more than the model's llm.max_position_embeddings"},
       {"text frame", "{\"prompt\": \"hi\"}", "expected a binary msgpack frame", false},
   };
   for (const auto& bc : cases) {
