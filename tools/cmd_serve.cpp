@@ -40,6 +40,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--state-key", s.keys.state, "Observation key of the robot state")->capture_default_str();
   cmd->add_option("--prompt-key", s.keys.prompt, "Observation key of the instruction")->capture_default_str();
   cmd->add_option("--seed-key", s.keys.seed, "Observation key of the optional noise seed")->capture_default_str();
+  cmd->add_option("--unnorm-key", s.unnorm_key,
+                  "Dataset whose action statistics un-normalise requests that name none (key 'unnorm_key')");
   cmd->add_option("--idle-timeout", s.idle_timeout_s, "Seconds before a silent, unresponsive client is dropped")
       ->capture_default_str()->check(CLI::Range(2, 86400));
   cmd->callback([o] {

@@ -227,6 +227,7 @@ json infer_config(const Shapes& sh, const json& cogact_cfg, std::vector<std::str
               {"vocab_size", sh.dim(L + "model.embed_tokens.weight", 0, 2)},
               {"rms_norm_eps", 1e-5},
               {"rope_theta", 10000.0},
+              {"max_position_embeddings", 2048},  // prismatic's llm_max_length
               {"bos_token_id", 1},
               {"eos_token_id", 2},
               {"tie_word_embeddings", !sh.has(L + "lm_head.weight")}};

@@ -1,5 +1,6 @@
 #include "serve/protocol.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -7,6 +8,7 @@
 #include <string_view>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <msgpack.hpp>
 
 namespace evla::serve {
@@ -190,7 +192,8 @@ std::string plan_summary(const Plan& plan) {
   return parts.empty() ? "custom" : fmt::format("{}", fmt::join(parts, "; "));
 }
 
-Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys, int workers) {
+Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys, int workers,
+                       const std::string& unnorm_default) {
   if (int(keys.images.size()) < model.num_images())
     throw Error(fmt::format("the model takes {} images but only {} image keys are configured",
                             model.num_images(), keys.images.size()));
@@ -205,6 +208,13 @@ Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys
   if (m.state_dim > 0) m.state_key = keys.state;
   m.prompt_key = keys.prompt;
   m.seed_key = keys.seed;
+  m.unnorm_key_key = keys.unnorm;
+  m.unnorm_keys = model.unnorm_keys();
+  if (!unnorm_default.empty() &&
+      std::find(m.unnorm_keys.begin(), m.unnorm_keys.end(), unnorm_default) == m.unnorm_keys.end())
+    throw Error(fmt::format("unnorm_key '{}': the model's datasets are: {}", unnorm_default,
+                            m.unnorm_keys.empty() ? std::string("(one unnamed set)") : fmt::format("{}", fmt::join(m.unnorm_keys, ", "))));
+  m.unnorm_default = unnorm_default;
   m.plan_name = plan.name;
   m.plan_dense = plan.is_dense();
   m.plan_summary = plan_summary(plan);
@@ -314,6 +324,17 @@ Observation decode_observation(const void* data, size_t size, const Metadata& me
     throw ProtocolError(meta.prompt_key + ": expected a string");
   obs.instruction = as_text(prompt);
   if (const auto* s = lookup(root, meta.seed_key)) obs.seed = decode_seed(meta.seed_key, *s);
+  obs.unnorm_key = meta.unnorm_default;
+  if (const auto* u = lookup(root, meta.unnorm_key_key)) {
+    if (u->type != msgpack::type::STR && u->type != msgpack::type::BIN)
+      throw ProtocolError(meta.unnorm_key_key + ": expected a string");
+    obs.unnorm_key = as_text(*u);
+    if (std::find(meta.unnorm_keys.begin(), meta.unnorm_keys.end(), obs.unnorm_key) == meta.unnorm_keys.end())
+      throw ProtocolError(meta.unnorm_key_key + ": not one of the model's datasets (see the metadata's unnorm_keys)");
+  }
+  if (obs.unnorm_key.empty() && meta.unnorm_keys.size() > 1)
+    throw ProtocolError(meta.unnorm_key_key + ": required: the model has statistics for " +
+                        std::to_string(meta.unnorm_keys.size()) + " datasets (see the metadata's unnorm_keys)");
   return obs;
 }
 
@@ -360,7 +381,7 @@ std::string encode_reply(const ActionChunk& chunk, const ReplyTiming& t) {
 std::string encode_metadata(const Metadata& meta) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(14);
+  pk.pack_map(17);
   auto kv = [&](std::string_view k, const auto& v) {
     pack_key(pk, k);
     pk.pack(v);
@@ -376,6 +397,9 @@ std::string encode_metadata(const Metadata& meta) {
   kv("state_dim", meta.state_dim);
   kv("prompt_key", meta.prompt_key);
   kv("seed_key", meta.seed_key);
+  kv("unnorm_key_key", meta.unnorm_key_key);
+  kv("unnorm_keys", meta.unnorm_keys);
+  kv("unnorm_key", meta.unnorm_default);
   pack_key(pk, "plan");
   pk.pack_map(3);
   kv("name", meta.plan_name);

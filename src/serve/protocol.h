@@ -35,6 +35,7 @@ struct ObsKeys {
   std::string state = "observation/state";
   std::string prompt = "prompt";
   std::string seed = "seed";  // optional in every observation
+  std::string unnorm = "unnorm_key";  // optional: which dataset's action statistics
 };
 
 // What the server announces on connect (and Python's Policy.metadata).
@@ -47,13 +48,18 @@ struct Metadata {
   std::string state_key;                // empty when the model takes no state
   int state_dim = 0;
   std::string prompt_key, seed_key;
+  std::string unnorm_key_key;            // where a request names its dataset
+  std::vector<std::string> unnorm_keys;  // the model's datasets (empty: one unnamed set)
+  std::string unnorm_default;            // used when a request names none
   std::string plan_name;
   bool plan_dense = true;
   std::string plan_summary;  // one line, e.g. "tokens keep 32 after layer 2; cache every 2 steps"
   int workers = 1;
 };
-// Throws evla::Error when the model needs more images than `keys` names.
-Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys, int workers);
+// Throws evla::Error when the model needs more images than `keys` names, or
+// `unnorm_default` is not one of the model's datasets.
+Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys, int workers,
+                       const std::string& unnorm_default = "");
 std::string plan_summary(const Plan& plan);
 
 // A borrowed numpy array: dtype as numpy's dtype.str ("|u1", "<f4", ...).

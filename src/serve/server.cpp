@@ -342,7 +342,7 @@ void Server::Impl::force_close() {
 Server::Server(std::shared_ptr<const Model> model, const Plan& plan, ServerOptions opts)
     : impl_(std::make_unique<Impl>()) {
   impl_->opts = std::move(opts);
-  impl_->meta = make_metadata(*model, plan, impl_->opts.keys, std::max(impl_->opts.workers, 1));
+  impl_->meta = make_metadata(*model, plan, impl_->opts.keys, std::max(impl_->opts.workers, 1), impl_->opts.unnorm_key);
   impl_->pool = std::make_unique<WorkerPool>(model, plan, impl_->opts.workers, impl_->opts.threads_per_worker,
                                              impl_->opts.max_queue);
 }

@@ -29,6 +29,7 @@ struct ServerOptions {
   int threads_per_worker = 0;            // 0: cores / workers
   size_t max_queue = 256;                // pending requests before "server busy"
   ObsKeys keys;
+  std::string unnorm_key;      // dataset of requests that name none ("" : the model's only one)
   int idle_timeout_s = 60;     // ping a silent client at half of this, drop it at the end
   int shutdown_grace_ms = 2000;  // on stop, in-flight replies get this long
   bool handle_signals = false;   // SIGINT/SIGTERM stop the server (the CLI sets this)

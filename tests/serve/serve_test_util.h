@@ -69,13 +69,14 @@ struct TestObs {
   std::string state_key = "observation/state";
   std::optional<std::string> prompt = "put the eggplant in the basket";
   std::optional<uint64_t> seed;
+  std::optional<std::string> unnorm_key;
   std::string image_dtype = "|u1";
   bool str_keys = false;
 
   std::string pack() const {
     msgpack::sbuffer buf;
     Packer pk(buf);
-    pk.pack_map(uint32_t(images.size() + bool(state) + bool(prompt) + bool(seed)));
+    pk.pack_map(uint32_t(images.size() + bool(state) + bool(prompt) + bool(seed) + bool(unnorm_key)));
     for (const auto& [key, img] : images) {
       pk.pack(key);
       pack_ndarray(pk, image_dtype, {img.height, img.width, 3}, img.rgb.data(), img.rgb.size(), str_keys);
@@ -91,6 +92,10 @@ struct TestObs {
     if (seed) {
       pk.pack(std::string("seed"));
       pk.pack(*seed);
+    }
+    if (unnorm_key) {
+      pk.pack(std::string("unnorm_key"));
+      pk.pack(*unnorm_key);
     }
     return std::string(buf.data(), buf.size());
   }

@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <chrono>
 #include <thread>
 
@@ -58,6 +61,52 @@ TEST(ServeProtocol, MetadataNamesTheKeysTheModelUses) {
   EXPECT_EQ(d.get("action_steps")->as<int>(), fixture()->action_steps());
   EXPECT_EQ(d.get("image_keys")->as<std::vector<std::string>>().size(), 2u);
   EXPECT_TRUE(Decoded::find(*d.get("plan"), "dense")->as<bool>());
+}
+
+// A copy of the tiny model whose config holds two datasets' statistics.
+std::shared_ptr<const Model> two_datasets() {
+  static std::shared_ptr<const Model> m = [] {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("evla_serve_two_datasets_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::copy(model_dir("models/evla-tiny-random"), dir);
+    nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+    nlohmann::json one = cfg["action_normalization"];
+    one.erase("gripper_index");
+    cfg["action_normalization"] = {{"gripper_index", 6}, {"datasets", {{"bridge_orig", one}, {"fractal", one}}}};
+    std::ofstream(dir / "config.json") << cfg.dump();
+    auto model = Model::load(dir.string());
+    fs::remove_all(dir);
+    return model;
+  }();
+  return m;
+}
+
+TEST(ServeProtocol, UnnormKeyChoosesTheDatasetAndIsChecked) {
+  Metadata m = make_metadata(*two_datasets(), Plan{}, ObsKeys{}, 1);
+  EXPECT_EQ(m.unnorm_keys, (std::vector<std::string>{"bridge_orig", "fractal"}));
+  Decoded d = decode(encode_metadata(m));
+  EXPECT_EQ(d.get("unnorm_keys")->as<std::vector<std::string>>().size(), 2u);
+  TestObs o = tiny_obs();
+  EXPECT_NE(decode_error(o.pack(), m).find("unnorm_key: required: the model has statistics for 2 datasets"),
+            std::string::npos);
+  o.unnorm_key = "fractal";
+  const std::string bytes = o.pack();
+  EXPECT_EQ(decode_observation(bytes.data(), bytes.size(), m).unnorm_key, "fractal");
+  o.unnorm_key = "nope";
+  EXPECT_NE(decode_error(o.pack(), m).find("not one of the model's datasets"), std::string::npos);
+  // A server default applies to requests that name none.
+  Metadata d2 = make_metadata(*two_datasets(), Plan{}, ObsKeys{}, 1, "bridge_orig");
+  o.unnorm_key.reset();
+  const std::string plain = o.pack();
+  EXPECT_EQ(decode_observation(plain.data(), plain.size(), d2).unnorm_key, "bridge_orig");
+  EXPECT_THROW(make_metadata(*two_datasets(), Plan{}, ObsKeys{}, 1, "nope"), Error);
+  EXPECT_THROW(make_metadata(*tiny(), Plan{}, ObsKeys{}, 1, "bridge_orig"), Error);
+  // The tiny model's one unnamed set takes no key.
+  Metadata t = make_metadata(*tiny(), Plan{}, ObsKeys{}, 1);
+  EXPECT_TRUE(t.unnorm_keys.empty());
+  o.unnorm_key = "fractal";
+  EXPECT_NE(decode_error(o.pack(), t).find("not one of the model's datasets"), std::string::npos);
 }
 
 TEST(ServeProtocol, DecodesBothModelShapes) {
