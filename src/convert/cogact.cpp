@@ -4,12 +4,15 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <regex>
 #include <set>
+
+#include <stdlib.h>
 
 #include "core/json_reader.h"
 #include "evla/error.h"
@@ -478,10 +481,14 @@ CogactConvertReport convert_cogact(const CogactConvertOptions& opts, const Conve
 
   // Everything goes to a sibling temp directory renamed at the end, so a
   // failure leaves no half-written model.
-  const fs::path out = fs::absolute(opts.output).lexically_normal();
-  const fs::path tmp = out.parent_path() / (out.filename().string() + ".converting");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  fs::path out = fs::absolute(opts.output).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();  // "dir/"
+  std::string tmp_name = (out.parent_path() / (out.filename().string() + ".converting.XXXXXX")).string();
+  if (!fs::is_directory(out.parent_path())) throw Error(out.parent_path().string() + ": no such directory");
+  if (!::mkdtemp(tmp_name.data())) throw Error(tmp_name + ": cannot create: " + std::strerror(errno));
+  const fs::path tmp = tmp_name;
+  fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                           fs::perms::others_read | fs::perms::others_exec);
   try {
     json weight_map = json::object();
     const int64_t total = int64_t(src.size());

@@ -78,13 +78,13 @@ void ZipArchive::index_entries() {
     if (zip_stat_index(zip_, i, 0, &st) != 0 || !(st.valid & ZIP_STAT_NAME) || !(st.valid & ZIP_STAT_SIZE))
       throw Error(fmt::format("{}: entry {} cannot be read: {}", path_, i, zip_strerror(zip_)));
     entries_.push_back(Entry{st.name, st.size, i});
+    by_name_.emplace(entries_.back().name, entries_.size() - 1);
   }
 }
 
 const ZipArchive::Entry* ZipArchive::find(const std::string& name) const {
-  for (const Entry& e : entries_)
-    if (e.name == name) return &e;
-  return nullptr;
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &entries_[it->second];
 }
 
 std::vector<uint8_t> ZipArchive::read_all(const Entry& e, uint64_t max_bytes) const {

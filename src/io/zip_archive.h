@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 struct zip;  // libzip's archive handle
@@ -47,6 +48,7 @@ class ZipArchive {
   std::string path_;
   ::zip* zip_ = nullptr;
   std::vector<Entry> entries_;
+  std::unordered_map<std::string, size_t> by_name_;  // first entry of each name
 };
 
 }  // namespace evla::io
