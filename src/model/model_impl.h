@@ -1,10 +1,11 @@
-// What a loaded Model holds (immutable, shared), and what a Policy holds
-// (per-caller buffers, plan, thread pool). Internal; the public API is
-// include/evla/evla.h.
+// What a loaded Model holds (immutable, shared), a plan compiled against it
+// (immutable, shared), and what a Policy holds (per-caller buffers, thread
+// pool). Internal; the public API is include/evla/evla.h.
 #pragma once
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,16 @@
 
 namespace evla {
 
+// A plan compiled against a model: the LM layers it runs and the weights it
+// derives for them (compacted MLPs, int8 codes and scales). Immutable once
+// built; every Policy on the same model and plan shares one copy.
+struct PlannedModel {
+  Plan plan;
+  std::vector<LlamaLayer> llm_layers;
+  std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers (and int8 scales)
+  std::deque<std::vector<int8_t>> derived_int8;    // int8 codes of the plan's int8 layers
+};
+
 struct ModelImpl {
   std::string dir;
   ModelConfig cfg;
@@ -35,6 +46,15 @@ struct ModelImpl {
   // Token ids of the whole text part of the sequence: BOS, prompt, space
   // piece, cognition token.
   std::vector<int> prompt_ids(const std::string& instruction) const;
+  // The plan compiled against this model: built on first use and shared by
+  // every caller while any holds it (the plan must have been validated).
+  std::shared_ptr<const PlannedModel> planned(const Plan& plan) const;
+
+ private:
+  mutable std::mutex planned_mu_;
+  mutable std::map<std::string, std::weak_ptr<const PlannedModel>> planned_;  // by the plan's JSON
+
+ public:
   int visual_tokens() const { return cfg.vision.num_images * cfg.vision.tokens_per_image(); }
 };
 
@@ -49,10 +69,7 @@ struct Trace {
 struct PolicyState {
   explicit PolicyState(int threads) : pool(threads) {}
   ThreadPool pool;
-  Plan plan;
-  std::vector<LlamaLayer> llm_layers;  // the LM layers the plan runs (compacted MLPs)
-  std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers (and int8 scales)
-  std::deque<std::vector<int8_t>> derived_int8;    // int8 codes of the plan's int8 layers
+  std::shared_ptr<const PlannedModel> planned;  // shared with every Policy on the same plan
 
   // Buffers reused across inferences.
   std::vector<Image> resized;

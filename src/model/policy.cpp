@@ -66,24 +66,33 @@ Policy::~Policy() = default;
 Policy::Policy(Policy&&) noexcept = default;
 Policy& Policy::operator=(Policy&&) noexcept = default;
 
-const Plan& Policy::plan() const { return state_->plan; }
+const Plan& Policy::plan() const { return state_->planned->plan; }
 const std::vector<float>& Policy::cognition() const { return state_->cognition; }
 
 void Policy::set_plan(const Plan& plan) {
-  const ModelImpl& im = model_->impl();
   model_->validate(plan);
-  PolicyState& st = *state_;
-  st.plan = plan;
-  st.derived_weights.clear();
-  st.llm_layers = im.llm->layers();
+  state_->planned = model_->impl().planned(plan);
+}
+
+std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
+  // Built under the lock: a second caller of the same plan waits for the
+  // first copy instead of deriving its own.
+  std::lock_guard lock(planned_mu_);
+  const std::string key = plan.to_json();
+  if (auto alive = planned_[key].lock()) return alive;
+  for (auto it = planned_.begin(); it != planned_.end();)  // forget plans no Policy holds
+    it = it->second.expired() ? planned_.erase(it) : std::next(it);
+  auto pm = std::make_shared<PlannedModel>();
+  pm->plan = plan;
+  pm->llm_layers = llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
-    if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && st.llm_layers[l].has_mlp)
-      st.llm_layers[l] = accel::compact_mlp(st.llm_layers[l], plan.llm[l].mlp_channels,
-                                            st.derived_weights);
-  st.derived_int8.clear();
+    if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && pm->llm_layers[l].has_mlp)
+      pm->llm_layers[l] = accel::compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights);
   for (size_t l = 0; l < plan.llm.size(); ++l)
     if (plan.llm[l].weights == WeightType::Int8)
-      accel::quantize_layer_int8(st.llm_layers[l], st.derived_int8, st.derived_weights);
+      accel::quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);
+  planned_[key] = pm;
+  return pm;
 }
 
 ActionChunk Policy::infer(const Observation& obs) {
@@ -185,7 +194,8 @@ ActionChunk Policy::infer(const Observation& obs) {
   for (int i = 0; i < T; ++i) st.positions[size_t(i)] = i;
   LayerRecorder recorder(st.trace, st.llm_observer, cfg.llm.num_layers);
   LlamaObserver* observer = st.trace ? &recorder : st.llm_observer;
-  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, st.llm_layers, st.plan, st.llm, pool,
+  const PlannedModel& pm = *st.planned;
+  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.plan, st.llm, pool,
                   observer);
   const int T_end = int(st.positions.size());
   st.cognition.resize(size_t(D));
@@ -220,7 +230,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   }
   st.sample.resize(n);
   SamplerRecorder srec(st.trace, C * A);
-  sample_actions(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.step_noise.data(), st.plan.cache,
+  sample_actions(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.step_noise.data(), pm.plan.cache,
                  st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
   out.horizon = C;
   out.dim = A;

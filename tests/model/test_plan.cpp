@@ -222,5 +222,34 @@ TEST(TokenSelect, HandMadeScores) {
   EXPECT_TRUE(std::is_sorted(r.begin(), r.end()));
 }
 
+
+// A plan is compiled once per model: Policies on the same plan share its
+// derived weights (one copy, the same addresses), another plan gets its own,
+// and a plan no Policy holds any more is built again when asked for.
+TEST(Plan, PoliciesOnOnePlanShareItsDerivedWeights) {
+  const std::string int8_mlp = R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [1, 2],
+                                   "intermediate_size": 128, "mlp_channels": {"0": [0, 5, 9, 64, 127]}}})";
+  Policy a(fixture_model(), PolicyOptions{1}), b(fixture_model(), PolicyOptions{1});
+  a.set_plan(Plan::from_json(int8_mlp, "p"));
+  b.set_plan(Plan::from_json(int8_mlp, "p"));
+  const PlannedModel* pa = a.state().planned.get();
+  ASSERT_EQ(pa, b.state().planned.get());
+  ASSERT_FALSE(pa->derived_int8.empty());
+  ASSERT_FALSE(pa->derived_weights.empty());
+  EXPECT_EQ(a.infer(fixture_obs()).actions, b.infer(fixture_obs()).actions);
+
+  Policy dense(fixture_model(), PolicyOptions{1});
+  EXPECT_NE(dense.state().planned.get(), pa);
+  EXPECT_TRUE(dense.state().planned->derived_weights.empty());  // nothing derived for a dense plan
+
+  // b moves to the dense plan: a still holds the int8 one, unchanged.
+  b.set_plan(Plan{});
+  EXPECT_EQ(b.state().planned.get(), dense.state().planned.get());
+  EXPECT_EQ(a.state().planned.get(), pa);
+  std::weak_ptr<const PlannedModel> gone = a.state().planned;
+  a.set_plan(Plan{});
+  EXPECT_TRUE(gone.expired());  // the last holder let go: its weights are freed
+}
+
 }  // namespace
 }  // namespace evla
