@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include "accel/plan_check.h"
+#include "core/memory_info.h"
 #include "model/model_impl.h"
 
 namespace evla {
@@ -14,6 +15,32 @@ namespace fs = std::filesystem;
 
 Model::~Model() = default;
 
+namespace {
+
+// Loading materialises fp32 arrays beside the mapped file: every F16/BF16
+// tensor converted, and each LM layer's fused q/k/v and gate/up matrices.
+// A model that cannot fit is refused before any of it is allocated.
+void check_load_memory(const ModelConfig& cfg, const io::TensorStore& tensors, const std::string& dir) {
+  double bytes = 0;
+  for (const std::string& name : tensors.names()) {
+    const io::TensorInfo& t = tensors.get(name);
+    if (t.dtype == io::DType::F16 || t.dtype == io::DType::BF16) bytes += 4.0 * double(t.numel());
+  }
+  const auto& l = cfg.llm;
+  for (const auto& layer : l.layers) {
+    if (layer.attn) bytes += 4.0 * double(l.hidden_size) * double(l.hidden_size + 2 * l.num_kv_heads * l.head_dim());
+    if (layer.mlp) bytes += 4.0 * 2.0 * double(l.hidden_size) * double(layer.intermediate_size);
+  }
+  const uint64_t avail = available_memory_bytes();
+  if (avail > 0 && bytes > double(avail))
+    throw Error(fmt::format("{}: loading needs about {:.1f} GB for fp32 weights (16-bit tensors are converted to "
+                            "fp32 at load, and the language model's fused matrices copied) but {:.1f} GB of memory "
+                            "is available",
+                            dir, bytes / 1e9, double(avail) / 1e9));
+}
+
+}  // namespace
+
 std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptions& opts) {
   if (!fs::is_directory(dir)) throw Error(dir + ": not a model directory");
   std::shared_ptr<Model> m(new Model());
@@ -21,7 +48,9 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   ModelImpl& im = *m->impl_;
   im.dir = dir;
   im.cfg = load_model_config(dir);
-  im.weights = std::make_unique<WeightStore>(io::TensorStore::open_dir(dir));
+  io::TensorStore tensors = io::TensorStore::open_dir(dir);
+  check_load_memory(im.cfg, tensors, dir);
+  im.weights = std::make_unique<WeightStore>(std::move(tensors));
   WeightStore& w = *im.weights;
   w.use_cache(opts.weight_cache_dir);
   for (const auto& ec : im.cfg.vision.encoders) im.encoders.emplace_back(ec, WeightLoader(w, ec.prefix));
