@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include "accel/plan_check.h"
+#include "io/unicode.h"
 #include "model/model_impl.h"
 
 namespace evla {
@@ -43,9 +44,8 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
 
 std::vector<int> ModelImpl::prompt_ids(const std::string& instruction) const {
   if (!tokenizer) throw Error(dir + ": model was loaded without its tokenizer");
-  std::string instr = instruction;
-  if (cfg.prompt.lowercase_instruction)
-    for (char& c : instr) c = char(std::tolower(static_cast<unsigned char>(c)));
+  // CogACT lower-cases with Python's str.lower(): Unicode, not ASCII only.
+  const std::string instr = cfg.prompt.lowercase_instruction ? io::lowercase_utf8(instruction) : instruction;
   std::string prompt = cfg.prompt.tmpl;
   prompt.replace(prompt.find("{instruction}"), 13, instr);
   std::vector<int> ids = tokenizer->encode(prompt, /*add_bos=*/true);
