@@ -120,6 +120,13 @@ def main():
                     printed = np.array(json.loads(run.stdout)["actions"], np.float32)
                     assert np.array_equal(printed.ravel(), got["actions"]), "--dump's actions are not the printed ones"
                     assert np.array_equal(got["noise"], np.load(os.path.join(cdir, "noise.npy")).ravel())
+                    # The oracle's token ids given directly give the same inference.
+                    ids = ",".join(str(int(i)) for i in expect["token_ids"])
+                    cmd2 = [x for x in cmd if x not in ("--dump", dump)]
+                    cmd2[cmd2.index("-p") + 1] = "ignored"
+                    again = subprocess.run(cmd2 + ["--token-ids", ids], check=True, capture_output=True)
+                    again = np.array(json.loads(again.stdout)["actions"], np.float32)
+                    assert np.array_equal(again, printed), "--token-ids changed the actions"
                 if not np.array_equal(got["token_ids"], expect["token_ids"]):
                     failures.append(f"{dtype} {case['name']}: token ids {got['token_ids'].tolist()} "
                                     f"but CogACT's are {expect['token_ids'].tolist()}")

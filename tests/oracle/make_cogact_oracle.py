@@ -97,6 +97,8 @@ INSTRUCTIONS = {
     # word becomes ς (Python's Final_Sigma rule), Cyrillic and a CJK word.
     "unicode": "Place the CRÈME BRÛLÉE near the İSTANBUL mug, then wave ΟΔΟΣ — ПРИВЕТ 你好",
     "move": "Move the sponge near the blue bowl",
+    # PurePromptBuilder deletes "<image>" after the lower-casing, in one pass.
+    "image_tag": "Stack the <Image> blocks, then open the <<IMAGE>image>drawer",
 }
 CASES = [
     dict(name="ddim10_cfg", image="scene224.png", instruction="ascii", sampler="ddim", steps=10, cfg=1.5,
@@ -107,6 +109,8 @@ CASES = [
          unnorm_key="fractal20220817_data", seed=3),
     dict(name="image640x480", image="scene640x480.png", instruction="move", sampler="ddim", steps=10, cfg=1.5,
          unnorm_key="bridge_orig", seed=4),
+    dict(name="prompt_image_tag", image="scene224.png", instruction="image_tag", sampler="ddim", steps=10, cfg=1.5,
+         unnorm_key="fractal20220817_data", seed=6),
 ]
 
 
@@ -501,6 +505,9 @@ def main():
             save_npy(os.path.join(d, k + ".npy"), v)
         grip = rec["actions.sample"][:, 6].numpy()
         margin = float(np.min(np.abs(grip - 0.5)))
+        # The gripper is thresholded at 0.5: a sample near it would make the bf16
+        # comparison flip a whole action; the seeds are chosen to keep away.
+        assert margin > 0.2, f"{case['name']}: gripper sample within {margin:.3f} of 0.5, choose another seed"
         entry = dict(case, prompt_text=prompt_text, gripper_margin=margin)
         index["cases"].append(entry)
         print(f"{case['name']}: {len(rec['token_ids'])} ids, sample |max| {rec['actions.sample'].abs().max():.3f}, "
