@@ -17,9 +17,9 @@ huggingface/pytorch-image-models aa4b5850 (timm 1.0.29.dev0),
 TRI-ML/prismatic-vlms 874c5bbf and karpathy/llama2.c 350e04fe's
 tokenizer.model (also committed next to the oracle, for evla's tokenizer).
 
-Run with Debian's Python (torch 1.13, torchvision, PIL, sentencepiece) and the
-fetched sources (never copied into this repository); the generator also needs
-python3-pil and python3-torchvision (Debian):
+Run with Debian's Python (python3-torch 1.13, python3-torchvision,
+python3-pil, python3-sentencepiece) and the fetched sources (never copied
+into this repository):
 
   /usr/bin/python3 tests/oracle/make_cogact_oracle.py \
       --cogact    SRC/microsoft+CogACT \
@@ -29,8 +29,8 @@ python3-pil and python3-torchvision (Debian):
       [--out tests/fixtures/cogact_oracle]
 
 What is not the original code, and why:
-  - The language model. transformers is not installable here, so `HFLlama`
-    below is written to compute exactly what Hugging Face's LlamaForCausalLM
+  - The language model. transformers is not installable here, so the Llama
+    classes below are written to compute exactly what Hugging Face's LlamaForCausalLM
     (eager attention, float32) computes: RMSNorm in float32 with eps 1e-5,
     rotary embeddings from inv_freq = 1/10000^(2i/d) with rotate_half on
     cat(freqs, freqs), causal softmax in float32, SiLU-gated MLP, the final
@@ -56,6 +56,9 @@ What is not the original code, and why:
     and recorded. With CFG the batch is [x, x]; forward_with_cfg reads only
     the first half, so the first half of each step's noise is the one that
     matters (recorded as step_noise).
+  - timm.create_model, while prismatic's DinoSigLIPViTBackbone calls it, is
+    told the tiny widths and pretrained=False (the weights are loaded after);
+    everything else in the backbone, its transforms included, is prismatic's.
   - prismatic's featurizer forward (get_intermediate_layers of the
     second-to-last block, through unpack_tuple) is re-bound with a tuple():
     prismatic pins timm 0.9.10, which returned a tuple; today's timm a list.
