@@ -6,7 +6,8 @@ digest must be the oracle's), converts it with `evla convert cogact` to f32 and
 bf16, runs every case through `evla run` with the oracle's initial noise (and
 DDPM step noise), and compares every stage:
   token ids evla makes from the instruction   identical
-  vision.0/1.features, projector.out, llm.cognition, actions.sample (the
+  vision.0/1.features, projector.out, llm.cognition, sampler.x (the sample
+  after each sampling step; the worst step counts), actions.sample (the
   sampler's result), actions.normalized, actions
                                               NMSE = Σ(a−b)²/Σb² ≤ 1e-5 (f32), ≤ 1e-2 (bf16)
 With --bindings, the same through the Python module's infer() hooks.
@@ -29,8 +30,8 @@ FIX = os.path.join(ROOT, "tests", "fixtures", "cogact_oracle")
 sys.path.insert(0, HERE)
 import cogact_weights as W  # noqa: E402
 
-STAGES = ["vision.0.features", "vision.1.features", "projector.out", "llm.cognition", "actions.sample",
-          "actions.normalized", "actions"]
+STAGES = ["vision.0.features", "vision.1.features", "projector.out", "llm.cognition", "sampler.x",
+          "actions.sample", "actions.normalized", "actions"]
 LIMIT = {"f32": 1e-5, "bf16": 1e-2}
 
 
@@ -130,7 +131,14 @@ def main():
                 if not np.array_equal(got["token_ids"], expect["token_ids"]):
                     failures.append(f"{dtype} {case['name']}: token ids {got['token_ids'].tolist()} "
                                     f"but CogACT's are {expect['token_ids'].tolist()}")
-                errs = {s: nmse(got[s], expect[s]) for s in STAGES}
+                # The sample after each sampling step: the worst step's NMSE.
+                n_steps = len(expect["sampler.x"])
+                got["sampler.x"] = [got.get(f"dit.x.{i}") for i in range(n_steps)]
+                if any(x is None for x in got["sampler.x"]) or f"dit.x.{n_steps}" in got:
+                    failures.append(f"{dtype} {case['name']}: evla ran another number of sampling steps than {n_steps}")
+                    got["sampler.x"] = [np.full(expect["sampler.x"][0].size, np.inf)] * n_steps
+                errs = {s: nmse(got[s], expect[s]) for s in STAGES if s != "sampler.x"}
+                errs["sampler.x"] = max(nmse(a, b) for a, b in zip(got["sampler.x"], expect["sampler.x"]))
                 for s, e in errs.items():
                     if not e <= LIMIT[dtype]:
                         failures.append(f"{dtype} {case['name']}: {s} NMSE {e:.3g} > {LIMIT[dtype]:g}")

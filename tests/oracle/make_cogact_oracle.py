@@ -390,10 +390,25 @@ class Oracle:
             model_kwargs = dict(z=cognition_features)
             sample_fn = self.action_model.net.forward
 
+        # Every step's sample, as the samplers' *_loop_progressive generators
+        # (which *_loop iterate) yield it: the first half of the batch.
+        steps = []
+
+        def record_steps(diffusion, name):
+            progressive = getattr(diffusion, name)
+
+            def recording(*a, **k):
+                for out in progressive(*a, **k):
+                    steps.append(out["sample"][0].clone())
+                    yield out
+
+            setattr(diffusion, name, recording)
+
         if use_ddim and num_ddim_steps is not None:
             self.action_model.ddim_diffusion = None  # create_ddim is cached per process: see the docstring
             if self.action_model.ddim_diffusion is None:
                 self.action_model.create_ddim(ddim_step=num_ddim_steps)
+            record_steps(self.action_model.ddim_diffusion, "ddim_sample_loop_progressive")
             samples = self.action_model.ddim_diffusion.ddim_sample_loop(
                 sample_fn, noise.shape, noise, clip_denoised=False, model_kwargs=model_kwargs, progress=False,
                 device=cognition_features.device, eta=0.0)
@@ -414,17 +429,21 @@ class Oracle:
             gd = self.mods.gd
             real_th = gd.th
             gd.th = RecordingTorch()
+            record_steps(self.action_model.diffusion, "p_sample_loop_progressive")
             try:
                 samples = self.action_model.diffusion.p_sample_loop(
                     sample_fn, noise.shape, noise, clip_denoised=False, model_kwargs=model_kwargs, progress=False,
                     device=cognition_features.device)
             finally:
                 gd.th = real_th
+                del self.action_model.diffusion.p_sample_loop_progressive  # back to the class's
             assert len(drawn) == self.action_model.diffusion.num_timesteps
             rec["step_noise"] = torch.stack([z[0] for z in drawn])  # the first half: what forward_with_cfg reads
         if using_cfg:
             samples, _ = samples.chunk(2, dim=0)  # Remove null class samples
         rec["actions.sample"] = samples[0].clone()
+        rec["sampler.x"] = torch.stack(steps)  # [steps, T, D]
+        assert torch.equal(rec["sampler.x"][-1], rec["actions.sample"])
         normalized_actions = samples[0].cpu().numpy()
 
         # Un-normalize Actions
