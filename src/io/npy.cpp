@@ -93,6 +93,13 @@ NpyArray read_npy(const std::string& path) {
   for (const auto& k : kinds)
     if (descr == k.descr) kind = &k;
   if (!kind) throw Error(fmt::format("{}: .npy dtype '{}' is not supported (float32/64 or little-endian ints)", path, descr));
+  // The data must be there before anything that size is allocated.
+  const auto here = f.tellg();
+  f.seekg(0, std::ios::end);
+  const auto end = f.tellg();
+  f.seekg(here);
+  if (here < 0 || end < here || size_t(end - here) < n * kind->size)
+    throw Error(fmt::format("{}: holds fewer values than its shape ({}) needs", path, fmt::join(a.shape, "×")));
   std::string raw(n * kind->size, '\0');
   if (!f.read(raw.data(), std::streamsize(raw.size())))
     throw Error(fmt::format("{}: holds fewer values than its shape ({}) needs", path, fmt::join(a.shape, "×")));

@@ -73,6 +73,15 @@ TEST(Npy, ReadsFloat64AndRefusesOthers) {
     EXPECT_NE(std::string(e.what()).find(">f4"), std::string::npos) << e.what();
   }
   EXPECT_THROW(read_npy(tmp_path("missing.npy")), Error);
+  {  // A header promising far more than the file holds is refused before allocating.
+    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000, 1000, 1000), }\n";
+    std::ofstream f(p, std::ios::binary);
+    f.write("\x93NUMPY\x01\x00", 8);
+    f.put(char(header.size()));
+    f.put(0);
+    f << header << "abcd";
+  }
+  EXPECT_THROW(read_npy(p), Error);
   fs::remove(p);
 }
 
