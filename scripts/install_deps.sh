@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev
-      libsentencepiece-dev libzip-dev libpng-dev libjpeg-dev libstb-dev
+      libsentencepiece-dev libzip-dev libicu-dev libpng-dev libjpeg-dev libstb-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       libboost-dev libmsgpack-cxx-dev pybind11-dev python3-dev
       python3-numpy python3-torch python3-sentencepiece python3-msgpack python3-websockets

@@ -3,14 +3,37 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
 #include "commands.h"
 #include "evla/evla.h"
+#include "io/npy.h"
+#include "model/model_impl.h"
 
 namespace evla::cli {
 
+namespace {
+
+// One .npy per traced tensor (flat float32, named as the trace names them),
+// plus the token ids and the noise the inference used.
+void write_dump(const std::string& dir, const Trace& trace, const PolicyState& st) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) throw Error("--dump: cannot create directory " + dir);
+  auto path = [&](const std::string& name) { return (fs::path(dir) / (name + ".npy")).string(); };
+  for (const auto& [name, v] : trace.tensors) io::write_npy(path(name), v.data(), {int64_t(v.size())});
+  std::vector<int32_t> ids(st.ids.begin(), st.ids.end());
+  io::write_npy(path("token_ids"), ids.data(), {int64_t(ids.size())});
+  io::write_npy(path("noise"), st.noise.data(), {int64_t(st.noise.size())});
+  if (!st.step_noise.empty()) io::write_npy(path("step_noise"), st.step_noise.data(), {int64_t(st.step_noise.size())});
+}
+
+}  // namespace
+
 void add_run_command(CLI::App& app) {
   struct Opts {
-    std::string model, prompt, state, plan, unnorm_key;
+    std::string model, prompt, state, plan, unnorm_key, noise, step_noise, token_ids, dump;
     std::vector<std::string> images;
     uint64_t seed = 0;
     int threads = 0, repeat = 1;
@@ -28,6 +51,12 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--plan", o->plan, "Acceleration plan (JSON)");
   cmd->add_option("--repeat", o->repeat, "Run N times and report the last timing")->check(CLI::Range(1, 100000));
   cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->add_option("--noise", o->noise, "Initial diffusion noise (.npy, chunk × action_dim values) instead of the seed's");
+  cmd->add_option("--step-noise", o->step_noise, "DDPM: the noise added at each step (.npy, steps × chunk × action_dim)");
+  cmd->add_option("--token-ids", o->token_ids, "The prompt's token ids (BOS … cognition token, comma-separated) "
+                  "instead of tokenizing --prompt");
+  cmd->add_option("--dump", o->dump, "Write every intermediate (towers' features, projected tokens, LM hiddens, "
+                  "cognition, each sampling step, actions) and the token ids to DIR as .npy");
   cmd->callback([o] {
     auto model = Model::load(o->model);
     Policy policy(model, PolicyOptions{o->threads});
@@ -38,8 +67,14 @@ void add_run_command(CLI::App& app) {
     obs.seed = o->seed;
     obs.unnorm_key = o->unnorm_key;
     if (!o->state.empty()) obs.state = parse_floats(o->state, "--state");
+    if (!o->noise.empty()) obs.noise = io::read_npy(o->noise).data;
+    if (!o->step_noise.empty()) obs.step_noise = io::read_npy(o->step_noise).data;
+    if (!o->token_ids.empty()) obs.token_ids = parse_ints(o->token_ids, "--token-ids");
+    Trace trace;
+    if (!o->dump.empty()) policy.state().trace = &trace;
     ActionChunk chunk;
     for (int r = 0; r < o->repeat; ++r) chunk = policy.infer(obs);
+    if (!o->dump.empty()) write_dump(o->dump, trace, policy.state());
     const Timing& t = chunk.timing;
     if (o->json) {
       nlohmann::json j;

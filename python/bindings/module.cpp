@@ -6,6 +6,10 @@
 //   out["actions"]    # float32 [horizon, dim]
 //   out["cognition"]  # float32 [hidden_size], the feature that conditioned the action head
 //   policy.infer(obs, lm_layer_input=11)["lm_layer_input"]  # float32 [tokens, hidden_size]
+//   # checking against another implementation (e.g. CogACT's PyTorch code):
+//   out = policy.infer(obs, noise=n, step_noise=z, token_ids=ids, unnorm_key="bridge_orig",
+//                      intermediates=True)
+//   out["intermediates"]["vision.0.features"]  # float32, flat; names in infer.__doc__
 //
 // infer() releases the GIL while the policy runs; one Policy object serves one
 // call at a time (others wait on its lock), so use one per thread for parallelism.
@@ -113,6 +117,20 @@ struct ObserverScope {
   ~ObserverScope() { state.llm_observer = nullptr; }
 };
 
+// Sets the policy's trace for one inference; cleared however it ends.
+struct TraceScope {
+  PolicyState& state;
+  TraceScope(PolicyState& s, Trace* t) : state(s) { state.trace = t; }
+  ~TraceScope() { state.trace = nullptr; }
+};
+
+// Any numeric array (or sequence) as float32 values, C order.
+std::vector<float> float_values(const py::array& a) {
+  auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+  if (!c) throw py::value_error("expected a numeric array");
+  return std::vector<float>(c.data(), c.data() + c.size());
+}
+
 class PyPolicy {
  public:
   PyPolicy(const std::string& model_dir, std::optional<std::string> plan, std::optional<int> threads,
@@ -130,7 +148,9 @@ class PyPolicy {
     meta_ = serve::make_metadata(*model_, p, keys, 1);
   }
 
-  py::dict infer(const py::dict& obs, std::optional<int> lm_layer_input) {
+  py::dict infer(const py::dict& obs, std::optional<int> lm_layer_input, std::optional<py::array> noise,
+                 std::optional<py::array> step_noise, std::optional<std::vector<int>> token_ids,
+                 std::optional<std::string> unnorm_key, bool intermediates) {
     const int n_layers = model_->impl().cfg.llm.num_layers;
     if (lm_layer_input && (*lm_layer_input < 0 || *lm_layer_input >= n_layers))
       throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) + ": the LM has layers 0.." +
@@ -165,15 +185,24 @@ class PyPolicy {
       o.seed = s.cast<uint64_t>();
     }
 
+    if (noise) o.noise = float_values(*noise);
+    if (step_noise) o.step_noise = float_values(*step_noise);
+    if (token_ids) o.token_ids = *token_ids;
+    if (unnorm_key) o.unnorm_key = *unnorm_key;
+
     ActionChunk chunk;
     std::vector<float> c;  // copied under the lock: the next call overwrites the policy's
+    std::vector<int> ids;
     InferCapture capture(lm_layer_input.value_or(-1));
+    Trace trace;
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
       ObserverScope observe(policy_->state(), &capture);
+      TraceScope traced(policy_->state(), intermediates ? &trace : nullptr);
       chunk = policy_->infer(o);
       c = policy_->cognition();
+      ids = policy_->state().ids;
     }
     py::array_t<float> actions({chunk.horizon, chunk.dim});
     std::memcpy(actions.mutable_data(), chunk.actions.data(), chunk.actions.size() * sizeof(float));
@@ -197,6 +226,18 @@ class PyPolicy {
       py::array_t<float> h({capture.tokens, capture.width});
       std::memcpy(h.mutable_data(), capture.x.data(), capture.x.size() * sizeof(float));
       out["lm_layer_input"] = h;
+    }
+    if (intermediates) {
+      py::dict inter;
+      for (const auto& [name, v] : trace.tensors) {
+        py::array_t<float> a(py::ssize_t(v.size()));
+        std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
+        inter[py::str(name)] = a;
+      }
+      py::array_t<int32_t> t(py::ssize_t(ids.size()));
+      for (size_t i = 0; i < ids.size(); ++i) t.mutable_data()[i] = int32_t(ids[i]);
+      inter["token_ids"] = t;
+      out["intermediates"] = inter;
     }
     if (capture.kept) {
       py::array_t<int32_t> k(py::ssize_t(capture.kept->size()));
@@ -273,13 +314,22 @@ PYBIND11_MODULE(evla, m) {
            py::arg("model_dir"), py::arg("plan") = py::none(), py::arg("threads") = py::none(),
            py::arg("image_keys") = py::none(), py::arg("state_key") = py::none(),
            py::arg("prompt_key") = py::none())
-      .def("infer", &PyPolicy::infer, py::arg("obs"), py::arg("lm_layer_input") = py::none(),
+      .def("infer", &PyPolicy::infer, py::arg("obs"), py::arg("lm_layer_input") = py::none(), py::kw_only(),
+           py::arg("noise") = py::none(), py::arg("step_noise") = py::none(), py::arg("token_ids") = py::none(),
+           py::arg("unnorm_key") = py::none(), py::arg("intermediates") = false,
            "obs: dict with the server's keys (numpy uint8 H×W×3 images, state, prompt, optional seed).\n"
            "Returns {'actions': float32 [horizon, dim], 'cognition': float32 [hidden_size] (the feature that\n"
            "conditioned the action head), 'policy_timing': {...}}; with lm_layer_input=L also\n"
            "'lm_layer_input': float32 [tokens, hidden_size], the input of LM layer L (every token); under a\n"
            "plan that selects visual tokens also 'kept_visual_tokens': int32 [kept], the kept tokens' indices\n"
-           "among the visual tokens (patch order, image after image).")
+           "among the visual tokens (patch order, image after image).\n"
+           "Verification hooks (keyword only): noise= float32 [horizon, dim] initial diffusion noise instead of\n"
+           "the seed's; step_noise= [steps, horizon, dim] noise DDPM adds at each step; token_ids= the prompt's\n"
+           "ids (BOS ... cognition token) instead of tokenizing; unnorm_key= the dataset whose statistics\n"
+           "un-normalise the actions; intermediates=True adds 'intermediates': {name: float32 flat array} with\n"
+           "'vision.<i>.features' [patches, width], 'projector.out', 'llm.hidden.<l>', 'llm.cognition',\n"
+           "'dit.eps.<s>', 'dit.x.<s>', 'actions.sample' (before clipping), 'actions.normalized', 'actions',\n"
+           "and 'token_ids' (int32).")
       .def_property_readonly("metadata", &PyPolicy::metadata);
 
   m.def("load_image", [](const std::string& path) { return image_to_numpy(load_image(path)); },

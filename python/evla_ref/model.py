@@ -488,6 +488,7 @@ def build_prompt_ids(cfg, sp, instruction):
     """Step 3 of the forward pass: template -> SentencePiece ids with BOS, space, cognition."""
     p = cfg["prompt"]
     text = instruction.lower() if p.get("lowercase_instruction", False) else instruction
+    text = text.replace("<image>", "")  # as prismatic's PurePromptBuilder does to the turn
     ids = [cfg["llm"].get("bos_token_id", 1)] + list(sp.encode(p["template"].replace("{instruction}", text)))
     space = p.get("space_token_id", -1)
     if space >= 0 and ids[-1] != space:

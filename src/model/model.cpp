@@ -7,6 +7,7 @@
 
 #include "accel/plan_check.h"
 #include "core/memory_info.h"
+#include "io/unicode.h"
 #include "model/model_impl.h"
 
 namespace evla {
@@ -72,9 +73,19 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
 
 std::vector<int> ModelImpl::prompt_ids(const std::string& instruction) const {
   if (!tokenizer) throw Error(dir + ": model was loaded without its tokenizer");
-  std::string instr = instruction;
-  if (cfg.prompt.lowercase_instruction)
-    for (char& c : instr) c = char(std::tolower(static_cast<unsigned char>(c)));
+  // CogACT lower-cases with Python's str.lower(): Unicode, not ASCII only.
+  const std::string lowered = cfg.prompt.lowercase_instruction ? io::lowercase_utf8(instruction) : instruction;
+  // prismatic's PurePromptBuilder deletes "<image>" from the turn (one
+  // left-to-right pass, as Python's str.replace), after the lower-casing.
+  static const std::string image_tag = "<image>";
+  std::string instr;
+  for (size_t i = 0; i < lowered.size();) {
+    if (lowered.compare(i, image_tag.size(), image_tag) == 0) {
+      i += image_tag.size();
+    } else {
+      instr += lowered[i++];
+    }
+  }
   std::string prompt = cfg.prompt.tmpl;
   prompt.replace(prompt.find("{instruction}"), 13, instr);
   std::vector<int> ids = tokenizer->encode(prompt, /*add_bos=*/true);

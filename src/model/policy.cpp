@@ -235,6 +235,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   out.horizon = C;
   out.dim = A;
   out.actions.resize(size_t(C) * A);
+  if (st.trace) st.trace->put("actions.sample", st.sample.data(), st.sample.size());
   st.normalized = st.sample;
   postprocess_actions(stats, cfg.action_norm.gripper_index, C, A, st.normalized.data(), out.actions.data());
   if (st.trace) {

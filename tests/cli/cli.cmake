@@ -63,3 +63,6 @@ endforeach()
 # evla convert cogact: torch.save checkpoints in CogACT's layout, written by PyTorch at test time.
 add_test(NAME cli.convert_cogact COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli/convert_cogact.sh ${EVLA_BIN} ${TINY})
 set_tests_properties(cli.convert_cogact PROPERTIES TIMEOUT 300)
+# evla against CogACT's own code: every stage of every oracle case (tests/oracle/), f32 and bf16 conversions.
+add_test(NAME cli.cogact_oracle COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/oracle/check_cogact_oracle.py --evla ${EVLA_BIN})
+set_tests_properties(cli.cogact_oracle PROPERTIES TIMEOUT 300 PASS_REGULAR_EXPRESSION "cogact oracle ok")
