@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "accel/plan_check.h"
+#include "model/plan_check.h"
 #include "core/json_reader.h"
 #include "evla/error.h"
 #include "evla/plan.h"
@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     evla::Plan p = evla::Plan::from_json(text, "fuzz-plan");
     (void)evla::Plan::from_json(p.to_json(), "fuzz-plan-roundtrip");
-    evla::accel::check_plan(p, fixture_config());
+    evla::check_plan(p, fixture_config());
   } catch (const evla::Error&) {
   }
   nlohmann::json j;

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "accel/plan_check.h"
+#include "model/plan_check.h"
 #include "core/rng.h"
 #include "evla/error.h"
 #include "model/model_impl.h"

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "accel/token_select.h"
+#include "model/token_select.h"
 #include "core/thread_pool.h"
 #include "evla/error.h"
 #include "kernels/kernels.h"
@@ -160,8 +160,8 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       a.scale = 1.0f / std::sqrt(float(hd));
       if (want_relevance) {
         s.relevance.resize(size_t(layout.visual_count));
-        accel::QkView view{q, k, W, W, T, Hq, Hkv, hd, a.scale};
-        accel::text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
+        QkView view{q, k, W, W, T, Hq, Hkv, hd, a.scale};
+        text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
                                         plan.tokens.queries, s.relevance.data());
         if (obs && obs->wants_visual_attention())
           obs->visual_attention(l, s.relevance.data(), layout.visual_count);
@@ -196,7 +196,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       // Keep the selected visual tokens (with their original positions) and
       // every non-visual token; later layers see the shorter sequence.
       const int vb = layout.visual_begin, nv = layout.visual_count;
-      s.keep = accel::select_visual_tokens(plan.tokens, s.relevance.data(),
+      s.keep = select_visual_tokens(plan.tokens, s.relevance.data(),
                                            x.data() + size_t(vb) * D, nv, D, D);
       const int kept_visual = int(s.keep.size());
       if (obs) obs->visual_tokens_kept(s.keep.data(), kept_visual, nv);

@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "accel/plan_check.h"
+#include "model/plan_check.h"
 #include "core/memory_info.h"
 #include "io/unicode.h"
 #include "model/model_impl.h"
@@ -107,7 +107,7 @@ int64_t Model::num_params() const { return impl_->weights->loaded_params(); }
 std::vector<std::string> Model::unnorm_keys() const { return impl_->cfg.action_norm.keys(); }
 const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 
-void Model::validate(const Plan& plan) const { accel::check_plan(plan, impl_->cfg); }
+void Model::validate(const Plan& plan) const { check_plan(plan, impl_->cfg); }
 
 FlopCount Model::flops(const Plan& plan) const {
   const ModelImpl& im = *impl_;

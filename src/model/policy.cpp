@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "accel/mlp_compact.h"
-#include "accel/quantize.h"
+#include "model/mlp_compact.h"
+#include "model/quantize.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/model_impl.h"
@@ -87,10 +87,10 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
   pm->llm_layers = llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
     if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && pm->llm_layers[l].has_mlp)
-      pm->llm_layers[l] = accel::compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights);
+      pm->llm_layers[l] = compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights);
   for (size_t l = 0; l < plan.llm.size(); ++l)
     if (plan.llm[l].weights == WeightType::Int8)
-      accel::quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);
+      quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);
   planned_[key] = pm;
   return pm;
 }

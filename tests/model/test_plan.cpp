@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "accel/token_select.h"
+#include "model/token_select.h"
 #include "model/model_impl.h"
 #include "test_util.h"
 
@@ -185,7 +185,7 @@ TEST(TokenSelect, RelevanceFromTextOrCognitionQueries) {
   // token); 2 query heads sharing 1 key head of width 1, so each score is q·k.
   const float q[5 * 2] = {0, 0, 0, 0, 0, 0, 1, -1, 2, 0.5f};
   const float k[5] = {0.f, 1.f, -1.f, 0.5f, 0.f};
-  const accel::QkView a{q, k, 2, 1, 5, 2, 1, 1, 1.f};
+  const QkView a{q, k, 2, 1, 5, 2, 1, 1, 1.f};
   // Reference: head-averaged causal softmax of one query row over keys 0..i.
   auto row = [&](int i, int j) {
     double r = 0;
@@ -197,9 +197,9 @@ TEST(TokenSelect, RelevanceFromTextOrCognitionQueries) {
     return r;
   };
   float rel[2];
-  accel::text_to_visual_attention(a, 1, 2, TokenQueries::Text, rel);
+  text_to_visual_attention(a, 1, 2, TokenQueries::Text, rel);
   for (int j = 0; j < 2; ++j) EXPECT_NEAR(rel[j], row(3, 1 + j) + row(4, 1 + j), 1e-6);
-  accel::text_to_visual_attention(a, 1, 2, TokenQueries::Cognition, rel);
+  text_to_visual_attention(a, 1, 2, TokenQueries::Cognition, rel);
   for (int j = 0; j < 2; ++j) EXPECT_NEAR(rel[j], row(4, 1 + j), 1e-6);
 }
 
@@ -213,11 +213,11 @@ TEST(TokenSelect, HandMadeScores) {
   p.key = 2;       // tokens 0 and 2
   p.alpha = 0.5f;  // 1 more by relevance: token 5 (0.3)
   // the last slot: most different from keys {0, 2} among the rest -> token 6 (-1, 0)
-  EXPECT_EQ(accel::select_visual_tokens(p, rel, feat, 8, 2, 2), (std::vector<int>{0, 2, 5, 6}));
+  EXPECT_EQ(select_visual_tokens(p, rel, feat, 8, 2, 2), (std::vector<int>{0, 2, 5, 6}));
   p.method = TokenMethod::FastV;  // top-4 by relevance
-  EXPECT_EQ(accel::select_visual_tokens(p, rel, feat, 8, 2, 2), (std::vector<int>{0, 2, 3, 5}));
+  EXPECT_EQ(select_visual_tokens(p, rel, feat, 8, 2, 2), (std::vector<int>{0, 2, 3, 5}));
   p.method = TokenMethod::Random;
-  auto r = accel::select_visual_tokens(p, rel, feat, 8, 2, 2);
+  auto r = select_visual_tokens(p, rel, feat, 8, 2, 2);
   EXPECT_EQ(r.size(), 4u);
   EXPECT_TRUE(std::is_sorted(r.begin(), r.end()));
 }

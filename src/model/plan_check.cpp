@@ -1,10 +1,10 @@
-#include "accel/plan_check.h"
+#include "model/plan_check.h"
 
 #include <string>
 
 #include "evla/error.h"
 
-namespace evla::accel {
+namespace evla {
 
 namespace {
 [[noreturn]] void bad(const Plan& plan, const std::string& field, const std::string& why) {
@@ -70,4 +70,4 @@ void check_plan(const Plan& plan, const ModelConfig& cfg) {
                                     s(ah.num_layers) + ")");
 }
 
-}  // namespace evla::accel
+}  // namespace evla

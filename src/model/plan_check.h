@@ -3,8 +3,8 @@
 #include "evla/plan.h"
 #include "model/config.h"
 
-namespace evla::accel {
+namespace evla {
 
 void check_plan(const Plan& plan, const ModelConfig& cfg);
 
-}  // namespace evla::accel
+}  // namespace evla

@@ -1,8 +1,8 @@
-#include "accel/mlp_compact.h"
+#include "model/mlp_compact.h"
 
 #include <cstring>
 
-namespace evla::accel {
+namespace evla {
 
 LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels,
                        std::deque<std::vector<float>>& storage) {
@@ -28,4 +28,4 @@ LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels
   return out;
 }
 
-}  // namespace evla::accel
+}  // namespace evla

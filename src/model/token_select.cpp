@@ -1,4 +1,4 @@
-#include "accel/token_select.h"
+#include "model/token_select.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "core/rng.h"
 
-namespace evla::accel {
+namespace evla {
 
 void text_to_visual_attention(const QkView& a, int visual_begin, int visual_count,
                               TokenQueries queries, float* relevance) {
@@ -94,4 +94,4 @@ std::vector<int> select_visual_tokens(const TokenPlan& plan, const float* releva
   return kept;
 }
 
-}  // namespace evla::accel
+}  // namespace evla

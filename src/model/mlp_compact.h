@@ -6,11 +6,11 @@
 
 #include "model/llama.h"
 
-namespace evla::accel {
+namespace evla {
 
 // Returns a copy of `layer` whose MLP uses only `channels`; the compacted
 // matrices are stored in `storage` (which must outlive the result).
 LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels,
                        std::deque<std::vector<float>>& storage);
 
-}  // namespace evla::accel
+}  // namespace evla

@@ -1,8 +1,8 @@
-#include "accel/quantize.h"
+#include "model/quantize.h"
 
 #include "kernels/kernels.h"
 
-namespace evla::accel {
+namespace evla {
 
 void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
                          std::deque<std::vector<float>>& scales) {
@@ -40,4 +40,4 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
   }
 }
 
-}  // namespace evla::accel
+}  // namespace evla

@@ -6,7 +6,7 @@
 
 #include "evla/plan.h"
 
-namespace evla::accel {
+namespace evla {
 
 struct QkView {
   const float* q;  // T rows, stride ldq, Hq heads of hd (already rotated)
@@ -27,4 +27,4 @@ void text_to_visual_attention(const QkView& a, int visual_begin, int visual_coun
 std::vector<int> select_visual_tokens(const TokenPlan& plan, const float* relevance,
                                       const float* features, int n_visual, int D, int ld);
 
-}  // namespace evla::accel
+}  // namespace evla

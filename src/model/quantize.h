@@ -10,7 +10,7 @@
 
 #include "model/llama.h"
 
-namespace evla::accel {
+namespace evla {
 
 // Gives the matrices `layer`'s forward pass runs (fused q|k|v, o, fused
 // gate|up, down) int8 copies (in the form the kernel that runs them reads),
@@ -19,4 +19,4 @@ namespace evla::accel {
 void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
                          std::deque<std::vector<float>>& scales);
 
-}  // namespace evla::accel
+}  // namespace evla

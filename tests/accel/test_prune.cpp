@@ -12,7 +12,7 @@
 #include "accel/prune.h"
 #include "io/safetensors.h"
 #include "model/model_impl.h"
-#include "test_util.h"
+#include "../model/test_util.h"
 
 namespace evla {
 namespace {
