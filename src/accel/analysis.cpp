@@ -286,10 +286,15 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
     // Channel score: mean |activation| × L2 norm of the channel's down_proj column.
     const Linear& down = im.llm->layers()[size_t(l)].down;  // empty when the checkpoint has no MLP here
     std::vector<float> score(static_cast<size_t>(down.in), 0.f);
-    for (int c = 0; c < down.in && !llm.act_abs[l].empty(); ++c) {
-      double norm = 0;
-      for (int d = 0; d < down.out; ++d) norm += double(down.w[size_t(d) * down.in + c]) * down.w[size_t(d) * down.in + c];
-      score[size_t(c)] = float(llm.act_abs[l][size_t(c)] / double(llm.act_rows[l]) * std::sqrt(norm));
+    if (!llm.act_abs[l].empty()) {
+      std::vector<double> norm(size_t(down.in), 0.0);
+      std::vector<float> row(size_t(down.in));
+      for (int d = 0; d < down.out; ++d) {  // row by row: the matrix may be 16-bit
+        weight_rows(down, d, 1, row.data());
+        for (int c = 0; c < down.in; ++c) norm[size_t(c)] += double(row[size_t(c)]) * row[size_t(c)];
+      }
+      for (int c = 0; c < down.in; ++c)
+        score[size_t(c)] = float(llm.act_abs[l][size_t(c)] / double(llm.act_rows[l]) * std::sqrt(norm[size_t(c)]));
     }
     r.mlp_channels.push_back(score);
     std::vector<float> att;

@@ -1,5 +1,6 @@
 // Norms, activations and small element-wise ops. Written as plain loops the
 // compiler vectorises; they are memory-bound next to the matrix products.
+#include <bit>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -84,6 +85,14 @@ void dequant_int8(const int8_t* q, float scale, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = scale * float(q[i]);
 }
 
+void decode_bf16(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = std::bit_cast<float>(uint32_t(in[i]) << 16);
+}
+
+void decode_f16(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = float(std::bit_cast<_Float16>(in[i]));
+}
+
 }  // namespace ref
 
 // Run-time dispatch: the AVX2 versions where the CPU has them.
@@ -91,6 +100,10 @@ void gelu_erf(float* x, size_t n) { cpu_has_avx2() ? avx2::gelu_erf(x, n) : ref:
 void gelu_tanh(float* x, size_t n) { cpu_has_avx2() ? avx2::gelu_tanh(x, n) : ref::gelu_tanh(x, n); }
 void softmax(float* x, size_t n) { cpu_has_avx2() ? avx2::softmax(x, n) : ref::softmax(x, n); }
 void silu(float* x, size_t n) { cpu_has_avx2() ? avx2::silu(x, n) : ref::silu(x, n); }
+void decode_16bit(const uint16_t* in, bool bf16, float* out, size_t n) {
+  if (bf16) cpu_has_avx2() ? avx2::decode_bf16(in, out, n) : ref::decode_bf16(in, out, n);
+  else cpu_has_avx2() && cpu_has_f16c() ? avx2::decode_f16(in, out, n) : ref::decode_f16(in, out, n);
+}
 void swiglu(float* gate, const float* up, size_t n) {
   cpu_has_avx2() ? avx2::swiglu(gate, up, n) : ref::swiglu(gate, up, n);
 }

@@ -51,6 +51,14 @@ void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale);
 void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq,
                  const float* scale, const float* bias, int N, float* y, int ldy);
 
+// 16-bit weights used where they lie (bfloat16, or IEEE half when !bf16):
+// blocks of rows widened to fp32 in a per-thread panel, then multiplied like
+// linear_int8's, so a 16-bit model never holds an fp32 copy of its matrices.
+void linear_16bit(ThreadPool& pool, const float* x, int ldx, int M, int K, const uint16_t* W, bool bf16,
+                  const float* bias, int N, float* y, int ldy);
+// n 16-bit floats widened to fp32 (exact).
+void decode_16bit(const uint16_t* in, bool bf16, float* out, size_t n);
+
 // Int8 layers in integer arithmetic (gemm_int8_dynamic.cpp): the int8 weights
 // of quantize_int8_rows, packed once with their column sums (pack_int8_dynamic
 // fills int8_dynamic_packed_bytes(N, K) bytes), times activations quantized

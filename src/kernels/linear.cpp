@@ -71,10 +71,13 @@ void quantize_int8_rows(const float* W, int N, int K, int8_t* Wq, float* scale) 
   }
 }
 
-void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq,
-                 const float* scale, const float* bias, int N, float* y, int ldy) {
+// y = x · Wᵀ + bias for weights stored in another type: `decode(row, out)`
+// widens one row of W to K floats.
+template <typename Decode>
+static void linear_decoded(ThreadPool& pool, const float* x, int ldx, int M, int K, const Decode& decode,
+                           const float* bias, int N, float* y, int ldy) {
   init_blas();
-  // Rows per dequantized panel: about 1 MB of fp32 (at least 128 rows), so
+  // Rows per decoded panel: about 1 MB of fp32 (at least 128 rows), so
   // each sgemm call is wide enough to run near peak and re-packs x rarely,
   // while the panel is still cache-warm when sgemm reads it.
   const int rows = std::max(128, ((1 << 18) / std::max(K, 1) + 15) / 16 * 16);
@@ -83,17 +86,27 @@ void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const 
     for (int b = n0; b < n1; b += rows) {
       const int nb = std::min(rows, n1 - b);
       if (panel.size() < size_t(nb) * K) panel.resize(size_t(nb) * K);
-      for (int r = 0; r < nb; ++r) {
-        const int8_t* q = Wq + size_t(b + r) * K;
-        float* out = panel.data() + size_t(r) * K;
-        cpu_has_avx2() ? avx2::dequant_int8(q, scale[b + r], out, size_t(K))
-                       : ref::dequant_int8(q, scale[b + r], out, size_t(K));
-      }
+      for (int r = 0; r < nb; ++r) decode(b + r, panel.data() + size_t(r) * K);
       gemm_rows(x, ldx, M, K, panel.data(), bias ? bias + b : nullptr, nb, y + b, ldy);
     }
   };
   if (run_serial(pool, M, K, N)) return slice(0, N);
   pool.parallel_for(N, 16, [&](int64_t n0, int64_t n1) { slice(int(n0), int(n1)); });
+}
+
+void linear_int8(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq,
+                 const float* scale, const float* bias, int N, float* y, int ldy) {
+  const bool avx = cpu_has_avx2();
+  linear_decoded(pool, x, ldx, M, K, [&](int n, float* out) {
+    const int8_t* q = Wq + size_t(n) * K;
+    avx ? avx2::dequant_int8(q, scale[n], out, size_t(K)) : ref::dequant_int8(q, scale[n], out, size_t(K));
+  }, bias, N, y, ldy);
+}
+
+void linear_16bit(ThreadPool& pool, const float* x, int ldx, int M, int K, const uint16_t* W, bool bf16,
+                  const float* bias, int N, float* y, int ldy) {
+  linear_decoded(pool, x, ldx, M, K, [&](int n, float* out) { decode_16bit(W + size_t(n) * K, bf16, out, size_t(K)); },
+                 bias, N, y, ldy);
 }
 
 }  // namespace evla::kernels

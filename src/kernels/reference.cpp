@@ -1,3 +1,4 @@
+#include <bit>
 #include "kernels/reference.h"
 
 #include <algorithm>
@@ -23,6 +24,19 @@ void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* sc
       double acc = bias ? bias[n] : 0.0;
       for (int k = 0; k < K; ++k)
         acc += double(x[size_t(m) * K + k]) * (double(scale[n]) * Wq[size_t(n) * K + k]);
+      y[size_t(m) * N + n] = float(acc);
+    }
+}
+
+void linear_16bit(const float* x, int M, int K, const uint16_t* W, bool bf16, const float* bias, int N, float* y) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = bias ? bias[n] : 0.0;
+      for (int k = 0; k < K; ++k) {
+        const uint16_t h = W[size_t(n) * K + k];
+        const double w = bf16 ? double(std::bit_cast<float>(uint32_t(h) << 16)) : double(std::bit_cast<_Float16>(h));
+        acc += double(x[size_t(m) * K + k]) * w;
+      }
       y[size_t(m) * N + n] = float(acc);
     }
 }

@@ -9,6 +9,7 @@
 namespace evla::kernels {
 
 bool cpu_has_avx2();
+bool cpu_has_f16c();
 
 namespace avx2 {
 void exp_inplace(float* x, size_t n);
@@ -20,6 +21,9 @@ void silu(float* x, size_t n);
 void swiglu(float* gate, const float* up, size_t n);
 // out[i] = scale · q[i]
 void dequant_int8(const int8_t* q, float scale, float* out, size_t n);
+// 16-bit floats widened to fp32 (exact): bfloat16, or IEEE half (F16C).
+void decode_bf16(const uint16_t* in, float* out, size_t n);
+void decode_f16(const uint16_t* in, float* out, size_t n);
 // Row statistics in double (eight lanes of partial sums instead of one chain).
 void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps, float* y);
 void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y);
@@ -32,6 +36,8 @@ void gelu_tanh(float* x, size_t n);
 void silu(float* x, size_t n);
 void swiglu(float* gate, const float* up, size_t n);
 void dequant_int8(const int8_t* q, float scale, float* out, size_t n);
+void decode_bf16(const uint16_t* in, float* out, size_t n);
+void decode_f16(const uint16_t* in, float* out, size_t n);
 void layer_norm(const float* x, int M, int D, const float* gamma, const float* beta, float eps, float* y);
 void rms_norm(const float* x, int M, int D, const float* weight, float eps, float* y);
 }  // namespace ref

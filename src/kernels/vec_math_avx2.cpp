@@ -17,6 +17,11 @@ bool cpu_has_avx2() {
   return has;
 }
 
+bool cpu_has_f16c() {
+  static const bool has = __builtin_cpu_supports("f16c");
+  return has;
+}
+
 namespace avx2 {
 namespace {
 
@@ -218,6 +223,22 @@ EVLA_AVX2 void dequant_int8(const int8_t* q, float scale, float* out, size_t n) 
     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), s));
   }
   ref::dequant_int8(q + i, scale, out + i, n - i);
+}
+
+EVLA_AVX2 void decode_bf16(const uint16_t* in, float* out, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
+    _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
+  ref::decode_bf16(in + i, out + i, n - i);
+}
+
+__attribute__((target("avx2,fma,f16c"))) void decode_f16(const uint16_t* in, float* out, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  ref::decode_f16(in + i, out + i, n - i);
 }
 
 }  // namespace avx2

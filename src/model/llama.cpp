@@ -42,11 +42,14 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
   std::vector<float> scratch;  // stacking buffer for fused matrices that get packed
   // A fused matrix run by the small-matrix kernel keeps only its packed copy
   // (stacked in the reused scratch, a derived weight); otherwise the stacked
-  // fp32 matrix is kept.
+  // fp32 matrix is kept, unless the parts are 16-bit: stacking those would
+  // copy the language model, so they stay apart and run one after another
+  // (an empty fused Linear, see apply_fused).
   auto fuse = [&](std::initializer_list<const Linear*> parts, std::vector<float>& keep, const std::string& key) {
     int rows = 0;
-    for (const Linear* p : parts) rows += p->out;
-    if (!kernels::prefer_packed(rows, D)) return stack_rows(parts, keep);
+    bool sixteen = false;
+    for (const Linear* p : parts) rows += p->out, sixteen |= p->w16 != nullptr;
+    if (!kernels::prefer_packed(rows, D)) return sixteen ? Linear{nullptr, nullptr, D, rows} : stack_rows(parts, keep);
     Linear f{nullptr, nullptr, D, rows};
     f.packed = store.derived(key, kernels::packed_floats(rows, D), [&](float* p) {
       kernels::pack_weights(stack_rows(parts, scratch).w, rows, D, p);
@@ -90,10 +93,22 @@ Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>
   int rows = 0;
   const int in = (*parts.begin())->in;
   for (const Linear* p : parts) rows += p->out;
-  storage.clear();
-  storage.reserve(size_t(rows) * in);  // appended, not zero-filled first: load time
-  for (const Linear* p : parts) storage.insert(storage.end(), p->w, p->w + size_t(p->out) * in);
+  storage.resize(size_t(rows) * in);
+  size_t at = 0;
+  for (const Linear* p : parts) {
+    weight_rows(*p, 0, p->out, storage.data() + at);
+    at += size_t(p->out) * in;
+  }
   return Linear{storage.data(), nullptr, in, rows};
+}
+
+void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<const Linear*> parts,
+                 const float* x, int ldx, int M, float* y, int ldy) {
+  if (!fused.empty()) return apply_linear(pool, fused, x, ldx, M, y, ldy);
+  for (const Linear* p : parts) {
+    apply_linear(pool, *p, x, ldx, M, y, ldy);
+    y += p->out;
+  }
 }
 
 namespace {
@@ -146,7 +161,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.attn.resize(size_t(T) * Dq);
       s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
       norm(L.attn_norm);
-      apply_linear(pool, L.qkv, s.h.data(), D, T, s.qkv.data(), W);
+      apply_fused(pool, L.qkv, {&L.q, &L.k, &L.v}, s.h.data(), D, T, s.qkv.data(), W);
       float* q = s.qkv.data();
       float* k = q + Dq;
       const float* v = q + Dq + Dkv;
@@ -177,7 +192,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.h.resize(size_t(T) * D);
       s.gate_up.resize(size_t(T) * 2 * F);
       norm(L.mlp_norm);
-      apply_linear(pool, L.gate_up, s.h.data(), D, T, s.gate_up.data(), 2 * F);
+      apply_fused(pool, L.gate_up, {&L.gate, &L.up}, s.h.data(), D, T, s.gate_up.data(), 2 * F);
       // Row t holds [gate | up]; SwiGLU overwrites the gate half, which the
       // down projection then reads in place (row stride 2F).
       pool.for_rows(T, 2 * F, [&](int t0, int t1) {

@@ -23,12 +23,17 @@ struct LlamaLayer {
   Linear q, k, v, o, gate, up, down;
   // q, k, v stacked into one [Dq + 2·Dkv, D] matrix and gate, up into one
   // [2F, D] matrix (packed once at load): one GEMM each instead of three / two.
-  // Their fp32 `w` is null when only the packed copy is kept.
+  // Their fp32 `w` is null when only the packed copy is kept; both are empty
+  // for 16-bit layers, whose parts run one after another (apply_fused).
   Linear qkv, gate_up;
 };
 
 // The parts' rows stacked into one matrix held in `storage` (no bias).
 Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage);
+// y = x · [parts]ᵀ through the fused matrix, or part by part into adjacent
+// column blocks of y when the fused one is empty (16-bit layers).
+void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<const Linear*> parts,
+                 const float* x, int ldx, int M, float* y, int ldy);
 
 // Where the visual tokens sit in the sequence; the text follows them.
 struct SequenceLayout {

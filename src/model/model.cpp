@@ -18,25 +18,32 @@ Model::~Model() = default;
 
 namespace {
 
-// Loading materialises fp32 arrays beside the mapped file: every F16/BF16
-// tensor converted, and each LM layer's fused q/k/v and gate/up matrices.
-// A model that cannot fit is refused before any of it is allocated.
+// Loading materialises fp32 arrays beside the mapped file: 16-bit tensors
+// that are not matrices (embedding tables, position embeddings, patch
+// convolutions, norms; 16-bit matrices are used in place) and, for an fp32
+// language model, each layer's fused q/k/v and gate/up matrices. A model that
+// cannot fit is refused before any of it is allocated.
 void check_load_memory(const ModelConfig& cfg, const io::TensorStore& tensors, const std::string& dir) {
   double bytes = 0;
+  bool llm_f32 = true;
   for (const std::string& name : tensors.names()) {
     const io::TensorInfo& t = tensors.get(name);
-    if (t.dtype == io::DType::F16 || t.dtype == io::DType::BF16) bytes += 4.0 * double(t.numel());
+    const bool sixteen = t.dtype == io::DType::F16 || t.dtype == io::DType::BF16;
+    if (name.find("lm_head") != std::string::npos) continue;  // a policy never loads it
+    if (name.find("self_attn.q_proj") != std::string::npos) llm_f32 = !sixteen;
+    const bool matrix = t.shape.size() == 2 && name.find("embed_tokens") == std::string::npos;
+    if (sixteen && !matrix) bytes += 4.0 * double(t.numel());
   }
   const auto& l = cfg.llm;
   for (const auto& layer : l.layers) {
+    if (!llm_f32) break;
     if (layer.attn) bytes += 4.0 * double(l.hidden_size) * double(l.hidden_size + 2 * l.num_kv_heads * l.head_dim());
     if (layer.mlp) bytes += 4.0 * 2.0 * double(l.hidden_size) * double(layer.intermediate_size);
   }
   const uint64_t avail = available_memory_bytes();
   if (avail > 0 && bytes > double(avail))
-    throw Error(fmt::format("{}: loading needs about {:.1f} GB for fp32 weights (16-bit tensors are converted to "
-                            "fp32 at load, and the language model's fused matrices copied) but {:.1f} GB of memory "
-                            "is available",
+    throw Error(fmt::format("{}: loading needs about {:.1f} GB for fp32 weights (the language model's fused "
+                            "matrices, 16-bit tables converted) but {:.1f} GB of memory is available",
                             dir, bytes / 1e9, double(avail) / 1e9));
 }
 

@@ -1,5 +1,7 @@
 #include "model/quantize.h"
 
+#include <algorithm>
+
 #include "kernels/kernels.h"
 
 namespace evla {
@@ -17,8 +19,19 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
     q.resize(size_t(L.out) * L.in);
     auto& s = scales.emplace_back(size_t(L.out));
     size_t row = 0;
+    std::vector<float> widened;  // rows of a 16-bit part, a block at a time
     for (const Linear* p : parts) {
-      kernels::quantize_int8_rows(p->w, p->out, p->in, q.data() + row * L.in, s.data() + row);
+      if (p->w) {
+        kernels::quantize_int8_rows(p->w, p->out, p->in, q.data() + row * L.in, s.data() + row);
+      } else {
+        const int block = 256;
+        widened.resize(size_t(block) * p->in);
+        for (int r = 0; r < p->out; r += block) {
+          const int n = std::min(block, p->out - r);
+          weight_rows(*p, r, n, widened.data());
+          kernels::quantize_int8_rows(widened.data(), n, p->in, q.data() + (row + size_t(r)) * L.in, s.data() + row + r);
+        }
+      }
       row += size_t(p->out);
     }
     L.w8_scale = s.data();

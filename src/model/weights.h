@@ -30,7 +30,16 @@ struct Linear {
   // w packed for kernels::linear_packed, set where that kernel is the faster
   // one for this shape (kernels::prefer_packed).
   const float* packed = nullptr;
+  // A 16-bit matrix used where it lies in the mapped checkpoint (bfloat16, or
+  // IEEE half when !w16_bf16), in place of w: no fp32 copy is made.
+  const uint16_t* w16 = nullptr;
+  bool w16_bf16 = true;
+
+  bool empty() const { return !w && !packed && !w8 && !w8_packed && !w16; }
 };
+
+// Rows [r0, r0 + n) of L's matrix as fp32 (from w or w16) into dst (n × in floats).
+void weight_rows(const Linear& L, int r0, int n, float* dst);
 
 class ThreadPool;
 // y = x · Wᵀ + b through whichever weights `L` carries (fp32 or int8); x and y
@@ -47,6 +56,10 @@ class WeightStore {
   bool has(const std::string& name) const { return store_.has(name); }
   // fp32 view of a tensor after checking its shape; the error names both shapes.
   const float* f32(const std::string& name, const std::vector<int64_t>& shape);
+  // The tensor itself after checking its shape (counted as loaded).
+  const io::TensorInfo& tensor(const std::string& name, const std::vector<int64_t>& shape);
+  // fp32 view of a tensor got from tensor(): in place for F32, else converted once.
+  const float* f32(const io::TensorInfo& t);
   // Owned fp32 storage, not zeroed.
   float* allocate(size_t n);
   // A derived array of n floats (packed, fused, converted) named `key`: from

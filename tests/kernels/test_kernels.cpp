@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -131,6 +132,51 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Int8LinearVsRef,
                          ::testing::Values(LinearCase{1, 64, 96, true, 1}, LinearCase{7, 33, 65, true, 2},
                                            LinearCase{90, 128, 344, false, 2}, LinearCase{40, 2560, 300, true, 3},
                                            LinearCase{3, 1, 5, true, 1}));
+
+// 16-bit weights used in place (bfloat16 and IEEE half): the decode-then-
+// sgemm kernel against the plain reference, and the vector decoders against
+// the plain ones, bit for bit.
+class Linear16VsRef : public ::testing::TestWithParam<std::pair<LinearCase, bool>> {};
+
+TEST_P(Linear16VsRef, Matches) {
+  const auto [c, bf16] = GetParam();
+  ThreadPool pool(c.threads);
+  auto x = randn(size_t(c.M) * c.K, 11), W = randn(size_t(c.N) * c.K, 12), b = randn(c.N, 13);
+  std::vector<uint16_t> W16(W.size());
+  for (size_t i = 0; i < W.size(); ++i)
+    W16[i] = bf16 ? uint16_t(std::bit_cast<uint32_t>(W[i]) >> 16) : std::bit_cast<uint16_t>(_Float16(W[i]));
+  const int ldx = c.K + 3, ldy = c.N + 5;
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
+  kernels::linear_16bit(pool, xs.data(), ldx, c.M, c.K, W16.data(), bf16, c.bias ? b.data() : nullptr, c.N,
+                        ys.data(), ldy);
+  std::vector<float> y, r(size_t(c.M) * c.N);
+  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
+  kernels::ref::linear_16bit(x.data(), c.M, c.K, W16.data(), bf16, c.bias ? b.data() : nullptr, c.N, r.data());
+  EXPECT_LE(nmse(y, r), 1e-10);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Linear16VsRef,
+                         ::testing::Values(std::pair{LinearCase{1, 64, 96, true, 1}, true},
+                                           std::pair{LinearCase{7, 33, 65, true, 2}, false},
+                                           std::pair{LinearCase{90, 128, 344, false, 2}, true},
+                                           std::pair{LinearCase{40, 2560, 300, true, 3}, false},
+                                           std::pair{LinearCase{3, 1, 5, true, 1}, true}));
+
+TEST(Decode16, VectorAndPlainAgreeBitForBit) {
+  if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "no AVX2 on this CPU: only the plain decoders run";
+  std::vector<uint16_t> h(1037);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = uint16_t(i * 2654435761u >> 7);  // every bit pattern class, NaN and inf too
+  h[0] = 0x7f80, h[1] = 0xffc1, h[2] = 0x7c00, h[3] = 0x0001;
+  std::vector<float> a(h.size()), b(h.size());
+  for (bool bf16 : {true, false}) {
+    if (!bf16 && !kernels::cpu_has_f16c()) continue;
+    bf16 ? kernels::avx2::decode_bf16(h.data(), a.data(), h.size()) : kernels::avx2::decode_f16(h.data(), a.data(), h.size());
+    bf16 ? kernels::ref::decode_bf16(h.data(), b.data(), h.size()) : kernels::ref::decode_f16(h.data(), b.data(), h.size());
+    for (size_t i = 0; i < h.size(); ++i)
+      EXPECT_EQ(std::bit_cast<uint32_t>(a[i]), std::bit_cast<uint32_t>(b[i])) << i << (bf16 ? " bf16" : " f16");
+  }
+}
 
 TEST(Int8, QuantizationErrorIsHalfAStep) {
   auto W = randn(37 * 53, 7, 0.3f);
