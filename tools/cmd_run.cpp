@@ -67,8 +67,14 @@ void add_run_command(CLI::App& app) {
     obs.seed = o->seed;
     obs.unnorm_key = o->unnorm_key;
     if (!o->state.empty()) obs.state = parse_floats(o->state, "--state");
-    if (!o->noise.empty()) obs.noise = io::read_npy(o->noise).data;
-    if (!o->step_noise.empty()) obs.step_noise = io::read_npy(o->step_noise).data;
+    // An empty array would mean "none given" to the policy: refused here instead.
+    auto noise_file = [](const std::string& path, const char* option) {
+      std::vector<float> v = io::read_npy(path).data;
+      if (v.empty()) throw Error(std::string(option) + ": " + path + " holds no values");
+      return v;
+    };
+    if (!o->noise.empty()) obs.noise = noise_file(o->noise, "--noise");
+    if (!o->step_noise.empty()) obs.step_noise = noise_file(o->step_noise, "--step-noise");
     if (!o->token_ids.empty()) obs.token_ids = parse_ints(o->token_ids, "--token-ids");
     Trace trace;
     if (!o->dump.empty()) policy.state().trace = &trace;

@@ -100,7 +100,7 @@ struct Observation {
   // Verification hooks, for checking a model against another implementation
   // of it (e.g. a conversion against its PyTorch original). Empty: unused.
   std::vector<int> token_ids;    // the prompt's ids (BOS … cognition), instead of tokenizing
-  std::vector<float> noise;      // chunk × action_dim initial noise, instead of the seed's
+  std::vector<float> noise;      // chunk × action_dim ε instead of the seed's (scaled by noise_scale)
   std::vector<float> step_noise; // DDPM: steps × chunk × action_dim noise added per step
 };
 

@@ -158,7 +158,7 @@ void check_request(const PlanRequest& r, const ModelConfig& cfg) {
     bad("--token-alpha", "must be a fraction in [0, 1], got " + std::to_string(r.token_alpha));
   if (r.tokens > 0 && (r.token_after_layer < 0 || r.token_after_layer >= L))
     bad("--token-after", "must be in [1, " + std::to_string(L - 1) + "] or auto, got " + std::to_string(r.token_after_layer));
-  const int steps = cfg.action_head.sample_steps;
+  const int steps = cfg.action_head.steps();
   if (r.cache_interval < 1 || r.cache_interval > steps)
     bad("--cache-interval", "must be in [1, " + std::to_string(steps) + "] (the sampling steps), got " +
                                 std::to_string(r.cache_interval));

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "core/json_reader.h"
+#include "core/output_file.h"
 #include "evla/error.h"
 #include "io/dtype_convert.h"
 #include "io/safetensors.h"
@@ -69,8 +70,11 @@ Sources open_safetensors(const std::string& path) {
   Sources out;
   for (const std::string& name : store->names()) {
     const io::TensorInfo* t = &store->get(name);
-    out[name] = SourceTensor{t->dtype, t->shape,
-                             [store, t](const io::SafetensorsWriter::Sink& sink) { sink(t->data, t->nbytes); }};
+    out[name] = SourceTensor{t->dtype, t->shape, [store, t](const io::SafetensorsWriter::Sink& sink) {
+                               const size_t piece = size_t(16) << 20;  // converted a piece at a time
+                               for (size_t at = 0; at < t->nbytes; at += piece)
+                                 sink(t->data + at, std::min(piece, t->nbytes - at));
+                             }};
   }
   return out;
 }
@@ -148,7 +152,7 @@ const std::map<std::string, LlmPreset>& llm_presets() {
   return p;
 }
 
-json vit_config(const Shapes& sh, const std::string& prefix, const std::string& kind, std::vector<std::string>& notes) {
+json vit_config(const Shapes& sh, const std::string& prefix, const std::string& kind) {
   const std::string p = "vision_backbone." + prefix + ".";
   const int64_t D = sh.dim(p + "patch_embed.proj.weight", 0, 4);
   const int64_t P = sh.dim(p + "patch_embed.proj.weight", 2, 4);
@@ -196,12 +200,12 @@ json infer_config(const Shapes& sh, const json& cogact_cfg, std::vector<std::str
   // Vision: prismatic's fused DINOv2 + SigLIP backbone, or a single tower.
   json encoders = json::array();
   if (sh.has("vision_backbone.dino_featurizer.patch_embed.proj.weight"))
-    encoders.push_back(vit_config(sh, "dino_featurizer", "dino", notes));
+    encoders.push_back(vit_config(sh, "dino_featurizer", "dino"));
   if (sh.has("vision_backbone.siglip_featurizer.patch_embed.proj.weight"))
-    encoders.push_back(vit_config(sh, "siglip_featurizer", "siglip", notes));
+    encoders.push_back(vit_config(sh, "siglip_featurizer", "siglip"));
   if (sh.has("vision_backbone.featurizer.patch_embed.proj.weight")) {
     const std::string kind = base_vlm.find("siglip") != std::string::npos ? "siglip" : "dino";
-    encoders.push_back(vit_config(sh, "featurizer", kind, notes));
+    encoders.push_back(vit_config(sh, "featurizer", kind));
   }
   if (encoders.empty())
     throw Error("the checkpoint has no vision_backbone weights (CogACT would take the towers from timm's "
@@ -235,10 +239,12 @@ json infer_config(const Shapes& sh, const json& cogact_cfg, std::vector<std::str
               {"eos_token_id", 2},
               {"tie_word_embeddings", !sh.has(L + "lm_head.weight")}};
   const std::string size = base_vlm.substr(base_vlm.rfind('+') == std::string::npos ? base_vlm.size() : base_vlm.rfind('+') + 1);
-  if (auto it = llm_presets().find(size); it != llm_presets().end()) {
+  const int64_t kv_rows = sh.dim(L + "model.layers.0.self_attn.k_proj.weight", 0, 2);
+  if (auto it = llm_presets().find(size); it != llm_presets().end() && D % it->second.heads == 0 &&
+                                          kv_rows % (D / it->second.heads) == 0) {
     const int64_t head_dim = D / it->second.heads;
     llm["num_attention_heads"] = it->second.heads;
-    llm["num_key_value_heads"] = sh.dim(L + "model.layers.0.self_attn.k_proj.weight", 0, 2) / head_dim;
+    llm["num_key_value_heads"] = kv_rows / head_dim;
     notes.push_back(fmt::format("language model: Llama-2 {} preset ({} heads) from base_vlm '{}'", size,
                                 it->second.heads, base_vlm));
   }
@@ -253,7 +259,9 @@ json infer_config(const Shapes& sh, const json& cogact_cfg, std::vector<std::str
   const std::string A = "action_model.net.";
   const int64_t H = sh.dim(A + "x_embedder.linear.weight", 0, 2);
   const Shape& pe = sh.at(A + "positional_embedding");
-  const int64_t positions = pe.size() == 3 ? pe[1] : pe.at(0);
+  if (pe.size() != 2 && !(pe.size() == 3 && pe[0] == 1))
+    throw Error(fmt::format("{}positional_embedding has shape [{}], expected [chunk+1, hidden]", A, fmt::join(pe, ", ")));
+  const int64_t positions = pe[pe.size() - 2];
   const int dit_layers = sh.count(A + "blocks.", ".attn.qkv.weight");
   if (dit_type.empty())
     for (const auto& [name, p] : dit_presets())
@@ -269,7 +277,10 @@ json infer_config(const Shapes& sh, const json& cogact_cfg, std::vector<std::str
                {"norm_eps", 1e-6},
                {"train_steps", 100},
                {"beta_schedule", "squaredcos_cap_v2"},
+               {"sampler", "ddim"},
                {"sample_steps", 10},
+               {"noise_scale", 1.0},
+               {"state_dim", 0},
                {"cfg_scale", 1.5},
                // SIMPLER runs CogACT with an action ensemble, asking again every step.
                {"n_action_steps", 1}};
@@ -323,6 +334,13 @@ void check_layers(const Sources& src, const std::string& source) {
       throw Error(fmt::format("{}: tensor '{}' has shape [{}] but '{}' has [{}]", source, name,
                               fmt::join(t.shape, ", "), it->second.first, fmt::join(*it->second.second, ", ")));
   }
+  for (const auto& [stack, indices] : members) {  // layers 0 … n−1, no gap
+    std::set<long> numbers;
+    for (const std::string& i : indices) numbers.insert(std::stol(i));
+    if (*numbers.rbegin() != long(numbers.size()) - 1 || indices.size() != numbers.size())
+      throw Error(fmt::format("{}: {} has {} layers numbered up to {}: the numbering has a gap", source, stack,
+                              numbers.size(), *numbers.rbegin()));
+  }
   for (const auto& [generic, n] : count) {
     const std::string stack = generic.substr(0, generic.find(".#."));
     if (size_t(n) != members[stack].size())
@@ -338,9 +356,9 @@ void apply_set(json& cfg, const std::string& assignment) {
   const std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
   json value;
   try {
-    value = json::parse(text);
-  } catch (const json::exception&) {
-    value = text;
+    value = parse_json(text, "--set value");
+  } catch (const Error&) {
+    value = text;  // not JSON: a string
   }
   json* node = &cfg;
   size_t start = 0;
@@ -357,6 +375,16 @@ void apply_set(json& cfg, const std::string& assignment) {
     } else if (node->is_object()) {
       if (dot != std::string::npos && !node->contains(key))
         throw Error(fmt::format("--set '{}': the config has no section '{}'", assignment, key));
+      // A new field only where the converter leaves one out on purpose; a
+      // typo would otherwise sit beside the field it meant, unread.
+      static const std::set<std::string> optional = {"num_heads", "num_attention_heads", "num_key_value_heads",
+                                                     "state_dim", "noise_scale", "layers", "mask"};
+      if (!node->contains(key) && !optional.count(key)) {
+        std::vector<std::string> known;
+        for (const auto& [k, v] : node->items()) known.push_back(k);
+        throw Error(fmt::format("--set '{}': no field '{}' here (did you mean '{}'?)", assignment, key,
+                                nearest_key(key, known)));
+      }
       next = &(*node)[key];
     } else {
       throw Error(fmt::format("--set '{}': '{}' is not inside a section", assignment, key));
@@ -376,15 +404,22 @@ json action_statistics(const std::string& path, int action_dim) {
   if (!stats.is_object() || stats.empty()) throw Error(path + ": expected an object of datasets");
   json datasets = json::object();
   for (const auto& [key, entry] : stats.items()) {
-    JsonReader ds(entry, path, key);
-    JsonReader action = ds.child("action");
-    json d = {{"q01", action.numbers("q01")}, {"q99", action.numbers("q99")}};
-    if (action.has("mask")) d["mask"] = action.booleans("mask");
-    if (int(d["q01"].size()) != action_dim)
-      action.fail("q01", fmt::format("has {} entries, the action head predicts {}", d["q01"].size(), action_dim));
-    datasets[key] = d;
+    if (key.empty()) throw Error(path + ": a dataset with an empty name");
+    JsonReader action = JsonReader(entry, path, key).child("action");
+    const ActionStats st = parse_action_stats(action, size_t(action_dim));  // checked as a load checks it
+    datasets[key] = {{"q01", st.q01}, {"q99", st.q99}, {"mask", st.mask}};
   }
   return datasets;
+}
+
+std::string read_whole_file(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec || size > (uint64_t(64) << 20)) throw Error(path + ": not a readable file of at most 64 MiB");
+  std::ifstream f(path, std::ios::binary);
+  std::string data(size_t(size), '\0');
+  if (!f.read(data.data(), std::streamsize(size))) throw Error(path + ": cannot read");
+  return data;
 }
 
 std::string shard_name(size_t i, size_t n) {
@@ -452,7 +487,7 @@ CogactConvertReport convert_cogact(const CogactConvertOptions& opts, const Conve
     else if (g == "vision_backbone" || g == "projector" || g == "llm_backbone") src[name] = std::move(t);
     else skipped.insert(g);
   }
-  if (opts.use_ema && !skipped.count("ema_diffusion") && src.count("action_model.net.x_embedder.linear.weight") == 0)
+  if (opts.use_ema && src.count("action_model.net.x_embedder.linear.weight") == 0)
     throw Error(opts.checkpoint + ": --ema asked, but the checkpoint has no ema_diffusion group");
   report.skipped_groups.assign(skipped.begin(), skipped.end());
   check_layers(src, opts.checkpoint);
@@ -510,18 +545,15 @@ CogactConvertReport convert_cogact(const CogactConvertOptions& opts, const Conve
       }
       w.write((tmp / shard_name(s, shards.size())).string(), 64);
     }
-    if (shards.size() > 1) {
-      std::ofstream idx(tmp / "model.safetensors.index.json");
-      idx << json{{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}}.dump(2) << "\n";
-      if (!idx.flush()) throw Error((tmp / "model.safetensors.index.json").string() + ": cannot write");
-    }
-    if (!opts.tokenizer.empty()) fs::copy_file(opts.tokenizer, tmp / "tokenizer.model");
-    std::ofstream c(tmp / "config.json");
-    c << cfg.dump(2) << "\n";
-    if (!c.flush()) throw Error((tmp / "config.json").string() + ": cannot write");
-    c.close();
+    if (shards.size() > 1)
+      write_file((tmp / "model.safetensors.index.json").string(),
+                 json{{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}}.dump(2) + "\n");
+    if (!opts.tokenizer.empty()) write_file((tmp / "tokenizer.model").string(), read_whole_file(opts.tokenizer));
+    write_file((tmp / "config.json").string(), cfg.dump(2) + "\n");
+    sync_directory(tmp);
     if (fs::exists(out)) fs::remove(out);  // checked empty above
     fs::rename(tmp, out);
+    sync_directory(out.parent_path());
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

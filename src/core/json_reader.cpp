@@ -194,20 +194,22 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+std::string nearest_key(const std::string& key, const std::vector<std::string>& known) {
+  std::string nearest;
+  size_t best = SIZE_MAX;
+  for (const std::string& k : known) {
+    const size_t d = edit_distance(key, k);
+    if (d < best) best = d, nearest = k;
+  }
+  return nearest;
+}
+
 void JsonReader::only_keys(std::initializer_list<const char*> known) const {
   if (!j_.is_object()) return;
+  const std::vector<std::string> names(known.begin(), known.end());
   for (const auto& [key, value] : j_.items()) {
-    std::string nearest;
-    size_t best = SIZE_MAX;
-    for (const char* k : known) {
-      if (key == k) {
-        best = 0;
-        break;
-      }
-      const size_t d = edit_distance(key, k);
-      if (d < best) best = d, nearest = k;
-    }
-    if (best == 0) continue;
+    if (std::find(names.begin(), names.end(), key) != names.end()) continue;
+    const std::string nearest = nearest_key(key, names);
     std::string msg = "unknown key";
     if (!nearest.empty()) msg += " (did you mean '" + nearest + "'?)";
     fail(printable(key.substr(0, 64)), msg);

@@ -61,6 +61,10 @@ inline constexpr uint64_t kMaxJsonFileBytes = 64u << 20;
 // "<what> nests deeper than 32 levels", "<what> names 'x' twice").
 nlohmann::json parse_json(std::string_view text, const std::string& what,
                           uint64_t max_bytes = kMaxJsonFileBytes);
+// The known key closest to `key` by edit distance ("" when none is known):
+// what a "did you mean" names.
+std::string nearest_key(const std::string& key, const std::vector<std::string>& known);
+
 // Parses a file into JSON under the same limits; errors name the file.
 nlohmann::json read_json_file(const std::string& path);
 // The text of a JSON file, refused beyond kMaxJsonFileBytes or as a directory.

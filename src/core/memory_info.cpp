@@ -34,10 +34,26 @@ uint64_t available_memory_bytes() {
     }
     f.ignore(1 << 12, '\n');
   }
-  const uint64_t limit = read_number("/sys/fs/cgroup/memory.max");
-  const uint64_t used = read_number("/sys/fs/cgroup/memory.current");
-  if (limit > 0 && used <= limit) avail = avail ? std::min(avail, limit - used) : limit - used;
-  return avail;
+  // A cgroup's limit bounds it too (v2, else v1). Its usage counts the page
+  // cache, which the kernel reclaims under pressure: that part is free to take.
+  uint64_t limit = read_number("/sys/fs/cgroup/memory.max");
+  uint64_t used = read_number("/sys/fs/cgroup/memory.current");
+  const char* stat = "/sys/fs/cgroup/memory.stat";
+  const char* cache_key = "file";
+  if (limit == 0) {
+    limit = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    stat = "/sys/fs/cgroup/memory/memory.stat";
+    cache_key = "cache";
+  }
+  if (limit == 0 || limit >= (uint64_t(1) << 60)) return avail;  // no limit (v1 writes a huge number)
+  std::ifstream s(stat);
+  std::string name;
+  uint64_t value = 0;
+  while (s >> name >> value)
+    if (name == cache_key) used -= std::min(used, value);
+  if (used > limit) return 0;
+  return avail ? std::min(avail, limit - used) : limit - used;
 }
 
 }  // namespace evla

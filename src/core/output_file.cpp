@@ -38,7 +38,13 @@ OutputFile::OutputFile(std::string target) : target_(std::move(target)) {
     path_ = target_;
     fail("cannot create");
   }
-  if (::fchmod(fd_, 0644) != 0) fail("cannot chmod");
+  if (::fchmod(fd_, 0644) != 0) {
+    const int err = errno;
+    ::close(fd_), fd_ = -1;
+    ::unlink(path_.c_str());
+    errno = err;
+    fail("cannot chmod");
+  }
 }
 
 OutputFile::~OutputFile() {
@@ -91,6 +97,15 @@ void check_output_path(const std::string& path) {
     throw Error(fmt::format("{}: cannot write: directory {} does not exist", path, dir.string()));
   if (::access(dir.c_str(), W_OK) != 0)
     throw Error(fmt::format("{}: cannot write in {}: {}", path, dir.string(), std::strerror(errno)));
+}
+
+void sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw Error(dir + ": cannot open directory: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) throw Error(dir + ": cannot sync directory: " + std::strerror(err));
 }
 
 }  // namespace evla

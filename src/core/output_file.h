@@ -34,6 +34,10 @@ class OutputFile {
 // Writes `contents` to `path` through an OutputFile.
 void write_file(const std::string& path, std::string_view contents);
 
+// Flushes a directory's entries to disk (after files were created or
+// renamed in it), so a rename that made them visible survives a crash.
+void sync_directory(const std::string& dir);
+
 // Fails now, naming the path, when `path` could not be written later: it is a
 // directory, or its directory does not exist or is not writable. Commands
 // call it for every output before long work starts.

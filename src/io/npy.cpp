@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/output_file.h"
 #include "evla/error.h"
 
 namespace evla::io {
@@ -35,15 +36,13 @@ void write_raw(const std::string& path, const char* descr, const void* data, siz
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot write");
+  OutputFile f(path);
   const uint16_t len = uint16_t(header.size());
-  f.write("\x93NUMPY\x01\x00", 8);
-  f.put(char(len & 0xff));
-  f.put(char(len >> 8));
-  f.write(header.data(), std::streamsize(header.size()));
-  f.write(static_cast<const char*>(data), std::streamsize(n * elem));
-  if (!f) throw Error(path + ": write failed");
+  const char prefix[10] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0, char(len & 0xff), char(len >> 8)};
+  f.write(prefix, sizeof prefix);
+  f.write(header);
+  f.write(data, n * elem);
+  f.commit();
 }
 
 }  // namespace
@@ -81,10 +80,15 @@ NpyArray read_npy(const std::string& path) {
   size_t n = 1;
   static const std::regex number(R"(\d+)");
   for (std::sregex_iterator it(dims.begin(), dims.end(), number), end; it != end; ++it) {
-    a.shape.push_back(std::stoll(it->str()));
-    n *= size_t(a.shape.back());
-    if (n > (size_t(1) << 34)) throw Error(path + ": array too large");
+    // Each dimension and the running product are bounded before they are formed.
+    const std::string digits = it->str();
+    if (digits.size() > 12) throw Error(path + ": .npy dimension " + digits + " is too large");
+    const int64_t d = std::stoll(digits);
+    if (d > 0 && n > (size_t(1) << 34) / size_t(d)) throw Error(path + ": array too large");
+    a.shape.push_back(d);
+    n *= size_t(d);
   }
+  if (dims.find('-') != std::string::npos) throw Error(path + ": .npy shape has a negative dimension");
   struct Kind { const char* descr; size_t size; void (*conv)(const std::string&, std::vector<float>&); };
   static const Kind kinds[] = {{"<f4", 4, convert<float>},   {"<f8", 8, convert<double>}, {"<i8", 8, convert<int64_t>},
                                {"<i4", 4, convert<int32_t>}, {"<i2", 2, convert<int16_t>}, {"|i1", 1, convert<int8_t>},

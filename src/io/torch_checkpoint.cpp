@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "evla/error.h"
@@ -276,7 +277,10 @@ class Unpickler {
     if (kv.size() % 2) fail(at, "SETITEMS with an odd number of items");
     dict->items.insert(dict->items.end(), kv.begin(), kv.end());
   }
-  void memo_put(uint64_t key, size_t at) { memo_[key] = top(at); }
+  void memo_put(uint64_t key, size_t at) {
+    if (memo_.size() >= kMaxObjects && !memo_.count(key)) fail(at, fmt::format("more than {} memo entries", kMaxObjects));
+    memo_[key] = top(at);
+  }
   Obj* memo_get(uint64_t key, size_t at) const {
     auto it = memo_.find(key);
     if (it == memo_.end()) fail(at, fmt::format("memo key {} was never stored", key));
@@ -356,6 +360,8 @@ class Unpickler {
     fail(at, "'" + fn->s + "' cannot be called");
   }
 
+  // Every product is bounded before it is formed: no view can wrap around
+  // and point outside its storage.
   void check_view(const Obj& t, size_t at) const {
     if (t.shape.size() != t.stride.size()) fail(at, "tensor size and stride differ in length");
     if (t.offset < 0 || t.offset > kMaxElements) fail(at, fmt::format("storage offset {}", t.offset));
@@ -363,14 +369,16 @@ class Unpickler {
     for (size_t d = 0; d < t.shape.size(); ++d) {
       if (t.shape[d] < 0 || t.shape[d] > kMaxElements) fail(at, fmt::format("dimension {}", t.shape[d]));
       if (t.stride[d] < 0 || t.stride[d] > kMaxElements) fail(at, fmt::format("stride {}", t.stride[d]));
-      numel = t.shape[d] == 0 ? 0 : numel;
-      if (numel && t.shape[d] > kMaxElements / numel) fail(at, "tensor of more than 2^40 elements");
-      numel *= t.shape[d];
     }
-    if (numel == 0) return;
+    for (int64_t d : t.shape) {
+      if (d == 0) return;  // no elements: nothing is read
+      if (d > kMaxElements / numel) fail(at, "tensor of more than 2^40 elements");
+      numel *= d;
+    }
     for (size_t d = 0; d < t.shape.size(); ++d) {
+      if (t.stride[d] > 0 && t.shape[d] - 1 > (kMaxElements - last) / t.stride[d])
+        fail(at, "tensor view beyond 2^40 elements");
       last += (t.shape[d] - 1) * t.stride[d];
-      if (last > kMaxElements) fail(at, "tensor view beyond 2^40 elements");
     }
     if (last >= t.storage->i)
       fail(at, fmt::format("tensor view reaches element {} of a storage of {}", last, t.storage->i));
@@ -395,9 +403,13 @@ std::string key_text(const Obj* k) {
   return {};
 }
 
+// Walks the dicts as the tree a state dict is: a dict reached twice (the
+// memo can share one, making a graph whose paths multiply) is refused, and
+// so is a name two paths give ({"a.b": t, "a": {"b": u}}).
 void flatten(const Unpickler& u, const Obj* o, const std::string& name, int depth,
-             std::map<std::string, TorchTensor>& out) {
+             std::map<std::string, TorchTensor>& out, std::set<const Obj*>& seen) {
   if (o->kind == Obj::Kind::Tensor) {
+    if (out.count(name)) u.fail(0, fmt::format("two entries are named '{}'", name));
     TorchTensor t;
     t.name = name;
     t.dtype = o->dtype;
@@ -406,16 +418,19 @@ void flatten(const Unpickler& u, const Obj* o, const std::string& name, int dept
     t.offset = o->offset;
     t.storage = o->storage->s;
     t.storage_numel = o->storage->i;
-    out[name] = std::move(t);  // a later key of the same dict replaces an earlier one, as in Python
+    out[name] = std::move(t);
     return;
   }
   if (o->kind != Obj::Kind::Dict) return;
   if (depth >= kMaxNesting) u.fail(0, fmt::format("dicts nested deeper than {} at '{}'", kMaxNesting, name));
+  if (!seen.insert(o).second) u.fail(0, fmt::format("the dict at '{}' is also reached by another path", name));
+  // A key set twice in one dict keeps its last value, as in Python.
+  std::map<std::string, const Obj*> entries;
   for (size_t k = 0; k + 1 < o->items.size(); k += 2) {
     const std::string key = key_text(o->items[k]);
-    if (key.empty()) continue;  // not a name: not a tensor of a state dict
-    flatten(u, o->items[k + 1], name.empty() ? key : name + "." + key, depth + 1, out);
+    if (!key.empty()) entries[key] = o->items[k + 1];  // other keys name no tensor of a state dict
   }
+  for (const auto& [key, value] : entries) flatten(u, value, name.empty() ? key : name + "." + key, depth + 1, out, seen);
 }
 
 }  // namespace
@@ -439,7 +454,8 @@ std::vector<TorchTensor> parse_torch_pickle(const uint8_t* data, size_t size, co
   Unpickler u(data, size, source);
   const Obj* root = u.run();
   std::map<std::string, TorchTensor> named;
-  flatten(u, root, "", 0, named);
+  std::set<const Obj*> seen;
+  flatten(u, root, "", 0, named, seen);
   std::vector<TorchTensor> out;
   for (auto& [name, t] : named) out.push_back(std::move(t));
   return out;
@@ -474,6 +490,9 @@ std::unique_ptr<TorchCheckpoint> TorchCheckpoint::from_archive(std::unique_ptr<Z
   for (const TorchTensor& t : c->tensors_) {
     const auto* e = c->zip_->find(c->prefix_ + "data/" + t.storage);
     if (!e) throw Error(fmt::format("{}: tensor '{}': storage entry data/{} is missing", path, t.name, t.storage));
+    if (e->compressed)
+      throw Error(fmt::format("{}: tensor '{}': storage data/{} is compressed (torch.save stores tensors uncompressed)",
+                              path, t.name, t.storage));
     const uint64_t need = uint64_t(t.storage_numel) * dtype_size(t.dtype);
     if (e->size < need)
       throw Error(fmt::format("{}: tensor '{}': storage data/{} holds {} bytes, {} expected", path, t.name,
@@ -496,8 +515,9 @@ void TorchCheckpoint::read(const TorchTensor& t, const std::function<void(const 
   int64_t last = t.offset;
   for (size_t d = 0; d < t.shape.size(); ++d) last += (t.shape[d] - 1) * t.stride[d];
   const uint64_t span = uint64_t(last - t.offset + 1) * es;
-  if (span > (uint64_t(4) << 30))
-    throw Error(fmt::format("{}: tensor '{}' is a strided view over {} bytes (at most 4 GiB)", path(), t.name, span));
+  if (span > (uint64_t(4) << 30) || uint64_t(n) * es > (uint64_t(4) << 30))
+    throw Error(fmt::format("{}: tensor '{}' is a strided view of {} elements over {} bytes (at most 4 GiB each)",
+                            path(), t.name, n, span));
   std::vector<uint8_t> src;
   src.reserve(size_t(span));
   zip_->read_range(*e, uint64_t(t.offset) * es, span, [&](const uint8_t* p, size_t k) { src.insert(src.end(), p, p + k); });

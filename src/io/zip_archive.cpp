@@ -77,7 +77,8 @@ void ZipArchive::index_entries() {
     zip_stat_init(&st);
     if (zip_stat_index(zip_, i, 0, &st) != 0 || !(st.valid & ZIP_STAT_NAME) || !(st.valid & ZIP_STAT_SIZE))
       throw Error(fmt::format("{}: entry {} cannot be read: {}", path_, i, zip_strerror(zip_)));
-    entries_.push_back(Entry{st.name, st.size, i});
+    const bool compressed = !(st.valid & ZIP_STAT_COMP_METHOD) || st.comp_method != ZIP_CM_STORE;
+    entries_.push_back(Entry{st.name, st.size, i, compressed});
     by_name_.emplace(entries_.back().name, entries_.size() - 1);
   }
 }

@@ -20,6 +20,7 @@ class ZipArchive {
     std::string name;
     uint64_t size = 0;  // uncompressed bytes
     uint64_t index = 0;
+    bool compressed = false;  // not stored as is (reads decompress from the start)
   };
 
   // Opens and checks the central directory; errors name the file and what is wrong.

@@ -249,26 +249,15 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
                                 std::to_string(a.train_steps) + " training steps (CogACT's ddimN respacing)");
   if (a.beta_schedule != "squaredcos_cap_v2" && a.beta_schedule != "linear")
     ah.fail("beta_schedule", "unsupported schedule '" + a.beta_schedule + "'");
+  if (a.beta_schedule == "linear" && a.train_steps <= 20)  // its last beta is 20 / train_steps
+    ah.fail("train_steps", "the linear beta schedule needs more than 20 steps (its betas would reach 1)");
   if (a.frequency_embedding_size % 2 != 0) ah.fail("frequency_embedding_size", "must be even");
   if (a.mlp_hidden() <= 0) ah.fail("mlp_ratio", "must be positive");
 
   // Action normalisation: one unnamed set, or one per dataset.
   auto& n = m.action_norm;
   const size_t ad = size_t(a.action_dim);
-  const auto read_stats = [&](const JsonReader& r) {
-    ActionStats st;
-    for (const char* key : {"q01", "q99"})
-      for (double v : r.numbers(key)) {
-        if (!(std::abs(v) <= 1e30)) r.fail(key, "entries must be finite numbers of magnitude at most 1e30");
-        (key[1] == '0' ? st.q01 : st.q99).push_back(float(v));
-      }
-    if (r.has("mask")) st.mask = r.booleans("mask");
-    if (st.q01.size() != ad) r.fail("q01", "must have action_dim (" + std::to_string(ad) + ") entries");
-    if (st.q99.size() != ad) r.fail("q99", "must have action_dim (" + std::to_string(ad) + ") entries");
-    if (st.mask.empty()) st.mask.assign(ad, true);
-    if (st.mask.size() != ad) r.fail("mask", "must have action_dim (" + std::to_string(ad) + ") entries");
-    return st;
-  };
+  const auto read_stats = [&](const JsonReader& r) { return parse_action_stats(r, ad); };
   if (root.has("action_normalization")) {
     JsonReader an = root.child("action_normalization");
     n.gripper_index = an.int32("gripper_index", a.action_dim - 1);
@@ -290,6 +279,22 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& sourc
     n.gripper_index = -1;
   }
   return m;
+}
+
+ActionStats parse_action_stats(const JsonReader& r, size_t action_dim) {
+  ActionStats st;
+  for (const char* key : {"q01", "q99"})
+    for (double v : r.numbers(key)) {
+      if (!(std::abs(v) <= 1e30)) r.fail(key, "entries must be finite numbers of magnitude at most 1e30");
+      (key[1] == '0' ? st.q01 : st.q99).push_back(float(v));
+    }
+  if (r.has("mask")) st.mask = r.booleans("mask");
+  const std::string n = std::to_string(action_dim);
+  if (st.q01.size() != action_dim) r.fail("q01", "must have action_dim (" + n + ") entries");
+  if (st.q99.size() != action_dim) r.fail("q99", "must have action_dim (" + n + ") entries");
+  if (st.mask.empty()) st.mask.assign(action_dim, true);
+  if (st.mask.size() != action_dim) r.fail("mask", "must have action_dim (" + n + ") entries");
+  return st;
 }
 
 std::vector<std::string> ActionNormConfig::keys() const {

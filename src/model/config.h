@@ -118,6 +118,11 @@ struct ActionStats {
   std::vector<bool> mask;
 };
 
+class JsonReader;
+// {"q01": [..], "q99": [..], "mask": [..]} with action_dim entries each (mask
+// optional, all true); errors name the key.
+ActionStats parse_action_stats(const JsonReader& r, size_t action_dim);
+
 struct ActionNormConfig {
   // By dataset name (CogACT's unnorm_key); a config with one unnamed set
   // holds it under "".

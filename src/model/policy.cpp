@@ -209,15 +209,15 @@ ActionChunk Policy::infer(const Observation& obs) {
   st.cond.resize(size_t(ah.batch()) * ah.hidden_size);
   im.dit->condition(st.cognition.data(), obs.state.data(), st.cond.data(), st.dit, pool);
   const size_t n = size_t(C) * A;
+  // ε from the seed's stream (drawn even when the observation brings its own,
+  // so DDPM's step noise always starts at the same place in the stream); the
+  // sampler starts from noise_scale · ε.
   Rng rng(obs.seed);
   st.noise.resize(n);
-  if (!obs.noise.empty()) {
-    st.noise = obs.noise;
-  } else {
-    for (float& v : st.noise) v = float(rng.normal());
-  }
-  if (ah.noise_scale != 1.0f)
-    for (float& v : st.noise) v *= ah.noise_scale;
+  for (float& v : st.noise) v = float(rng.normal());
+  if (!obs.noise.empty()) st.noise = obs.noise;
+  st.sample.resize(n);
+  for (size_t i = 0; i < n; ++i) st.sample[i] = st.noise[i] * ah.noise_scale;
   // DDPM draws fresh noise at every step: from the same seed's stream, after the start.
   st.step_noise.clear();
   if (im.schedule.ddpm) {
@@ -228,9 +228,8 @@ ActionChunk Policy::infer(const Observation& obs) {
       for (float& v : st.step_noise) v = float(rng.normal());
     }
   }
-  st.sample.resize(n);
   SamplerRecorder srec(st.trace, C * A);
-  sample_actions(*im.dit, im.schedule, st.cond.data(), st.noise.data(), st.step_noise.data(), pm.plan.cache,
+  sample_actions(*im.dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.plan.cache,
                  st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
   out.horizon = C;
   out.dim = A;

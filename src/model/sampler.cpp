@@ -34,7 +34,8 @@ std::vector<double> training_alphas_cumprod(const ActionHeadConfig& cfg) {
 }  // namespace
 
 std::vector<int> ddim_timesteps(int train_steps, int sample_steps) {
-  if (sample_steps == 1) return {train_steps / 2};
+  // ddim1 is step 50 whatever the schedule's length, as improved-diffusion fixes it.
+  if (sample_steps == 1) return train_steps > 50 ? std::vector<int>{50} : std::vector<int>{};
   for (int k = 1; k < train_steps; ++k)
     if ((train_steps + k - 1) / k == sample_steps) {
       std::vector<int> ts;

@@ -15,8 +15,8 @@ struct DitScratch;
 
 // CogACT's "ddimN" respacing (improved-diffusion's space_timesteps): the
 // training steps 0, k, 2k, … for the smallest integer stride k that gives
-// exactly N of them (N = 1: the middle step), in sampling order. Empty when
-// no stride gives N.
+// exactly N of them (N = 1: step 50), in sampling order. Empty when no
+// stride gives N.
 std::vector<int> ddim_timesteps(int train_steps, int sample_steps);
 
 struct DiffusionSchedule {
@@ -39,7 +39,8 @@ struct SamplerTrace {
 };
 
 // Runs the whole sampling loop from `noise` ([C, A]); writes the final
-// normalised sample ([C, A]) to out. DDPM adds step_noise (steps × [C, A]).
+// normalised sample ([C, A]) to out (which may be `noise`). DDPM adds
+// step_noise (steps × [C, A]).
 void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
                     const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
                     SamplerTrace* trace = nullptr);

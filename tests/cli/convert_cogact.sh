@@ -97,4 +97,8 @@ expect_fail "dtype" -c "$tmp/ckpt.pt" --dtype f8
 out=$tmp/f32 expect_fail "exists and is not an empty directory" -c "$tmp/ckpt.pt" "${heads[@]}"
 cmp "$tmp/f32/config.json" <("$evla" convert cogact "${common[@]}" "${heads[@]}" -o "$tmp/again" >/dev/null && cat "$tmp/again/config.json")
 expect_fail "--set 'llm.nope.x=1': the config has no section 'nope'" -c "$tmp/ckpt.pt" "${heads[@]}" --set llm.nope.x=1
+expect_fail "--set 'action_head.cfg_scal=3': no field 'cfg_scal' here (did you mean 'cfg_scale'?)" -c "$tmp/ckpt.pt" "${heads[@]}" --set action_head.cfg_scal=3
+# A Llama-2 7B preset named for an LM whose width it does not divide: no preset, the heads asked for.
+echo '{"vla": {"base_vlm": "prism-dinosiglip-224px+7b"}, "action_model_type": "DiT-B"}' >"$tmp/cfg7b.json"
+expect_fail "set them with --set" -c "$tmp/ckpt.pt" --config "$tmp/cfg7b.json"
 echo "convert ok"

@@ -52,6 +52,11 @@ std::string str(const std::string& s) {
   return out + s;
 }
 std::string k1(int v) { return std::string("K") + char(v); }
+std::string long1(int64_t v) {  // LONG1 with 8 bytes, little-endian two's complement
+  std::string out = "\x8a\x08";
+  for (int k = 0; k < 8; ++k) out += char((uint64_t(v) >> (8 * k)) & 0xff);
+  return out;
+}
 std::string global(const std::string& m, const std::string& n) { return "c" + m + "\n" + n + "\n"; }
 // {name: tensor of `size` floats viewing a FloatStorage of `storage_numel` elements, key "0"}
 std::string tensor_pickle(int size, int storage_numel) {
@@ -148,6 +153,15 @@ TEST(TorchCheckpoint, RefusesMalformedPickles) {
   for (int i = 0; i < 1000; ++i) deep += "}" + str("k");
   deep += "N" + std::string(1000, 's') + ".";
   expect_error([&] { parse(deep); }, "dicts nested deeper than 32");
+  // A view whose extent overflows 64 bits if multiplied unchecked (2^24 rows 2^40 apart).
+  const std::string wrap = std::string("\x80\x02}(") + str("w") + global("torch._utils", "_rebuild_tensor_v2") + "((" +
+                           str("storage") + global("torch", "FloatStorage") + str("0") + str("cpu") + k1(1) + "tQ" +
+                           k1(0) + long1((int64_t(1) << 24) + 1) + "\x85" + long1(int64_t(1) << 40) + "\x85\x89" +
+                           global("collections", "OrderedDict") + ")RtRu.";
+  expect_error([&] { parse(wrap); }, "tensor view beyond 2^40 elements");
+  // One dict reached by two keys (paths would multiply level by level): refused.
+  const char shared[] = "\x80\x02}(X\x01\x00\x00\x00" "a}q\x01X\x01\x00\x00\x00" "bh\x01u.";
+  expect_error([&] { parse(std::string(shared, sizeof shared - 1)); }, "also reached by another path");
   // A list that contains itself (the memo allows it): parsed, no tensors, no crash.
   const char self_list[] = "\x80\x02]q\x00h\x00" "a.";
   EXPECT_TRUE(parse(std::string(self_list, sizeof self_list - 1)).empty());
@@ -162,6 +176,16 @@ TEST(TorchCheckpoint, RefusesBrokenArchives) {
   expect_error([&] { TorchCheckpoint::open(zip_path); }, "holds 8 bytes, 16 expected");
   write_zip(zip_path, {{"a/data.pkl", pkl}, {"a/data/0", std::string(16, '\0')}, {"a/byteorder", "big"}});
   expect_error([&] { TorchCheckpoint::open(zip_path); }, "big-endian");
+  {  // a compressed storage would be decompressed from its start for every view
+    int err = 0;
+    zip_t* z = zip_open(zip_path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
+    const std::string data(16, '\0');
+    zip_file_add(z, "a/data.pkl", zip_source_buffer(z, pkl.data(), pkl.size(), 0), ZIP_FL_OVERWRITE);
+    const zip_int64_t i = zip_file_add(z, "a/data/0", zip_source_buffer(z, data.data(), data.size(), 0), ZIP_FL_OVERWRITE);
+    zip_set_file_compression(z, zip_uint64_t(i), ZIP_CM_DEFLATE, 9);
+    ASSERT_EQ(zip_close(z), 0);
+  }
+  expect_error([&] { TorchCheckpoint::open(zip_path); }, "is compressed");
   write_zip(zip_path, {{"a/other.pkl", pkl}});
   expect_error([&] { TorchCheckpoint::open(zip_path); }, "no <archive>/data.pkl");
   // A real checkpoint cut short, and bytes that are no archive at all.
