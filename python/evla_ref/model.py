@@ -54,8 +54,11 @@ def validate_config(cfg):
     ah = cfg["action_head"]
     need(ah["cond_dim"] == llm["hidden_size"], "action_head.cond_dim", "must equal llm.hidden_size")
     need(ah["hidden_size"] % ah["num_heads"] == 0, "action_head.hidden_size", "not a multiple of num_heads")
-    need(ah["train_steps"] % ah["sample_steps"] == 0, "action_head.sample_steps",
-         "must divide train_steps")
+    sampler = ah.get("sampler", "ddim")
+    need(sampler in ("ddim", "ddpm"), "action_head.sampler", "must be ddim or ddpm")
+    if sampler == "ddim":
+        need(bool(ddim_timesteps(ah["train_steps"], ah.get("sample_steps", 10))), "action_head.sample_steps",
+             "no integer stride gives that many steps")
     need(ah.get("beta_schedule", "squaredcos_cap_v2") == "squaredcos_cap_v2",
          "action_head.beta_schedule", "only squaredcos_cap_v2 is supported")
     an = cfg["action_normalization"]
@@ -431,12 +434,37 @@ def squaredcos_alphas_cumprod(train_steps, max_beta=0.999):
     return np.cumprod(1.0 - betas)
 
 
+def ddim_timesteps(train_steps, sample_steps):
+    """CogACT's "ddimN" respacing, in sampling order: 0, k, 2k, ... for the smallest integer
+    stride k that gives exactly N steps (N = 1: step 50); [] when none does."""
+    if sample_steps == 1:
+        return [50] if train_steps > 50 else []
+    for k in range(1, train_steps):
+        if len(range(0, train_steps, k)) == sample_steps:
+            return list(reversed(range(0, train_steps, k)))
+    return []
+
+
 def ddim_schedule(train_steps, sample_steps):
-    """[(t, acp, acp_prev)] in sampling order: t = T-stride, ..., 0; acp_prev = 1 at the last step."""
+    """[(t, acp, acp_prev)] in sampling order; acp_prev = 1 at the last step."""
     acp = squaredcos_alphas_cumprod(train_steps)
-    stride = train_steps // sample_steps
-    ts = [train_steps - stride * (k + 1) for k in range(sample_steps)]
+    ts = ddim_timesteps(train_steps, sample_steps)
     return [(t, acp[t], acp[ts[k + 1]] if k + 1 < len(ts) else 1.0) for k, t in enumerate(ts)]
+
+
+def ddpm_schedule(train_steps):
+    """[(t, acp, c1, c2, sigma)] for t = T-1 .. 0: the posterior mean x <- c1*x0 + c2*x and
+    the clipped "fixed small" standard deviation (0 at t = 0)."""
+    acp = squaredcos_alphas_cumprod(train_steps)
+    out = []
+    for t in reversed(range(train_steps)):
+        prev = acp[t - 1] if t > 0 else 1.0
+        beta = 1.0 - acp[t] / prev
+        var = beta * (1.0 - prev) / (1.0 - acp[t])
+        out.append((t, acp[t], beta * math.sqrt(prev) / (1.0 - acp[t]),
+                    (1.0 - prev) * math.sqrt(1.0 - beta) / (1.0 - acp[t]),
+                    0.0 if t == 0 else math.exp(0.5 * math.log(var))))
+    return out
 
 
 # --------------------------------------------------------------------------- policy
@@ -552,8 +580,9 @@ def cognition_feature(model, ids, vis, record=None):
     return normed[0, -1]
 
 
-def sample_actions(model, cognition, state, noise, record=None):
-    """Step 5: DDIM (eta 0) with CogACT's classifier-free guidance -> x [C, A]."""
+def sample_actions(model, cognition, state, noise, record=None, step_noise=None):
+    """Step 5: DDIM (eta 0) or DDPM with CogACT's classifier-free guidance -> x [C, A].
+    DDPM adds step_noise[s] ([steps, C, A]) at step s."""
     ah = model.config["action_head"]
     dtype = model_dtype(model)
     scale = ah.get("cfg_scale", 1.0)
@@ -569,17 +598,25 @@ def sample_actions(model, cognition, state, noise, record=None):
         z = torch.cat([z, model.dit.z_embedder.uncondition.to(dtype)])
         st = None if st is None else torch.cat([st, st])
     k = lambda v: torch.tensor(v, dtype=dtype)
-    for s, (t, acp, acp_prev) in enumerate(ddim_schedule(ah["train_steps"], ah["sample_steps"])):
+    ddpm = ah.get("sampler", "ddim") == "ddpm"
+    steps = ddpm_schedule(ah["train_steps"]) if ddpm else ddim_schedule(ah["train_steps"], ah.get("sample_steps", 10))
+    for s, step in enumerate(steps):
+        t, acp = step[0], step[1]
         eps = model.dit(x, [t] * x.shape[0], z, st)
         if use_cfg:
             c, u = eps.chunk(2)
             half = u + scale * (c - u)
             eps = torch.cat([half, half])
-        # improved-diffusion's ddim_sample (eta 0, no clipping); coefficients in float64, cast.
+        # improved-diffusion's updates (no clipping of x0); coefficients in float64, cast.
         recip, recipm1 = k(math.sqrt(1.0 / acp)), k(math.sqrt(1.0 / acp - 1.0))
         x0 = recip * x - recipm1 * eps
-        eps_x0 = (recip * x - x0) / recipm1
-        x = x0 * k(math.sqrt(acp_prev)) + k(math.sqrt(1.0 - acp_prev)) * eps_x0
+        if ddpm:
+            z_s = torch.as_tensor(np.asarray(step_noise[s], np.float32)).to(dtype)[None]
+            x = k(step[2]) * x0 + k(step[3]) * x + k(step[4]) * z_s
+        else:
+            acp_prev = step[2]
+            eps_x0 = (recip * x - x0) / recipm1
+            x = x0 * k(math.sqrt(acp_prev)) + k(math.sqrt(1.0 - acp_prev)) * eps_x0
         if record is not None:
             record[f"dit.eps.{s}"] = eps[0]
             record[f"dit.x.{s}"] = x[0]
@@ -587,7 +624,7 @@ def sample_actions(model, cognition, state, noise, record=None):
 
 
 @torch.no_grad()
-def forward_all(model, images_uint8_list, ids, state, noise):
+def forward_all(model, images_uint8_list, ids, state, noise, step_noise=None):
     """Runs the whole policy; returns every intermediate named as in the fixture table.
 
     images_uint8_list: num_images arrays [S,S,3] uint8 (already at image_size);
@@ -598,7 +635,7 @@ def forward_all(model, images_uint8_list, ids, state, noise):
     feats = encode_images(model, images_uint8_list, rec)
     vis = project(model, feats, rec)
     cog = cognition_feature(model, ids, vis, rec)
-    x = sample_actions(model, cog, state, noise, rec)
+    x = sample_actions(model, cog, state, noise, rec, step_noise)
     # Step 6 in float64, cast back (an affine map: at most one rounding).
     norm, act = postprocess(model.config, x.double().numpy())
     res = {k: v.detach().numpy() for k, v in rec.items()}

@@ -168,7 +168,7 @@ def improved_diffusion_respaced(train_steps, sample_steps):
 
 @check
 def ddim_schedule_matches_respacing():
-    for T, S in ((100, 10), (100, 5), (1000, 50)):
+    for T, S in ((100, 10), (100, 5), (1000, 50), (100, 8), (100, 7), (1000, 3)):
         ours, ref = ddim_schedule(T, S), improved_diffusion_respaced(T, S)
         assert [t for t, _, _ in ours] == [t for t, _, _ in ref]
         for (_, a, p), (_, ra, rp) in zip(ours, ref):
