@@ -5,27 +5,46 @@
 namespace evla {
 
 LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels,
-                       std::deque<std::vector<float>>& storage) {
+                       std::deque<std::vector<float>>& storage, std::deque<std::vector<uint16_t>>& storage16) {
   LlamaLayer out = layer;
   const int D = layer.gate.in, F = layer.gate.out, K = int(channels.size());
+  // A 16-bit layer stays 16-bit: the kept rows and columns are copied as they are.
   auto rows = [&](const Linear& src) {
-    auto& buf = storage.emplace_back(size_t(K) * D);
-    for (int i = 0; i < K; ++i) weight_rows(src, channels[i], 1, &buf[size_t(i) * D]);
-    return Linear{buf.data(), nullptr, D, K};
+    Linear L{nullptr, nullptr, D, K};
+    if (src.w16) {
+      auto& buf = storage16.emplace_back(size_t(K) * D);
+      for (int i = 0; i < K; ++i)
+        std::memcpy(&buf[size_t(i) * D], src.w16 + size_t(channels[i]) * D, sizeof(uint16_t) * D);
+      L.w16 = buf.data(), L.w16_bf16 = src.w16_bf16;
+    } else {
+      auto& buf = storage.emplace_back(size_t(K) * D);
+      for (int i = 0; i < K; ++i) weight_rows(src, channels[i], 1, &buf[size_t(i) * D]);
+      L.w = buf.data();
+    }
+    return L;
   };
   out.gate = rows(layer.gate);
   out.up = rows(layer.up);
-  auto& down = storage.emplace_back(size_t(D) * K);
-  std::vector<float> row(static_cast<size_t>(F));
-  for (int r = 0; r < D; ++r) {
-    weight_rows(layer.down, r, 1, row.data());
-    for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = row[size_t(channels[i])];
+  out.down = Linear{nullptr, nullptr, K, D};
+  if (layer.down.w16) {
+    auto& down = storage16.emplace_back(size_t(D) * K);
+    for (int r = 0; r < D; ++r)
+      for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = layer.down.w16[size_t(r) * F + channels[i]];
+    out.down.w16 = down.data(), out.down.w16_bf16 = layer.down.w16_bf16;
+  } else {
+    auto& down = storage.emplace_back(size_t(D) * K);
+    std::vector<float> row(static_cast<size_t>(F));
+    for (int r = 0; r < D; ++r) {
+      weight_rows(layer.down, r, 1, row.data());
+      for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = row[size_t(channels[i])];
+    }
+    out.down.w = down.data();
   }
-  out.down = Linear{down.data(), nullptr, K, D};
-  // The fused gate|up matrix the forward pass runs: the two compacted blocks stacked.
-  out.gate_up = stack_rows({&out.gate, &out.up}, storage.emplace_back());
+  // The fused gate|up matrix the forward pass runs: the two compacted blocks
+  // stacked (16-bit ones run part by part instead, see apply_fused).
+  out.gate_up = out.gate.w16 ? Linear{nullptr, nullptr, D, 2 * K} : stack_rows({&out.gate, &out.up}, storage.emplace_back());
   auto allocate = [&storage](size_t n) { return storage.emplace_back(n).data(); };
-  pack_if_faster(out.gate_up, allocate);
+  if (!out.gate.w16) pack_if_faster(out.gate_up, allocate);
   pack_if_faster(out.down, allocate);
   return out;
 }

@@ -30,6 +30,7 @@ struct PlannedModel {
   std::vector<LlamaLayer> llm_layers;
   std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers (and int8 scales)
   std::deque<std::vector<int8_t>> derived_int8;    // int8 codes of the plan's int8 layers
+  std::deque<std::vector<uint16_t>> derived_16bit; // compacted 16-bit matrices
 };
 
 struct ModelImpl {

@@ -87,7 +87,7 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
   pm->llm_layers = llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
     if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && pm->llm_layers[l].has_mlp)
-      pm->llm_layers[l] = compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights);
+      pm->llm_layers[l] = compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights, pm->derived_16bit);
   for (size_t l = 0; l < plan.llm.size(); ++l)
     if (plan.llm[l].weights == WeightType::Int8)
       quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);

@@ -83,10 +83,15 @@ TEST_P(Weights16, MatricesStayInPlaceAndComputeAsFp32) {
                            R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [0, 2],
                                "intermediate_size": 128, "mlp_channels": {"1": [0, 3, 7, 64, 100, 127]}}})"}) {
     SCOPED_TRACE(plan);
+    const bool compacts = std::string(plan).find("mlp_channels") != std::string::npos;
     Policy p16(m16, PolicyOptions{1}), p32(m32, PolicyOptions{1});
     p16.set_plan(Plan::from_json(plan, "p"));
     p32.set_plan(Plan::from_json(plan, "p"));
     const ActionChunk a = p16.infer(obs()), b = p32.infer(obs());
+    // Compacted MLPs of a 16-bit layer stay 16-bit.
+    const PlannedModel& pm = *p16.state().planned;
+    EXPECT_EQ(!pm.derived_16bit.empty(), compacts);
+    EXPECT_NE(pm.llm_layers[1].gate.w16, nullptr);
     EXPECT_LE(test::nmse(a.actions.data(), b.actions.data(), a.actions.size()), 1e-10);
     EXPECT_LE(test::nmse(p16.cognition().data(), p32.cognition().data(), p16.cognition().size()), 1e-10);
   }
