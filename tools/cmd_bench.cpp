@@ -134,6 +134,10 @@ void add_bench_command(CLI::App& app) {
                       {"projector_ms", percentile(c.proj, 0.5)}, {"llm_ms", percentile(c.llm, 0.5)},
                       {"action_head_ms", percentile(c.head, 0.5)}, {"gflops", fl.total() / 1e9},
                       {"gflops_per_s", fl.total() / 1e6 / p50}, {"peak_rss_mb", rss}});
+      const MemoryUse mem = c.policy->memory();
+      rows.back()["weights_mb"] = double(mem.weights) / 1048576.0;
+      rows.back()["derived_mb"] = double(mem.derived) / 1048576.0;
+      rows.back()["scratch_mb"] = double(mem.scratch) / 1048576.0;
       if (&c == &configs.front()) {
         rows.back()["cold_load_ms"] = load_ms;
         rows.back()["cold_first_inference_ms"] = first_ms;
@@ -150,7 +154,8 @@ void add_bench_command(CLI::App& app) {
       return;
     }
     std::vector<const char*> cols = {"plan", "threads", "min_ms", "p50_ms", "p90_ms", "vision_ms", "projector_ms",
-                                     "llm_ms", "action_head_ms", "gflops", "gflops_per_s", "peak_rss_mb"};
+                                     "llm_ms", "action_head_ms", "gflops", "gflops_per_s", "derived_mb", "scratch_mb",
+                                     "peak_rss_mb"};
     if (o->roofline) cols.push_back("pct_of_gemm_peak");
     auto cell = [](const nlohmann::json& v) {
       return v.is_string() ? v.get<std::string>()

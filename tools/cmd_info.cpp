@@ -37,6 +37,8 @@ void add_info_command(CLI::App& app) {
       nlohmann::json j{{"name", model->name()}, {"parameters", model->num_params()},
                        {"action_horizon", model->action_horizon()}, {"action_dim", model->action_dim()},
                        {"unnorm_keys", model->unnorm_keys()},
+                       {"memory", {{"weights_bytes", model->memory().weights}, {"derived_bytes", model->memory().derived},
+                                   {"peak_rss_bytes", model->memory().peak_rss}}},
                        {"flops_dense", row(dense)}};
       if (!o->plan.empty()) j["flops_plan"] = row(planned), j["plan"] = plan.name;
       fmt::print("{}\n", j.dump(2));
@@ -44,6 +46,9 @@ void add_info_command(CLI::App& app) {
     }
     fmt::print("{}\n", model->describe());
     fmt::print("derived-weight cache: {}\n", model->weight_cache_status());
+    const MemoryUse mem = model->memory();
+    fmt::print("memory: weights {:.2f} GB (mapped), derived at load {:.2f} GB, peak resident {:.2f} GB\n",
+               double(mem.weights) / 1e9, double(mem.derived) / 1e9, double(mem.peak_rss) / 1e9);
     fmt::print("| module      | GFLOPs dense |{}\n", o->plan.empty() ? "" : " GFLOPs plan |     % |");
     fmt::print("|-------------|-------------:|{}\n", o->plan.empty() ? "" : "------------:|------:|");
     auto line = [&](const char* name, double d, double p) {

@@ -47,6 +47,14 @@ struct LoadOptions {
   std::string weight_cache_dir = default_weight_cache_dir();  // "" = no cache
 };
 
+// Memory, in bytes.
+struct MemoryUse {
+  int64_t weights = 0;   // the checkpoint's tensors, used from its mapped files (shared with the page cache)
+  int64_t derived = 0;   // arrays derived from them (packed, fused, converted at load; compacted, int8 by a plan)
+  int64_t scratch = 0;   // a policy's per-inference buffers (activations, attention, sampler), as last grown
+  int64_t peak_rss = 0;  // this process's peak resident set so far
+};
+
 // Analytic cost of one inference, per module, in FLOPs (2 per multiply-add).
 struct FlopCount {
   double vision = 0, projector = 0, llm = 0, action_head = 0;
@@ -72,6 +80,8 @@ class Model {
   // Names of the datasets whose action statistics the model holds (empty
   // when it holds one unnamed set); Observation::unnorm_key picks one.
   std::vector<std::string> unnorm_keys() const;
+  // Weights mapped and derived at load, and the process's peak so far.
+  MemoryUse memory() const;
   // What the load did with the derived-weight cache (read, wrote, off, or why not).
   const std::string& weight_cache_status() const;
   // One-paragraph human-readable description of the architecture.
@@ -136,6 +146,10 @@ class Policy {
   // Runs the whole policy. Same model, plan, observation, seed and thread
   // count give bit-identical actions.
   ActionChunk infer(const Observation& obs);
+
+  // The model's memory plus what this policy's plan derived (shared with
+  // every Policy on the same plan) and its own scratch.
+  MemoryUse memory() const;
 
   // The last inference's cognition feature (the LM's final-norm hidden at the
   // cognition token, hidden_size values): what conditions the action head.

@@ -56,4 +56,18 @@ uint64_t available_memory_bytes() {
   return avail ? std::min(avail, limit - used) : limit - used;
 }
 
+uint64_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string key;
+  while (f >> key) {
+    if (key == "VmHWM:") {
+      uint64_t kb = 0;
+      f >> kb;
+      return kb * 1024;
+    }
+    f.ignore(1 << 12, '\n');
+  }
+  return 0;
+}
+
 }  // namespace evla

@@ -7,5 +7,7 @@ namespace evla {
 
 // Bytes; 0 when unknown (no /proc).
 uint64_t available_memory_bytes();
+// This process's peak resident set (VmHWM), bytes; 0 when unknown.
+uint64_t peak_rss_bytes();
 
 }  // namespace evla

@@ -111,6 +111,15 @@ int Model::num_images() const { return impl_->cfg.vision.num_images; }
 int Model::image_size() const { return impl_->cfg.vision.image_size(); }
 int Model::state_dim() const { return impl_->cfg.action_head.state_dim; }
 int64_t Model::num_params() const { return impl_->weights->loaded_params(); }
+MemoryUse Model::memory() const {
+  MemoryUse m;
+  const io::TensorStore& t = impl_->weights->tensors();
+  for (const std::string& name : t.names()) m.weights += int64_t(t.get(name).nbytes);
+  m.derived = int64_t(impl_->weights->derived_bytes());
+  m.peak_rss = int64_t(peak_rss_bytes());
+  return m;
+}
+
 std::vector<std::string> Model::unnorm_keys() const { return impl_->cfg.action_norm.keys(); }
 const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 

@@ -72,6 +72,7 @@ class WeightStore {
   void save_cache();
   const std::string& cache_status() const;
   int64_t loaded_params() const { return loaded_params_; }
+  size_t derived_bytes() const { return owned_.mapped_bytes(); }
   const std::string& source() const { return store_.source(); }
   const io::TensorStore& tensors() const { return store_; }
 

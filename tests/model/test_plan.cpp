@@ -240,6 +240,11 @@ TEST(Plan, PoliciesOnOnePlanShareItsDerivedWeights) {
 
   Policy dense(fixture_model(), PolicyOptions{1});
   EXPECT_NE(dense.state().planned.get(), pa);
+  // Memory accounting sees the plan's derived arrays and the buffers an inference grew.
+  EXPECT_GT(a.memory().weights, 0);
+  EXPECT_GT(a.memory().derived, dense.memory().derived);
+  EXPECT_GT(a.memory().scratch, 0);
+  EXPECT_EQ(dense.memory().scratch, 0);  // no inference yet
   EXPECT_TRUE(dense.state().planned->derived_weights.empty());  // nothing derived for a dense plan
 
   // b moves to the dense plan: a still holds the int8 one, unchanged.
