@@ -20,6 +20,8 @@ Observation synthetic_observation(const Model& m) {
   }
   obs.instruction = "pick up the red block";
   obs.state.assign(size_t(m.state_dim()), 0.1f);
+  // Any dataset's statistics: the time does not depend on which.
+  if (const auto keys = m.unnorm_keys(); !keys.empty()) obs.unnorm_key = keys.front();
   return obs;
 }
 
