@@ -13,7 +13,7 @@ namespace evla::cli {
 
 void add_eval_command(CLI::App& app) {
   struct Opts {
-    std::string model, plan, split = "matching", factors = "all", tasks, json, record;
+    std::string model, plan, split = "matching", factors = "all", tasks, json, record, unnorm_key;
     int episodes = 50, execute = 0, workers = 0, threads = 1, sticky = 0;
     uint64_t seed = 0;
     bool ensemble = false, quiet = false;
@@ -30,6 +30,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
   cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->check(kEpisodeCount)->capture_default_str();
   cmd->add_option("--seed", o->seed, "First episode seed")->check(kSeed)->capture_default_str();
+  cmd->add_option("--unnorm-key", o->unnorm_key, "Dataset whose action statistics un-normalise the actions");
   cmd->add_option("--execute", o->execute, "Actions executed per inference (default: the model's n_action_steps)");
   cmd->add_flag("--ensemble", o->ensemble, "CogACT adaptive action ensembling (one action per inference)");
   cmd->add_option("--sticky-gripper", o->sticky,
@@ -48,6 +49,7 @@ void add_eval_command(CLI::App& app) {
     opts.tasks = sim::parse_task_list(o->tasks);
     opts.episodes = o->episodes;
     opts.seed = o->seed;
+    opts.unnorm_key = o->unnorm_key;
     opts.execute = o->execute;
     opts.ensemble = o->ensemble;
     opts.sticky_gripper = o->sticky;

@@ -36,6 +36,7 @@ EpisodeResult run_episode(Policy& policy, const sim::EpisodeSpec& spec, const Ev
   StickyGripper sticky(o.sticky_gripper, sim::kGripperIndex);
   Observation obs;
   obs.instruction = env.instruction();
+  obs.unnorm_key = o.unnorm_key;
   obs.images.resize(1);
   EpisodeResult r;
   r.spec = spec;

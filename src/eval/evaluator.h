@@ -20,6 +20,7 @@ struct EvalOptions {
   std::vector<sim::Task> tasks = sim::all_tasks();
   int episodes = 50;           // in total; episode i runs tasks[i % n] with seed + i / n
   uint64_t seed = 0;
+  std::string unnorm_key;      // which dataset's action statistics (models with several)
   int execute = 0;             // actions executed per inference (receding horizon); 0: the model's n_action_steps
   bool ensemble = false;       // adaptive ensembling, one action per inference
   float ensemble_alpha = 0.1f;
