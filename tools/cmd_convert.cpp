@@ -8,27 +8,10 @@
 
 #include "commands.h"
 #include "convert/cogact.h"
+#include "core/memory_info.h"
 
 namespace evla::cli {
 
-namespace {
-
-// Peak resident memory of this process so far, from /proc (0 where unknown).
-double peak_rss_gb() {
-  std::ifstream f("/proc/self/status");
-  std::string key;
-  while (f >> key) {
-    if (key == "VmHWM:") {
-      double kb = 0;
-      f >> kb;
-      return kb / (1024.0 * 1024.0);
-    }
-    f.ignore(1 << 16, '\n');
-  }
-  return 0;
-}
-
-}  // namespace
 
 void add_convert_command(CLI::App& app) {
   CLI::App* convert = app.add_subcommand("convert", "Convert a released checkpoint into an evla model directory");
@@ -66,7 +49,7 @@ void add_convert_command(CLI::App& app) {
     for (const std::string& n : r.notes) fmt::print("note: {}\n", n);
     if (!r.skipped_groups.empty()) fmt::print("not converted: {}\n", fmt::join(r.skipped_groups, ", "));
     fmt::print("wrote {}: {} tensors, {:.3f} B parameters, {:.2f} GB in {:.1f} s (peak memory {:.2f} GB)\n",
-               o->output, r.tensors, double(r.params) / 1e9, double(r.bytes) / 1e9, s, peak_rss_gb());
+               o->output, r.tensors, double(r.params) / 1e9, double(r.bytes) / 1e9, s, double(peak_rss_bytes()) / 1e9);
   });
 }
 

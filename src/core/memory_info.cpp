@@ -8,6 +8,21 @@ namespace evla {
 
 namespace {
 
+// "Key:   123 kB" lines of /proc files, in bytes; 0 when absent.
+uint64_t proc_kb_field(const char* path, const std::string& field) {
+  std::ifstream f(path);
+  std::string key;
+  while (f >> key) {
+    if (key == field) {
+      uint64_t kb = 0;
+      f >> kb;
+      return kb * 1024;
+    }
+    f.ignore(1 << 12, '\n');
+  }
+  return 0;
+}
+
 uint64_t read_number(const char* path) {
   std::ifstream f(path);
   std::string s;
@@ -22,18 +37,7 @@ uint64_t read_number(const char* path) {
 }  // namespace
 
 uint64_t available_memory_bytes() {
-  uint64_t avail = 0;
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  while (f >> key) {
-    if (key == "MemAvailable:") {
-      uint64_t kb = 0;
-      f >> kb;
-      avail = kb * 1024;
-      break;
-    }
-    f.ignore(1 << 12, '\n');
-  }
+  uint64_t avail = proc_kb_field("/proc/meminfo", "MemAvailable:");
   // A cgroup's limit bounds it too (v2, else v1). Its usage counts the page
   // cache, which the kernel reclaims under pressure: that part is free to take.
   uint64_t limit = read_number("/sys/fs/cgroup/memory.max");
@@ -56,18 +60,6 @@ uint64_t available_memory_bytes() {
   return avail ? std::min(avail, limit - used) : limit - used;
 }
 
-uint64_t peak_rss_bytes() {
-  std::ifstream f("/proc/self/status");
-  std::string key;
-  while (f >> key) {
-    if (key == "VmHWM:") {
-      uint64_t kb = 0;
-      f >> kb;
-      return kb * 1024;
-    }
-    f.ignore(1 << 12, '\n');
-  }
-  return 0;
-}
+uint64_t peak_rss_bytes() { return proc_kb_field("/proc/self/status", "VmHWM:"); }
 
 }  // namespace evla
