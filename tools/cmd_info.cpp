@@ -1,27 +1,54 @@
 // evla info: architecture, parameters and analytic FLOPs per module.
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "evla/evla.h"
+#include "io/safetensors.h"
+#include "model/model_impl.h"
 
 namespace evla::cli {
+
+namespace {
+
+// NaN or infinite weights make NaN actions; inference refuses those, this
+// names the tensor that holds them.
+void check_weights_finite(const io::TensorStore& store) {
+  for (const std::string& name : store.names()) {
+    const io::TensorInfo& t = store.get(name);
+    if (t.dtype != io::DType::F32 && t.dtype != io::DType::F16 && t.dtype != io::DType::BF16) continue;
+    const std::vector<float> v = io::to_f32(t);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i]) && bad++ == 0) first = i;
+    if (bad)
+      throw Error(fmt::format("{}: tensor '{}' holds {} non-finite value(s), the first at element {} ({})",
+                              store.source(), name, bad, first, v[first]));
+  }
+}
+
+}  // namespace
 
 void add_info_command(CLI::App& app) {
   struct Opts {
     std::string model, plan;
-    bool json = false;
+    bool json = false, check_weights = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("info", "Describe a model: architecture, parameters, FLOPs per module");
   cmd->add_option("--model,-m", o->model, "Model directory")->required();
   cmd->add_option("--plan", o->plan, "Also show FLOPs under this acceleration plan");
   cmd->add_flag("--json", o->json, "Print JSON");
+  cmd->add_flag("--check-weights", o->check_weights,
+                "Read every weight and fail, naming the tensor, on a NaN or infinite value");
   cmd->callback([o] {
     LoadOptions lo;
     lo.tokenizer_optional = true;  // describing needs no tokenizer
     auto model = Model::load(o->model, lo);
+    if (o->check_weights) check_weights_finite(model->impl().weights->tensors());
     const FlopCount dense = model->flops();
     Plan plan;
     if (!o->plan.empty()) {

@@ -6,6 +6,7 @@
 
 #include "evla/evla.h"
 #include "io/tokenizer.h"
+#include "kernels/kernels.h"
 #include "test_util.h"
 
 namespace evla {
@@ -48,7 +49,17 @@ TEST(TinyLlamas, TwoThreadsGiveTheSameHiddenStates) {
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = 1 + int(i * 37 % 104);
   const auto one = lm->forward(ids, 1), two = lm->forward(ids, 2);
   ASSERT_EQ(one.hidden.size(), two.hidden.size());
-  for (size_t l = 0; l < one.hidden.size(); ++l) EXPECT_EQ(one.hidden[l], two.hidden[l]) << "layer " << l;
+  // evla's kernels split work so that every sum runs in the same order at any
+  // thread count. With EVLA_KERNELS=blas each thread hands OpenBLAS its own
+  // slice of columns, whose edge kernels round differently: equal to 1e-10.
+  for (size_t l = 0; l < one.hidden.size(); ++l) {
+    if (!kernels::blas_only()) {
+      EXPECT_EQ(one.hidden[l], two.hidden[l]) << "layer " << l;
+      continue;
+    }
+    ASSERT_EQ(one.hidden[l].size(), two.hidden[l].size());
+    EXPECT_LE(test::nmse(two.hidden[l].data(), one.hidden[l].data(), one.hidden[l].size()), 1e-10) << "layer " << l;
+  }
   double err = 0, ref = 0;
   for (size_t i = 0; i < one.logits.size(); ++i)
     err += std::pow(double(one.logits[i]) - two.logits[i], 2), ref += std::pow(double(one.logits[i]), 2);
