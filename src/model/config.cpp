@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include "core/json_reader.h"
-#include "model/sampler.h"
 #include "evla/error.h"
 
 namespace evla {
@@ -295,6 +294,18 @@ ActionStats parse_action_stats(const JsonReader& r, size_t action_dim) {
   if (st.mask.empty()) st.mask.assign(action_dim, true);
   if (st.mask.size() != action_dim) r.fail("mask", "must have action_dim (" + n + ") entries");
   return st;
+}
+
+std::vector<int> ddim_timesteps(int train_steps, int sample_steps) {
+  // ddim1 is step 50 whatever the schedule's length, as improved-diffusion fixes it.
+  if (sample_steps == 1) return train_steps > 50 ? std::vector<int>{50} : std::vector<int>{};
+  for (int k = 1; k < train_steps; ++k)
+    if ((train_steps + k - 1) / k == sample_steps) {
+      std::vector<int> ts;
+      for (int t = (sample_steps - 1) * k; t >= 0; t -= k) ts.push_back(t);
+      return ts;
+    }
+  return {};
 }
 
 std::vector<std::string> ActionNormConfig::keys() const {

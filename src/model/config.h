@@ -145,6 +145,12 @@ struct ModelConfig {
   nlohmann::json raw;  // as read, for tools that print it
 };
 
+// CogACT's "ddimN" respacing (improved-diffusion's space_timesteps): the
+// training steps 0, k, 2k, … for the smallest integer stride k that gives
+// exactly N of them (N = 1: step 50), in sampling order. Empty when no
+// stride gives N.
+std::vector<int> ddim_timesteps(int train_steps, int sample_steps);
+
 // Parses and validates; errors name `source` and the offending key.
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
 ModelConfig load_model_config(const std::string& model_dir);

@@ -33,18 +33,6 @@ std::vector<double> training_alphas_cumprod(const ActionHeadConfig& cfg) {
 
 }  // namespace
 
-std::vector<int> ddim_timesteps(int train_steps, int sample_steps) {
-  // ddim1 is step 50 whatever the schedule's length, as improved-diffusion fixes it.
-  if (sample_steps == 1) return train_steps > 50 ? std::vector<int>{50} : std::vector<int>{};
-  for (int k = 1; k < train_steps; ++k)
-    if ((train_steps + k - 1) / k == sample_steps) {
-      std::vector<int> ts;
-      for (int t = (sample_steps - 1) * k; t >= 0; t -= k) ts.push_back(t);
-      return ts;
-    }
-  return {};
-}
-
 DiffusionSchedule DiffusionSchedule::make(const ActionHeadConfig& cfg) {
   const std::vector<double> acp = training_alphas_cumprod(cfg);
   DiffusionSchedule s;

@@ -13,11 +13,6 @@ class Dit;
 class ThreadPool;
 struct DitScratch;
 
-// CogACT's "ddimN" respacing (improved-diffusion's space_timesteps): the
-// training steps 0, k, 2k, … for the smallest integer stride k that gives
-// exactly N of them (N = 1: step 50), in sampling order. Empty when no
-// stride gives N.
-std::vector<int> ddim_timesteps(int train_steps, int sample_steps);
 
 struct DiffusionSchedule {
   bool ddpm = false;
