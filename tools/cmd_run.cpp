@@ -58,7 +58,9 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--dump", o->dump, "Write every intermediate (towers' features, projected tokens, LM hiddens, "
                   "cognition, each sampling step, actions) and the token ids to DIR as .npy");
   cmd->callback([o] {
-    auto model = Model::load(o->model);
+    LoadOptions lo;
+    lo.tokenizer_optional = !o->token_ids.empty();  // ids given: nothing to tokenize
+    auto model = Model::load(o->model, lo);
     Policy policy(model, PolicyOptions{o->threads});
     if (!o->plan.empty()) policy.set_plan(Plan::load(o->plan));
     Observation obs;

@@ -79,7 +79,9 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
 }
 
 std::vector<int> ModelImpl::prompt_ids(const std::string& instruction) const {
-  if (!tokenizer) throw Error(dir + ": model was loaded without its tokenizer");
+  if (!tokenizer)
+    throw Error(dir + ": no tokenizer loaded (" + cfg.prompt.tokenizer +
+                "): the instruction cannot be tokenized; give the token ids instead");
   // CogACT lower-cases with Python's str.lower(): Unicode, not ASCII only.
   const std::string lowered = cfg.prompt.lowercase_instruction ? io::lowercase_utf8(instruction) : instruction;
   // prismatic's PurePromptBuilder deletes "<image>" from the turn (one
