@@ -147,14 +147,20 @@ std::string infer_error(Policy& p, const Observation& obs) {
   return "";
 }
 
-// `run --state nan,0,0,0` gave NaN actions with exit 0.
-TEST(LoadErrors, NonFiniteStateIsNamed) {
-  auto model = Model::load(test::source_path("tests/fixtures/single_mha_nocfg"));
-  Policy p(model, PolicyOptions{1});
+// An observation the two-camera, 5-dim-state fixture accepts.
+Observation two_camera_obs() {
   Observation obs;
   obs.instruction = "pick up the can";
   obs.images = {Image(28, 28), Image(28, 28)};
   obs.state.assign(5, 0.f);
+  return obs;
+}
+
+// `run --state nan,0,0,0` gave NaN actions with exit 0.
+TEST(LoadErrors, NonFiniteStateIsNamed) {
+  auto model = Model::load(test::source_path("tests/fixtures/single_mha_nocfg"));
+  Policy p(model, PolicyOptions{1});
+  Observation obs = two_camera_obs();
   EXPECT_EQ(infer_error(p, obs), "");
   obs.state[3] = std::nanf("");
   expect_contains(infer_error(p, obs), "observation state[3] is nan, not a finite number");
@@ -203,10 +209,7 @@ TEST(LoadErrors, NonFiniteActionsAreAnError) {
   }
   auto model = Model::load(m.dir.string());
   Policy p(model, PolicyOptions{1});
-  Observation obs;
-  obs.instruction = "pick up the can";
-  obs.images = {Image(28, 28), Image(28, 28)};
-  obs.state.assign(5, 0.f);
+  Observation obs = two_camera_obs();
   expect_contains(infer_error(p, obs), "the policy produced a non-finite action (step 0, dimension 0 is nan)");
 }
 
