@@ -5,8 +5,8 @@
 //   build/bin/bench_kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //
 // Each benchmark reports GFLOP/s; compare the BLAS/ and Packed/ lines of a
-// shape, and for int8 layers the Int8WeightOnly/, Int8Dynamic/ (AVX2) and
-// Int8DynamicVnni/ lines.
+// shape, for int8 layers the Int8WeightOnly/, Int8Dynamic/ (AVX2) and
+// Int8DynamicVnni/ lines, for bfloat16 weights the Widen16/ and Bf16Dot/ ones.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -77,6 +77,41 @@ void Int8WeightOnly(benchmark::State& st) { run_int8(st, Int8Path::WeightOnly); 
 void Int8Dynamic(benchmark::State& st) { run_int8(st, Int8Path::Avx2); }
 void Int8DynamicVnni(benchmark::State& st) { run_int8(st, Int8Path::Vnni); }
 
+// 16-bit weights used in place: widened to fp32 block by block, then sgemm
+// (Widen16/), against BF16 products with vdpbf16ps (Bf16Dot/).
+void run_16bit(benchmark::State& st, bool dot) {
+  if (dot && !kernels::prefer_bf16_dot()) return st.SkipWithError("no AVX-512 BF16");
+  const int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2));
+  ThreadPool pool(int(st.range(3)));
+  auto x = randn(size_t(M) * K, 1), W = randn(size_t(N) * K, 2);
+  std::vector<float> y(size_t(M) * N);
+  std::vector<uint16_t> w16(W.size());
+  for (size_t i = 0; i < W.size(); ++i) w16[i] = kernels::bf16_round(W[i]);
+  for (auto _ : st) {
+    if (dot)
+      kernels::linear_bf16(pool, x.data(), K, M, K, w16.data(), nullptr, N, y.data(), N);
+    else
+      kernels::linear_16bit(pool, x.data(), K, M, K, w16.data(), true, nullptr, N, y.data(), N);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * K * N * double(st.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+void Widen16(benchmark::State& st) { run_16bit(st, false); }
+void Bf16Dot(benchmark::State& st) { run_16bit(st, true); }
+
+// {M, K, N, threads}: CogACT-Base's LM products over 275 tokens (256 visual,
+// the prompt, the cognition token): q|k|v and o (4096 → 4096), gate|up
+// (4096 → 11008), down (11008 → 4096); its action head (2 × 17 rows, d 768);
+// on 1 and 2 threads.
+void shapes_16bit(benchmark::internal::Benchmark* b) {
+  for (int64_t t : {1, 2})
+    for (auto s : std::vector<std::vector<int64_t>>{{275, 4096, 4096}, {275, 4096, 11008}, {275, 11008, 4096},
+                                                     {34, 768, 2304}})
+      b->Args({s[0], s[1], s[2], t});
+}
+
 // {M, K, N}: evla-tabletop's LM (97 tokens, d 96: q|k|v, o, gate|up, down),
 // ViT (69 tokens, d 64), projector, action head (2 × 17 rows, d 48), then
 // VLA-sized shapes (527 tokens, d 960) where BLAS's blocking should win.
@@ -95,4 +130,6 @@ BENCHMARK(Packed)->Apply(shapes);
 BENCHMARK(Int8WeightOnly)->Apply(shapes);
 BENCHMARK(Int8Dynamic)->Apply(shapes);
 BENCHMARK(Int8DynamicVnni)->Apply(shapes);
+BENCHMARK(Widen16)->Apply(shapes_16bit)->UseRealTime();
+BENCHMARK(Bf16Dot)->Apply(shapes_16bit)->UseRealTime();
 BENCHMARK_MAIN();

@@ -8,17 +8,24 @@
 
 namespace evla {
 
-// Storage of a layer's matrices while it runs. Int8: one scale per output
-// row; with AVX2 the products run in integer arithmetic on activations
-// quantized per row to 7 bits, elsewhere weight-only (activations fp32).
-enum class WeightType { F32, Int8 };
+// The arithmetic of a layer's matrix products.
+// Stored: as the checkpoint stores the weights — fp32 products for fp32
+//   weights, BF16 products for bfloat16 ones, fp32 for IEEE half (widened).
+// F32: fp32 products; 16-bit weights are widened exactly as they are read.
+// BF16: activations rounded to bfloat16, bfloat16 weights (used in place, or
+//   rounded once from fp32), sums in fp32 — vdpbf16ps where the CPU has
+//   AVX-512 BF16, the same numbers more slowly elsewhere.
+// Int8: one scale per output row; with AVX2 the products run in integer
+//   arithmetic on activations quantized per row to 7 bits, elsewhere
+//   weight-only (activations fp32).
+enum class WeightType { Stored, F32, BF16, Int8 };
 
 struct LayerPlan {
   bool attn = true;         // run the attention sub-layer
   bool mlp = true;          // run the MLP sub-layer
   float mlp_keep = 1.0f;    // fraction of MLP channels kept (1 = all)
   std::vector<int> mlp_channels;  // kept channel indices when mlp_keep < 1
-  WeightType weights = WeightType::F32;
+  WeightType weights = WeightType::Stored;
 };
 
 enum class TokenMethod { EfficientVla, FastV, Random };
@@ -45,12 +52,25 @@ struct CachePlan {
   std::vector<int> blocks;   // DiT blocks that reuse; empty = all blocks
 };
 
+// Each module's arithmetic. llm is the default of every LM layer whose own
+// LayerPlan::weights is Stored; Int8 is for LM layers only.
+struct PrecisionPlan {
+  WeightType vision = WeightType::Stored;
+  WeightType projector = WeightType::Stored;
+  WeightType llm = WeightType::Stored;
+  WeightType action_head = WeightType::Stored;
+  bool is_stored() const;
+};
+
 struct Plan {
   int version = 1;
   std::string name = "dense";
   std::vector<LayerPlan> llm;  // empty = every layer dense; else one per layer
   TokenPlan tokens;
   CachePlan cache;
+  PrecisionPlan precision;
+  // The precision LM layer l runs at (its own, else precision.llm).
+  WeightType layer_precision(int l) const;
 
   bool is_dense() const;
   // Parses a plan JSON file and checks it against nothing model-specific;

@@ -102,7 +102,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   p.cache.start = r.cache_start;
   p.cache.blocks = r.cache_blocks;
   bool any_llm = false;
-  for (const auto& lp : p.llm) any_llm |= !lp.attn || !lp.mlp || lp.mlp_keep < 1.f || lp.weights != WeightType::F32;
+  for (const auto& lp : p.llm) any_llm |= !lp.attn || !lp.mlp || lp.mlp_keep < 1.f || lp.weights != WeightType::Stored;
   if (!any_llm) p.llm.clear();
   check_plan(p, cfg);
   return p;

@@ -59,6 +59,20 @@ void linear_16bit(ThreadPool& pool, const float* x, int ldx, int M, int K, const
 // n 16-bit floats widened to fp32 (exact).
 void decode_16bit(const uint16_t* in, bool bf16, float* out, size_t n);
 
+// BF16 products (gemm_bf16.cpp): y = bf16(x) · Wᵀ + bias for bfloat16 weights
+// W [N, K] used where they lie, activations rounded to bfloat16 (nearest
+// even), products summed in fp32 — the arithmetic of a BF16 model in PyTorch.
+// With AVX-512 BF16 (prefer_bf16_dot()) vdpbf16ps does it at twice the fp32
+// FMA rate; elsewhere the rounded activations go through linear_16bit, which
+// gives the same numbers up to the order of the sums. Rows strided like
+// linear_strided.
+bool cpu_has_avx512bf16();
+bool prefer_bf16_dot();  // AVX-512 BF16 here and EVLA_KERNELS=blas not set
+void linear_bf16(ThreadPool& pool, const float* x, int ldx, int M, int K, const uint16_t* W, const float* bias,
+                 int N, float* y, int ldy);
+// One float rounded to bfloat16, nearest even (NaN stays NaN).
+uint16_t bf16_round(float f);
+
 // Int8 layers in integer arithmetic (gemm_int8_dynamic.cpp): the int8 weights
 // of quantize_int8_rows, packed once with their column sums (pack_int8_dynamic
 // fills int8_dynamic_packed_bytes(N, K) bytes), times activations quantized

@@ -28,6 +28,18 @@ void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* sc
     }
 }
 
+void linear_bf16(const float* x, int M, int K, const uint16_t* W, const float* bias, int N, float* y) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = bias ? bias[n] : 0.0;
+      for (int k = 0; k < K; ++k) {
+        const float xr = std::bit_cast<float>(uint32_t(bf16_round(x[size_t(m) * K + k])) << 16);
+        acc += double(xr) * double(std::bit_cast<float>(uint32_t(W[size_t(n) * K + k]) << 16));
+      }
+      y[size_t(m) * N + n] = float(acc);
+    }
+}
+
 void linear_16bit(const float* x, int M, int K, const uint16_t* W, bool bf16, const float* bias, int N, float* y) {
   for (int m = 0; m < M; ++m)
     for (int n = 0; n < N; ++n) {

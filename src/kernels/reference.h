@@ -11,6 +11,9 @@ void linear_int8(const float* x, int M, int K, const int8_t* Wq, const float* sc
                  int N, float* y);
 // bfloat16 (or IEEE half when !bf16) weights widened exactly, then multiplied in double.
 void linear_16bit(const float* x, int M, int K, const uint16_t* W, bool bf16, const float* bias, int N, float* y);
+// Activations rounded to bfloat16 (kernels::bf16_round), bfloat16 weights,
+// products summed in double.
+void linear_bf16(const float* x, int M, int K, const uint16_t* W, const float* bias, int N, float* y);
 // Each row of x quantized to 7-bit codes with a zero point (the steps are
 // spelled out in reference.cpp), integer products summed exactly, then one
 // fma per output: float(Σ q·w − z·Σ w) · (row scale · scale[n]) + bias[n].

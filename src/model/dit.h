@@ -4,6 +4,8 @@
 // read-out of the noise. The plan's cache (FORA) lets blocks reuse their
 // attention and MLP outputs from the last refresh step.
 #pragma once
+#include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "evla/plan.h"
@@ -51,6 +53,9 @@ class Dit {
                const CachePlan& cache, DitScratch& s, ThreadPool& pool) const;
 
   double flops_per_call(int B, const CachePlan* reuse = nullptr) const;
+  // A copy whose matrix products run at `precision` (set_precision); the
+  // BF16 matrices it derives go into `storage`.
+  Dit with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const;
 
  private:
   bool block_cached(const CachePlan& cache, int b) const;

@@ -47,8 +47,9 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
   // (an empty fused Linear, see apply_fused).
   auto fuse = [&](std::initializer_list<const Linear*> parts, std::vector<float>& keep, const std::string& key) {
     int rows = 0;
-    bool sixteen = false;
-    for (const Linear* p : parts) rows += p->out, sixteen |= p->w16 != nullptr;
+    bool sixteen = false, dot = false;
+    for (const Linear* p : parts) rows += p->out, sixteen |= p->w16 != nullptr, dot |= p->bf16_dot;
+    if (dot) return Linear{nullptr, nullptr, D, rows};  // BF16 products run part by part
     if (!kernels::prefer_packed(rows, D)) return sixteen ? Linear{nullptr, nullptr, D, rows} : stack_rows(parts, keep);
     Linear f{nullptr, nullptr, D, rows};
     f.packed = store.derived(key, kernels::packed_floats(rows, D), [&](float* p) {

@@ -15,7 +15,7 @@ LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels
       auto& buf = storage16.emplace_back(size_t(K) * D);
       for (int i = 0; i < K; ++i)
         std::memcpy(&buf[size_t(i) * D], src.w16 + size_t(channels[i]) * D, sizeof(uint16_t) * D);
-      L.w16 = buf.data(), L.w16_bf16 = src.w16_bf16;
+      L.w16 = buf.data(), L.w16_bf16 = src.w16_bf16, L.bf16_dot = src.bf16_dot;
     } else {
       auto& buf = storage.emplace_back(size_t(K) * D);
       for (int i = 0; i < K; ++i) weight_rows(src, channels[i], 1, &buf[size_t(i) * D]);
@@ -30,7 +30,7 @@ LlamaLayer compact_mlp(const LlamaLayer& layer, const std::vector<int>& channels
     auto& down = storage16.emplace_back(size_t(D) * K);
     for (int r = 0; r < D; ++r)
       for (int i = 0; i < K; ++i) down[size_t(r) * K + i] = layer.down.w16[size_t(r) * F + channels[i]];
-    out.down.w16 = down.data(), out.down.w16_bf16 = layer.down.w16_bf16;
+    out.down.w16 = down.data(), out.down.w16_bf16 = layer.down.w16_bf16, out.down.bf16_dot = layer.down.bf16_dot;
   } else {
     auto& down = storage.emplace_back(size_t(D) * K);
     std::vector<float> row(static_cast<size_t>(F));

@@ -22,15 +22,26 @@
 
 namespace evla {
 
+struct ModelImpl;
+
 // A plan compiled against a model: the LM layers it runs and the weights it
 // derives for them (compacted MLPs, int8 codes and scales). Immutable once
 // built; every Policy on the same model and plan shares one copy.
 struct PlannedModel {
   Plan plan;
   std::vector<LlamaLayer> llm_layers;
+  // Copies of the modules whose precision the plan sets (else empty / null:
+  // the model's own run). Copies share the model's weights; only the BF16
+  // matrices they derive live here (derived_16bit).
+  std::vector<Vit> encoders;
+  std::unique_ptr<Projector> projector;
+  std::unique_ptr<Dit> dit;
+  const std::vector<Vit>& encoders_of(const ModelImpl& m) const;
+  const Projector& projector_of(const ModelImpl& m) const;
+  const Dit& dit_of(const ModelImpl& m) const;
   std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers (and int8 scales)
   std::deque<std::vector<int8_t>> derived_int8;    // int8 codes of the plan's int8 layers
-  std::deque<std::vector<uint16_t>> derived_16bit; // compacted 16-bit matrices
+  std::deque<std::vector<uint16_t>> derived_16bit; // compacted 16-bit matrices, BF16 copies of the plan's BF16 layers
 };
 
 struct ModelImpl {

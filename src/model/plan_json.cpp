@@ -15,10 +15,30 @@ namespace evla {
 
 using nlohmann::json;
 
+bool PrecisionPlan::is_stored() const {
+  for (WeightType t : {vision, projector, llm, action_head})
+    if (t != WeightType::Stored) return false;
+  return true;
+}
+
+WeightType Plan::layer_precision(int l) const {
+  const WeightType own = l >= 0 && size_t(l) < llm.size() ? llm[size_t(l)].weights : WeightType::Stored;
+  return own != WeightType::Stored ? own : precision.llm;
+}
+
 bool Plan::is_dense() const {
   for (const auto& l : llm)
-    if (!l.attn || !l.mlp || l.mlp_keep < 1.f || l.weights != WeightType::F32) return false;
-  return !tokens.enabled && cache.interval <= 1;
+    if (!l.attn || !l.mlp || l.mlp_keep < 1.f || l.weights != WeightType::Stored) return false;
+  return !tokens.enabled && cache.interval <= 1 && precision.is_stored();
+}
+
+static const char* precision_name(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return "fp32";
+    case WeightType::BF16: return "bf16";
+    case WeightType::Int8: return "int8";
+    default: return "stored";
+  }
 }
 
 Plan Plan::load(const std::string& path) {
@@ -49,7 +69,7 @@ static const char* method_name(TokenMethod m) {
 Plan Plan::from_json(const std::string& text, const std::string& source) {
   const json j = parse_json(text, source);
   JsonReader r(j, source);
-  r.only_keys({"evla_plan", "name", "llm", "tokens", "cache"});
+  r.only_keys({"evla_plan", "name", "llm", "tokens", "cache", "precision"});
   Plan p;
   p.version = r.int32("evla_plan");
   if (p.version != 1) r.fail("evla_plan", "unsupported plan version " + std::to_string(p.version));
@@ -57,7 +77,8 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("llm")) {
     JsonReader l = r.child("llm");
-    l.only_keys({"num_layers", "drop_blocks", "drop_attention", "drop_mlp", "int8_layers", "mlp_channels",
+    l.only_keys({"num_layers", "drop_blocks", "drop_attention", "drop_mlp", "fp32_layers", "bf16_layers",
+                 "int8_layers", "mlp_channels",
                  "intermediate_size"});
     const int64_t n = l.integer("num_layers");
     if (n < 1 || n > 4096) l.fail("num_layers", "must be in [1, 4096]");
@@ -76,7 +97,13 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
     layer_list("drop_blocks", [](LayerPlan& lp) { lp.attn = lp.mlp = false; });
     layer_list("drop_attention", [](LayerPlan& lp) { lp.attn = false; });
     layer_list("drop_mlp", [](LayerPlan& lp) { lp.mlp = false; });
-    layer_list("int8_layers", [](LayerPlan& lp) { lp.weights = WeightType::Int8; });
+    // One precision per layer: a layer in two of these lists is an error.
+    for (auto [key, type] : {std::pair{"fp32_layers", WeightType::F32}, std::pair{"bf16_layers", WeightType::BF16},
+                             std::pair{"int8_layers", WeightType::Int8}})
+      layer_list(key, [&l, key = key, type = type](LayerPlan& lp) {
+        if (lp.weights != WeightType::Stored) l.fail(key, "a layer here already has another precision");
+        lp.weights = type;
+      });
     if (l.has("mlp_channels")) {
       const json& mc = l.node().at("mlp_channels");
       if (!mc.is_object()) l.fail("mlp_channels", "expected an object {layer: [channels]}");
@@ -103,6 +130,24 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
       for (auto& lp : p.llm)
         if (!lp.mlp_channels.empty()) lp.mlp_keep = float(lp.mlp_channels.size()) / float(F);
     }
+  }
+
+  if (r.has("precision")) {
+    JsonReader pr = r.child("precision");
+    pr.only_keys({"vision", "projector", "llm", "action_head"});
+    auto read = [&](const char* key, WeightType& t, bool int8_allowed) {
+      if (!pr.has(key)) return;
+      const std::string v = pr.string(key);
+      if (v == "stored") t = WeightType::Stored;
+      else if (v == "fp32") t = WeightType::F32;
+      else if (v == "bf16") t = WeightType::BF16;
+      else if (v == "int8" && int8_allowed) t = WeightType::Int8;
+      else pr.fail(key, "unknown precision '" + v + "' (stored, fp32, bf16" + (int8_allowed ? ", int8)" : ")"));
+    };
+    read("vision", p.precision.vision, false);
+    read("projector", p.precision.projector, false);
+    read("llm", p.precision.llm, true);
+    read("action_head", p.precision.action_head, false);
   }
 
   if (r.has("tokens")) {
@@ -145,7 +190,7 @@ std::string Plan::to_json() const {
   if (!llm.empty()) {
     json l;
     l["num_layers"] = llm.size();
-    std::vector<int> blocks, attn, mlp, int8;
+    std::vector<int> blocks, attn, mlp, fp32, bf16, int8;
     json channels = json::object();
     int F = 0;
     for (size_t i = 0; i < llm.size(); ++i) {
@@ -153,6 +198,8 @@ std::string Plan::to_json() const {
       if (!lp.attn && !lp.mlp) blocks.push_back(int(i));
       else if (!lp.attn) attn.push_back(int(i));
       else if (!lp.mlp) mlp.push_back(int(i));
+      if (lp.weights == WeightType::F32) fp32.push_back(int(i));
+      if (lp.weights == WeightType::BF16) bf16.push_back(int(i));
       if (lp.weights == WeightType::Int8) int8.push_back(int(i));
       if (!lp.mlp_channels.empty()) {
         channels[std::to_string(i)] = lp.mlp_channels;
@@ -162,12 +209,21 @@ std::string Plan::to_json() const {
     l["drop_blocks"] = blocks;
     l["drop_attention"] = attn;
     l["drop_mlp"] = mlp;
+    if (!fp32.empty()) l["fp32_layers"] = fp32;
+    if (!bf16.empty()) l["bf16_layers"] = bf16;
     if (!int8.empty()) l["int8_layers"] = int8;
     if (!channels.empty()) {
       l["intermediate_size"] = F;
       l["mlp_channels"] = "@channels@";  // written compactly below, one line per layer
     }
     j["llm"] = l;
+  }
+  if (!precision.is_stored()) {
+    json pr = json::object();
+    for (auto [key, t] : {std::pair{"vision", precision.vision}, std::pair{"projector", precision.projector},
+                          std::pair{"llm", precision.llm}, std::pair{"action_head", precision.action_head}})
+      if (t != WeightType::Stored) pr[key] = precision_name(t);
+    j["precision"] = pr;
   }
   if (tokens.enabled)
     j["tokens"] = {{"keep", tokens.keep},          {"key", tokens.key},

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "model/mlp_compact.h"
-#include "model/quantize.h"
+#include "model/precision.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/model_impl.h"
@@ -118,12 +118,29 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
   for (size_t l = 0; l < plan.llm.size(); ++l)
     if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && pm->llm_layers[l].has_mlp)
       pm->llm_layers[l] = compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights, pm->derived_16bit);
-  for (size_t l = 0; l < plan.llm.size(); ++l)
-    if (plan.llm[l].weights == WeightType::Int8)
+  for (size_t l = 0; l < pm->llm_layers.size(); ++l) {
+    const WeightType w = plan.layer_precision(int(l));
+    if (w == WeightType::Int8)
       quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);
+    else
+      set_layer_precision(pm->llm_layers[l], w, pm->derived_16bit);
+  }
+  const PrecisionPlan& pr = plan.precision;
+  if (pr.vision != WeightType::Stored)
+    for (const Vit& e : encoders) pm->encoders.push_back(e.with_precision(pr.vision, pm->derived_16bit));
+  if (pr.projector != WeightType::Stored)
+    pm->projector = std::make_unique<Projector>(projector->with_precision(pr.projector, pm->derived_16bit));
+  if (pr.action_head != WeightType::Stored)
+    pm->dit = std::make_unique<Dit>(dit->with_precision(pr.action_head, pm->derived_16bit));
   planned_[key] = pm;
   return pm;
 }
+
+const std::vector<Vit>& PlannedModel::encoders_of(const ModelImpl& m) const {
+  return encoders.empty() ? m.encoders : encoders;
+}
+const Projector& PlannedModel::projector_of(const ModelImpl& m) const { return projector ? *projector : *m.projector; }
+const Dit& PlannedModel::dit_of(const ModelImpl& m) const { return dit ? *dit : *m.dit; }
 
 ActionChunk Policy::infer(const Observation& obs) {
   const ModelImpl& im = model_->impl();
@@ -168,6 +185,8 @@ ActionChunk Policy::infer(const Observation& obs) {
       if (!std::isfinite(x)) throw Error("observation noise holds a non-finite value");
 
   // --- vision: each encoder writes its channels of every patch row ---
+  const PlannedModel& pm = *st.planned;
+  const std::vector<Vit>& encoders = pm.encoders_of(im);
   auto t0 = Clock::now();
   const int N = cfg.vision.tokens_per_image(), Dv = cfg.vision.feature_dim();
   const int nv = im.visual_tokens();
@@ -181,9 +200,9 @@ ActionChunk Policy::infer(const Observation& obs) {
       img = &st.resized[i];
     }
     int col = 0;
-    for (size_t e = 0; e < im.encoders.size(); ++e) {
-      im.encoders[e].forward(*img, st.features.data() + size_t(i) * N * Dv + col, Dv, st.vit, pool);
-      col += im.encoders[e].config().hidden_size;
+    for (const Vit& encoder : encoders) {
+      encoder.forward(*img, st.features.data() + size_t(i) * N * Dv + col, Dv, st.vit, pool);
+      col += encoder.config().hidden_size;
     }
   }
   if (st.trace) {
@@ -203,7 +222,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   t0 = Clock::now();
   const int D = cfg.llm.hidden_size;
   st.visual.resize(size_t(nv) * D);
-  im.projector->forward(st.features.data(), nv, st.visual.data(), st.proj_scratch, pool);
+  pm.projector_of(im).forward(st.features.data(), nv, st.visual.data(), st.proj_scratch, pool);
   if (st.trace) st.trace->put("projector.out", st.visual.data(), st.visual.size());
   out.timing.projector_ms = ms_since(t0);
 
@@ -224,7 +243,6 @@ ActionChunk Policy::infer(const Observation& obs) {
   for (int i = 0; i < T; ++i) st.positions[size_t(i)] = i;
   LayerRecorder recorder(st.trace, st.llm_observer, cfg.llm.num_layers);
   LlamaObserver* observer = st.trace ? &recorder : st.llm_observer;
-  const PlannedModel& pm = *st.planned;
   im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.plan, st.llm, pool,
                   observer);
   const int T_end = int(st.positions.size());
@@ -237,7 +255,8 @@ ActionChunk Policy::infer(const Observation& obs) {
   t0 = Clock::now();
   const int C = ah.chunk_size, A = ah.action_dim;
   st.cond.resize(size_t(ah.batch()) * ah.hidden_size);
-  im.dit->condition(st.cognition.data(), obs.state.data(), st.cond.data(), st.dit, pool);
+  const Dit& dit = pm.dit_of(im);
+  dit.condition(st.cognition.data(), obs.state.data(), st.cond.data(), st.dit, pool);
   const size_t n = size_t(C) * A;
   // ε from the seed's stream (drawn even when the observation brings its own,
   // so DDPM's step noise always starts at the same place in the stream); the
@@ -259,7 +278,7 @@ ActionChunk Policy::infer(const Observation& obs) {
     }
   }
   SamplerRecorder srec(st.trace, C * A);
-  sample_actions(*im.dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.plan.cache,
+  sample_actions(dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.plan.cache,
                  st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
   out.horizon = C;
   out.dim = A;

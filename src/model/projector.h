@@ -1,6 +1,8 @@
 // The vision→language projector: Linear, GELU, Linear, … (Prismatic's
 // "gelu-mlp" / "fused-gelu-mlp").
 #pragma once
+#include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "model/config.h"
@@ -18,6 +20,9 @@ class Projector {
   double flops(int T) const;
   int in_dim() const { return layers_.front().in; }
   int out_dim() const { return layers_.back().out; }
+  // A copy whose matrix products run at `precision` (set_precision); the
+  // BF16 matrices it derives go into `storage`.
+  Projector with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const;
 
  private:
   std::vector<Linear> layers_;

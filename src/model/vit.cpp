@@ -10,10 +10,7 @@ namespace evla {
 
 Vit::Vit(const VitConfig& cfg, const WeightLoader& w) : cfg_(cfg) {
   const int D = cfg.hidden_size, P = cfg.patch_size;
-  patch_embed_.in = 3 * P * P;
-  patch_embed_.out = D;
-  patch_embed_.w = w.get("patch_embed.proj.weight", {D, 3, P, P});
-  patch_embed_.b = w.get("patch_embed.proj.bias", {D});
+  patch_embed_ = w.matrix("patch_embed.proj.weight", {D, 3, P, P}, "patch_embed.proj.bias");
   pos_embed_ = w.get("pos_embed", {1, cfg.num_patches(), D});
   if (cfg.class_token) cls_token_ = w.get("cls_token", {1, 1, D});
   if (cfg.num_registers > 0) reg_token_ = w.get("reg_token", {1, cfg.num_registers, D});
@@ -116,6 +113,14 @@ void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
 
   for (int n = 0; n < N; ++n)
     std::memcpy(out + size_t(n) * out_stride, x + size_t(prefix + n) * D, sizeof(float) * D);
+}
+
+Vit Vit::with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const {
+  Vit v = *this;
+  set_precision(v.patch_embed_, precision, storage);
+  for (VitBlock& b : v.blocks_)
+    for (Linear* L : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) set_precision(*L, precision, storage);
+  return v;
 }
 
 }  // namespace evla

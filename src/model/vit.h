@@ -2,6 +2,8 @@
 // LayerScale, or SigLIP without a class token). Produces the patch features
 // of block `feature_layer`, without the final norm, as CogACT uses them.
 #pragma once
+#include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "evla/image.h"
@@ -31,6 +33,9 @@ class Vit {
   // num_patches × hidden_size features to out, rows strided by out_stride.
   void forward(const Image& img, float* out, int out_stride, VitScratch& s, ThreadPool& pool) const;
   double flops() const;
+  // A copy whose matrix products run at `precision` (set_precision); the
+  // BF16 matrices it derives go into `storage`.
+  Vit with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const;
 
  private:
   VitConfig cfg_;

@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 #include "evla/error.h"
@@ -68,6 +69,8 @@ void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, in
     kernels::linear_int8_dynamic(pool, x, ldx, M, L.in, L.w8_packed, L.w8_scale, L.b, L.out, y, ldy);
   else if (L.w8)
     kernels::linear_int8(pool, x, ldx, M, L.in, L.w8, L.w8_scale, L.b, L.out, y, ldy);
+  else if (L.w16 && L.bf16_dot)
+    kernels::linear_bf16(pool, x, ldx, M, L.in, L.w16, L.b, L.out, y, ldy);
   else if (L.packed)
     kernels::linear_packed(pool, x, ldx, M, L.in, L.packed, L.b, L.out, y, ldy);
   else if (L.w16)
@@ -98,30 +101,82 @@ void pack_into(const Linear& L, float* p) {
 }  // namespace
 
 void pack_if_faster(Linear& L, const std::function<float*(size_t)>& allocate) {
-  if (!kernels::prefer_packed(L.out, L.in)) return;
+  if (L.bf16_dot || !kernels::prefer_packed(L.out, L.in)) return;
   float* p = allocate(kernels::packed_floats(L.out, L.in));
   pack_into(L, p);
   L.packed = p;
 }
 
 Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias, bool pack) const {
-  Linear l;
-  l.in = in;
-  l.out = out;
   const std::string base = leaf.empty() ? "" : leaf + ".";
-  const io::TensorInfo& t = store_->tensor(name(base + "weight"), {out, in});
+  return matrix(base + "weight", {out, in}, bias ? base + "bias" : "", pack);
+}
+
+Linear WeightLoader::matrix(const std::string& leaf, const std::vector<int64_t>& shape, const std::string& bias,
+                            bool pack) const {
+  Linear l;
+  l.out = int(shape.at(0));
+  l.in = 1;
+  for (size_t i = 1; i < shape.size(); ++i) l.in *= int(shape[i]);
+  const int out = l.out, in = l.in;
+  const io::TensorInfo& t = store_->tensor(name(leaf), shape);
   if ((t.dtype == io::DType::BF16 || t.dtype == io::DType::F16) &&
       reinterpret_cast<uintptr_t>(t.data) % alignof(uint16_t) == 0) {
     l.w16 = reinterpret_cast<const uint16_t*>(t.data);  // used in place: no fp32 copy
-    l.w16_bf16 = t.dtype == io::DType::BF16;
+    l.w16_bf16 = l.bf16_dot = t.dtype == io::DType::BF16;
   } else {
     l.w = store_->f32(t);
   }
-  if (bias) l.b = get(base + "bias", {out});
-  if (pack && kernels::prefer_packed(out, in))
-    l.packed = store_->derived("packed:" + name(base + "weight"), kernels::packed_floats(out, in),
+  if (!bias.empty()) l.b = get(bias, {out});
+  if (pack && !l.bf16_dot && kernels::prefer_packed(out, in))
+    l.packed = store_->derived("packed:" + name(leaf), kernels::packed_floats(out, in),
                                [&l](float* p) { pack_into(l, p); });
   return l;
+}
+
+namespace {
+
+// BF16 products for the matrix stacked from `parts` (which may be `fused` itself).
+void to_bf16(Linear& fused, std::initializer_list<Linear*> parts, std::deque<std::vector<uint16_t>>& storage) {
+  bool in_place = true;
+  for (const Linear* p : parts) in_place &= p->w16 && p->w16_bf16;
+  if (in_place) {  // bfloat16 already: run the parts themselves (apply_fused)
+    for (Linear* p : parts) p->bf16_dot = true;
+    if (parts.size() > 1) fused = Linear{nullptr, nullptr, fused.in, fused.out};
+    return;
+  }
+  // One bfloat16 matrix of the parts' rows stacked, rounded a block at a time.
+  const int K = fused.in;
+  auto& w = storage.emplace_back(size_t(fused.out) * K);
+  std::vector<float> rows;
+  size_t at = 0;
+  for (const Linear* p : parts)
+    for (int r = 0; r < p->out; r += 256) {
+      const int n = std::min(256, p->out - r);
+      rows.resize(size_t(n) * K);
+      weight_rows(*p, r, n, rows.data());
+      for (float v : rows) w[at++] = kernels::bf16_round(v);
+    }
+  const float* bias = parts.size() == 1 ? fused.b : nullptr;  // fused matrices carry none
+  fused = Linear{nullptr, bias, K, fused.out};
+  fused.w16 = w.data();
+  fused.bf16_dot = true;
+}
+
+void to_fp32(std::initializer_list<Linear*> parts) {
+  for (Linear* p : parts) p->bf16_dot = false;
+}
+
+}  // namespace
+
+void set_precision(Linear& fused, std::initializer_list<Linear*> parts, WeightType precision,
+                   std::deque<std::vector<uint16_t>>& storage) {
+  switch (precision) {
+    case WeightType::Stored: return;
+    case WeightType::F32: return to_fp32(parts);
+    case WeightType::BF16: return to_bf16(fused, parts, storage);
+    case WeightType::Int8: throw std::invalid_argument("set_precision: int8 is for LM layers (quantize_layer_int8)");
+  }
 }
 
 }  // namespace evla

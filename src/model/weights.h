@@ -6,11 +6,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/arena.h"
+#include "evla/plan.h"
 #include "io/safetensors.h"
 #include "model/weight_cache.h"
 
@@ -34,12 +36,28 @@ struct Linear {
   // IEEE half when !w16_bf16), in place of w: no fp32 copy is made.
   const uint16_t* w16 = nullptr;
   bool w16_bf16 = true;
+  // Bfloat16 w16 run as BF16 products (kernels::linear_bf16), as a bfloat16
+  // checkpoint does by default; false widens them to fp32 (exact).
+  bool bf16_dot = false;
 
   bool empty() const { return !w && !packed && !w8 && !w8_packed && !w16; }
 };
 
 // Rows [r0, r0 + n) of L's matrix as fp32 (from w or w16) into dst (n × in floats).
 void weight_rows(const Linear& L, int r0, int n, float* dst);
+
+// The matrix stacked from `parts` (`fused` itself, or the parts of a fused
+// matrix) made to run at `precision`; Stored leaves it as loaded.
+// BF16: bfloat16 weights are used where they lie; others (fp32, IEEE half)
+//   are rounded once into a bfloat16 matrix in `storage`, which `fused` then holds.
+// F32: bfloat16 weights stay where they lie and are widened as the products
+//   read them (nothing is copied).
+// Int8 is refused (std::invalid_argument): it is quantize_layer_int8's.
+void set_precision(Linear& fused, std::initializer_list<Linear*> parts, WeightType precision,
+                   std::deque<std::vector<uint16_t>>& storage);
+inline void set_precision(Linear& L, WeightType precision, std::deque<std::vector<uint16_t>>& storage) {
+  set_precision(L, {&L}, precision, storage);
+}
 
 class ThreadPool;
 // y = x · Wᵀ + b through whichever weights `L` carries (fp32 or int8); x and y
@@ -93,6 +111,10 @@ class WeightLoader {
   const float* get(const std::string& leaf, const std::vector<int64_t>& shape) const;
   // pack = false for matrices the forward pass only runs fused with others.
   Linear linear(const std::string& leaf, int out, int in, bool bias = true, bool pack = true) const;
+  // The same for a weight tensor of any rank read as a matrix of shape[0]
+  // rows (e.g. a convolution [D, C, P, P]); `bias` names its bias, "" = none.
+  Linear matrix(const std::string& leaf, const std::vector<int64_t>& shape, const std::string& bias,
+                bool pack = true) const;
   WeightStore& store() const { return *store_; }
 
  private:

@@ -108,7 +108,7 @@ TEST(Prune, Int8LayersMoveToTheResidualPlan) {
   ASSERT_TRUE(r.residual_plan);
   const Plan residual = Plan::load(dir + "/plan.json");
   ASSERT_EQ(residual.llm.size(), 2u);
-  EXPECT_EQ(residual.llm[0].weights, WeightType::F32);
+  EXPECT_EQ(residual.llm[0].weights, WeightType::Stored);
   EXPECT_EQ(residual.llm[1].weights, WeightType::Int8);
   auto pruned = Model::load(dir);
   EXPECT_NO_THROW(pruned->validate(residual));

@@ -1,5 +1,7 @@
 // Every optimized kernel against its plain reference (kernels/reference.h).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <bit>
@@ -162,6 +164,78 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Linear16VsRef,
                                            std::pair{LinearCase{90, 128, 344, false, 2}, true},
                                            std::pair{LinearCase{40, 2560, 300, true, 3}, false},
                                            std::pair{LinearCase{3, 1, 5, true, 1}, true}));
+
+// BF16 products: activations rounded to bfloat16, sums in fp32. Against the
+// reference (same rounding, sums in double) only the order and precision of
+// the sums differ: NMSE ≤ 1e-11. Against exact fp32 products the rounding of
+// x costs a relative error of up to 2⁻⁹ per element, NMSE ≈ 2⁻¹⁸/3 ≈ 1.3e-6
+// for random data: ≤ 1e-5 bounds it with room and still fails a kernel that
+// drops or doubles a term.
+class Bf16VsRef : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(Bf16VsRef, Matches) {
+  const LinearCase c = GetParam();
+  ThreadPool pool(c.threads);
+  auto x = randn(size_t(c.M) * c.K, 21), W = randn(size_t(c.N) * c.K, 22), b = randn(c.N, 23);
+  std::vector<uint16_t> W16(W.size());
+  for (size_t i = 0; i < W.size(); ++i) W16[i] = kernels::bf16_round(W[i]);
+  const int ldx = c.K + 3, ldy = c.N + 5;
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
+  const float* bias = c.bias ? b.data() : nullptr;
+  kernels::linear_bf16(pool, xs.data(), ldx, c.M, c.K, W16.data(), bias, c.N, ys.data(), ldy);
+  std::vector<float> y, r(size_t(c.M) * c.N), exact(r.size());
+  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
+  kernels::ref::linear_bf16(x.data(), c.M, c.K, W16.data(), bias, c.N, r.data());
+  kernels::ref::linear_16bit(x.data(), c.M, c.K, W16.data(), true, bias, c.N, exact.data());
+  EXPECT_LE(nmse(y, r), 1e-11);
+  EXPECT_LE(nmse(y, exact), 1e-5);
+
+  // The vdpbf16ps path fixes the sums' order by the shape: one thread gives
+  // the same bits. (Without it, OpenBLAS picks its kernel by slice width.)
+  if (!kernels::prefer_bf16_dot()) return;
+  ThreadPool one(1);
+  std::vector<float> ys1(ys.size(), 7.f);
+  kernels::linear_bf16(one, xs.data(), ldx, c.M, c.K, W16.data(), bias, c.N, ys1.data(), ldy);
+  EXPECT_EQ(ys, ys1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Bf16VsRef,
+                         ::testing::Values(LinearCase{1, 64, 96, true, 1}, LinearCase{3, 1, 5, true, 1},
+                                           LinearCase{7, 33, 65, true, 2}, LinearCase{5, 1000, 13, false, 3},
+                                           LinearCase{90, 128, 344, false, 2}, LinearCase{9, 4104, 70, true, 2},
+                                           LinearCase{300, 768, 37, true, 2}));
+
+TEST(Bf16, RoundsToNearestEven) {
+  EXPECT_EQ(kernels::bf16_round(1.0f), 0x3f80);
+  EXPECT_EQ(kernels::bf16_round(std::bit_cast<float>(0x3f808000u)), 0x3f80);  // tie, even stays
+  EXPECT_EQ(kernels::bf16_round(std::bit_cast<float>(0x3f818000u)), 0x3f82);  // tie, odd rounds up
+  EXPECT_EQ(kernels::bf16_round(std::bit_cast<float>(0x3f808001u)), 0x3f81);
+  EXPECT_EQ(kernels::bf16_round(std::numeric_limits<float>::infinity()), 0x7f80);
+  EXPECT_EQ(kernels::bf16_round(std::bit_cast<float>(0x7f7fffffu)), 0x7f80);  // FLT_MAX overflows to inf
+  const uint16_t nan = kernels::bf16_round(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(nan & 0x7f80, 0x7f80);
+  EXPECT_NE(nan & 0x7f, 0);
+}
+
+// The weights are read in place, so the last row may end where the mapping
+// does: the kernel must not touch a byte past it (a guard page faults if it does).
+TEST(Bf16, NeverReadsPastTheLastWeightRow) {
+  const long page = sysconf(_SC_PAGESIZE);
+  void* mem = mmap(nullptr, size_t(2 * page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  ASSERT_EQ(mprotect(static_cast<char*>(mem) + page, size_t(page), PROT_NONE), 0);
+  const int M = 5, K = 37, N = 7;
+  uint16_t* W = reinterpret_cast<uint16_t*>(static_cast<char*>(mem) + page) - size_t(N) * K;
+  auto w = randn(size_t(N) * K, 31), x = randn(size_t(M) * K, 32);
+  for (size_t i = 0; i < w.size(); ++i) W[i] = kernels::bf16_round(w[i]);
+  ThreadPool pool(1);
+  std::vector<float> y(size_t(M) * N), r(y.size());
+  kernels::linear_bf16(pool, x.data(), K, M, K, W, nullptr, N, y.data(), N);
+  kernels::ref::linear_bf16(x.data(), M, K, W, nullptr, N, r.data());
+  EXPECT_LE(nmse(y, r), 1e-11);
+  munmap(mem, size_t(2 * page));
+}
 
 TEST(Decode16, VectorAndPlainAgreeBitForBit) {
   if (!kernels::cpu_has_avx2()) GTEST_SKIP() << "no AVX2 on this CPU: only the plain decoders run";

@@ -43,6 +43,11 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected(R"({"evla_plan": 2})", "unsupported plan version");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [3]}})", "layer 3 does not exist");
   expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1, 1]}})", "listed twice");
+  expect_rejected(R"({"evla_plan": 1, "llm": {"num_layers": 3, "bf16_layers": [1], "int8_layers": [1]}})",
+                  "int8_layers: a layer here already has another precision");
+  expect_rejected(R"({"evla_plan": 1, "precision": {"vision": "int8"}})", "unknown precision 'int8' (stored, fp32, bf16)");
+  expect_rejected(R"({"evla_plan": 1, "precision": {"llm": "fp16"}})", "unknown precision 'fp16' (stored, fp32, bf16, int8)");
+  expect_rejected(R"({"evla_plan": 1, "precision": {"head": "bf16"}})", "head");
   // Every JSON input is parsed under one depth limit and one key rule.
   expect_rejected(R"({"evla_plan": 1, "name": )" + std::string(100000, '[') + std::string(100000, ']') + "}",
                   "plan.json nests deeper than 32 levels");
@@ -86,6 +91,15 @@ TEST(Plan, RoundTripsThroughJson) {
     "tokens": {"keep": 6, "key": 2, "alpha": 0.25, "after_layer": 1, "method": "fastv", "queries": "cognition"},
     "cache": {"interval": 3, "start": 1, "blocks": [0]}})";
   Plan p = Plan::from_json(text, "t");
+  const Plan mixed = Plan::from_json(R"({"evla_plan": 1, "precision": {"vision": "bf16", "llm": "int8"},
+    "llm": {"num_layers": 3, "fp32_layers": [0], "bf16_layers": [2]}})", "m");
+  EXPECT_EQ(Plan::from_json(mixed.to_json(), "m2").to_json(), mixed.to_json());
+  EXPECT_EQ(mixed.precision.vision, WeightType::BF16);
+  EXPECT_EQ(mixed.precision.action_head, WeightType::Stored);
+  EXPECT_EQ(mixed.layer_precision(0), WeightType::F32);
+  EXPECT_EQ(mixed.layer_precision(1), WeightType::Int8);  // the LM's default
+  EXPECT_EQ(mixed.layer_precision(2), WeightType::BF16);
+  EXPECT_FALSE(mixed.is_dense());
   Plan q = Plan::from_json(p.to_json(), "t2");
   EXPECT_EQ(q.to_json(), p.to_json());
   EXPECT_FALSE(q.llm[1].attn);
@@ -95,7 +109,7 @@ TEST(Plan, RoundTripsThroughJson) {
   EXPECT_EQ(q.llm[0].mlp_channels, (std::vector<int>{0, 2, 4}));
   EXPECT_NEAR(q.llm[0].mlp_keep, 3.0f / 128, 1e-7);
   EXPECT_EQ(q.llm[0].weights, WeightType::Int8);
-  EXPECT_EQ(q.llm[1].weights, WeightType::F32);
+  EXPECT_EQ(q.llm[1].weights, WeightType::Stored);
   EXPECT_EQ(q.tokens.method, TokenMethod::FastV);
   EXPECT_EQ(q.tokens.queries, TokenQueries::Cognition);
   EXPECT_EQ(q.cache.interval, 3);
@@ -159,6 +173,30 @@ TEST(Plan, Int8LayersAreCloseToFp32) {
   EXPECT_LT(num / den, 1e-3) << "layer 1 output, int8 vs fp32";
   EXPECT_GT(num / den, 0.0);
   for (size_t i = 0; i < dense.actions.size(); ++i) EXPECT_NEAR(dense.actions[i], q.actions[i], 0.05);
+}
+
+// BF16 layers of an fp32 model: bfloat16 copies, products with rounded
+// activations, so a layer's output moves by about the rounding (2⁻⁹ relative
+// per element), far less than int8's.
+TEST(Plan, Bf16LayersAreCloseToFp32) {
+  auto run = [&](const std::string& json) {
+    Policy pol(fixture_model(), PolicyOptions{1});
+    pol.set_plan(Plan::from_json(json, "p"));
+    pol.infer(fixture_obs());
+    return std::pair{pol.cognition(), pol.state().planned->derived_16bit.size()};
+  };
+  const auto [dense, none] = run(R"({"evla_plan": 1})");
+  const auto [one, copies] = run(R"({"evla_plan": 1, "llm": {"num_layers": 3, "bf16_layers": [1]}})");
+  const auto [all, all_copies] = run(R"({"evla_plan": 1, "precision": {"vision": "bf16", "projector": "bf16",
+                                          "llm": "bf16", "action_head": "bf16"}})");
+  EXPECT_EQ(none, 0u);
+  EXPECT_EQ(copies, 4u);  // q|k|v, o, gate|up, down
+  EXPECT_GT(all_copies, 12u);
+  for (const auto* v : {&one, &all}) {
+    const double e = test::nmse(v->data(), dense.data(), dense.size());
+    EXPECT_GT(e, 0.0);
+    EXPECT_LT(e, 1e-4);
+  }
 }
 
 TEST(Plan, TokenSelectionKeepsPositionsOfChosenTokens) {

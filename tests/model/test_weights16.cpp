@@ -1,6 +1,7 @@
 // 16-bit checkpoints: their matrices are used where they lie (no fp32 copy of
-// any matrix), and the model computes what an fp32 model holding the same
-// (already rounded) values computes, dense and under plans.
+// any matrix). Under fp32 precision the model computes what an fp32 model
+// holding the same (already rounded) values computes, dense and under plans;
+// as stored, bfloat16 runs BF16 products, as a BF16 plan on the fp32 model does.
 #include <gtest/gtest.h>
 
 #include "evla/evla.h"
@@ -65,12 +66,15 @@ TEST_P(Weights16, MatricesStayInPlaceAndComputeAsFp32) {
   lo.weight_cache_dir = "";
   auto m16 = Model::load(sixteen.dir.string(), lo), m32 = Model::load(f32.dir.string(), lo);
 
-  // Every matrix of the 16-bit model points into the mapped file; none has an fp32 copy.
+  // Every matrix of the 16-bit model points into the mapped file; none has an
+  // fp32 copy. Bfloat16 ones run as BF16 products unless a plan says fp32.
   const ModelImpl& im = m16->impl();
+  const bool bf16 = dtype == io::DType::BF16;
   auto in_place = [&](const Linear& L, const std::string& what) {
     EXPECT_EQ(L.w, nullptr) << what;
     EXPECT_NE(L.w16, nullptr) << what;
-    EXPECT_EQ(L.w16_bf16, dtype == io::DType::BF16) << what;
+    EXPECT_EQ(L.w16_bf16, bf16) << what;
+    EXPECT_EQ(L.bf16_dot, bf16) << what;
   };
   for (size_t i = 0; i < im.llm->layers().size(); ++i) {
     const LlamaLayer& L = im.llm->layers()[i];
@@ -79,11 +83,14 @@ TEST_P(Weights16, MatricesStayInPlaceAndComputeAsFp32) {
   }
   EXPECT_EQ(m16->num_params(), m32->num_params());
 
-  for (const char* plan : {R"({"evla_plan": 1})",
-                           R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [0, 2],
-                               "intermediate_size": 128, "mlp_channels": {"1": [0, 3, 7, 64, 100, 127]}}})"}) {
+  // Under fp32 precision everywhere, the 16-bit model computes what the fp32
+  // one holding the same values does.
+  const std::string fp32 = R"("precision": {"vision": "fp32", "projector": "fp32", "llm": "fp32", "action_head": "fp32"})";
+  for (const std::string plan : {R"({"evla_plan": 1, )" + fp32 + "}",
+                                 R"({"evla_plan": 1, )" + fp32 + R"(, "llm": {"num_layers": 3, "int8_layers": [0, 2],
+                                     "intermediate_size": 128, "mlp_channels": {"1": [0, 3, 7, 64, 100, 127]}}})"}) {
     SCOPED_TRACE(plan);
-    const bool compacts = std::string(plan).find("mlp_channels") != std::string::npos;
+    const bool compacts = plan.find("mlp_channels") != std::string::npos;
     Policy p16(m16, PolicyOptions{1}), p32(m32, PolicyOptions{1});
     p16.set_plan(Plan::from_json(plan, "p"));
     p32.set_plan(Plan::from_json(plan, "p"));
@@ -92,8 +99,32 @@ TEST_P(Weights16, MatricesStayInPlaceAndComputeAsFp32) {
     const PlannedModel& pm = *p16.state().planned;
     EXPECT_EQ(!pm.derived_16bit.empty(), compacts);
     EXPECT_NE(pm.llm_layers[1].gate.w16, nullptr);
+    EXPECT_FALSE(pm.llm_layers[1].gate.bf16_dot);
     EXPECT_LE(test::nmse(a.actions.data(), b.actions.data(), a.actions.size()), 1e-10);
     EXPECT_LE(test::nmse(p16.cognition().data(), p32.cognition().data(), p16.cognition().size()), 1e-10);
+  }
+
+  // As stored: IEEE half is widened (the same as fp32); bfloat16 runs BF16
+  // products, whose rounded activations move the result a little, and exactly
+  // as the fp32 model under a BF16 plan does (up to the order of the sums).
+  const std::string bf16_plan =
+      R"({"evla_plan": 1, "precision": {"vision": "bf16", "projector": "bf16", "llm": "bf16", "action_head": "bf16"}})";
+  Policy p16(m16, PolicyOptions{1}), p32(m32, PolicyOptions{1}), p32b(m32, PolicyOptions{1});
+  p32b.set_plan(Plan::from_json(bf16_plan, "p"));
+  const ActionChunk a = p16.infer(obs()), b = p32.infer(obs()), c = p32b.infer(obs());
+  const double moved = test::nmse(p16.cognition().data(), p32.cognition().data(), p16.cognition().size());
+  if (bf16) {
+    EXPECT_GT(moved, 0.0);
+    EXPECT_LE(moved, 1e-3);
+    EXPECT_LE(test::nmse(p16.cognition().data(), p32b.cognition().data(), p16.cognition().size()), 1e-10);
+    EXPECT_LE(test::nmse(a.actions.data(), c.actions.data(), a.actions.size()), 1e-10);
+    // The fp32 model's BF16 plan derives bfloat16 copies; the bfloat16 model's needs none.
+    EXPECT_FALSE(p32b.state().planned->derived_16bit.empty());
+    p16.set_plan(Plan::from_json(bf16_plan, "p"));
+    EXPECT_TRUE(p16.state().planned->derived_16bit.empty());
+  } else {
+    EXPECT_LE(moved, 1e-10);
+    EXPECT_LE(test::nmse(a.actions.data(), b.actions.data(), a.actions.size()), 1e-10);
   }
 }
 

@@ -1,10 +1,30 @@
-#include "model/quantize.h"
+#include "model/precision.h"
 
 #include <algorithm>
+#include <initializer_list>
+#include <stdexcept>
 
 #include "kernels/kernels.h"
 
 namespace evla {
+
+namespace {
+
+// The layer's matrix products: each fused matrix with its parts, and the
+// unfused ones with themselves.
+template <typename F>
+void for_each_product(LlamaLayer& layer, const F& f) {
+  if (layer.has_attn) {
+    f(layer.qkv, {&layer.q, &layer.k, &layer.v});
+    f(layer.o, {&layer.o});
+  }
+  if (layer.has_mlp) {
+    f(layer.gate_up, {&layer.gate, &layer.up});
+    f(layer.down, {&layer.down});
+  }
+}
+
+}  // namespace
 
 void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
                          std::deque<std::vector<float>>& scales) {
@@ -14,7 +34,7 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
   // integer kernel runs, the plain ones otherwise.
   const bool packed = kernels::prefer_int8_dynamic();
   std::vector<int8_t> plain;
-  auto quantize = [&](Linear& L, std::initializer_list<const Linear*> parts) {
+  auto quantize = [&](Linear& L, std::initializer_list<Linear*> parts) {
     std::vector<int8_t>& q = packed ? plain : codes.emplace_back();
     q.resize(size_t(L.out) * L.in);
     auto& s = scales.emplace_back(size_t(L.out));
@@ -43,14 +63,15 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
       L.w8 = q.data();
     }
   };
-  if (layer.has_attn) {
-    quantize(layer.qkv, {&layer.q, &layer.k, &layer.v});
-    quantize(layer.o, {&layer.o});
-  }
-  if (layer.has_mlp) {
-    quantize(layer.gate_up, {&layer.gate, &layer.up});
-    quantize(layer.down, {&layer.down});
-  }
+  for_each_product(layer, quantize);
+}
+
+void set_layer_precision(LlamaLayer& layer, WeightType precision, std::deque<std::vector<uint16_t>>& storage) {
+  if (precision == WeightType::Stored) return;
+  if (precision == WeightType::Int8) throw std::invalid_argument("set_layer_precision: int8 is quantize_layer_int8's");
+  for_each_product(layer, [&](Linear& fused, std::initializer_list<Linear*> parts) {
+    set_precision(fused, parts, precision, storage);
+  });
 }
 
 }  // namespace evla

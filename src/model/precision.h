@@ -1,6 +1,8 @@
-// Layer-wise int8 quantization: a plan marks LM layers whose matrices run from
-// int8 copies (one scale per output row), so the layers the analysis finds
-// important can keep fp32. Where the CPU has AVX2 the products run in integer
+// A plan's per-layer precision (WeightType): the LM layers whose products run
+// in fp32, BF16 or int8 rather than as their weights are stored, so the
+// layers the analysis finds important can keep full precision.
+//
+// Int8: copies with one scale per output row. Where the CPU has AVX2 the products run in integer
 // arithmetic on activations quantized per row (kernels::linear_int8_dynamic);
 // elsewhere weight-only (dequantized blocks through BLAS).
 #pragma once
@@ -18,5 +20,9 @@ namespace evla {
 // without attention or MLP keeps what it lacks.
 void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
                          std::deque<std::vector<float>>& scales);
+
+// set_precision (weights.h) for every matrix product of an LM layer (the
+// fused q|k|v and gate|up ones from their parts); F32 or BF16.
+void set_layer_precision(LlamaLayer& layer, WeightType precision, std::deque<std::vector<uint16_t>>& storage);
 
 }  // namespace evla
