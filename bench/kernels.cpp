@@ -6,7 +6,7 @@
 //
 // Each benchmark reports GFLOP/s; compare the BLAS/ and Packed/ lines of a
 // shape, for int8 layers the Int8WeightOnly/, Int8Dynamic/ (AVX2) and
-// Int8DynamicVnni/ lines, for bfloat16 weights the Widen16/ and Bf16Dot/ ones.
+// Int8DynamicVnni/ (packed) and Int8Rows/ (row-major, VNNI) lines, for bfloat16 weights the Widen16/ and Bf16Dot/ ones.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -49,10 +49,11 @@ void Packed(benchmark::State& st) { run(st, true); }
 // An int8 layer's product: weight-only (dequantize, then sgemm) against the
 // integer kernel (7-bit activations × int8 weights, int32 sums) on AVX2 and,
 // where the CPU has it, AVX-512 VNNI.
-enum class Int8Path { WeightOnly, Avx2, Vnni };
+enum class Int8Path { WeightOnly, Avx2, Vnni, Rows };
 
 void run_int8(benchmark::State& st, Int8Path path) {
-  if (path == Int8Path::Vnni && !kernels::cpu_has_avx512vnni()) return st.SkipWithError("no AVX-512 VNNI");
+  if ((path == Int8Path::Vnni || path == Int8Path::Rows) && !kernels::cpu_has_avx512vnni())
+    return st.SkipWithError("no AVX-512 VNNI");
   const int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2));
   ThreadPool pool(1);
   auto x = randn(size_t(M) * K, 1), W = randn(size_t(N) * K, 2);
@@ -62,7 +63,9 @@ void run_int8(benchmark::State& st, Int8Path path) {
   std::vector<int8_t> Wp(kernels::int8_dynamic_packed_bytes(N, K));
   kernels::pack_int8_dynamic(q.data(), N, K, Wp.data());
   for (auto _ : st) {
-    if (path != Int8Path::WeightOnly)
+    if (path == Int8Path::Rows)
+      kernels::linear_int8_rows(pool, x.data(), K, M, K, q.data(), scale.data(), nullptr, N, y.data(), N);
+    else if (path != Int8Path::WeightOnly)
       kernels::linear_int8_dynamic(path == Int8Path::Vnni ? kernels::Int8Isa::Avx512Vnni : kernels::Int8Isa::Avx2,
                                    pool, x.data(), K, M, K, Wp.data(), scale.data(), nullptr, N, y.data(), N);
     else
@@ -76,6 +79,7 @@ void run_int8(benchmark::State& st, Int8Path path) {
 void Int8WeightOnly(benchmark::State& st) { run_int8(st, Int8Path::WeightOnly); }
 void Int8Dynamic(benchmark::State& st) { run_int8(st, Int8Path::Avx2); }
 void Int8DynamicVnni(benchmark::State& st) { run_int8(st, Int8Path::Vnni); }
+void Int8Rows(benchmark::State& st) { run_int8(st, Int8Path::Rows); }
 
 // 16-bit weights used in place: widened to fp32 block by block, then sgemm
 // (Widen16/), against BF16 products with vdpbf16ps (Bf16Dot/).
@@ -130,6 +134,7 @@ BENCHMARK(Packed)->Apply(shapes);
 BENCHMARK(Int8WeightOnly)->Apply(shapes);
 BENCHMARK(Int8Dynamic)->Apply(shapes);
 BENCHMARK(Int8DynamicVnni)->Apply(shapes);
+BENCHMARK(Int8Rows)->Apply(shapes);
 BENCHMARK(Widen16)->Apply(shapes_16bit)->UseRealTime();
 BENCHMARK(Bf16Dot)->Apply(shapes_16bit)->UseRealTime();
 BENCHMARK_MAIN();

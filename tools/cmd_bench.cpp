@@ -56,7 +56,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--image", o->image, "Use this image instead of a synthetic one");
   cmd->add_option("--prompt", o->prompt, "Instruction");
   cmd->add_option("-o,--output", o->output, "md, json or csv")->check(CLI::IsMember({"md", "json", "csv"}))->capture_default_str();
-  cmd->add_flag("--roofline", o->roofline, "Also measure this machine's fp32 GEMM and memory-bandwidth ceilings and report runs as a fraction");
+  cmd->add_flag("--roofline", o->roofline, "Also measure this machine's GEMM ceilings (fp32, BF16, int8) and memory bandwidth, and report runs as a fraction of the fp32 one");
   cmd->callback([o] {
     for (const int t : parse_ints(o->threads, "--threads"))
       if (t < 1 || t > kMaxThreads)
@@ -117,8 +117,8 @@ void add_bench_command(CLI::App& app) {
     if (o->roofline)
       for (const int n : parse_ints(o->threads, "--threads")) {
         roof[n] = kernels::measure_roofline(n);
-        fmt::print(stderr, "roofline, {} thread(s): fp32 GEMM {:.1f} GFLOP/s, memory {:.1f} GB/s\n", n,
-                   roof[n].gemm_gflops, roof[n].bandwidth_gbs);
+        fmt::print(stderr, "roofline, {} thread(s): GEMM fp32 {:.1f}, BF16 {:.1f}, int8 {:.1f} GFLOP/s; memory {:.1f} GB/s\n",
+                   n, roof[n].gemm_gflops, roof[n].bf16_gemm_gflops, roof[n].int8_gemm_gflops, roof[n].bandwidth_gbs);
       }
     const double warm_p50 = percentile(configs.front().total, 0.5);
     fmt::print(stderr, "cold start ({}, {} thread(s)): load {:.1f} ms + first inference {:.1f} ms = {:.2f}x the warm p50 "
@@ -146,6 +146,8 @@ void add_bench_command(CLI::App& app) {
       if (roof.count(c.threads)) {
         rows.back()["pct_of_gemm_peak"] = 100.0 * fl.total() / 1e6 / p50 / roof[c.threads].gemm_gflops;
         rows.back()["roofline_gemm_gflops"] = roof[c.threads].gemm_gflops;
+        rows.back()["roofline_bf16_gemm_gflops"] = roof[c.threads].bf16_gemm_gflops;
+        rows.back()["roofline_int8_gemm_gflops"] = roof[c.threads].int8_gemm_gflops;
         rows.back()["roofline_bandwidth_gbs"] = roof[c.threads].bandwidth_gbs;
       }
     }

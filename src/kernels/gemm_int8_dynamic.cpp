@@ -33,6 +33,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -40,7 +41,7 @@
 #include "kernels/vec_math.h"
 
 #define EVLA_AVX2 __attribute__((target("avx2,fma")))
-#define EVLA_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define EVLA_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 namespace evla::kernels {
 
@@ -62,12 +63,14 @@ struct RowQuant {
 // A finite row spanning more than FLT_MAX overflows hi − lo; hi/127 − lo/127
 // does not. A row holding NaN gets a NaN scale, so its outputs are NaN as they
 // would be in fp32 instead of silently finite.
-RowQuant row_quant(float lo, float hi, bool has_nan) {
+// levels: the largest code, 127 (7-bit) or 255 (8-bit, linear_int8_rows).
+RowQuant row_quant(float lo, float hi, bool has_nan, int levels = 127) {
   if (has_nan) return {std::numeric_limits<float>::quiet_NaN(), 0};
-  float s = (hi - lo) / 127.0f;
-  if (std::isinf(s)) s = hi / 127.0f - lo / 127.0f;
+  const float L = float(levels);
+  float s = (hi - lo) / L;
+  if (std::isinf(s)) s = hi / L - lo / L;
   if (!(s > 0)) return {1.0f, 0};  // an all-zero row
-  return {s, int(std::clamp(std::lrint(-lo / s), 0L, 127L))};
+  return {s, int(std::clamp(std::lrint(-lo / s), 0L, long(levels)))};
 }
 
 EVLA_AVX2 inline __m256i group_of(const uint8_t* p) {
@@ -280,35 +283,90 @@ EVLA_AVX2 void quantize_rows_avx2(const float* x, int ldx, int m0, int m1, int K
   }
 }
 
-void panels(Int8Isa isa, int M, int K, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* Wp,
-            const float* scale, const float* bias, int N, int p0, int p1, float* y, int ldy) {
+// Output features [16p, 16p + 16) of every row, from one packed panel and its
+// column sums.
+void panel_rows(Int8Isa isa, int M, int K, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* panel,
+                const int32_t* colsum, const float* scale, const float* bias, int N, int p, float* y, int ldy) {
   const bool vnni = isa == Int8Isa::Avx512Vnni;
   const int rows = vnni ? kRowsVnni : kRows;
   alignas(64) float tile[kRowsVnni * kPanel];
   alignas(32) float sw[kPanel], b[kPanel];
   const int K4 = groups(K);
+  const int n0 = p * kPanel, nn = std::min(kPanel, N - n0);
+  for (int j = 0; j < kPanel; ++j) {  // zero-padded past N
+    sw[j] = j < nn ? scale[n0 + j] : 0.0f;
+    b[j] = j < nn && bias ? bias[n0 + j] : 0.0f;
+  }
+  for (int m = 0; m < M; m += rows) {
+    const int mr = std::min(rows, M - m);
+    const uint8_t* xm = xq + size_t(m) * ldq;
+    float* dst = y + size_t(m) * ldy + n0;
+    auto run = vnni ? micro_vnni_rows : micro;
+    if (nn == kPanel) {
+      run(mr, K4, xm, ldq, rq + m, panel, colsum, sw, b, dst, ldy);
+      continue;
+    }
+    run(mr, K4, xm, ldq, rq + m, panel, colsum, sw, b, tile, kPanel);
+    for (int r = 0; r < mr; ++r) std::copy_n(tile + r * kPanel, nn, dst + size_t(r) * ldy);
+  }
+}
+
+void panels(Int8Isa isa, int M, int K, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* Wp,
+            const float* scale, const float* bias, int N, int p0, int p1, float* y, int ldy) {
   const int P = (N + kPanel - 1) / kPanel;
   const int32_t* colsums = reinterpret_cast<const int32_t*>(Wp + P * panel_bytes(K));
-  for (int p = p0; p < p1; ++p) {
-    const int8_t* panel = Wp + p * panel_bytes(K);
-    const int32_t* colsum = colsums + p * kPanel;
-    const int n0 = p * kPanel, nn = std::min(kPanel, N - n0);
-    for (int j = 0; j < kPanel; ++j) {  // zero-padded past N
-      sw[j] = j < nn ? scale[n0 + j] : 0.0f;
-      b[j] = j < nn && bias ? bias[n0 + j] : 0.0f;
+  for (int p = p0; p < p1; ++p)
+    panel_rows(isa, M, K, xq, ldq, rq, Wp + p * panel_bytes(K), colsums + p * kPanel, scale, bias, N, p, y, ldy);
+}
+
+// Rows [m0, m1) of x to full 8-bit codes (AVX-512; linear_int8_rows), zero-
+// padded to ldq, with the same steps as quantize_rows_avx2.
+EVLA_VNNI void quantize_rows8(const float* x, int ldx, int m0, int m1, int K, uint8_t* xq, int ldq, RowQuant* rq) {
+  for (int m = m0; m < m1; ++m) {
+    const float* row = x + size_t(m) * ldx;
+    __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+    __mmask16 nan = 0;
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m512 v = _mm512_loadu_ps(row + k);
+      vlo = _mm512_min_ps(v, vlo), vhi = _mm512_max_ps(v, vhi);
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     }
-    for (int m = 0; m < M; m += rows) {
-      const int mr = std::min(rows, M - m);
-      const uint8_t* xm = xq + size_t(m) * ldq;
-      float* dst = y + size_t(m) * ldy + n0;
-      auto run = vnni ? micro_vnni_rows : micro;
-      if (nn == kPanel) {
-        run(mr, K4, xm, ldq, rq + m, panel, colsum, sw, b, dst, ldy);
-        continue;
+    float lo = std::min(0.0f, _mm512_reduce_min_ps(vlo)), hi = std::max(0.0f, _mm512_reduce_max_ps(vhi));
+    bool has_nan = nan != 0;
+    for (; k < K; ++k) lo = std::min(lo, row[k]), hi = std::max(hi, row[k]), has_nan |= std::isnan(row[k]);
+    const RowQuant q = rq[m] = row_quant(lo, hi, has_nan, 255);
+    const __m512 vinv = _mm512_set1_ps(1.0f / q.scale);
+    const __m512i z = _mm512_set1_epi32(q.zero), zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    uint8_t* out = xq + size_t(m) * ldq;
+    for (k = 0; k + 16 <= K; k += 16) {
+      // cvtps rounds to nearest even, as lrint does in the default mode.
+      __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row + k), vinv)), z);
+      c = _mm512_min_epi32(_mm512_max_epi32(c, zero), top);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm512_cvtepi32_epi8(c));
+    }
+    const float inv = 1.0f / q.scale;
+    for (; k < K; ++k) out[k] = uint8_t(std::clamp(std::lrint(row[k] * inv) + q.zero, 0L, 255L));
+    for (; k < ldq; ++k) out[k] = 0;
+  }
+}
+
+// One panel of pack_int8_dynamic's layout: rows [n0, n0 + 16) of Wq (zeros
+// past N), k in groups of four, and each row's sum of codes.
+void pack_panel(const int8_t* Wq, int N, int K, int n0, int8_t* panel, int32_t* colsum) {
+  const int K4 = groups(K), nn = std::min(kPanel, N - n0);
+  for (int j = 0; j < kPanel; ++j) {
+    int32_t sum = 0;
+    const int8_t* row = Wq + size_t(n0 + j) * K;
+    for (int i = 0; i < K4; ++i) {
+      int8_t* dst = panel + (size_t(i) * kPanel + j) * kGroup;
+      for (int t = 0; t < kGroup; ++t) {
+        const int k = kGroup * i + t;
+        dst[t] = j < nn && k < K ? row[k] : 0;
+        sum += dst[t];
       }
-      run(mr, K4, xm, ldq, rq + m, panel, colsum, sw, b, tile, kPanel);
-      for (int r = 0; r < mr; ++r) std::copy_n(tile + r * kPanel, nn, dst + size_t(r) * ldy);
     }
+    colsum[j] = sum;
   }
 }
 
@@ -334,7 +392,8 @@ Int8Isa int8_isa() {
 
 const char* int8_kernel_name() {
   if (!prefer_int8_dynamic()) return "weight-only (dequantized to fp32)";
-  return int8_isa() == Int8Isa::Avx512Vnni ? "integer kernel, AVX-512 VNNI" : "integer kernel, AVX2";
+  return int8_isa() == Int8Isa::Avx512Vnni ? "integer kernel, AVX-512 VNNI, 8-bit activations"
+                                           : "integer kernel, AVX2, 7-bit activations";
 }
 
 size_t int8_dynamic_packed_bytes(int N, int K) {
@@ -343,19 +402,13 @@ size_t int8_dynamic_packed_bytes(int N, int K) {
 }
 
 void pack_int8_dynamic(const int8_t* Wq, int N, int K, int8_t* Wp) {
-  const int K4 = groups(K), P = (N + kPanel - 1) / kPanel;
-  int8_t* dst = Wp;
-  std::vector<int32_t> colsum(size_t(P) * kPanel, 0);
-  for (int n0 = 0; n0 < N; n0 += kPanel)
-    for (int i = 0; i < K4; ++i)
-      for (int j = 0; j < kPanel; ++j)
-        for (int t = 0; t < kGroup; ++t) {
-          const int n = n0 + j, k = kGroup * i + t;
-          const int8_t w = n < N && k < K ? Wq[size_t(n) * K + k] : 0;
-          *dst++ = w;
-          colsum[size_t(n0) + j] += w;
-        }
-  std::memcpy(Wp + P * panel_bytes(K), colsum.data(), colsum.size() * sizeof(int32_t));
+  const int P = (N + kPanel - 1) / kPanel;
+  int32_t* colsums = reinterpret_cast<int32_t*>(Wp + P * panel_bytes(K));
+  for (int p = 0; p < P; ++p) {
+    int32_t sums[kPanel];
+    pack_panel(Wq, N, K, p * kPanel, Wp + p * panel_bytes(K), sums);
+    std::memcpy(colsums + p * kPanel, sums, sizeof sums);
+  }
 }
 
 void linear_int8_dynamic(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wp,
@@ -389,6 +442,73 @@ void linear_int8_dynamic(Int8Isa isa, ThreadPool& pool, const float* x, int ldx,
   pool.parallel_for(P, 1, [&](int64_t p0, int64_t p1) {
     panels(isa, M, K, xq, ldq, rq, Wp, scale, bias, N, int(p0), int(p1), y, ldy);
   });
+}
+
+namespace {
+
+// pack_panel with AVX-512: one gather collects a group of four codes from each
+// of the 16 rows, which is one 64-byte line of the panel, and one vpdpbusd by
+// ones adds the line into the rows' sums. The last, partial group of a row
+// (K not a multiple of 4) and rows past N are left to the plain loop's rules:
+// masked lanes are not read, so nothing past the matrix is touched.
+EVLA_VNNI void pack_panel_vnni(const int8_t* Wq, int N, int K, int n0, int8_t* panel, int32_t* colsum) {
+  const int nn = std::min(kPanel, N - n0), full = K / kGroup, K4 = groups(K);
+  const __mmask16 rows = __mmask16((1u << nn) - 1);
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(K));
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i sums = _mm512_setzero_si512();
+  const int8_t* base = Wq + size_t(n0) * K;
+  for (int i = 0; i < full; ++i) {
+    const __m512i line = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, offsets, base + kGroup * i, 1);
+    _mm512_storeu_si512(panel + size_t(i) * kGroup * kPanel, line);
+    sums = _mm512_dpbusd_epi32(sums, ones, line);
+  }
+  _mm512_storeu_si512(colsum, sums);
+  for (int i = full; i < K4; ++i)  // the partial group
+    for (int j = 0; j < kPanel; ++j)
+      for (int t = 0; t < kGroup; ++t) {
+        const int k = kGroup * i + t;
+        const int8_t w = j < nn && k < K ? base[size_t(j) * K + k] : 0;
+        panel[(size_t(i) * kPanel + j) * kGroup + t] = w;
+        colsum[j] += w;
+      }
+}
+
+}  // namespace
+
+bool prefer_int8_rows() { return cpu_has_avx512vnni() && int8_isa() == Int8Isa::Avx512Vnni && !blas_only(); }
+
+void linear_int8_rows(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq, const float* scale,
+                      const float* bias, int N, float* y, int ldy) {
+  if (!cpu_has_avx512vnni()) throw std::invalid_argument("linear_int8_rows: this CPU has no AVX-512 VNNI");
+  // An int32 sum of K products of at most 255 · 127 must not overflow.
+  if (K > kInt8RowsMaxK) throw std::invalid_argument("linear_int8_rows: K above " + std::to_string(kInt8RowsMaxK));
+  thread_local std::vector<uint8_t> xq_store;  // as linear_int8_dynamic's
+  thread_local std::vector<RowQuant> rq_store;
+  const int ldq = kGroup * groups(K);
+  if (xq_store.size() < size_t(M) * ldq) xq_store.resize(size_t(M) * ldq);
+  if (rq_store.size() < size_t(M)) rq_store.resize(size_t(M));
+  uint8_t* xq = xq_store.data();
+  RowQuant* rq = rq_store.data();
+  // Each panel is packed as it is needed into a buffer of the worker's that
+  // stays in L2 while every row passes it: the weights are read once, in place.
+  auto run = [&](int64_t p0, int64_t p1) {
+    thread_local std::vector<int8_t> panel;
+    if (panel.size() < panel_bytes(K)) panel.resize(panel_bytes(K));
+    int32_t colsum[kPanel];
+    for (int p = int(p0); p < int(p1); ++p) {
+      pack_panel_vnni(Wq, N, K, p * kPanel, panel.data(), colsum);
+      panel_rows(Int8Isa::Avx512Vnni, M, K, xq, ldq, rq, panel.data(), colsum, scale, bias, N, p, y, ldy);
+    }
+  };
+  const int P = (N + kPanel - 1) / kPanel;
+  if (pool.size() == 1 || int64_t(M) * K * N < (int64_t(1) << 21)) {
+    quantize_rows8(x, ldx, 0, M, K, xq, ldq, rq);
+    return run(0, P);
+  }
+  pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows8(x, ldx, int(m0), int(m1), K, xq, ldq, rq); });
+  pool.parallel_for(P, 1, run);
 }
 
 }  // namespace evla::kernels

@@ -99,6 +99,19 @@ const char* int8_kernel_name();
 void linear_int8_dynamic(Int8Isa isa, ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wp,
                          const float* scale, const float* bias, int N, float* y, int ldy);
 
+// Int8 layers on AVX-512 VNNI from plain row-major codes: the codes of
+// quantize_int8_rows used where they lie (a plan's derived codes or an int8
+// checkpoint's mapped file). Each 16-feature panel is packed on the fly into
+// a per-thread buffer and run by linear_int8_dynamic's VNNI micro-kernel, on
+// activations quantized per row to full 8-bit codes (vpdpbusd does not
+// saturate, unlike AVX2's vpmaddubsw); integer sums exact, so the result is
+// ref::linear_int8_rows's bit for bit. K ≤ kInt8RowsMaxK keeps every int32
+// sum in range. std::invalid_argument where the CPU lacks AVX-512 VNNI.
+inline constexpr int kInt8RowsMaxK = 65536;
+bool prefer_int8_rows();  // AVX-512 VNNI here, and neither EVLA_KERNELS=avx2 nor =blas
+void linear_int8_rows(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq, const float* scale,
+                      const float* bias, int N, float* y, int ldy);
+
 // Multi-head attention. q: Tq rows of Hq·hd; k, v: Tk rows of Hkv·hd (Hq a
 // multiple of Hkv: grouped-query); out: Tq rows of Hq·hd. Each operand has its
 // own row stride (ld*), so q, k and v can be read straight out of a fused qkv

@@ -53,8 +53,11 @@ void linear_16bit(const float* x, int M, int K, const uint16_t* W, bool bf16, co
     }
 }
 
-void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
-                         int N, float* y) {
+namespace {
+
+// Activations to `levels` + 1 unsigned codes with a zero point, per row.
+void linear_int8_codes(int levels, const float* x, int M, int K, const int8_t* Wq, const float* scale,
+                       const float* bias, int N, float* y) {
   std::vector<int64_t> q(static_cast<size_t>(K));
   for (int m = 0; m < M; ++m) {
     const float* row = x + size_t(m) * K;
@@ -64,23 +67,35 @@ void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const f
     bool has_nan = false;
     for (int k = 0; k < K; ++k)
       lo = std::min(lo, row[k]), hi = std::max(hi, row[k]), has_nan |= std::isnan(row[k]);
-    float s = (hi - lo) / 127.0f;
-    if (std::isinf(s)) s = hi / 127.0f - lo / 127.0f;  // a finite row spanning more than FLT_MAX
+    float s = (hi - lo) / float(levels);
+    if (std::isinf(s)) s = hi / float(levels) - lo / float(levels);  // a finite row spanning more than FLT_MAX
     long z = 0;
     if (has_nan)
       s = std::numeric_limits<float>::quiet_NaN();
     else if (s > 0)
-      z = std::clamp(std::lrint(-lo / s), 0L, 127L);
+      z = std::clamp(std::lrint(-lo / s), 0L, long(levels));
     else
       s = 1.0f;
     const float inv = 1.0f / s;
-    for (int k = 0; k < K; ++k) q[k] = std::clamp(std::lrint(row[k] * inv) + z, 0L, 127L);
+    for (int k = 0; k < K; ++k) q[k] = std::clamp(std::lrint(row[k] * inv) + z, 0L, long(levels));
     for (int n = 0; n < N; ++n) {
       int64_t acc = 0, wsum = 0;
       for (int k = 0; k < K; ++k) acc += q[k] * Wq[size_t(n) * K + k], wsum += Wq[size_t(n) * K + k];
       y[size_t(m) * N + n] = std::fma(float(acc - z * wsum), s * scale[n], bias ? bias[n] : 0.0f);
     }
   }
+}
+
+}  // namespace
+
+void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
+                         int N, float* y) {
+  linear_int8_codes(127, x, M, K, Wq, scale, bias, N, y);
+}
+
+void linear_int8_rows(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias, int N,
+                      float* y) {
+  linear_int8_codes(255, x, M, K, Wq, scale, bias, N, y);
 }
 
 void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out) {

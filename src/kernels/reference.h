@@ -19,6 +19,9 @@ void linear_bf16(const float* x, int M, int K, const uint16_t* W, const float* b
 // fma per output: float(Σ q·w − z·Σ w) · (row scale · scale[n]) + bias[n].
 void linear_int8_dynamic(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias,
                          int N, float* y);
+// The same with full 8-bit codes (255 steps): linear_int8_rows.
+void linear_int8_rows(const float* x, int M, int K, const int8_t* Wq, const float* scale, const float* bias, int N,
+                      float* y);
 void attention(const AttentionShape& a, const float* q, const float* k, const float* v, float* out);
 
 }  // namespace evla::kernels::ref

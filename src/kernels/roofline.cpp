@@ -20,18 +20,42 @@ Roofline measure_roofline(int threads, int n, int reps) {
   for (float& v : a) v = float(rng.uniform());
   for (float& v : b) v = float(rng.uniform());
   linear(pool, a.data(), n, n, b.data(), nullptr, n, c.data());  // warm-up
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    linear(pool, a.data(), n, n, b.data(), nullptr, n, c.data());
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  // Best of reps runs of one product (after a warm-up), in GFLOP/s.
+  auto rate = [&](const auto& product) {
+    product();
+    double best = 1e30;
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = Clock::now();
+      product();
+      best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    return 2.0 * n * n * double(n) / best / 1e9;
+  };
+  r.gemm_gflops = rate([&] { linear(pool, a.data(), n, n, b.data(), nullptr, n, c.data()); });
+  std::vector<uint16_t> b16(b.size());
+  for (size_t i = 0; i < b.size(); ++i) b16[i] = bf16_round(b[i]);
+  r.bf16_gemm_gflops = rate([&] { linear_bf16(pool, a.data(), n, n, n, b16.data(), nullptr, n, c.data(), n); });
+  std::vector<int8_t> q(b.size());
+  std::vector<float> scale(static_cast<size_t>(n));
+  quantize_int8_rows(b.data(), n, n, q.data(), scale.data());
+  if (prefer_int8_rows()) {
+    r.int8_gemm_gflops = rate([&] {
+      linear_int8_rows(pool, a.data(), n, n, n, q.data(), scale.data(), nullptr, n, c.data(), n);
+    });
+  } else if (prefer_int8_dynamic()) {
+    std::vector<int8_t> packed(int8_dynamic_packed_bytes(n, n));
+    pack_int8_dynamic(q.data(), n, n, packed.data());
+    r.int8_gemm_gflops = rate([&] {
+      linear_int8_dynamic(pool, a.data(), n, n, n, packed.data(), scale.data(), nullptr, n, c.data(), n);
+    });
+  } else {
+    r.int8_gemm_gflops = rate([&] { linear_int8(pool, a.data(), n, n, n, q.data(), scale.data(), nullptr, n, c.data(), n); });
   }
-  r.gemm_gflops = 2.0 * n * n * double(n) / best / 1e9;
 
   // Triad over 3 × 64 MB, split over the pool like the kernels split work.
   const size_t m = size_t(16) << 20;
   std::vector<float> x(m, 1.f), y(m, 2.f), z(m, 0.f);
-  best = 1e30;
+  double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     const auto t0 = Clock::now();
     pool.parallel_for(int64_t(m), 4096, [&](int64_t s, int64_t e) {

@@ -8,6 +8,8 @@ namespace evla::kernels {
 struct Roofline {
   int threads = 1;
   double gemm_gflops = 0;       // fp32, n×n×n through linear()
+  double bf16_gemm_gflops = 0;  // the same through linear_bf16 (bfloat16 weights, BF16 products)
+  double int8_gemm_gflops = 0;  // the same through the kernel int8 layers run on (int8_kernel_name())
   double bandwidth_gbs = 0;     // a[i] = b[i] + s·c[i] over buffers far larger than the caches
 };
 

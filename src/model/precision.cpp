@@ -32,7 +32,9 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
   // part straight from the layer's own q, k, v (gate, up) weights.
   // Only the form the forward pass reads is kept: the packed codes where the
   // integer kernel runs, the plain ones otherwise.
-  const bool packed = kernels::prefer_int8_dynamic();
+  // With AVX-512 VNNI the plain codes are what the kernel reads (it packs
+  // panels on the fly); the AVX2 kernel wants them packed once.
+  const bool packed = kernels::prefer_int8_dynamic() && !kernels::prefer_int8_rows();
   std::vector<int8_t> plain;
   auto quantize = [&](Linear& L, std::initializer_list<Linear*> parts) {
     std::vector<int8_t>& q = packed ? plain : codes.emplace_back();

@@ -67,6 +67,8 @@ const float* WeightLoader::get(const std::string& leaf, const std::vector<int64_
 void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy) {
   if (L.w8_packed)
     kernels::linear_int8_dynamic(pool, x, ldx, M, L.in, L.w8_packed, L.w8_scale, L.b, L.out, y, ldy);
+  else if (L.w8 && kernels::prefer_int8_rows())
+    kernels::linear_int8_rows(pool, x, ldx, M, L.in, L.w8, L.w8_scale, L.b, L.out, y, ldy);
   else if (L.w8)
     kernels::linear_int8(pool, x, ldx, M, L.in, L.w8, L.w8_scale, L.b, L.out, y, ldy);
   else if (L.w16 && L.bf16_dot)

@@ -23,9 +23,10 @@ struct Linear {
   const float* b = nullptr;  // [out] or null
   int in = 0, out = 0;
   // A plan's int8 layer: w ≈ w8_scale[row] · codes (kernels::quantize_int8_rows),
-  // the codes either packed for the integer kernel (kernels::linear_int8_dynamic,
-  // where kernels::prefer_int8_dynamic) or plain for the weight-only one. When
-  // either is set the forward pass uses it instead of w.
+  // the codes either packed for the AVX2 integer kernel (kernels::linear_int8_dynamic)
+  // or plain, for the AVX-512 VNNI one (kernels::linear_int8_rows, 8-bit
+  // activations) or else the weight-only one. When either is set the forward
+  // pass uses it instead of w.
   const int8_t* w8 = nullptr;
   const int8_t* w8_packed = nullptr;
   const float* w8_scale = nullptr;

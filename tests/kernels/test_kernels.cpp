@@ -334,6 +334,69 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Int8DynamicVsRef,
                                            LinearCase{3, 1, 5, true, 1}, LinearCase{13, 97, 16, false, 1},
                                            LinearCase{17, 40, 33, true, 1}));
 
+// Int8 from plain row-major codes on AVX-512 VNNI with 8-bit activations:
+// bit-identical to the reference, with strides, k tails, a zero row, rows of
+// one sign, partial panels and row blocks, and the thread split; 8-bit
+// activations err about a quarter of 7-bit's.
+class Int8RowsVsRef : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(Int8RowsVsRef, MatchesBitForBit) {
+  if (!kernels::cpu_has_avx512vnni()) GTEST_SKIP() << "needs AVX-512 VNNI";
+  const auto c = GetParam();
+  ThreadPool pool(c.threads);
+  auto x = randn(size_t(c.M) * c.K, 41), W = randn(size_t(c.N) * c.K, 42), b = randn(c.N, 43);
+  if (c.M > 2) std::fill_n(x.begin() + c.K, c.K, 0.0f);
+  if (c.M > 4) {
+    for (int k = 0; k < c.K; ++k) x[size_t(3) * c.K + k] = std::fabs(x[size_t(3) * c.K + k]) + 0.5f;
+    for (int k = 0; k < c.K; ++k) x[size_t(4) * c.K + k] = -std::fabs(x[size_t(4) * c.K + k]);
+  }
+  std::vector<int8_t> q(W.size());
+  std::vector<float> scale(size_t(c.N));
+  kernels::quantize_int8_rows(W.data(), c.N, c.K, q.data(), scale.data());
+  const int ldx = c.K + 3, ldy = c.N + 5;
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
+  const float* bias = c.bias ? b.data() : nullptr;
+  kernels::linear_int8_rows(pool, xs.data(), ldx, c.M, c.K, q.data(), scale.data(), bias, c.N, ys.data(), ldy);
+  std::vector<float> y, r(size_t(c.M) * c.N), r7(r.size()), exact(r.size());
+  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
+  kernels::ref::linear_int8_rows(x.data(), c.M, c.K, q.data(), scale.data(), bias, c.N, r.data());
+  EXPECT_EQ(y, r);
+  kernels::ref::linear_int8_dynamic(x.data(), c.M, c.K, q.data(), scale.data(), bias, c.N, r7.data());
+  kernels::ref::linear_int8(x.data(), c.M, c.K, q.data(), scale.data(), bias, c.N, exact.data());
+  if (c.K >= 64) {
+    EXPECT_LT(nmse(y, exact), 0.5 * nmse(r7, exact)) << "8-bit activations should err well below 7-bit ones";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Int8RowsVsRef,
+                         ::testing::Values(LinearCase{1, 64, 96, true, 1}, LinearCase{7, 33, 65, true, 2},
+                                           LinearCase{90, 128, 344, false, 2}, LinearCase{40, 2561, 300, true, 3},
+                                           LinearCase{3, 1, 5, true, 1}, LinearCase{13, 97, 200, false, 1},
+                                           LinearCase{300, 4104, 13, true, 2}));
+
+TEST(Int8Rows, NanRowsGiveNanOutputsAndTheLastRowIsNotOverread) {
+  if (!kernels::cpu_has_avx512vnni()) GTEST_SKIP() << "needs AVX-512 VNNI";
+  const long page = sysconf(_SC_PAGESIZE);
+  void* mem = mmap(nullptr, size_t(2 * page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  ASSERT_EQ(mprotect(static_cast<char*>(mem) + page, size_t(page), PROT_NONE), 0);
+  const int M = 3, K = 37, N = 7;
+  int8_t* W = static_cast<int8_t*>(mem) + page - size_t(N) * K;
+  auto w = randn(size_t(N) * K, 51), x = randn(size_t(M) * K, 52);
+  std::vector<float> scale(static_cast<size_t>(N));
+  kernels::quantize_int8_rows(w.data(), N, K, W, scale.data());
+  x[size_t(K) + 5] = std::numeric_limits<float>::quiet_NaN();
+  ThreadPool pool(1);
+  std::vector<float> y(size_t(M) * N);
+  kernels::linear_int8_rows(pool, x.data(), K, M, K, W, scale.data(), nullptr, N, y.data(), N);
+  for (int n = 0; n < N; ++n) {
+    EXPECT_TRUE(std::isfinite(y[size_t(n)]));
+    EXPECT_TRUE(std::isnan(y[size_t(N + n)]));
+  }
+  munmap(mem, size_t(2 * page));
+}
+
 // The largest codes on both sides over a long row: the pair sums must not
 // saturate (127·127·2 < 32767) and the int32 sums must stay exact.
 TEST(Int8Dynamic, ExtremeValuesStayExact) {
