@@ -25,8 +25,8 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--config", o->config, "The model repository's config.json (names the base VLM and DiT size)");
   cmd->add_option("--stats", o->stats, "dataset_statistics.json: every dataset's action statistics");
   cmd->add_option("--tokenizer", o->tokenizer, "Llama-2 tokenizer.model, copied into the model directory");
-  cmd->add_option("--dtype", o->dtype, "Weights as f32, bf16 or f16 (default: as stored)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  cmd->add_option("--dtype", o->dtype, "Weights as f32, bf16 or f16, or int8: the LM layers' matrices as int8 with one scale per row, the rest bf16 (default: as stored)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}));
   cmd->add_option("--set", o->sets, "Override a field of the written config.json: key.path=value (repeatable)");
   cmd->add_flag("--ema", o->use_ema, "Use the EMA action head (ema_diffusion) instead of action_model");
   cmd->add_option("--shard-gb", [o](const CLI::results_t& r) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <regex>
@@ -20,6 +21,7 @@
 #include "io/dtype_convert.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
+#include "kernels/kernels.h"
 #include "model/config.h"
 
 namespace evla::convert {
@@ -458,9 +460,70 @@ void stream_converted(const SourceTensor& t, io::DType to, const std::string& na
 io::DType target_dtype(const std::string& want, io::DType have) {
   if (want.empty() || !io::is_floating(have)) return have;
   if (want == "f32") return io::DType::F32;
-  if (want == "bf16") return io::DType::BF16;
+  if (want == "bf16" || want == "int8") return io::DType::BF16;  // int8: all but the LM's matrices
   if (want == "f16") return io::DType::F16;
-  throw Error("--dtype '" + want + "': expected f32, bf16 or f16");
+  throw Error("--dtype '" + want + "': expected f32, bf16, f16 or int8");
+}
+
+// The matrices --dtype int8 quantizes: every projection of every LM layer
+// (what a plan's int8 layers quantize), nothing else.
+bool lm_matrix(const std::string& name, const Shape& shape) {
+  static const std::regex re(R"(llm_backbone\.llm\.model\.layers\.\d+\.(self_attn\.[qkvo]|mlp\.(gate|up|down))_proj\.weight)");
+  return shape.size() == 2 && std::regex_match(name, re);
+}
+
+// Calls `row` with each row of a 2-D tensor as K floats.
+void for_each_row(const SourceTensor& t, int64_t K, const std::function<void(const float*)>& row) {
+  const size_t es = io::dtype_size(t.dtype);
+  std::vector<uint8_t> bytes;
+  std::vector<float> f(static_cast<size_t>(K));
+  t.read([&](const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    while (n > 0) {
+      const size_t take = std::min(n, size_t(K) * es - bytes.size());
+      bytes.insert(bytes.end(), p, p + take);
+      p += take, n -= take;
+      if (bytes.size() < size_t(K) * es) return;
+      if (io::convert_elements(t.dtype, bytes.data(), io::DType::F32, reinterpret_cast<uint8_t*>(f.data()), size_t(K)))
+        throw Error("a row holds NaN or infinite values");
+      row(f.data());
+      bytes.clear();
+    }
+  });
+}
+
+// One tensor as written: its type, shape and the bytes it streams.
+struct OutTensor {
+  std::string name;
+  io::DType dtype;
+  Shape shape;
+  std::function<void(const io::SafetensorsWriter::Sink&)> write;
+  bool parameters = true;  // counted as the model's parameters (scales are not)
+};
+
+// The tensors of the output for `name`: converted, or for an LM matrix under
+// --dtype int8 its codes (I8, one scale per row as quantize_int8_rows makes
+// them) and the scales ("<name>_scale", F32), each streamed a row at a time.
+std::vector<OutTensor> outputs(const std::string& name, const SourceTensor& t, const std::string& dtype) {
+  if (dtype == "int8" && lm_matrix(name, t.shape) && io::is_floating(t.dtype)) {
+    const int64_t N = t.shape[0], K = t.shape[1];
+    auto rows = [&t, K, name](bool codes, const io::SafetensorsWriter::Sink& sink) {
+      std::vector<int8_t> q(static_cast<size_t>(K));
+      try {
+        for_each_row(t, K, [&](const float* row) {
+          float scale;
+          kernels::quantize_int8_rows(row, 1, int(K), q.data(), &scale);
+          codes ? sink(q.data(), q.size()) : sink(&scale, sizeof scale);
+        });
+      } catch (const Error& e) {
+        throw Error("tensor '" + name + "': " + e.what());
+      }
+    };
+    return {{name, io::DType::I8, t.shape, [rows](const auto& sink) { rows(true, sink); }},
+            {name + "_scale", io::DType::F32, {N}, [rows](const auto& sink) { rows(false, sink); }, false}};
+  }
+  const io::DType to = target_dtype(dtype, t.dtype);
+  return {{name, to, t.shape, [&t, to, name](const auto& sink) { stream_converted(t, to, name, sink); }}};
 }
 
 }  // namespace
@@ -501,16 +564,23 @@ CogactConvertReport convert_cogact(const CogactConvertOptions& opts, const Conve
   parse_model_config(cfg, "converted config");  // every field checked as a load would
 
   // Shards of at most shard_bytes (a tensor larger than that gets one alone).
-  std::vector<std::vector<std::string>> shards(1);
+  std::vector<OutTensor> tensors;
+  for (const auto& [name, t] : src)
+    for (OutTensor& o : outputs(name, t, opts.dtype)) tensors.push_back(std::move(o));
+  auto elements = [](const Shape& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  };
+  std::vector<std::vector<const OutTensor*>> shards(1);
   uint64_t in_shard = 0;
-  for (const auto& [name, t] : src) {
-    const uint64_t bytes = uint64_t(io::dtype_size(target_dtype(opts.dtype, t.dtype))) *
-                           uint64_t(std::max<int64_t>(1, [&] { int64_t n = 1; for (int64_t d : t.shape) n *= d; return n; }()));
+  for (const OutTensor& o : tensors) {
+    const uint64_t bytes = uint64_t(io::dtype_size(o.dtype)) * uint64_t(std::max<int64_t>(1, elements(o.shape)));
     if (in_shard > 0 && in_shard + bytes > opts.shard_bytes) {
       shards.emplace_back();
       in_shard = 0;
     }
-    shards.back().push_back(name);
+    shards.back().push_back(&o);
     in_shard += bytes;
   }
 
@@ -526,22 +596,19 @@ CogactConvertReport convert_cogact(const CogactConvertOptions& opts, const Conve
                            fs::perms::others_read | fs::perms::others_exec);
   try {
     json weight_map = json::object();
-    const int64_t total = int64_t(src.size());
+    const int64_t total = int64_t(tensors.size());
     for (size_t s = 0; s < shards.size(); ++s) {
       io::SafetensorsWriter w;
       w.set_metadata("format", "pt");
-      for (const std::string& name : shards[s]) {
-        const SourceTensor& t = src.at(name);
-        const io::DType to = target_dtype(opts.dtype, t.dtype);
-        w.add_streamed(name, to, t.shape, [&t, to, name, &report, &progress, total](const io::SafetensorsWriter::Sink& sink) {
-          stream_converted(t, to, name, sink);
-          int64_t n = 1;
-          for (int64_t d : t.shape) n *= d;
-          report.params += n;
-          report.bytes += uint64_t(n) * io::dtype_size(to);
-          if (progress) progress(name, ++report.tensors, total);
+      for (const OutTensor* o : shards[s]) {
+        w.add_streamed(o->name, o->dtype, o->shape, [o, &elements, &report, &progress, total](const io::SafetensorsWriter::Sink& sink) {
+          o->write(sink);
+          const int64_t n = elements(o->shape);
+          if (o->parameters) report.params += n;
+          report.bytes += uint64_t(n) * io::dtype_size(o->dtype);
+          if (progress) progress(o->name, ++report.tensors, total);
         });
-        weight_map[name] = shard_name(s, shards.size());
+        weight_map[o->name] = shard_name(s, shards.size());
       }
       w.write((tmp / shard_name(s, shards.size())).string(), 64);
     }

@@ -23,7 +23,10 @@ struct CogactConvertOptions {
   std::string config;     // CogACT's config.json (optional: presets from shapes alone)
   std::string stats;      // dataset_statistics.json (optional: actions stay normalised)
   std::string tokenizer;  // tokenizer.model, copied into the output (optional)
-  std::string dtype;      // "" keeps each tensor's type; "f32", "bf16" or "f16"
+  // "" keeps each tensor's type; "f32", "bf16" or "f16" converts every
+  // floating tensor; "int8" quantizes the LM layers' matrices (int8 codes, one
+  // fp32 scale per row in "<name>_scale") and makes the rest bf16.
+  std::string dtype;
   std::vector<std::string> sets;  // "path.to.key=value" overrides of the written config
   bool use_ema = false;           // the EMA action head (group ema_diffusion) instead of action_model
   std::string output;             // created; must not exist or be an empty directory

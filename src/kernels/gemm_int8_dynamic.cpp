@@ -34,6 +34,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -370,6 +371,17 @@ void pack_panel(const int8_t* Wq, int N, int K, int n0, int8_t* panel, int32_t* 
   }
 }
 
+// The calling thread's buffers for M rows of codes (ldq apart) and their
+// quantization, grown once and then reused; the workers reach them through
+// the pointers (a lambda naming a thread_local would see the worker's own).
+std::pair<uint8_t*, RowQuant*> row_scratch(int M, int ldq) {
+  thread_local std::vector<uint8_t> codes;
+  thread_local std::vector<RowQuant> quant;
+  if (codes.size() < size_t(M) * ldq) codes.resize(size_t(M) * ldq);
+  if (quant.size() < size_t(M)) quant.resize(size_t(M));
+  return {codes.data(), quant.data()};
+}
+
 }  // namespace
 
 bool prefer_int8_dynamic() { return cpu_has_avx2() && !blas_only(); }
@@ -421,16 +433,8 @@ void linear_int8_dynamic(Int8Isa isa, ThreadPool& pool, const float* x, int ldx,
   if (isa == Int8Isa::Avx512Vnni && !cpu_has_avx512vnni())
     throw std::invalid_argument("linear_int8_dynamic: this CPU has no AVX-512 VNNI");
   if (!cpu_has_avx2()) throw std::invalid_argument("linear_int8_dynamic: this CPU has no AVX2");
-  // Scratch of the calling thread, grown once and then reused; the workers
-  // reach it through these pointers (a lambda naming a thread_local would
-  // see the worker's own copy).
-  thread_local std::vector<uint8_t> xq_store;
-  thread_local std::vector<RowQuant> rq_store;
   const int ldq = kGroup * groups(K);
-  if (xq_store.size() < size_t(M) * ldq) xq_store.resize(size_t(M) * ldq);
-  if (rq_store.size() < size_t(M)) rq_store.resize(size_t(M));
-  uint8_t* xq = xq_store.data();
-  RowQuant* rq = rq_store.data();
+  const auto [xq, rq] = row_scratch(M, ldq);
   const int P = (N + kPanel - 1) / kPanel;
   if (pool.size() == 1 || int64_t(M) * K * N < (int64_t(1) << 21)) {
     quantize_rows_avx2(x, ldx, 0, M, K, xq, ldq, rq);
@@ -484,13 +488,8 @@ void linear_int8_rows(ThreadPool& pool, const float* x, int ldx, int M, int K, c
   if (!cpu_has_avx512vnni()) throw std::invalid_argument("linear_int8_rows: this CPU has no AVX-512 VNNI");
   // An int32 sum of K products of at most 255 · 127 must not overflow.
   if (K > kInt8RowsMaxK) throw std::invalid_argument("linear_int8_rows: K above " + std::to_string(kInt8RowsMaxK));
-  thread_local std::vector<uint8_t> xq_store;  // as linear_int8_dynamic's
-  thread_local std::vector<RowQuant> rq_store;
   const int ldq = kGroup * groups(K);
-  if (xq_store.size() < size_t(M) * ldq) xq_store.resize(size_t(M) * ldq);
-  if (rq_store.size() < size_t(M)) rq_store.resize(size_t(M));
-  uint8_t* xq = xq_store.data();
-  RowQuant* rq = rq_store.data();
+  const auto [xq, rq] = row_scratch(M, ldq);
   // Each panel is packed as it is needed into a buffer of the worker's that
   // stays in L2 while every row passes it: the weights are read once, in place.
   auto run = [&](int64_t p0, int64_t p1) {

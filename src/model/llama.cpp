@@ -14,7 +14,8 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
   WeightLoader w(store, cfg.prefix);
   const int D = cfg.hidden_size, hd = cfg.head_dim();
   const int Dq = cfg.num_heads * hd, Dkv = cfg.num_kv_heads * hd;
-  embed_tokens_ = w.get("model.embed_tokens.weight", {cfg.vocab_size, D});
+  // As stored (a 16-bit table stays 16-bit; rows are widened as tokens are embedded).
+  embed_tokens_ = w.matrix("model.embed_tokens.weight", {cfg.vocab_size, D}, "", /*pack=*/false);
   norm_ = w.get("model.norm.weight", {D});
   for (int i = 0; i < cfg.num_layers; ++i) {
     WeightLoader l = w.pp("model.layers").pp(i);
@@ -48,8 +49,8 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
   auto fuse = [&](std::initializer_list<const Linear*> parts, std::vector<float>& keep, const std::string& key) {
     int rows = 0;
     bool sixteen = false, dot = false;
-    for (const Linear* p : parts) rows += p->out, sixteen |= p->w16 != nullptr, dot |= p->bf16_dot;
-    if (dot) return Linear{nullptr, nullptr, D, rows};  // BF16 products run part by part
+    for (const Linear* p : parts) rows += p->out, sixteen |= p->w16 != nullptr, dot |= p->bf16_dot || p->w8;
+    if (dot) return Linear{nullptr, nullptr, D, rows};  // BF16 and int8 products run part by part
     if (!kernels::prefer_packed(rows, D)) return sixteen ? Linear{nullptr, nullptr, D, rows} : stack_rows(parts, keep);
     Linear f{nullptr, nullptr, D, rows};
     f.packed = store.derived(key, kernels::packed_floats(rows, D), [&](float* p) {
@@ -67,7 +68,7 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
     if (cfg.tie_word_embeddings || !w.has("lm_head.weight"))
       lm_head_ = embed_tokens_;
     else
-      lm_head_ = w.get("lm_head.weight", {cfg.vocab_size, D});
+      lm_head_ = w.matrix("lm_head.weight", {cfg.vocab_size, D}, "", /*pack=*/false);
   }
 }
 
@@ -77,7 +78,7 @@ void Llama::embed(const int* ids, int n, float* out) const {
     if (ids[i] < 0 || ids[i] >= cfg_.vocab_size)
       throw Error("token id " + std::to_string(ids[i]) + " outside the vocabulary (size " +
                   std::to_string(cfg_.vocab_size) + ")");
-    std::memcpy(out + size_t(i) * D, embed_tokens_ + size_t(ids[i]) * D, sizeof(float) * D);
+    weight_rows(embed_tokens_, ids[i], 1, out + size_t(i) * D);
   }
 }
 
@@ -86,8 +87,8 @@ void Llama::final_norm(const float* x, int rows, float* y) const {
 }
 
 void Llama::logits(const float* normed, int rows, float* out, ThreadPool& pool) const {
-  if (!lm_head_) throw Error("this model was loaded without its LM head");
-  kernels::linear(pool, normed, rows, cfg_.hidden_size, lm_head_, nullptr, cfg_.vocab_size, out);
+  if (lm_head_.empty()) throw Error("this model was loaded without its LM head");
+  apply_linear(pool, lm_head_, normed, cfg_.hidden_size, rows, out, cfg_.vocab_size);
 }
 
 Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage) {

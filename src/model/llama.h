@@ -86,7 +86,7 @@ class Llama {
   void final_norm(const float* x, int rows, float* y) const;
   // Logits of normed hidden rows; requires the LM head.
   void logits(const float* normed, int rows, float* out, ThreadPool& pool) const;
-  bool has_lm_head() const { return lm_head_ != nullptr; }
+  bool has_lm_head() const { return !lm_head_.empty(); }
 
   // FLOPs of one forward over T tokens, with the plan's token selection and
   // layer skipping applied.
@@ -94,9 +94,9 @@ class Llama {
 
  private:
   LlamaConfig cfg_;
-  const float* embed_tokens_;
+  Linear embed_tokens_;
   const float* norm_;
-  const float* lm_head_ = nullptr;
+  Linear lm_head_;
   std::vector<LlamaLayer> layers_;
   std::vector<std::vector<float>> packed_;  // fused matrices behind layers_
 };

@@ -37,6 +37,12 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
   const bool packed = kernels::prefer_int8_dynamic() && !kernels::prefer_int8_rows();
   std::vector<int8_t> plain;
   auto quantize = [&](Linear& L, std::initializer_list<Linear*> parts) {
+    bool stored_int8 = true;  // an int8 checkpoint's codes: used in place by the VNNI kernel
+    for (const Linear* p : parts) stored_int8 &= p->w8 != nullptr && p->w8_scale != nullptr;
+    if (stored_int8 && !packed) {
+      if (parts.size() > 1) L = Linear{nullptr, nullptr, L.in, L.out};
+      return;
+    }
     std::vector<int8_t>& q = packed ? plain : codes.emplace_back();
     q.resize(size_t(L.out) * L.in);
     auto& s = scales.emplace_back(size_t(L.out));

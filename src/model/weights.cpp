@@ -86,8 +86,12 @@ void weight_rows(const Linear& L, int r0, int n, float* dst) {
     std::copy_n(L.w + size_t(r0) * L.in, size_t(n) * L.in, dst);
   else if (L.w16)
     kernels::decode_16bit(L.w16 + size_t(r0) * L.in, L.w16_bf16, dst, size_t(n) * L.in);
+  else if (L.w8 && L.w8_scale)  // dequantized: the values the int8 layer stands for
+    for (int r = 0; r < n; ++r)
+      for (int k = 0; k < L.in; ++k)
+        dst[size_t(r) * L.in + k] = L.w8_scale[r0 + r] * float(L.w8[size_t(r0 + r) * L.in + k]);
   else
-    throw Error("weight_rows: the layer keeps no fp32 or 16-bit matrix");
+    throw Error("weight_rows: the layer keeps no fp32, 16-bit or plain int8 matrix");
 }
 
 namespace {
@@ -122,7 +126,10 @@ Linear WeightLoader::matrix(const std::string& leaf, const std::vector<int64_t>&
   for (size_t i = 1; i < shape.size(); ++i) l.in *= int(shape[i]);
   const int out = l.out, in = l.in;
   const io::TensorInfo& t = store_->tensor(name(leaf), shape);
-  if ((t.dtype == io::DType::BF16 || t.dtype == io::DType::F16) &&
+  if (t.dtype == io::DType::I8) {  // an int8 checkpoint's matrix: codes and one scale per row, used in place
+    l.w8 = reinterpret_cast<const int8_t*>(t.data);
+    l.w8_scale = get(leaf + "_scale", {out});
+  } else if ((t.dtype == io::DType::BF16 || t.dtype == io::DType::F16) &&
       reinterpret_cast<uintptr_t>(t.data) % alignof(uint16_t) == 0) {
     l.w16 = reinterpret_cast<const uint16_t*>(t.data);  // used in place: no fp32 copy
     l.w16_bf16 = l.bf16_dot = t.dtype == io::DType::BF16;
@@ -130,7 +137,7 @@ Linear WeightLoader::matrix(const std::string& leaf, const std::vector<int64_t>&
     l.w = store_->f32(t);
   }
   if (!bias.empty()) l.b = get(bias, {out});
-  if (pack && !l.bf16_dot && kernels::prefer_packed(out, in))
+  if (pack && !l.bf16_dot && !l.w8 && kernels::prefer_packed(out, in))
     l.packed = store_->derived("packed:" + name(leaf), kernels::packed_floats(out, in),
                                [&l](float* p) { pack_into(l, p); });
   return l;
@@ -166,7 +173,12 @@ void to_bf16(Linear& fused, std::initializer_list<Linear*> parts, std::deque<std
 }
 
 void to_fp32(std::initializer_list<Linear*> parts) {
-  for (Linear* p : parts) p->bf16_dot = false;
+  for (Linear* p : parts) {
+    if (p->w8 && !p->w && !p->w16)
+      throw Error("fp32 products of a layer stored as int8: its fp32 weights are not in the checkpoint "
+                  "(convert it with another --dtype)");
+    p->bf16_dot = false;
+  }
 }
 
 }  // namespace

@@ -44,7 +44,8 @@ struct Linear {
   bool empty() const { return !w && !packed && !w8 && !w8_packed && !w16; }
 };
 
-// Rows [r0, r0 + n) of L's matrix as fp32 (from w or w16) into dst (n × in floats).
+// Rows [r0, r0 + n) of L's matrix as fp32 (from w, w16, or plain int8 codes
+// times their scales) into dst (n × in floats).
 void weight_rows(const Linear& L, int r0, int n, float* dst);
 
 // The matrix stacked from `parts` (`fused` itself, or the parts of a fused

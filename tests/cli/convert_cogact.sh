@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # evla convert cogact on a torch.save checkpoint in CogACT's layout, written
 # by PyTorch from a fixture model's weights: the f32 conversion runs to the
-# same actions bit for bit, bf16 within NMSE 1e-2; several datasets'
+# same actions bit for bit, bf16 and int8 (the LM's matrices as int8 codes
+# with per-row scales, used in place) within NMSE 1e-2; several datasets'
 # statistics and unnorm_key; hostile and broken checkpoints are refused and
 # leave nothing behind.
 set -euo pipefail
@@ -57,6 +58,7 @@ test ! -e "$tmp/x"
 "$evla" convert cogact "${common[@]}" "${heads[@]}" --dtype bf16 --shard-gb 0.001 -o "$tmp/bf16" >/dev/null
 test -f "$tmp/bf16/model.safetensors.index.json"
 "$evla" convert cogact "${common[@]}" "${heads[@]}" --ema -o "$tmp/ema" >/dev/null
+"$evla" convert cogact "${common[@]}" "${heads[@]}" --dtype int8 -o "$tmp/int8" >/dev/null
 "$evla" info -m "$tmp/f32" | grep -q "statistics   2 datasets: bridge_orig, fractal20220817_data"
 
 run() { "$evla" run -m "$1" -i "$model/example.png" -p "Pick up the Red Block" --seed 11 -t 1 --json "${@:2}"; }
@@ -67,17 +69,34 @@ run "$tmp/f32" --unnorm-key fractal20220817_data >"$tmp/f32.json"
 run "$tmp/f32" --unnorm-key bridge_orig >"$tmp/bridge.json"
 run "$tmp/bf16" --unnorm-key fractal20220817_data >"$tmp/bf16.json"
 run "$tmp/ema" --unnorm-key fractal20220817_data >"$tmp/ema.json"
-"$py" - "$tmp" <<'PY'
-import json, sys
+run "$tmp/int8" --unnorm-key fractal20220817_data >"$tmp/int8.json"
+# An int8 layer has no fp32 weights to run fp32 products from: refused by name.
+echo '{"evla_plan": 1, "precision": {"llm": "fp32"}}' >"$tmp/fp32.json"
+if run "$tmp/int8" --unnorm-key fractal20220817_data --plan "$tmp/fp32.json" >/dev/null 2>"$tmp/err"; then exit 1; fi
+grep -q "fp32 products of a layer stored as int8" "$tmp/err"
+"$py" - "$tmp" "$model" <<'PY'
+import json, os, sys
 import numpy as np
 t = sys.argv[1]
-a = {k: np.array(json.load(open(f"{t}/{k}.json"))["actions"]) for k in ("ref", "f32", "bridge", "bf16", "ema")}
+a = {k: np.array(json.load(open(f"{t}/{k}.json"))["actions"]) for k in ("ref", "f32", "bridge", "bf16", "ema", "int8")}
 assert (a["f32"] == a["ref"]).all(), "f32 conversion changed the actions"
 assert not (a["bridge"] == a["ref"]).all(), "unnorm_key chose nothing"
 nmse = ((a["bf16"] - a["ref"]) ** 2).sum() / (a["ref"] ** 2).sum()
 assert 0 < nmse < 1e-2, nmse
 assert not (a["ema"] == a["ref"]).all(), "--ema kept action_model"
 print("bf16 NMSE", nmse)
+nmse8 = ((a["int8"] - a["ref"]) ** 2).sum() / (a["ref"] ** 2).sum()
+assert 0 < nmse8 < 1e-2, nmse8
+print("int8 NMSE", nmse8)
+# The LM's projections are I8 with one F32 scale per row; everything else BF16.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(sys.argv[2])), "..", "python"))
+from evla_ref.safetensors_io import read_header
+h, _ = read_header(f"{t}/int8/model.safetensors")
+q = "llm_backbone.llm.model.layers.0.mlp.down_proj.weight"
+assert h[q]["dtype"] == "I8" and h[q + "_scale"]["dtype"] == "F32", (h[q], h.get(q + "_scale"))
+assert h[q + "_scale"]["shape"] == [h[q]["shape"][0]]
+assert h["llm_backbone.llm.model.embed_tokens.weight"]["dtype"] == "BF16"
+assert sum(v["dtype"] == "I8" for v in h.values()) == 7 * 4  # 4 LM layers
 PY
 
 # Refused, with a message naming the problem, leaving no output behind.

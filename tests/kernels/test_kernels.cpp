@@ -54,6 +54,27 @@ void narrow_rows(const std::vector<float>& ys, int M, int N, int ldy, std::vecto
   }
 }
 
+// A writable page followed by an inaccessible one: data placed to end at
+// end() faults if a kernel reads a byte past it (weights read in place may
+// end where their mapping does).
+class GuardPage {
+ public:
+  GuardPage() : page_(size_t(sysconf(_SC_PAGESIZE))) {
+    mem_ = mmap(nullptr, 2 * page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ok_ = mem_ != MAP_FAILED && mprotect(static_cast<char*>(mem_) + page_, page_, PROT_NONE) == 0;
+  }
+  ~GuardPage() {
+    if (mem_ != MAP_FAILED) munmap(mem_, 2 * page_);
+  }
+  bool ok() const { return ok_; }
+  char* end() const { return static_cast<char*>(mem_) + page_; }
+
+ private:
+  size_t page_;
+  void* mem_;
+  bool ok_ = false;
+};
+
 struct LinearCase {
   int M, K, N;
   bool bias;
@@ -221,12 +242,10 @@ TEST(Bf16, RoundsToNearestEven) {
 // The weights are read in place, so the last row may end where the mapping
 // does: the kernel must not touch a byte past it (a guard page faults if it does).
 TEST(Bf16, NeverReadsPastTheLastWeightRow) {
-  const long page = sysconf(_SC_PAGESIZE);
-  void* mem = mmap(nullptr, size_t(2 * page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(mem, MAP_FAILED);
-  ASSERT_EQ(mprotect(static_cast<char*>(mem) + page, size_t(page), PROT_NONE), 0);
+  const GuardPage guard;
+  ASSERT_TRUE(guard.ok());
   const int M = 5, K = 37, N = 7;
-  uint16_t* W = reinterpret_cast<uint16_t*>(static_cast<char*>(mem) + page) - size_t(N) * K;
+  uint16_t* W = reinterpret_cast<uint16_t*>(guard.end()) - size_t(N) * K;
   auto w = randn(size_t(N) * K, 31), x = randn(size_t(M) * K, 32);
   for (size_t i = 0; i < w.size(); ++i) W[i] = kernels::bf16_round(w[i]);
   ThreadPool pool(1);
@@ -234,7 +253,6 @@ TEST(Bf16, NeverReadsPastTheLastWeightRow) {
   kernels::linear_bf16(pool, x.data(), K, M, K, W, nullptr, N, y.data(), N);
   kernels::ref::linear_bf16(x.data(), M, K, W, nullptr, N, r.data());
   EXPECT_LE(nmse(y, r), 1e-11);
-  munmap(mem, size_t(2 * page));
 }
 
 TEST(Decode16, VectorAndPlainAgreeBitForBit) {
@@ -377,12 +395,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Int8RowsVsRef,
 
 TEST(Int8Rows, NanRowsGiveNanOutputsAndTheLastRowIsNotOverread) {
   if (!kernels::cpu_has_avx512vnni()) GTEST_SKIP() << "needs AVX-512 VNNI";
-  const long page = sysconf(_SC_PAGESIZE);
-  void* mem = mmap(nullptr, size_t(2 * page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(mem, MAP_FAILED);
-  ASSERT_EQ(mprotect(static_cast<char*>(mem) + page, size_t(page), PROT_NONE), 0);
+  const GuardPage guard;
+  ASSERT_TRUE(guard.ok());
   const int M = 3, K = 37, N = 7;
-  int8_t* W = static_cast<int8_t*>(mem) + page - size_t(N) * K;
+  int8_t* W = reinterpret_cast<int8_t*>(guard.end()) - size_t(N) * K;
   auto w = randn(size_t(N) * K, 51), x = randn(size_t(M) * K, 52);
   std::vector<float> scale(static_cast<size_t>(N));
   kernels::quantize_int8_rows(w.data(), N, K, W, scale.data());
@@ -394,7 +410,6 @@ TEST(Int8Rows, NanRowsGiveNanOutputsAndTheLastRowIsNotOverread) {
     EXPECT_TRUE(std::isfinite(y[size_t(n)]));
     EXPECT_TRUE(std::isnan(y[size_t(N + n)]));
   }
-  munmap(mem, size_t(2 * page));
 }
 
 // The largest codes on both sides over a long row: the pair sums must not
