@@ -1,6 +1,11 @@
 """PyTorch-eager latency of the reference policy, the baseline evla is compared with.
 
     /usr/bin/python3 bench/pytorch_latency.py models/evla-tiny-random --threads 2 --reps 10
+    /usr/bin/python3 bench/pytorch_latency.py /tmp/cogact-base-evla --dtype bf16 --warmup 1 --reps 10
+
+--dtype bf16 builds the model in bfloat16 and loads a BF16 checkpoint one
+shard at a time without an fp32 copy (full-size models); PyTorch's BF16
+matrix products run through oneDNN.
 
 Runs the full forward (vision, projector, LM, action head with the config's
 sampling steps and CFG) under torch.inference_mode and prints the median
@@ -22,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from evla_ref import images  # noqa: E402
 from evla_ref.model import (build_prompt_ids, cognition_feature, encode_images, load_model,  # noqa: E402
-                            postprocess, project, sample_actions)
+                            load_model_16bit, postprocess, project, sample_actions)
 
 
 def inputs(model, model_dir, instruction, seed):
@@ -52,7 +57,8 @@ def one_run(model, imgs, ids, state, noise):
     cog = cognition_feature(model, ids, vis)
     t.append(time.perf_counter())
     x = sample_actions(model, cog, state, noise)
-    postprocess(model.config, x.double().numpy())
+    datasets = sorted(model.config["action_normalization"].get("datasets", {}))
+    postprocess(model.config, x.double().numpy(), datasets[0] if datasets else None)
     t.append(time.perf_counter())
     ms = [(b - a) * 1e3 for a, b in zip(t, t[1:])]
     return {"vision": ms[0], "projector": ms[1], "llm": ms[2], "action_head": ms[3],
@@ -67,6 +73,7 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--instruction", default="put the eggplant in the basket")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32")
     args = ap.parse_args()
     if args.reps < 10:
         ap.error("--reps must be at least 10")
@@ -75,7 +82,7 @@ def main():
     if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         print(f"warning: set OPENBLAS_NUM_THREADS={args.threads} too (torch's BLAS sizes its own pool; "
               "bench/compare_pytorch.py does this)", file=sys.stderr)
-    model = load_model(args.model_dir)
+    model = load_model_16bit(args.model_dir) if args.dtype == "bf16" else load_model(args.model_dir)
     data = inputs(model, args.model_dir, args.instruction, args.seed)
     with torch.inference_mode():
         for _ in range(args.warmup):
@@ -87,7 +94,7 @@ def main():
     visual = cfg["vision"].get("num_images", 1) * (e0["image_size"] // e0["patch_size"]) ** 2
     print(f"model {cfg.get('name')} threads {args.threads} warmup {args.warmup} reps {args.reps} "
           f"llm tokens {visual + len(data[1])} sample_steps {ah['sample_steps']} "
-          f"cfg {ah.get('cfg_scale', 1.0)} torch {torch.__version__}", file=sys.stderr)
+          f"cfg {ah.get('cfg_scale', 1.0)} dtype {args.dtype} torch {torch.__version__}", file=sys.stderr)
     print(json.dumps(result))
 
 

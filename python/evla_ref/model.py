@@ -525,16 +525,23 @@ def build_prompt_ids(cfg, sp, instruction):
     return ids
 
 
-def postprocess(cfg, x):
-    """Clip, threshold the gripper in normalised space, un-normalise masked dims."""
+def postprocess(cfg, x, unnorm_key=None):
+    """Clip, threshold the gripper in normalised space, un-normalise masked dims
+    (with the statistics of dataset `unnorm_key` when the config keeps several)."""
     an, a = cfg["action_normalization"], cfg["action_head"]["action_dim"]
     x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
     g = an.get("gripper_index", a - 1)
     if g >= 0:
         x[:, g] = np.where(x[:, g] < 0.5, 0.0, 1.0)
-    q01 = np.asarray(an["q01"], np.float64)
-    q99 = np.asarray(an["q99"], np.float64)
-    mask = np.asarray(an.get("mask", [True] * a), bool)
+    stats = an
+    if "datasets" in an:
+        keys = sorted(an["datasets"])
+        if unnorm_key is None and len(keys) != 1:
+            raise ValueError(f"choose one with unnorm_key: {', '.join(keys)}")
+        stats = an["datasets"][unnorm_key or keys[0]]
+    q01 = np.asarray(stats["q01"], np.float64)
+    q99 = np.asarray(stats["q99"], np.float64)
+    mask = np.asarray(stats.get("mask", [True] * a), bool)
     out = np.where(mask, 0.5 * (x + 1.0) * (q99 - q01) + q01, x)
     return x, out
 
@@ -668,6 +675,53 @@ def load_model(d, dtype=torch.float32):
     model = model.to(dtype).eval()
     with torch.no_grad():
         model.load_flat_state_dict(tensors)
+    return model
+
+
+def load_model_16bit(d, dtype=torch.bfloat16):
+    """The model built directly in a 16-bit dtype and filled one shard at a time,
+    bfloat16 tensors copied as they are: a full-size checkpoint (15 GB in BF16)
+    never has an fp32 copy, which would not fit beside it (timing runs only)."""
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    single = os.path.join(d, "model.safetensors")
+    if os.path.exists(single):
+        shards = [single]
+    else:
+        with open(os.path.join(d, "model.safetensors.index.json")) as f:
+            shards = [os.path.join(d, s) for s in sorted(set(json.load(f)["weight_map"].values()))]
+    # Built in `dtype`, without the random initialisation every parameter is about to lose.
+    inits = ("kaiming_uniform_", "uniform_", "normal_", "trunc_normal_", "zeros_", "ones_", "xavier_uniform_")
+    saved = {n: getattr(torch.nn.init, n) for n in inits}
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+        for n in inits:
+            setattr(torch.nn.init, n, lambda t, *a, **k: t)
+        model = Policy(cfg, with_lm_head=False).eval()
+    finally:
+        torch.set_default_dtype(default)
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+    state = {f"{prefix}.{k}": ref for prefix, mod in model.components() for k, ref in mod.state_dict().items()}
+    loaded = set()
+    with torch.no_grad():
+        for shard in shards:
+            tensors = safetensors_io.read(shard, bf16_as_float32=False)[0]
+            for name, arr in tensors.items():
+                if name not in state:
+                    continue
+                ref = state[name]
+                t = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16) if arr.dtype == np.uint16 \
+                    else torch.from_numpy(np.ascontiguousarray(arr))
+                if t.numel() != ref.numel():
+                    raise ValueError(f"tensor {name}: expected {tuple(ref.shape)}, got {tuple(t.shape)}")
+                ref.copy_(t.reshape(ref.shape).to(ref.dtype))
+                loaded.add(name)
+            del tensors
+    missing = sorted(set(state) - loaded)
+    if missing:
+        raise KeyError(f"missing tensors: {missing[:5]}")
     return model
 
 
