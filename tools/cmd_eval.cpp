@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "eval/evaluator.h"
+#include "eval/stats.h"
 #include "core/output_file.h"
 #include <nlohmann/json.hpp>
 
@@ -68,12 +69,22 @@ void add_eval_command(CLI::App& app) {
       all.push_back(reports.back().to_json());
     }
     if (reports.size() > 1) {
-      // Side by side; speed-up against the first configuration.
-      fmt::print("| plan | success | 95% CI | p50 ms | speed-up | control rate |\n|---|---:|---:|---:|---:|---:|\n");
-      for (const auto& r : reports)
-        fmt::print("| {} | {:.1f}% | {:.1f}–{:.1f}% | {:.2f} | {:.2f}× | {:.0f}/s |\n", r.plan, 100 * r.overall.rate,
-                   100 * r.overall.lo, 100 * r.overall.hi, r.latency_p50_ms,
-                   reports[0].latency_p50_ms / r.latency_p50_ms, r.control_hz);
+      // Side by side against the first configuration: speed-up, and the success
+      // difference paired episode by episode (every plan runs the same seeds).
+      auto outcomes = [](const eval::EvalReport& r) {
+        std::vector<int> v;
+        for (const auto& e : r.episodes) v.push_back(e.success ? 1 : 0);
+        return v;
+      };
+      const std::vector<int> first = outcomes(reports[0]);
+      fmt::print("| plan | success | 95% CI | vs {} (paired, 95% CI) | p50 ms | speed-up | control rate |\n"
+                 "|---|---:|---:|---:|---:|---:|---:|\n", reports[0].plan);
+      for (const auto& r : reports) {
+        const eval::PairedDifference d = eval::paired_difference(first, outcomes(r));
+        fmt::print("| {} | {:.1f}% | {:.1f}–{:.1f}% | {:+.1f} ({:+.1f} … {:+.1f}) | {:.2f} | {:.2f}× | {:.0f}/s |\n", r.plan,
+                   100 * r.overall.rate, 100 * r.overall.lo, 100 * r.overall.hi, 100 * d.mean, 100 * d.ci95.lo,
+                   100 * d.ci95.hi, r.latency_p50_ms, reports[0].latency_p50_ms / r.latency_p50_ms, r.control_hz);
+      }
     }
     if (!o->json.empty()) {
       write_file(o->json, (reports.size() == 1 ? all[0] : all).dump(2) + "\n");

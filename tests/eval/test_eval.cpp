@@ -30,6 +30,24 @@ TEST(Stats, WilsonInterval) {
   EXPECT_DOUBLE_EQ(percentile({1, 2}, 0.9), 1.9);
 }
 
+// b − a paired per episode: 4 of 10 episodes flip from failure to success and
+// 1 the other way → +0.3; the differences (+1 ×4, −1, 0 ×5) have variance
+// (10 · 0.5 − 10 · 0.09) / 9 = 0.4556, so the half-width is 1.96 · √(0.4556/10).
+TEST(Stats, PairedDifference) {
+  const std::vector<int> a = {0, 0, 0, 0, 1, 1, 1, 0, 1, 0}, b = {1, 1, 1, 1, 0, 1, 1, 0, 1, 0};
+  const PairedDifference d = paired_difference(a, b);
+  EXPECT_NEAR(d.mean, 0.3, 1e-12);
+  const double half = 1.959963984540054 * std::sqrt((5.0 - 10 * 0.09) / 9 / 10);
+  EXPECT_NEAR(d.ci95.lo, 0.3 - half, 1e-12);
+  EXPECT_NEAR(d.ci95.hi, 0.3 + half, 1e-12);
+  EXPECT_EQ(d.discordant, 5);
+  const PairedDifference same = paired_difference(a, a);  // identical arms: no difference, no width
+  EXPECT_EQ(same.mean, 0.0);
+  EXPECT_EQ(same.ci95.lo, 0.0);
+  EXPECT_EQ(same.ci95.hi, 0.0);
+  EXPECT_EQ(paired_difference({1}, {0}).discordant, 0);  // too few to say anything
+}
+
 TEST(Ensemble, AveragesAgreeingPredictionsByAge) {
   // horizon 3, dim 2. Chunk k predicts value k at every step.
   AdaptiveEnsembler e(3, 2, 0.1f);
