@@ -50,6 +50,11 @@ struct CachePlan {
   int interval = 1;          // 1 = recompute every step (dense)
   int start = 0;             // steps 0..start always recompute (and refresh the cache)
   std::vector<int> blocks;   // DiT blocks that reuse; empty = all blocks
+  // > 0: adaptive refresh (TeaCache-like). A step after `start` reuses while
+  // the head's input (its tokens after embedding) has changed by less than
+  // this since the last refresh — relative L1 change from step to step,
+  // summed — and at least every `interval` steps it refreshes anyway.
+  float threshold = 0;
 };
 
 // Each module's arithmetic. llm is the default of every LM layer whose own

@@ -44,6 +44,24 @@ void Dit::condition(const float* cognition, const float* state, float* out, DitS
   }
 }
 
+// The adaptive cache's decision for this step, whose input is s.x: reuse
+// while the relative L1 change of the input, summed over the steps since the
+// last refresh, stays below the threshold and fewer than `interval` steps
+// have passed; a refresh starts the sum again.
+bool Dit::adaptive_reuse(bool eligible, const CachePlan& cache, DitScratch& s, size_t n) {
+  bool reuse = false;
+  if (eligible && s.previous_input.size() == n) {
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < n; ++i) diff += std::fabs(double(s.x[i]) - s.previous_input[i]), norm += std::fabs(s.previous_input[i]);
+    s.change += norm > 0 ? diff / norm : 0.0;
+    s.since_refresh += 1;
+    reuse = s.change < cache.threshold && s.since_refresh < cache.interval;
+  }
+  if (!reuse) s.change = 0, s.since_refresh = 0;
+  s.previous_input.assign(s.x.begin(), s.x.begin() + std::ptrdiff_t(n));
+  return reuse;
+}
+
 bool Dit::block_cached(const CachePlan& cache, int b) const {
   return cache.blocks.empty() || std::find(cache.blocks.begin(), cache.blocks.end(), b) != cache.blocks.end();
 }
@@ -76,6 +94,8 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
     apply_linear(pool, x_embedder_, x + size_t(b) * C * A, A, C, row0 + H, H);
     kernels::add(row0, pos_embed_, size_t(L) * H);
   }
+
+  if (cache.threshold > 0) reuse = adaptive_reuse(reuse, cache, s, size_t(R) * H);
 
   s.h.resize(size_t(R) * H);
   s.qkv.resize(size_t(R) * 3 * H);

@@ -34,6 +34,11 @@ struct DitScratch {
   std::vector<float> x, x_in, h, qkv, attn, mlp, attn_scratch, tfreq, temb, out;
   std::vector<float> sample, batch, eps, guided, state_emb;  // sampler and condition buffers
   std::vector<std::vector<float>> cached_attn, cached_mlp;
+  // The adaptive cache's state: the previous step's input, the change summed
+  // since the last refresh, and the steps since it.
+  std::vector<float> previous_input;
+  double change = 0;
+  int since_refresh = 0;
 };
 
 class Dit {
@@ -59,6 +64,7 @@ class Dit {
 
  private:
   bool block_cached(const CachePlan& cache, int b) const;
+  static bool adaptive_reuse(bool eligible, const CachePlan& cache, DitScratch& s, size_t n);
 
   ActionHeadConfig cfg_;
   Linear x_embedder_, t_fc1_, t_fc2_, z_embedder_, s_embedder_, final_;

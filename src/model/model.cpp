@@ -138,7 +138,9 @@ FlopCount Model::flops(const Plan& plan) const {
   f.llm = im.llm->flops(1 + nv + text, nv, plan);
   const auto& ah = im.cfg.action_head;
   for (int step = 0; step < ah.steps(); ++step) {
-    const bool reuse = !cache_refresh_step(plan.cache, step);
+    // An adaptive cache decides at run time: counted as refreshing every step
+    // (an upper bound).
+    const bool reuse = plan.cache.threshold <= 0 && !cache_refresh_step(plan.cache, step);
     f.action_head += im.dit->flops_per_call(ah.batch(), reuse ? &plan.cache : nullptr);
   }
   return f;

@@ -169,11 +169,15 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("cache")) {
     JsonReader c = r.child("cache");
-    c.only_keys({"interval", "start", "blocks"});
+    c.only_keys({"interval", "start", "blocks", "threshold"});
     p.cache.interval = c.int32("interval");
     p.cache.start = c.int32("start", 0);
     if (p.cache.interval < 1) c.fail("interval", "must be ≥ 1, got " + std::to_string(p.cache.interval));
     if (p.cache.start < 0) c.fail("start", "must be ≥ 0");
+    p.cache.threshold = float(c.number("threshold", 0.0));
+    if (!(p.cache.threshold >= 0 && p.cache.threshold <= 1e6)) c.fail("threshold", "must be in [0, 1e6]");
+    if (p.cache.threshold > 0 && p.cache.interval < 2)
+      c.fail("threshold", "an adaptive cache needs interval ≥ 2 (the most steps between refreshes)");
     if (c.has("blocks"))
       for (int64_t b : c.integers("blocks")) {
         if (b < 0 || b > 4096) c.fail("blocks", "block index out of range");
@@ -232,6 +236,7 @@ std::string Plan::to_json() const {
   if (tokens.enabled && tokens.queries == TokenQueries::Cognition) j["tokens"]["queries"] = "cognition";
   if (cache.interval > 1)
     j["cache"] = {{"interval", cache.interval}, {"start", cache.start}, {"blocks", cache.blocks}};
+  if (cache.interval > 1 && cache.threshold > 0) j["cache"]["threshold"] = cache.threshold;
   std::string text = j.dump(2);
   const size_t at = text.find("\"@channels@\"");
   if (at != std::string::npos) {

@@ -67,6 +67,7 @@ DiffusionSchedule DiffusionSchedule::make(const ActionHeadConfig& cfg) {
 
 bool cache_refresh_step(const CachePlan& cache, int step) {
   if (cache.interval <= 1 || step <= cache.start) return true;
+  if (cache.threshold > 0) return false;  // may reuse: Dit::predict decides from the input's change
   return (step - cache.start) % cache.interval == 0;
 }
 

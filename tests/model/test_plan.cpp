@@ -48,6 +48,9 @@ TEST(Plan, InvalidPlansAreRejectedWithTheirReason) {
   expect_rejected(R"({"evla_plan": 1, "precision": {"vision": "int8"}})", "unknown precision 'int8' (stored, fp32, bf16)");
   expect_rejected(R"({"evla_plan": 1, "precision": {"llm": "fp16"}})", "unknown precision 'fp16' (stored, fp32, bf16, int8)");
   expect_rejected(R"({"evla_plan": 1, "precision": {"head": "bf16"}})", "head");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 1, "threshold": 0.1}})",
+                  "cache.threshold: an adaptive cache needs interval ≥ 2");
+  expect_rejected(R"({"evla_plan": 1, "cache": {"interval": 3, "threshold": -1}})", "cache.threshold: must be in [0, 1e6]");
   // Every JSON input is parsed under one depth limit and one key rule.
   expect_rejected(R"({"evla_plan": 1, "name": )" + std::string(100000, '[') + std::string(100000, ']') + "}",
                   "plan.json nests deeper than 32 levels");
@@ -89,7 +92,7 @@ TEST(Plan, RoundTripsThroughJson) {
   const std::string text = R"({"evla_plan": 1, "name": "all",
     "llm": {"num_layers": 3, "drop_blocks": [1], "drop_mlp": [2], "int8_layers": [0, 2], "intermediate_size": 128, "mlp_channels": {"0": [0, 2, 4]}},
     "tokens": {"keep": 6, "key": 2, "alpha": 0.25, "after_layer": 1, "method": "fastv", "queries": "cognition"},
-    "cache": {"interval": 3, "start": 1, "blocks": [0]}})";
+    "cache": {"interval": 3, "start": 1, "blocks": [0], "threshold": 0.25}})";
   Plan p = Plan::from_json(text, "t");
   const Plan mixed = Plan::from_json(R"({"evla_plan": 1, "precision": {"vision": "bf16", "llm": "int8"},
     "llm": {"num_layers": 3, "fp32_layers": [0], "bf16_layers": [2]}})", "m");
@@ -113,6 +116,7 @@ TEST(Plan, RoundTripsThroughJson) {
   EXPECT_EQ(q.tokens.method, TokenMethod::FastV);
   EXPECT_EQ(q.tokens.queries, TokenQueries::Cognition);
   EXPECT_EQ(q.cache.interval, 3);
+  EXPECT_FLOAT_EQ(q.cache.threshold, 0.25f);
   EXPECT_TRUE(Plan{}.is_dense());
   EXPECT_FALSE(p.is_dense());
 }
@@ -125,6 +129,37 @@ TEST(Plan, CacheIntervalOneIsBitIdenticalToDense) {
   cached.set_plan(p);
   const auto a = dense.infer(fixture_obs()), b = cached.infer(fixture_obs());
   EXPECT_EQ(0, std::memcmp(a.actions.data(), b.actions.data(), a.actions.size() * sizeof(float)));
+}
+
+// The adaptive cache between its two limits: a threshold nothing stays
+// under refreshes every step (dense's bits), one everything stays under
+// reuses as the fixed interval does (its bits); in between it reuses some
+// steps, and a second inference on the same policy decides the same way.
+TEST(Plan, AdaptiveCacheSpansDenseToFixedInterval) {
+  auto run = [](float threshold, int interval) {
+    Policy pol(fixture_model(), PolicyOptions{1});
+    Plan p;
+    p.cache.interval = interval;
+    p.cache.threshold = threshold;
+    pol.set_plan(p);
+    const ActionChunk first = pol.infer(fixture_obs());
+    EXPECT_EQ(pol.infer(fixture_obs()).actions, first.actions) << "threshold " << threshold;
+    return first.actions;
+  };
+  const auto dense = run(0, 1), fixed = run(0, 3);
+  EXPECT_EQ(run(1e-12f, 3), dense);
+  EXPECT_EQ(run(1e6f, 3), fixed);
+  EXPECT_NE(dense, fixed);
+  // The input changes by about 5-20 % a step here: a threshold of 0.1
+  // reuses some steps but not every one the fixed interval does.
+  const auto some = run(0.1f, 3);
+  EXPECT_NE(some, dense);
+  EXPECT_NE(some, fixed);
+  // An adaptive plan's FLOPs are counted as if every step refreshed.
+  Plan adaptive;
+  adaptive.cache.interval = 3;
+  adaptive.cache.threshold = 0.5f;
+  EXPECT_EQ(fixture_model()->flops(adaptive).action_head, fixture_model()->flops(Plan{}).action_head);
 }
 
 TEST(Plan, EveryPartChangesTheComputationAndFlops) {
