@@ -328,12 +328,18 @@ EVLA_VNNI void quantize_rows8(const float* x, int ldx, int m0, int m1, int K, ui
     __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
     __mmask16 nan = 0;
     int k = 0;
+    // The masked forms throughout: GCC 12 warns about the unmasked ones'
+    // undefined sources (as in store_row_vnni).
+    constexpr __mmask16 all = 0xFFFF;
     for (; k + 16 <= K; k += 16) {
       const __m512 v = _mm512_loadu_ps(row + k);
-      vlo = _mm512_min_ps(v, vlo), vhi = _mm512_max_ps(v, vhi);
+      vlo = _mm512_maskz_min_ps(all, v, vlo), vhi = _mm512_maskz_max_ps(all, v, vhi);
       nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     }
-    float lo = std::min(0.0f, _mm512_reduce_min_ps(vlo)), hi = std::max(0.0f, _mm512_reduce_max_ps(vhi));
+    alignas(64) float l16[16], h16[16];
+    _mm512_store_ps(l16, vlo), _mm512_store_ps(h16, vhi);
+    float lo = 0, hi = 0;
+    for (int j = 0; j < 16; ++j) lo = std::min(lo, l16[j]), hi = std::max(hi, h16[j]);
     bool has_nan = nan != 0;
     for (; k < K; ++k) lo = std::min(lo, row[k]), hi = std::max(hi, row[k]), has_nan |= std::isnan(row[k]);
     const RowQuant q = rq[m] = row_quant(lo, hi, has_nan, 255);
@@ -342,9 +348,9 @@ EVLA_VNNI void quantize_rows8(const float* x, int ldx, int m0, int m1, int K, ui
     uint8_t* out = xq + size_t(m) * ldq;
     for (k = 0; k + 16 <= K; k += 16) {
       // cvtps rounds to nearest even, as lrint does in the default mode.
-      __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row + k), vinv)), z);
-      c = _mm512_min_epi32(_mm512_max_epi32(c, zero), top);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm512_cvtepi32_epi8(c));
+      __m512i c = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(all, _mm512_mul_ps(_mm512_loadu_ps(row + k), vinv)), z);
+      c = _mm512_maskz_min_epi32(all, _mm512_maskz_max_epi32(all, c, zero), top);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm512_maskz_cvtepi32_epi8(all, c));
     }
     const float inv = 1.0f / q.scale;
     for (; k < K; ++k) out[k] = uint8_t(std::clamp(std::lrint(row[k] * inv) + q.zero, 0L, 255L));
