@@ -65,6 +65,8 @@ void add_analyze_command(CLI::App& app) {
     fmt::print("dense time per module (ms): vision {:.2f}, projector {:.2f}, llm {:.2f}, action head {:.2f}\n",
                r.dense_ms.vision_ms, r.dense_ms.projector_ms, r.dense_ms.llm_ms, r.dense_ms.action_head_ms);
     fmt::print("LM with every layer int8: {:.2f}× its fp32 time\n", r.int8_llm_ratio);
+    fmt::print("BF16 products: vision {:.2f}×, projector {:.2f}×, action head {:.2f}× their dense time\n",
+               r.bf16_ratio.vision_ms, r.bf16_ratio.projector_ms, r.bf16_ratio.action_head_ms);
   });
 }
 

@@ -32,6 +32,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--drop-mlp", r.drop_mlp, "LM MLP sub-layers to drop");
   cmd->add_option("--mlp-prune", r.mlp_prune, "Fraction of MLP channels removed in kept layers (score: mean|activation| × ‖down_proj column‖)");
   cmd->add_option("--int8-layers", r.int8_layers, "Kept LM layers that run from int8 weights, least important first (per-row scales; integer kernel where the CPU has AVX2)");
+  cmd->add_flag("--bf16-modules", r.bf16_modules, "Vision towers, projector and action head with BF16 products (vdpbf16ps where the CPU has AVX-512 BF16; elsewhere the same numbers, slower)");
   cmd->add_option("--layer-choice", o->choice,
                   "importance (the method: 1 - cos over all tokens), cognition (the same on the cognition token), "
                   "ablation (action change when the block alone is skipped), greedy (joint ablation, a block at "

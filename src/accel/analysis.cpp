@@ -257,21 +257,31 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   int8_all.llm.assign(size_t(L), LayerPlan{});
   for (int l = 0; l < L; ++l)
     if (has_block(l)) int8_all.llm[size_t(l)].weights = WeightType::Int8;
-  Policy dense_policy(model, PolicyOptions{1}), int8_policy(model, PolicyOptions{1});
+  Plan bf16_rest;  // every module but the LM with BF16 products
+  bf16_rest.precision.vision = bf16_rest.precision.projector = bf16_rest.precision.action_head = WeightType::BF16;
+  Policy dense_policy(model, PolicyOptions{1}), int8_policy(model, PolicyOptions{1}), bf16_policy(model, PolicyOptions{1});
   int8_policy.set_plan(int8_all);
+  bf16_policy.set_plan(bf16_rest);
   dense_policy.infer(calibration[0]);  // warm-up
   int8_policy.infer(calibration[0]);
-  Timing sum;
+  bf16_policy.infer(calibration[0]);
+  Timing sum, bf16;
   double int8_llm_ms = 0;
+  auto add = [](Timing& a, const Timing& t) {
+    a.vision_ms += t.vision_ms, a.projector_ms += t.projector_ms, a.llm_ms += t.llm_ms;
+    a.action_head_ms += t.action_head_ms, a.total_ms += t.total_ms;
+  };
   for (size_t i = 0; i < frames; ++i) {
-    const Timing t = dense_policy.infer(calibration[i]).timing;
-    sum.vision_ms += t.vision_ms, sum.projector_ms += t.projector_ms, sum.llm_ms += t.llm_ms;
-    sum.action_head_ms += t.action_head_ms, sum.total_ms += t.total_ms;
+    add(sum, dense_policy.infer(calibration[i]).timing);
     int8_llm_ms += int8_policy.infer(calibration[i]).timing.llm_ms;
+    add(bf16, bf16_policy.infer(calibration[i]).timing);
   }
 
   AnalysisReport r;
   r.int8_llm_ratio = sum.llm_ms > 0 ? int8_llm_ms / sum.llm_ms : 1.0;
+  auto ratio = [](double planned, double dense) { return dense > 0 ? planned / dense : 1.0; };
+  r.bf16_ratio = {ratio(bf16.vision_ms, sum.vision_ms), ratio(bf16.projector_ms, sum.projector_ms), 1.0,
+                  ratio(bf16.action_head_ms, sum.action_head_ms), 1.0};
   r.model = model->name();
   r.samples = int(calibration.size());
   r.visual_tokens = im.visual_tokens();
@@ -326,6 +336,8 @@ nlohmann::json AnalysisReport::to_json() const {
   j["dense_ms"] = {{"vision", dense_ms.vision_ms}, {"projector", dense_ms.projector_ms}, {"llm", dense_ms.llm_ms},
                    {"action_head", dense_ms.action_head_ms}, {"total", dense_ms.total_ms}};
   j["int8_llm_ratio"] = int8_llm_ratio;
+  j["bf16_ratio"] = {{"vision", bf16_ratio.vision_ms}, {"projector", bf16_ratio.projector_ms},
+                     {"action_head", bf16_ratio.action_head_ms}};
   j["flops"] = {{"vision", flops.vision}, {"projector", flops.projector}, {"llm", flops.llm},
                 {"action_head", flops.action_head}};
   for (const auto& s : llm) j["llm_importance"].push_back(scores_json(s, true));
@@ -355,6 +367,15 @@ AnalysisReport AnalysisReport::from_json(const nlohmann::json& j, const std::str
     a.dense_ms = {d.at("vision"), d.at("projector"), d.at("llm"), d.at("action_head"), d.at("total")};
     a.int8_llm_ratio = j.value("int8_llm_ratio", 1.0);
     if (!(a.int8_llm_ratio > 0)) r.fail("int8_llm_ratio", "must be a positive ratio");
+    if (r.has("bf16_ratio")) {  // absent in analyses made before BF16 products
+      JsonReader b = r.child("bf16_ratio");
+      b.only_keys({"vision", "projector", "action_head"});
+      a.bf16_ratio.vision_ms = b.number("vision", 1.0);
+      a.bf16_ratio.projector_ms = b.number("projector", 1.0);
+      a.bf16_ratio.action_head_ms = b.number("action_head", 1.0);
+      for (double v : {a.bf16_ratio.vision_ms, a.bf16_ratio.projector_ms, a.bf16_ratio.action_head_ms})
+        if (!(v > 0 && v < 1e3)) r.fail("bf16_ratio", "must be positive ratios");
+    }
     const auto& f = j.at("flops");
     a.flops = {f.at("vision"), f.at("projector"), f.at("llm"), f.at("action_head")};
     for (const auto& s : j.at("llm_importance"))

@@ -53,6 +53,9 @@ struct AnalysisReport {
   // The LM's time with every layer int8 over its fp32 time, measured (the
   // integer kernel's gain does not follow the FLOPs); 1 where unmeasured.
   double int8_llm_ratio = 1.0;
+  // The vision towers', projector's and action head's time with BF16
+  // products over their dense time, measured; 1 where unmeasured.
+  Timing bf16_ratio{1.0, 1.0, 1.0, 1.0, 1.0};
   FlopCount flops;   // dense analytic FLOPs
 
   nlohmann::json to_json() const;

@@ -101,6 +101,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   p.cache.interval = r.cache_interval;
   p.cache.start = r.cache_start;
   p.cache.blocks = r.cache_blocks;
+  if (r.bf16_modules) p.precision.vision = p.precision.projector = p.precision.action_head = WeightType::BF16;
   bool any_llm = false;
   for (const auto& lp : p.llm) any_llm |= !lp.attn || !lp.mlp || lp.mlp_keep < 1.f || lp.weights != WeightType::Stored;
   if (!any_llm) p.llm.clear();
@@ -110,14 +111,18 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
 
 }  // namespace
 
-double estimated_speedup(const AnalysisReport& a, const FlopCount& pf, double int8_share) {
+double estimated_speedup(const AnalysisReport& a, const FlopCount& pf, double int8_share,
+                         const PrecisionPlan& precision) {
   const Timing& t = a.dense_ms;
   auto ratio = [](double p, double d) { return d > 0 ? p / d : 1.0; };
+  auto bf16 = [](WeightType w, double r) { return w == WeightType::BF16 ? r : 1.0; };
   const double llm_precision = 1.0 - int8_share + int8_share * a.int8_llm_ratio;
-  const double planned = t.vision_ms * ratio(pf.vision, a.flops.vision) +
-                         t.projector_ms * ratio(pf.projector, a.flops.projector) +
-                         t.llm_ms * ratio(pf.llm, a.flops.llm) * llm_precision +
-                         t.action_head_ms * ratio(pf.action_head, a.flops.action_head);
+  const double planned =
+      t.vision_ms * ratio(pf.vision, a.flops.vision) * bf16(precision.vision, a.bf16_ratio.vision_ms) +
+      t.projector_ms * ratio(pf.projector, a.flops.projector) * bf16(precision.projector, a.bf16_ratio.projector_ms) +
+      t.llm_ms * ratio(pf.llm, a.flops.llm) * llm_precision +
+      t.action_head_ms * ratio(pf.action_head, a.flops.action_head) *
+          bf16(precision.action_head, a.bf16_ratio.action_head_ms);
   const double dense = t.vision_ms + t.projector_ms + t.llm_ms + t.action_head_ms;
   return planned > 0 ? dense / planned : 1.0;
 }
@@ -133,7 +138,7 @@ double int8_share(const Plan& p) {
 }
 
 double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& p) {
-  return estimated_speedup(a, model.flops(p), int8_share(p));
+  return estimated_speedup(a, model.flops(p), int8_share(p), p.precision);
 }
 
 void check_request(const PlanRequest& r, const ModelConfig& cfg) {
@@ -175,22 +180,31 @@ Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& 
   // The ladder chooses these itself; a value given beside the target would
   // be silently overridden on some rungs and kept on others.
   if (req.drop_blocks || req.drop_attention || req.drop_mlp || req.mlp_prune > 0.f || req.int8_layers ||
-      req.tokens || req.cache_interval != 1)
-    throw Error("--target-speedup chooses the layers, MLP pruning, int8 layers, tokens and cache interval itself; "
-                "give either it or those numbers");
+      req.bf16_modules || req.tokens || req.cache_interval != 1)
+    throw Error("--target-speedup chooses the layers, MLP pruning, int8 layers, BF16 modules, tokens and cache "
+                "interval itself; give either it or those numbers");
   // A ladder, cheapest rung first, in the order the closed-loop frontier of
   // the shipped policy measured (docs/plan_frontier.md): the int8 LM (where
-  // the analysis measured it faster), then the action head every second step;
+  // the analysis measured it faster; with the other modules in BF16 where
+  // that measured faster), then the action head every second step;
   // then, for each visual-token budget from all tokens down, more and more
   // LM layers, each without and then with a quarter of the MLP channels
   // removed; then all of that again with the head every fifth step, which
   // cost the most success per millisecond saved.
   const int L = cfg.llm.num_layers, nv = a.visual_tokens, steps = cfg.action_head.steps();
   const bool int8_pays = a.int8_llm_ratio < 0.95;
+  // BF16 products for the modules around the LM cost nothing measurable in
+  // success (docs/results.md); they are on every rung where the analysis
+  // measured them faster.
+  const Timing& b = a.bf16_ratio;
+  const double rest_ms = a.dense_ms.vision_ms + a.dense_ms.projector_ms + a.dense_ms.action_head_ms;
+  const double rest_bf16_ms = a.dense_ms.vision_ms * b.vision_ms + a.dense_ms.projector_ms * b.projector_ms +
+                              a.dense_ms.action_head_ms * b.action_head_ms;
   std::vector<PlanRequest> ladder;
   PlanRequest r = req;
+  r.bf16_modules = rest_bf16_ms < 0.95 * rest_ms;
   r.int8_layers = int8_pays ? L : 0;
-  if (int8_pays) ladder.push_back(r);
+  if (int8_pays || r.bf16_modules) ladder.push_back(r);
   const std::vector<int> token_steps = {nv, nv / 2, std::max(1, nv * 7 / 16), std::max(1, nv / 4),
                                         std::max(1, nv * 7 / 32)};
   for (int interval : {std::min(2, steps), std::min(5, steps)})

@@ -26,6 +26,7 @@ struct PlanRequest {
   int drop_mlp = 0;          // MLP sub-layers
   float mlp_prune = 0.f;     // fraction of MLP channels removed in every kept MLP
   int int8_layers = 0;       // kept LM layers run from int8 weights (the least important first)
+  bool bf16_modules = false; // vision towers, projector and action head with BF16 products
   LayerChoice layers = LayerChoice::Importance;
   int tokens = 0;            // K_final; 0 = keep all
   int token_key = 4;
@@ -51,8 +52,11 @@ Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& 
 
 // Estimated end-to-end speed-up of a plan: each module's measured dense time
 // scaled by its FLOPs ratio under the plan, the LM's also by the measured
-// int8 speed (int8_llm_ratio) for the share of its kept layers that are int8.
-double estimated_speedup(const AnalysisReport& a, const FlopCount& plan_flops, double int8_share);
+// int8 speed (int8_llm_ratio) for the share of its kept layers that are int8,
+// the other modules' by their measured BF16 speed (bf16_ratio) where the
+// plan gives them BF16 products.
+double estimated_speedup(const AnalysisReport& a, const FlopCount& plan_flops, double int8_share,
+                         const PrecisionPlan& precision = {});
 double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& plan);
 
 }  // namespace evla::accel

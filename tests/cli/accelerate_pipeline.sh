@@ -58,24 +58,34 @@ if "$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after 0 -o "$tm
 grep -q "a layer count of at least 1, or auto" "$tmp/err"
 # --target-speedup climbs the ladder: the int8 LM first where the analysis measured it faster,
 # then the action head every second step, then layers and tokens; an unreachable target is refused.
-/usr/bin/python3 - "$tmp/an.json" "$tmp/fast8.json" "$tmp/slow8.json" <<'PY'
+/usr/bin/python3 - "$tmp/an.json" "$tmp/fast8.json" "$tmp/slow8.json" "$tmp/fast16.json" <<'PY'
 import json, sys
 a = json.load(open(sys.argv[1]))
 assert a["int8_llm_ratio"] > 0, a["int8_llm_ratio"]
+assert all(v > 0 for v in a["bf16_ratio"].values()), a["bf16_ratio"]
 # Module times as this fixture measures them on an idle machine: the ladder's
 # choice must not depend on what else the machine was running during analyze.
 a["dense_ms"] = {"vision": 0.023, "projector": 0.002, "llm": 0.093, "action_head": 0.149, "total": 0.267}
+a["bf16_ratio"] = {"vision": 1.0, "projector": 1.0, "action_head": 1.0}
 a["int8_llm_ratio"] = 0.5
 json.dump(a, open(sys.argv[2], "w"))
 a["int8_llm_ratio"] = 1.0
 json.dump(a, open(sys.argv[3], "w"))
+a["bf16_ratio"] = {"vision": 0.6, "projector": 1.0, "action_head": 0.6}
+json.dump(a, open(sys.argv[4], "w"))
 PY
 "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.01 -o "$tmp/t1.json" | grep -q "estimated speed-up"
 "$evla" plan -a "$tmp/slow8.json" -m "$model" --target-speedup 1.01 -o "$tmp/t2.json" >/dev/null
 "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.6 -o "$tmp/t3.json" >"$tmp/t3.out"
-/usr/bin/python3 - "$tmp/t1.json" "$tmp/t2.json" "$tmp/t3.json" "$tmp/t3.out" <<'PY'
+# Where the analysis measured BF16 products faster for the modules around the LM, the first rung has them.
+"$evla" plan -a "$tmp/fast16.json" -m "$model" --target-speedup 1.2 -o "$tmp/t4.json" >/dev/null
+/usr/bin/python3 - "$tmp/t1.json" "$tmp/t2.json" "$tmp/t3.json" "$tmp/t3.out" "$tmp/t4.json" <<'PY'
 import json, re, sys
 t1, t2, t3 = (json.load(open(f)) for f in sys.argv[1:4])
+t4 = json.load(open(sys.argv[5]))
+assert "precision" not in t1, t1
+assert t4["precision"] == {"vision": "bf16", "projector": "bf16", "action_head": "bf16"}, t4
+assert "cache" not in t4 and "llm" not in t4, t4  # BF16 modules alone reach 1.2× here
 assert t1["name"] == "target-1.01x" and t1["llm"]["int8_layers"] == [0, 1, 2], t1
 assert "cache" not in t1 and "tokens" not in t1 and not t1["llm"]["drop_blocks"], t1
 assert t2["cache"]["interval"] == 2 and "int8_layers" not in t2.get("llm", {}), t2
