@@ -5,7 +5,11 @@
 
 --dtype bf16 builds the model in bfloat16 and loads a BF16 checkpoint one
 shard at a time without an fp32 copy (full-size models); PyTorch's BF16
-matrix products run through oneDNN.
+matrix products run through oneDNN. --dtype int8 then gives the LM
+PyTorch's dynamic int8 quantization (torch.ao.quantization.quantize_dynamic
+of its linear layers, one layer at a time through fp32 so that no fp32 copy
+of the whole LM exists; int8 weights, activations quantized per call); the
+LM runs in fp32 around them, the other modules stay BF16.
 
 Runs the full forward (vision, projector, LM, action head with the config's
 sampling steps and CFG) under torch.inference_mode and prints the median
@@ -73,7 +77,7 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--instruction", default="put the eggplant in the basket")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32")
+    ap.add_argument("--dtype", choices=("f32", "bf16", "int8"), default="f32")
     args = ap.parse_args()
     if args.reps < 10:
         ap.error("--reps must be at least 10")
@@ -82,7 +86,14 @@ def main():
     if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         print(f"warning: set OPENBLAS_NUM_THREADS={args.threads} too (torch's BLAS sizes its own pool; "
               "bench/compare_pytorch.py does this)", file=sys.stderr)
-    model = load_model_16bit(args.model_dir) if args.dtype == "bf16" else load_model(args.model_dir)
+    model = load_model_16bit(args.model_dir) if args.dtype in ("bf16", "int8") else load_model(args.model_dir)
+    if args.dtype == "int8":
+        llm = model.llm
+        with torch.no_grad():
+            for layer in llm.model.layers:
+                layer.float()
+                torch.ao.quantization.quantize_dynamic(layer, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            llm.float()
     data = inputs(model, args.model_dir, args.instruction, args.seed)
     with torch.inference_mode():
         for _ in range(args.warmup):

@@ -579,12 +579,13 @@ def project(model, feats, record=None):
 def cognition_feature(model, ids, vis, record=None):
     """Steps 3-4: LM on [BOS, visual tokens, rest of ids]; final-norm hidden at the last position."""
     emb = model.llm.model.embed_tokens(torch.as_tensor(np.asarray(ids, np.int64)))
-    hidden, normed = model.llm.run(torch.cat([emb[:1], vis, emb[1:]], dim=0)[None])
+    # (the LM may run in another dtype than the towers: an fp32 LM with int8 linears)
+    hidden, normed = model.llm.run(torch.cat([emb[:1], vis.to(emb.dtype), emb[1:]], dim=0)[None])
     if record is not None:
         for l, h in enumerate(hidden):
             record[f"llm.hidden.{l}"] = h[0]
         record["llm.cognition"] = normed[0, -1]
-    return normed[0, -1]
+    return normed[0, -1].to(model_dtype(model))
 
 
 def sample_actions(model, cognition, state, noise, record=None, step_noise=None):
