@@ -17,6 +17,8 @@ milliseconds per module and end to end as one JSON object on stdout:
 {"vision", "projector", "llm", "action_head", "total"}. Run details go to stderr.
 """
 import argparse
+import ctypes
+import gc
 import json
 import os
 import statistics
@@ -89,10 +91,13 @@ def main():
     model = load_model_16bit(args.model_dir) if args.dtype in ("bf16", "int8") else load_model(args.model_dir)
     if args.dtype == "int8":
         llm = model.llm
+        libc = ctypes.CDLL("libc.so.6")
         with torch.no_grad():
             for layer in llm.model.layers:
                 layer.float()
                 torch.ao.quantization.quantize_dynamic(layer, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                gc.collect()
+                libc.malloc_trim(0)  # hand the layer's fp32 and bf16 pages back before the next one
             llm.float()
     data = inputs(model, args.model_dir, args.instruction, args.seed)
     with torch.inference_mode():
