@@ -70,6 +70,11 @@ PruneResult prune_model(const Model& model, const Plan& plan, const std::string&
 
   const std::string layer_prefix = (lc.prefix.empty() ? "" : lc.prefix + ".") + "model.layers.";
   const io::TensorStore& src = im.weights->tensors();
+  // An int8 checkpoint's per-row scales would have to follow the rows and
+  // channels kept; prune the bf16 or f32 model and convert that instead.
+  for (const std::string& name : src.names())
+    if (src.get(name).dtype == io::DType::I8)
+      throw Error("prune: '" + name + "' is stored as int8; prune the model before converting it with --dtype int8");
   io::SafetensorsWriter w;
   PruneResult res;
   res.layers_before = L;
@@ -130,13 +135,15 @@ PruneResult prune_model(const Model& model, const Plan& plan, const std::string&
   }
 
   // What weights cannot express: token selection (its layer renumbered),
-  // caching, and int8 layers (renumbered; quantized when the plan is applied).
+  // caching, and precision (per module, and per layer renumbered; int8 codes
+  // and BF16 copies are made when the plan is applied).
   Plan residual;
   residual.name = plan.name + "-residual";
   residual.tokens = plan.tokens;
-  bool any_int8 = false;
-  for (const LayerPlan& lp : plan.llm) any_int8 |= lp.weights == WeightType::Int8;
-  if (any_int8)
+  residual.precision = plan.precision;
+  bool any_precision = false;
+  for (const LayerPlan& lp : plan.llm) any_precision |= lp.weights != WeightType::Stored;
+  if (any_precision)
     for (int l = 0; l < L; ++l)
       if (fate[size_t(l)].keep) {
         residual.llm.emplace_back();

@@ -97,19 +97,21 @@ TEST(Prune, PrunedCheckpointEqualsPlanAtRunTime) {
   std::filesystem::remove_all(dir);
 }
 
-// Int8 layers cannot be baked into fp32 weights: they go to the residual
-// plan, renumbered past the dropped block.
-TEST(Prune, Int8LayersMoveToTheResidualPlan) {
+// Precision cannot be baked into fp32 weights: int8 and BF16 layers go to
+// the residual plan, renumbered past the dropped block, with the modules'.
+TEST(Prune, PrecisionMovesToTheResidualPlan) {
   auto model = Model::load(test::source_path("tests/fixtures/dual_gqa_cfg"));
   const Plan plan = Plan::from_json(
-      R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1], "int8_layers": [2]}})", "p");
+      R"({"evla_plan": 1, "llm": {"num_layers": 3, "drop_blocks": [1], "int8_layers": [2], "bf16_layers": [0]},
+          "precision": {"vision": "bf16"}})", "p");
   const std::string dir = "/tmp/evla_prune_int8_" + std::to_string(::getpid());
   const auto r = accel::prune_model(*model, plan, dir);
   ASSERT_TRUE(r.residual_plan);
   const Plan residual = Plan::load(dir + "/plan.json");
   ASSERT_EQ(residual.llm.size(), 2u);
-  EXPECT_EQ(residual.llm[0].weights, WeightType::Stored);
+  EXPECT_EQ(residual.llm[0].weights, WeightType::BF16);
   EXPECT_EQ(residual.llm[1].weights, WeightType::Int8);
+  EXPECT_EQ(residual.precision.vision, WeightType::BF16);
   auto pruned = Model::load(dir);
   EXPECT_NO_THROW(pruned->validate(residual));
   std::filesystem::remove_all(dir);
