@@ -86,7 +86,7 @@ TEST_P(Weights16, MatricesStayInPlaceAndComputeAsFp32) {
   // Under fp32 precision everywhere, the 16-bit model computes what the fp32
   // one holding the same values does.
   const std::string fp32 = R"("precision": {"vision": "fp32", "projector": "fp32", "llm": "fp32", "action_head": "fp32"})";
-  for (const std::string plan : {R"({"evla_plan": 1, )" + fp32 + "}",
+  for (const std::string& plan : {R"({"evla_plan": 1, )" + fp32 + "}",
                                  R"({"evla_plan": 1, )" + fp32 + R"(, "llm": {"num_layers": 3, "int8_layers": [0, 2],
                                      "intermediate_size": 128, "mlp_channels": {"1": [0, 3, 7, 64, 100, 127]}}})"}) {
     SCOPED_TRACE(plan);
