@@ -1,7 +1,8 @@
 // evla — acceleration plans. A plan is data the model consults on every
 // forward pass: which language-model sub-layers run, how many visual tokens
-// continue after a given layer, and which denoising steps of the action head
-// recompute. The default Plan{} is the dense model.
+// continue after a given layer, which denoising steps of the action head
+// recompute, and the arithmetic (fp32, BF16, int8) of each module and LM
+// layer. The default Plan{} is the dense model as its checkpoint stores it.
 #pragma once
 #include <string>
 #include <vector>
