@@ -487,6 +487,57 @@ EVLA_VNNI void pack_panel_vnni(const int8_t* Wq, int N, int K, int n0, int8_t* p
 
 }  // namespace
 
+namespace {
+
+// linear_int8_rows's micro-kernel: MR ≤ 6 rows × a strip of four panels (64
+// outputs) in 24 int32 sums. Per group of four k it loads the four panels'
+// lines and broadcasts each row's codes once for all four, so the broadcasts
+// (which take an FP pipe on Zen 4) are a sixth of the products instead of
+// all of them as in micro8_vnni: ~1.25× its rate in a bare loop.
+constexpr int kStripPanels = 4, kStripRows = 6;
+
+template <int MR>
+EVLA_VNNI void micro_strip(int K4, const uint8_t* xq, int ldq, const RowQuant* rq, const int8_t* strip, size_t pb,
+                           const int32_t* colsum, const float* scale, const float* bias, float* out, int ldo) {
+  __m512i acc[MR][kStripPanels];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int h = 0; h < kStripPanels; ++h) acc[r][h] = _mm512_setzero_si512();
+  for (int i = 0; i < K4; ++i) {
+    __m512i w[kStripPanels];
+#pragma GCC unroll 4
+    for (int h = 0; h < kStripPanels; ++h) w[h] = _mm512_loadu_si512(strip + h * pb + size_t(i) * kGroup * kPanel);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512i v = group_of_vnni(xq + size_t(r) * ldq + kGroup * i);
+#pragma GCC unroll 4
+      for (int h = 0; h < kStripPanels; ++h) acc[r][h] = _mm512_dpbusd_epi32(acc[r][h], v, w[h]);
+    }
+  }
+  // The sums leave their registers through plain stores: handed to the
+  // epilogue directly, GCC 12 keeps the whole array on the stack, a store
+  // after every vpdpbusd, at half the rate.
+  alignas(64) int32_t sums[MR][kStripPanels][kPanel];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int h = 0; h < kStripPanels; ++h) _mm512_store_si512(sums[r][h], acc[r][h]);
+  static const float zeros[kStripPanels * kPanel] = {};
+  if (!bias) bias = zeros;
+  for (int r = 0; r < MR; ++r)
+    for (int h = 0; h < kStripPanels; ++h)
+      store_row_vnni(out + size_t(r) * ldo + h * kPanel, rq[r], colsum + h * kPanel, scale + h * kPanel,
+                     bias + h * kPanel, _mm512_load_si512(sums[r][h]));
+}
+
+using StripFn = void (*)(int, const uint8_t*, int, const RowQuant*, const int8_t*, size_t, const int32_t*,
+                         const float*, const float*, float*, int);
+const StripFn kStripMicro[kStripRows] = {&micro_strip<1>, &micro_strip<2>, &micro_strip<3>,
+                                         &micro_strip<4>, &micro_strip<5>, &micro_strip<6>};
+
+}  // namespace
+
 bool prefer_int8_rows() { return cpu_has_avx512vnni() && int8_isa() == Int8Isa::Avx512Vnni && !blas_only(); }
 
 void linear_int8_rows(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq, const float* scale,
@@ -496,24 +547,40 @@ void linear_int8_rows(ThreadPool& pool, const float* x, int ldx, int M, int K, c
   if (K > kInt8RowsMaxK) throw std::invalid_argument("linear_int8_rows: K above " + std::to_string(kInt8RowsMaxK));
   const int ldq = kGroup * groups(K);
   const auto [xq, rq] = row_scratch(M, ldq);
-  // Each panel is packed as it is needed into a buffer of the worker's that
-  // stays in L2 while every row passes it: the weights are read once, in place.
-  auto run = [&](int64_t p0, int64_t p1) {
-    thread_local std::vector<int8_t> panel;
-    if (panel.size() < panel_bytes(K)) panel.resize(panel_bytes(K));
-    int32_t colsum[kPanel];
-    for (int p = int(p0); p < int(p1); ++p) {
-      pack_panel_vnni(Wq, N, K, p * kPanel, panel.data(), colsum);
-      panel_rows(Int8Isa::Avx512Vnni, M, K, xq, ldq, rq, panel.data(), colsum, scale, bias, N, p, y, ldy);
+  // Strips of four panels are packed as they are needed into a buffer of the
+  // worker's that stays in L2 while every row passes it: the weights are read
+  // once, in place. Full strips run the 6-row × 64-output micro-kernel; the
+  // strip at the edge of N, panel by panel.
+  auto run = [&](int64_t s0, int64_t s1) {
+    thread_local std::vector<int8_t> strip;
+    const size_t pb = panel_bytes(K);
+    if (strip.size() < kStripPanels * pb) strip.resize(kStripPanels * pb);
+    int32_t colsum[kStripPanels * kPanel];
+    for (int s = int(s0); s < int(s1); ++s) {
+      const int p0 = s * kStripPanels, n0 = p0 * kPanel;
+      const int np = std::min(kStripPanels, (N - n0 + kPanel - 1) / kPanel);
+      for (int j = 0; j < np; ++j)
+        pack_panel_vnni(Wq, N, K, n0 + j * kPanel, strip.data() + j * pb, colsum + j * kPanel);
+      if (n0 + kStripPanels * kPanel <= N) {
+        for (int m = 0; m < M; m += kStripRows) {
+          const int mr = std::min(kStripRows, M - m);
+          kStripMicro[size_t(mr - 1)](groups(K), xq + size_t(m) * ldq, ldq, rq + m, strip.data(), pb, colsum,
+                                      scale + n0, bias ? bias + n0 : nullptr, y + size_t(m) * ldy + n0, ldy);
+        }
+        continue;
+      }
+      for (int j = 0; j < np; ++j)
+        panel_rows(Int8Isa::Avx512Vnni, M, K, xq, ldq, rq, strip.data() + j * pb, colsum + j * kPanel, scale, bias,
+                   N, p0 + j, y, ldy);
     }
   };
-  const int P = (N + kPanel - 1) / kPanel;
+  const int P = (N + kPanel - 1) / kPanel, S = (P + kStripPanels - 1) / kStripPanels;
   if (pool.size() == 1 || int64_t(M) * K * N < (int64_t(1) << 21)) {
     quantize_rows8(x, ldx, 0, M, K, xq, ldq, rq);
-    return run(0, P);
+    return run(0, S);
   }
   pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows8(x, ldx, int(m0), int(m1), K, xq, ldq, rq); });
-  pool.parallel_for(P, 1, run);
+  pool.parallel_for(S, 1, run);
 }
 
 }  // namespace evla::kernels
