@@ -507,12 +507,19 @@ struct OutTensor {
 std::vector<OutTensor> outputs(const std::string& name, const SourceTensor& t, const std::string& dtype) {
   if (dtype == "int8" && lm_matrix(name, t.shape) && io::is_floating(t.dtype)) {
     const int64_t N = t.shape[0], K = t.shape[1];
-    auto rows = [&t, K, name](bool codes, const io::SafetensorsWriter::Sink& sink) {
+    // The codes stream first (they are added first, and their name sorts
+    // first) and keep the scales they made, so the scales' stream reads the
+    // source only if it ever runs on its own.
+    auto scales = std::make_shared<std::vector<float>>();
+    auto rows = [&t, K, name, scales](bool codes, const io::SafetensorsWriter::Sink& sink) {
+      if (!codes && scales->size() == size_t(t.shape[0])) return sink(scales->data(), scales->size() * sizeof(float));
       std::vector<int8_t> q(static_cast<size_t>(K));
+      scales->clear();
       try {
         for_each_row(t, K, [&](const float* row) {
           float scale;
           kernels::quantize_int8_rows(row, 1, int(K), q.data(), &scale);
+          scales->push_back(scale);
           codes ? sink(q.data(), q.size()) : sink(&scale, sizeof scale);
         });
       } catch (const Error& e) {

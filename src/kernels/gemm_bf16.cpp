@@ -45,7 +45,6 @@ constexpr int kBlockRows = kLane * kLines;
 // the k past K are zeros.
 EVLA_BF16 void pack_rows(const float* x, int ldx, int M, int K, int pairs, uint32_t* xp) {
   const int lines = (M + kLane - 1) / kLane;
-  uint32_t row[2];
   for (int l = 0; l < lines; ++l)
     for (int i = 0; i < kLane; ++i) {
       const int m = l * kLane + i;
@@ -63,9 +62,8 @@ EVLA_BF16 void pack_rows(const float* x, int ldx, int M, int K, int pairs, uint3
         for (int j = 0; j < 16; ++j) dst[size_t(p + j) * kLane] = tmp[j];
       }
       for (; p < pairs; ++p) {
-        row[0] = bf16_round(src[2 * p]);
-        row[1] = 2 * p + 1 < K ? bf16_round(src[2 * p + 1]) : 0;
-        dst[size_t(p) * kLane] = row[0] | (row[1] << 16);
+        const uint32_t lo = bf16_round(src[2 * p]), hi = 2 * p + 1 < K ? bf16_round(src[2 * p + 1]) : 0;
+        dst[size_t(p) * kLane] = lo | (hi << 16);
       }
     }
 }

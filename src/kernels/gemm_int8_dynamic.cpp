@@ -538,7 +538,7 @@ const StripFn kStripMicro[kStripRows] = {&micro_strip<1>, &micro_strip<2>, &micr
 
 }  // namespace
 
-bool prefer_int8_rows() { return cpu_has_avx512vnni() && int8_isa() == Int8Isa::Avx512Vnni && !blas_only(); }
+bool prefer_int8_rows() { return int8_isa() == Int8Isa::Avx512Vnni && !blas_only(); }  // int8_isa checks the CPU
 
 void linear_int8_rows(ThreadPool& pool, const float* x, int ldx, int M, int K, const int8_t* Wq, const float* scale,
                       const float* bias, int N, float* y, int ldy) {
