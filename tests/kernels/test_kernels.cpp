@@ -81,6 +81,17 @@ struct LinearCase {
   int threads;
 };
 
+// x ([M, K]) in rows K + 3 wide through kernel(xs, ldx, ys, ldy), which
+// writes rows N + 5 wide: the [M, N] result into *y, the padding checked.
+template <typename Kernel>
+void run_strided(const LinearCase& c, const std::vector<float>& x, const Kernel& kernel, std::vector<float>* y) {
+  const int ldx = c.K + 3, ldy = c.N + 5;
+  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
+  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
+  kernel(xs.data(), ldx, ys.data(), ldy);
+  narrow_rows(ys, c.M, c.N, ldy, y);
+}
+
 class LinearVsRef : public ::testing::TestWithParam<LinearCase> {};
 
 TEST_P(LinearVsRef, Matches) {
@@ -200,13 +211,14 @@ TEST_P(Bf16VsRef, Matches) {
   auto x = randn(size_t(c.M) * c.K, 21), W = randn(size_t(c.N) * c.K, 22), b = randn(c.N, 23);
   std::vector<uint16_t> W16(W.size());
   for (size_t i = 0; i < W.size(); ++i) W16[i] = kernels::bf16_round(W[i]);
-  const int ldx = c.K + 3, ldy = c.N + 5;
-  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
-  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
   const float* bias = c.bias ? b.data() : nullptr;
-  kernels::linear_bf16(pool, xs.data(), ldx, c.M, c.K, W16.data(), bias, c.N, ys.data(), ldy);
+  auto bf16_on = [&](ThreadPool& p) {
+    return [&](const float* xs, int ldx, float* ys, int ldy) {
+      kernels::linear_bf16(p, xs, ldx, c.M, c.K, W16.data(), bias, c.N, ys, ldy);
+    };
+  };
   std::vector<float> y, r(size_t(c.M) * c.N), exact(r.size());
-  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
+  ASSERT_NO_FATAL_FAILURE(run_strided(c, x, bf16_on(pool), &y));
   kernels::ref::linear_bf16(x.data(), c.M, c.K, W16.data(), bias, c.N, r.data());
   kernels::ref::linear_16bit(x.data(), c.M, c.K, W16.data(), true, bias, c.N, exact.data());
   EXPECT_LE(nmse(y, r), 1e-11);
@@ -216,9 +228,9 @@ TEST_P(Bf16VsRef, Matches) {
   // the same bits. (Without it, OpenBLAS picks its kernel by slice width.)
   if (!kernels::prefer_bf16_dot()) return;
   ThreadPool one(1);
-  std::vector<float> ys1(ys.size(), 7.f);
-  kernels::linear_bf16(one, xs.data(), ldx, c.M, c.K, W16.data(), bias, c.N, ys1.data(), ldy);
-  EXPECT_EQ(ys, ys1);
+  std::vector<float> y1;
+  ASSERT_NO_FATAL_FAILURE(run_strided(c, x, bf16_on(one), &y1));
+  EXPECT_EQ(y, y1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Bf16VsRef,
@@ -371,13 +383,11 @@ TEST_P(Int8RowsVsRef, MatchesBitForBit) {
   std::vector<int8_t> q(W.size());
   std::vector<float> scale(size_t(c.N));
   kernels::quantize_int8_rows(W.data(), c.N, c.K, q.data(), scale.data());
-  const int ldx = c.K + 3, ldy = c.N + 5;
-  const std::vector<float> xs = widen_rows(x, c.M, c.K, ldx);
-  std::vector<float> ys(size_t(c.M) * ldy, 7.f);
   const float* bias = c.bias ? b.data() : nullptr;
-  kernels::linear_int8_rows(pool, xs.data(), ldx, c.M, c.K, q.data(), scale.data(), bias, c.N, ys.data(), ldy);
   std::vector<float> y, r(size_t(c.M) * c.N), r7(r.size()), exact(r.size());
-  ASSERT_NO_FATAL_FAILURE(narrow_rows(ys, c.M, c.N, ldy, &y));
+  ASSERT_NO_FATAL_FAILURE(run_strided(c, x, [&](const float* xs, int ldx, float* ys, int ldy) {
+    kernels::linear_int8_rows(pool, xs, ldx, c.M, c.K, q.data(), scale.data(), bias, c.N, ys, ldy);
+  }, &y));
   kernels::ref::linear_int8_rows(x.data(), c.M, c.K, q.data(), scale.data(), bias, c.N, r.data());
   EXPECT_EQ(y, r);
   kernels::ref::linear_int8_dynamic(x.data(), c.M, c.K, q.data(), scale.data(), bias, c.N, r7.data());
