@@ -65,22 +65,11 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
   std::vector<bool> no_mlp = taken;
   for (int l : choose_layers(r.layers, a.least_important_mlp(), r.drop_mlp, L, -1, r.seed + 2, no_mlp))
     p.llm[size_t(l)].mlp = false;
-  if (r.mlp_prune > 0.f) {
+  if (r.mlp_prune > 0.f)
     for (int l = 0; l < L; ++l) {
       LayerPlan& lp = p.llm[size_t(l)];
-      if (!lp.mlp) continue;
-      const auto& score = a.mlp_channels[size_t(l)];
-      const int F = int(score.size());
-      if (F == 0) continue;  // no MLP in this (already pruned) layer
-      const int keep = std::max(1, int(std::lround(F * (1.0 - r.mlp_prune))));
-      std::vector<int> idx(static_cast<size_t>(F));
-      std::iota(idx.begin(), idx.end(), 0);
-      std::stable_sort(idx.begin(), idx.end(), [&](int x, int y) { return score[size_t(x)] > score[size_t(y)]; });
-      lp.mlp_channels.assign(idx.begin(), idx.begin() + keep);
-      std::sort(lp.mlp_channels.begin(), lp.mlp_channels.end());
-      lp.mlp_keep = float(keep) / float(F);
+      if (lp.mlp) keep_top_channels(a.mlp_channels[size_t(l)], r.mlp_prune, lp);
     }
-  }
   if (r.int8_layers > 0) {
     // Layer-wise precision: the least redundant (most important) layers keep fp32.
     std::vector<bool> dropped(size_t(L), false);
@@ -127,18 +116,30 @@ double estimated_speedup(const AnalysisReport& a, const FlopCount& pf, double in
   return planned > 0 ? dense / planned : 1.0;
 }
 
-double int8_share(const Plan& p) {
-  int kept = 0, int8 = 0;
-  for (const LayerPlan& lp : p.llm) {
-    if (!lp.attn && !lp.mlp) continue;
-    ++kept;
-    int8 += lp.weights == WeightType::Int8;
-  }
-  return kept > 0 ? double(int8) / kept : 0.0;
+double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& p) {
+  // The int8 share of the LM's work under the plan, by FLOPs: the LM
+  // without its int8 layers tells how much of it they do.
+  const FlopCount f = model.flops(p);
+  Plan rest = p;
+  const int L = model.impl().cfg.llm.num_layers;
+  rest.llm.resize(size_t(L));
+  bool any = false;
+  for (int l = 0; l < L; ++l)
+    if (p.layer_precision(l) == WeightType::Int8) rest.llm[size_t(l)].attn = rest.llm[size_t(l)].mlp = false, any = true;
+  const double share = any && f.llm > 0 ? (f.llm - model.flops(rest).llm) / f.llm : 0.0;
+  return estimated_speedup(a, f, share, p.precision);
 }
 
-double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& p) {
-  return estimated_speedup(a, model.flops(p), int8_share(p), p.precision);
+void keep_top_channels(const std::vector<float>& score, double prune, LayerPlan& lp) {
+  const int F = int(score.size());
+  if (F == 0 || prune <= 0) return;  // no MLP in this (already pruned) layer
+  const int keep = std::max(1, int(std::lround(F * (1.0 - prune))));
+  std::vector<int> idx(static_cast<size_t>(F));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int x, int y) { return score[size_t(x)] > score[size_t(y)]; });
+  lp.mlp_channels.assign(idx.begin(), idx.begin() + keep);
+  std::sort(lp.mlp_channels.begin(), lp.mlp_channels.end());
+  lp.mlp_keep = float(keep) / float(F);
 }
 
 void check_request(const PlanRequest& r, const ModelConfig& cfg) {

@@ -52,11 +52,15 @@ Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& 
 
 // Estimated end-to-end speed-up of a plan: each module's measured dense time
 // scaled by its FLOPs ratio under the plan, the LM's also by the measured
-// int8 speed (int8_llm_ratio) for the share of its kept layers that are int8,
+// int8 speed (int8_llm_ratio) for the share of its FLOPs in int8 layers,
 // the other modules' by their measured BF16 speed (bf16_ratio) where the
 // plan gives them BF16 products.
 double estimated_speedup(const AnalysisReport& a, const FlopCount& plan_flops, double int8_share,
                          const PrecisionPlan& precision = {});
 double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& plan);
+
+// MLP sparsity: keeps the round((1 − prune) · F) channels of highest score
+// (at least one) in `lp`; nothing when the layer has no channel scores.
+void keep_top_channels(const std::vector<float>& score, double prune, LayerPlan& lp);
 
 }  // namespace evla::accel

@@ -56,7 +56,7 @@ if "$evla" plan -a "$tmp/long.json" -m "$model" --tokens 6 --token-after auto -o
 grep -q "token_after_nmse has 3 entries" "$tmp/err"
 if "$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after 0 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "a layer count of at least 1, or auto" "$tmp/err"
-# --target-speedup climbs the ladder: the int8 LM first where the analysis measured it faster,
+# --builder ladder: --target-speedup climbs the ladder: the int8 LM first where the analysis measured it faster,
 # then the action head every second step, then layers and tokens; an unreachable target is refused.
 /usr/bin/python3 - "$tmp/an.json" "$tmp/fast8.json" "$tmp/slow8.json" "$tmp/fast16.json" <<'PY'
 import json, sys
@@ -74,11 +74,11 @@ json.dump(a, open(sys.argv[3], "w"))
 a["bf16_ratio"] = {"vision": 0.6, "projector": 1.0, "action_head": 0.6}
 json.dump(a, open(sys.argv[4], "w"))
 PY
-"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.01 -o "$tmp/t1.json" | grep -q "estimated speed-up"
-"$evla" plan -a "$tmp/slow8.json" -m "$model" --target-speedup 1.01 -o "$tmp/t2.json" >/dev/null
-"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.6 -o "$tmp/t3.json" >"$tmp/t3.out"
+"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.01 --builder ladder -o "$tmp/t1.json" | grep -q "estimated speed-up"
+"$evla" plan -a "$tmp/slow8.json" -m "$model" --target-speedup 1.01 --builder ladder -o "$tmp/t2.json" >/dev/null
+"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.6 --builder ladder -o "$tmp/t3.json" >"$tmp/t3.out"
 # Where the analysis measured BF16 products faster for the modules around the LM, the first rung has them.
-"$evla" plan -a "$tmp/fast16.json" -m "$model" --target-speedup 1.2 -o "$tmp/t4.json" >/dev/null
+"$evla" plan -a "$tmp/fast16.json" -m "$model" --target-speedup 1.2 --builder ladder -o "$tmp/t4.json" >/dev/null
 /usr/bin/python3 - "$tmp/t1.json" "$tmp/t2.json" "$tmp/t3.json" "$tmp/t3.out" "$tmp/t4.json" <<'PY'
 import json, re, sys
 t1, t2, t3 = (json.load(open(f)) for f in sys.argv[1:4])
@@ -92,14 +92,33 @@ assert t2["cache"]["interval"] == 2 and "int8_layers" not in t2.get("llm", {}), 
 assert t3["cache"]["interval"] in (2, 5) and t3["llm"]["int8_layers"], t3
 assert float(re.search(r"estimated speed-up ([0-9.]+)", open(sys.argv[4]).read()).group(1)) >= 1.6
 PY
-if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 50 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 50 --builder ladder -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "no plan on the ladder reaches" "$tmp/err"
+if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 50 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
+grep -q "no plan reaches an estimated 50" "$tmp/err"
+# The search (the default builder): a plan at the target, its front written, the same plan for the same seed.
+for i in 1 2; do
+  "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 2 --search-budget 8 --calibration-episodes 2 \
+    --calibration-samples 8 --front "$tmp/front$i.json" -o "$tmp/s$i.json" >"$tmp/s$i.out"
+done
+cmp "$tmp/s1.json" "$tmp/s2.json"
+grep -q "^chosen (the lowest action NMSE on 8 validation frames" "$tmp/s1.out"
+/usr/bin/python3 - "$tmp/s1.json" "$tmp/front1.json" "$tmp/s1.out" <<'PY'
+import json, re, sys
+plan, front = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert plan["name"] == "search-2.00x", plan["name"]
+assert front and all(p["estimated_speedup"] >= 2 for p in front), front
+assert [p["estimated_speedup"] for p in front] == sorted((p["estimated_speedup"] for p in front), reverse=True), front
+assert float(re.search(r"estimated speed-up ([0-9.]+)", open(sys.argv[3]).read()).group(1)) >= 2
+PY
+"$evla" plan -a "$tmp/fast8.json" -m "$model" --score "$tmp/s1.json,$tmp/t1.json" --calibration-episodes 2 \
+  --calibration-samples 8 | grep -q "| $tmp/t1.json | "
 if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.5 --drop-layers 2 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "give either it or those numbers" "$tmp/err"
 if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "must be above 1" "$tmp/err"
 # --measure climbs on timings taken here (which plan it lands on depends on the machine: only that it runs).
-"$evla" plan -a "$tmp/an.json" -m "$model" --target-speedup 1.01 --measure 3 -o "$tmp/m.json" | grep -q "measured speed-up"
+"$evla" plan -a "$tmp/an.json" -m "$model" --target-speedup 1.01 --builder ladder --measure 3 -o "$tmp/m.json" | grep -q "measured speed-up"
 "$evla" info -m "$model" --plan "$tmp/m.json" | grep -q "GFLOPs plan"
 if "$evla" plan -a "$tmp/an.json" -m "$model" --measure 3 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi
 grep -q "needs --target-speedup" "$tmp/err"
