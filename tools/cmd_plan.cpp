@@ -14,6 +14,7 @@
 #include "core/output_file.h"
 #include "core/progress.h"
 #include "eval/calibration.h"
+#include "eval/evaluator.h"
 #include "model/model_impl.h"
 
 namespace evla::cli {
@@ -23,7 +24,7 @@ namespace {
 struct PlanOpts {
   std::string analysis, model, out = "plan.json", choice = "importance", method = "efficientvla", queries = "text", blocks;
   std::string token_after = "2", builder = "search", front, score;
-  int measure = 0, calib_episodes = 32, calib_every = 4, calib_samples = 128;
+  int measure = 0, validate_episodes = 0, calib_episodes = 32, calib_every = 4, calib_samples = 128;
   uint64_t calib_seed = 900000;
   accel::PlanRequest req;
   accel::SearchOptions search{.threads = int(std::max(1u, std::min(8u, std::thread::hardware_concurrency())))};
@@ -44,6 +45,35 @@ std::vector<Observation> calibration_frames(const PlanOpts& o, const Model& mode
   return frames;
 }
 
+// --measure: a plan's speed-up on this machine, one thread: the median over
+// N observations of dense's latency over the plan's on the same
+// observation, interleaved (after two untimed inferences each). The
+// observations are the calibration frames where the model fits the
+// benchmark (the prompt lengths and images it will see), else the synthetic
+// observation.
+std::function<double(const Plan&)> speed_meter(const PlanOpts& o, std::shared_ptr<const Model> model) {
+  std::vector<Observation> obs;
+  try {
+    eval::check_compatible(*model);
+    obs = calibration_frames(o, *model, o.calib_seed);
+  } catch (const Error&) {
+    obs = {synthetic_observation(*model)};
+  }
+  return [model, obs, n = o.measure](const Plan& plan) {
+    Policy dense(model, PolicyOptions{1}), policy(model, PolicyOptions{1});
+    policy.set_plan(plan);
+    for (int i = 0; i < 2; ++i) dense.infer(obs[0]), policy.infer(obs[0]);
+    std::vector<double> ratio;
+    for (int i = 0; i < n; ++i) {
+      const Observation& x = obs[size_t(i) % obs.size()];
+      const double d = dense.infer(x).timing.total_ms;
+      ratio.push_back(d / std::max(1e-9, policy.infer(x).timing.total_ms));
+    }
+    std::nth_element(ratio.begin(), ratio.begin() + ratio.size() / 2, ratio.end());
+    return ratio[ratio.size() / 2];
+  };
+}
+
 // --score: the search's loss and the estimated speed-up of given plans.
 void score_plans(const PlanOpts& o, std::shared_ptr<const Model> model, const accel::AnalysisReport& a) {
   std::vector<Plan> plans;
@@ -51,11 +81,33 @@ void score_plans(const PlanOpts& o, std::shared_ptr<const Model> model, const ac
   for (const std::string& f : files) plans.push_back(Plan::load(f));
   const std::vector<Observation> frames = calibration_frames(o, *model, o.calib_seed);
   const std::vector<double> loss = accel::calibration_loss(model, frames, plans, o.search.loss_steps, o.search.threads);
-  fmt::print("{} calibration frames\n\n| plan | estimated speed-up | action NMSE | what it changes |\n|---|---:|---:|---|\n",
-             frames.size());
+  const auto meter = o.measure > 0 ? speed_meter(o, model) : nullptr;
+  fmt::print("{} calibration frames\n\n| plan | estimated speed-up | measured | action NMSE | what it changes |\n"
+             "|---|---:|---:|---:|---|\n", frames.size());
   for (size_t i = 0; i < plans.size(); ++i)
-    fmt::print("| {} | {:.2f}× | {:.3e} | {} |\n", files[i], accel::estimated_speedup(a, *model, plans[i]), loss[i],
-               accel::plan_summary(plans[i]));
+    fmt::print("| {} | {:.2f}× | {} | {:.3e} | {} |\n", files[i], accel::estimated_speedup(a, *model, plans[i]),
+               meter ? fmt::format("{:.2f}×", meter(plans[i])) : "", loss[i], accel::plan_summary(plans[i]));
+}
+
+// --validate-episodes: the search's finalists in closed loop on episodes
+// of their own seeds (after the calibration and validation episodes, never
+// the reporting ones); the most successful becomes the choice, ties going to
+// the lower validation loss.
+void choose_in_closed_loop(const PlanOpts& o, std::shared_ptr<const Model> model, accel::SearchResult& result) {
+  eval::check_compatible(*model);
+  eval::EvalOptions e;
+  e.episodes = o.validate_episodes;
+  e.seed = o.calib_seed + 100000;
+  e.workers = o.search.threads;
+  e.progress = false;
+  fmt::print("\nclosed loop, {} matching episodes from seed {}:\n\n| success | action NMSE (validation) | plan |\n|---:|---:|---|\n",
+             e.episodes, e.seed);
+  double best = -1;
+  for (const accel::SearchPoint& f : result.finalists) {
+    const double rate = eval::evaluate(model, f.plan, e).overall.rate;
+    fmt::print("| {:.1f} % | {:.3e} | {} |\n", 100 * rate, f.validation_loss, accel::plan_summary(f.plan));
+    if (rate > best) best = rate, result.best = f;
+  }
 }
 
 // --target-speedup by search: the plan with the least action error on
@@ -96,6 +148,7 @@ Plan search_for_target(const PlanOpts& o, const accel::PlanRequest& r, std::shar
                "estimated, action NMSE {:.3e}, on validation {:.3e}: {}\n",
                validation.size(), so.finalists, result.best.speedup, result.best.loss, result.best.validation_loss,
                accel::plan_summary(result.best.plan));
+    if (o.validate_episodes > 0) choose_in_closed_loop(o, model, result);
     if (!measure) {
       chosen = result;
       break;
@@ -182,6 +235,10 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--loss-steps", o->search.loss_steps,
                   "Leading actions of each chunk in the search's loss (0: the actions executed per inference)")
       ->capture_default_str();
+  cmd->add_option("--validate-episodes", o->validate_episodes,
+                  "Search: run the finalists in closed loop on this many benchmark episodes (seeds after the "
+                  "calibration ones) and choose the most successful; 0 chooses by action NMSE on validation frames")
+      ->check(CLI::Range(0, 1000000))->capture_default_str();
   cmd->add_option("--score", o->score,
                   "Comma list of plan files: print each one's estimated speed-up and the search's loss "
                   "(action NMSE against dense on the calibration frames), and write nothing");
@@ -230,30 +287,12 @@ void add_plan_command(CLI::App& app) {
       r.cache_blocks = parse_ints(o->blocks, "--cache-blocks");
     accel::check_request(r, model->impl().cfg);
     if (o->measure > 0 && r.target_speedup == 0) throw CLI::ValidationError("--measure", "needs --target-speedup");
-    // --measure: a plan's speed-up as the ratio of median latencies over N
-    // inferences on the synthetic observation, dense and plan interleaved
-    // (after two untimed each), one thread.
-    const Observation obs = synthetic_observation(*model);
-    auto measured = [&](const Plan& candidate) {
-      Policy dense(model, PolicyOptions{1}), policy(model, PolicyOptions{1});
-      policy.set_plan(candidate);
-      for (int i = 0; i < 2; ++i) dense.infer(obs), policy.infer(obs);
-      std::vector<double> d, p;
-      for (int i = 0; i < o->measure; ++i) {
-        d.push_back(dense.infer(obs).timing.total_ms);
-        p.push_back(policy.infer(obs).timing.total_ms);
-      }
-      auto median = [](std::vector<double>& v) {
-        std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-        return v[v.size() / 2];
-      };
-      return median(d) / median(p);
-    };
+    std::function<double(const Plan&)> measured;
+    if (o->measure > 0) measured = speed_meter(*o, model);
     double last_measured = 0;
     Plan p;
     if (r.target_speedup > 0 && o->builder != "ladder") {
-      p = search_for_target(*o, r, model, a, o->measure > 0 ? std::function<double(const Plan&)>(measured) : nullptr,
-                            last_measured);
+      p = search_for_target(*o, r, model, a, measured, last_measured);
     } else {
       if (o->measure > 0) r.measure = [&](const Plan& candidate) { return last_measured = measured(candidate); };
       p = accel::build_plan(a, *model, r);
@@ -264,8 +303,8 @@ void add_plan_command(CLI::App& app) {
     fmt::print("FLOPs {:.3f} → {:.3f} GFLOP ({:.1f}%), estimated speed-up {:.2f}×\n", d.total() / 1e9,
                q.total() / 1e9, 100 * q.total() / d.total(), accel::estimated_speedup(a, *model, p));
     if (o->measure > 0)  // the chosen plan is the last one measured
-      fmt::print("measured speed-up {:.2f}× (one thread, median of {} inferences each, interleaved with dense)\n",
-                 last_measured, o->measure);
+      fmt::print("measured speed-up {:.2f}× (one thread, median over {} observations of dense's time over the "
+                 "plan's, interleaved)\n", last_measured, o->measure);
   });
 }
 

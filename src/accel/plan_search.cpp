@@ -16,7 +16,8 @@ namespace evla::accel {
 namespace {
 
 enum Op : uint8_t { Keep, NoAttn, NoMlp, NoBlock };
-constexpr float kSparsity[] = {0.f, 0.25f, 0.5f};
+constexpr float kSparsity[] = {0.f, 0.125f, 0.25f, 0.375f, 0.5f};
+constexpr int kSparsityLevels = 5;
 constexpr float kAlpha[] = {0.25f, 0.5f, 0.75f};
 constexpr int kMaxStart = 3;  // cache.start genes: steps 0..3 always recompute
 
@@ -66,7 +67,7 @@ struct Space {
     for (int l = 0; l < L && !p.llm.empty(); ++l) {
       const LayerPlan& lp = p.llm[size_t(l)];
       g.op[size_t(l)] = lp.attn ? (lp.mlp ? Keep : NoMlp) : (lp.mlp ? NoAttn : NoBlock);
-      g.sparsity[size_t(l)] = uint8_t(nearest(kSparsity, 3, 1.f - lp.mlp_keep));
+      g.sparsity[size_t(l)] = uint8_t(nearest(kSparsity, kSparsityLevels, 1.f - lp.mlp_keep));
     }
     for (int l = 0; l < L; ++l) g.int8[size_t(l)] = p.layer_precision(l) == WeightType::Int8;
     if (p.tokens.enabled) {
@@ -155,7 +156,7 @@ struct Space {
     const int l = pick(L);
     switch (pick(10)) {
       case 0: g.op[size_t(l)] = uint8_t((g.op[size_t(l)] + 1 + pick(3)) % 4); break;
-      case 1: g.sparsity[size_t(l)] = uint8_t((g.sparsity[size_t(l)] + 1 + pick(2)) % 3); break;
+      case 1: g.sparsity[size_t(l)] = uint8_t(std::clamp(g.sparsity[size_t(l)] + (pick(2) ? 1 : -1), 0, kSparsityLevels - 1)); break;
       case 2: g.int8[size_t(l)] ^= 1; break;
       case 3: g.tokens = std::clamp(g.tokens + (pick(2) ? 1 : -1) * (1 + pick(2)), 0, int(token_levels.size()) - 1); break;
       case 4: g.after = 1 + pick(max_after); break;
@@ -182,7 +183,7 @@ struct Space {
         break;
       case 1: {
         uint8_t& s = g.sparsity[size_t(l)];
-        moved = compress ? s < 2 : s > 0;
+        moved = compress ? s < kSparsityLevels - 1 : s > 0;
         if (moved) s = uint8_t(s + (compress ? 1 : -1));
         break;
       }
@@ -243,7 +244,8 @@ class Scorer {
   Scorer(std::shared_ptr<const Model> model, const std::vector<Observation>& frames, int threads, int loss_steps)
       : frames_(frames), pool_(threads) {
     for (int i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Policy>(model, PolicyOptions{1}));
-    values_ = size_t(loss_steps) * size_t(model->action_dim());
+    dim_ = size_t(model->action_dim());
+    values_ = size_t(loss_steps) * dim_;
     dense_.resize(frames.size());
     pool_.run(int(frames.size()), [&](int i) {
       std::vector<float> a = workers_[size_t(i) % workers_.size()]->infer(frames_[size_t(i)]).actions;
@@ -252,20 +254,27 @@ class Scorer {
     });
   }
 
-  // NMSE of each plan's actions on the frames `subset` (indices).
+  // The loss of each plan on the frames `subset` (indices): the NMSE of
+  // each action dimension, averaged over the dimensions. Each dimension
+  // counts alike whatever its units: on the shipped policy the gripper's
+  // swing is 20-30× the motions', and one NMSE over all values measures
+  // little but the gripper.
   std::vector<double> losses(const std::vector<Plan>& plans, const std::vector<int>& subset) {
     std::vector<double> out(plans.size());
     pool_.run(int(plans.size()), [&](int k) {
       Policy& p = *workers_[size_t(k) % workers_.size()];
       p.set_plan(plans[size_t(k)]);
-      double num = 0, den = 0;
+      std::vector<double> num(dim_, 0.0), den(dim_, 0.0);
       for (int i : subset) {
         const std::vector<float> a = p.infer(frames_[size_t(i)]).actions;
         const std::vector<float>& d = dense_[size_t(i)];
-        for (size_t j = 0; j < d.size(); ++j) num += (double(a[j]) - d[j]) * (double(a[j]) - d[j]), den += double(d[j]) * d[j];
+        for (size_t j = 0; j < d.size(); ++j)
+          num[j % dim_] += (double(a[j]) - d[j]) * (double(a[j]) - d[j]), den[j % dim_] += double(d[j]) * d[j];
       }
-      if (!std::isfinite(num)) num = INFINITY;  // a plan that produces NaN is the worst, not the best
-      out[size_t(k)] = den > 0 ? num / den : num;
+      double loss = 0;
+      for (size_t j = 0; j < dim_; ++j) loss += den[j] > 0 ? num[j] / den[j] : num[j];
+      // A plan that produces NaN is the worst, not the best.
+      out[size_t(k)] = std::isfinite(loss) ? loss / double(dim_) : INFINITY;
     });
     inferences += int64_t(plans.size()) * int64_t(subset.size());
     return out;
@@ -278,8 +287,17 @@ class Scorer {
   ThreadPool pool_;
   std::vector<std::unique_ptr<Policy>> workers_;
   std::vector<std::vector<float>> dense_;
-  size_t values_ = 0;
+  size_t dim_ = 1, values_ = 0;
 };
+
+// What a plan removes, not how finely: which sub-layers run, the token
+// budget and where it applies, the cache interval.
+std::string structure(const Plan& p) {
+  std::string s;
+  for (const LayerPlan& lp : p.llm) s += char('0' + 2 * lp.attn + lp.mlp);
+  s += "|" + std::to_string(p.tokens.enabled ? p.tokens.keep : 0) + "@" + std::to_string(p.tokens.after_layer);
+  return s + "|" + std::to_string(p.cache.interval);
+}
 
 std::vector<SearchPoint> pareto_front(std::vector<SearchPoint> pts) {
   std::sort(pts.begin(), pts.end(), [](const SearchPoint& x, const SearchPoint& y) {
@@ -454,9 +472,9 @@ SearchResult search_plan(const AnalysisReport& a, std::shared_ptr<const Model> m
       std::vector<size_t> order(kids.size());
       for (size_t k = 0; k < order.size(); ++k) order[k] = k;
       std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return quick[x] < quick[y]; });
-      std::vector<Genome> finalists;
-      for (size_t k = 0; k < order.size() && int(finalists.size()) < o.survivors; ++k) finalists.push_back(kids[order[k]]);
-      score_all(finalists);
+      std::vector<Genome> screened;
+      for (size_t k = 0; k < order.size() && int(screened.size()) < o.survivors; ++k) screened.push_back(kids[order[k]]);
+      score_all(screened);
     }
   }
   if (!archive.empty() && !std::isfinite(best.loss))
@@ -465,18 +483,29 @@ SearchResult search_plan(const AnalysisReport& a, std::shared_ptr<const Model> m
     throw Error("no plan reaches an estimated " + std::to_string(o.target_speedup) +
                 "× speed-up for this model; ask for less");
   SearchResult r;
+  // Finalists of different structure (the best of each), so that a check
+  // on other frames or in closed loop chooses between kinds of plan rather
+  // than between near-copies of one.
+  std::vector<SearchPoint> ranked = archive, finalists;
+  std::stable_sort(ranked.begin(), ranked.end(), [](const SearchPoint& x, const SearchPoint& y) { return x.loss < y.loss; });
+  std::vector<std::string> kinds;
+  for (const SearchPoint& pt : ranked) {
+    const std::string kind = structure(pt.plan);
+    if (std::find(kinds.begin(), kinds.end(), kind) != kinds.end()) continue;
+    kinds.push_back(kind);
+    finalists.push_back(pt);
+    if (int(finalists.size()) == o.finalists) break;
+  }
   if (!validation.empty()) {
-    std::vector<SearchPoint> finalists = archive;
-    std::stable_sort(finalists.begin(), finalists.end(), [](const SearchPoint& x, const SearchPoint& y) { return x.loss < y.loss; });
-    finalists.resize(std::min(finalists.size(), size_t(o.finalists)));
     std::vector<Plan> plans;
     for (const SearchPoint& f : finalists) plans.push_back(f.plan);
     const std::vector<double> v = calibration_loss(model, validation, plans, o.loss_steps, o.threads);
-    for (size_t k = 0; k < finalists.size(); ++k) {
-      finalists[k].validation_loss = v[k];
-      if (k == 0 || v[k] < best.validation_loss) best = finalists[k];
-    }
+    for (size_t k = 0; k < finalists.size(); ++k) finalists[k].validation_loss = v[k];
+    std::stable_sort(finalists.begin(), finalists.end(),
+                     [](const SearchPoint& x, const SearchPoint& y) { return x.validation_loss < y.validation_loss; });
+    best = finalists.front();
   }
+  r.finalists = finalists;
   r.best = best;
   r.inferences = scorer.inferences;
   r.scored = int(archive.size());

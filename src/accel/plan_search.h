@@ -6,8 +6,9 @@
 // interval and first reusing step; BF16 products for the modules around the
 // LM. Its cost is the analysis' estimated speed-up; its loss the NMSE of its
 // actions against dense on calibration observations with the same diffusion
-// seeds, over the actions a robot executes. Offspring of the best plan so far
-// are mutated, repaired into the speed-up budget, screened on a few frames and
+// seeds, over the actions a robot executes, per action dimension and averaged
+// over them ("action NMSE" below). Offspring of the best plans so far are
+// mutated, repaired into the speed-up budget, screened on a few frames and
 // the survivors scored on all of them.
 #pragma once
 #include <memory>
@@ -53,6 +54,10 @@ struct SearchPoint {
 
 struct SearchResult {
   SearchPoint best;                // lowest validation loss of the finalists, else lowest loss
+  // The plans of lowest loss, one per structure (which sub-layers run, the
+  // token budget, the cache interval), by validation loss where scored there
+  // (best first): candidates for a closed-loop check.
+  std::vector<SearchPoint> finalists;
   std::vector<SearchPoint> front;  // every scored plan no other beats on both loss and speed-up, fastest first
   int64_t inferences = 0;          // calibration-frame inferences spent
   int scored = 0;                  // plans scored on every frame
