@@ -111,6 +111,9 @@ assert front and all(p["estimated_speedup"] >= 2 for p in front), front
 assert [p["estimated_speedup"] for p in front] == sorted((p["estimated_speedup"] for p in front), reverse=True), front
 assert float(re.search(r"estimated speed-up ([0-9.]+)", open(sys.argv[3]).read()).group(1)) >= 2
 PY
+# --validate-episodes: the finalists in closed loop, paired against the first.
+"$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 2 --search-budget 8 --calibration-episodes 2 \
+  --calibration-samples 8 --validate-episodes 4 -o "$tmp/v.json" | grep -q "^closed loop, 4 matching episodes"
 "$evla" plan -a "$tmp/fast8.json" -m "$model" --score "$tmp/s1.json,$tmp/t1.json" --calibration-episodes 2 \
   --calibration-samples 8 | grep -q "| $tmp/t1.json | "
 if "$evla" plan -a "$tmp/fast8.json" -m "$model" --target-speedup 1.5 --drop-layers 2 -o "$tmp/x.json" 2>"$tmp/err"; then exit 1; fi

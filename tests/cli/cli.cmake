@@ -46,6 +46,7 @@ evla_cli_test(shipped_plan_int8_tokens32 0 "\\| total +\\|.*\\| +80\\.3 \\|" ${E
 evla_cli_test(shipped_plan_int8_tokens32_cache2 0 "\\| total +\\|.*\\| +74\\.3 \\|" ${EVLA_BIN} info -m ${TABLETOP} --plan ${TABLETOP}/plans/int8-tokens32-cache2.json)
 evla_cli_test(shipped_plan_int8_drop2_tokens16_cache2 0 "\\| total +\\|.*\\| +60\\.0 \\|" ${EVLA_BIN} info -m ${TABLETOP} --plan ${TABLETOP}/plans/int8-drop2-tokens16-cache2.json)
 evla_cli_test(shipped_plan_int8_bf16 0 "\\| total +\\|.*\\| +100\\.0 \\|" ${EVLA_BIN} info -m ${TABLETOP} --plan ${TABLETOP}/plans/int8-bf16.json)
+evla_cli_test(shipped_plan_search_2x 0 "\\| total +\\|.*\\| +72\\.2 \\|" ${EVLA_BIN} info -m ${TABLETOP} --plan ${TABLETOP}/plans/search-2x.json)
 add_test(NAME cli.accelerate_pipeline COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli/accelerate_pipeline.sh ${EVLA_BIN} ${SIMFIX})
 set_tests_properties(cli.accelerate_pipeline PROPERTIES TIMEOUT 300)
 # The training script: a few steps, export, the runtime runs it, resume with new heads.
