@@ -266,7 +266,7 @@ void add_plan_command(CLI::App& app) {
                   "Search: also run the finalists in closed loop on this many benchmark episodes (seeds after the "
                   "calibration ones); one replaces the choice by action NMSE on validation frames only where its "
                   "paired difference to it is above zero with 95 % confidence")
-      ->check(CLI::Range(0, 1000000))->capture_default_str();
+      ->check(CLI::Range(0, kMaxEpisodes))->capture_default_str();
   cmd->add_option("--score", o->score,
                   "Comma list of plan files: print each one's estimated speed-up and the search's loss "
                   "(action NMSE against dense on the calibration frames), and write nothing");
