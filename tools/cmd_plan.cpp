@@ -28,7 +28,11 @@ struct PlanOpts {
   int measure = 0, validate_episodes = 0, calib_episodes = 32, calib_every = 4, calib_samples = 128;
   uint64_t calib_seed = 900000;
   accel::PlanRequest req;
-  accel::SearchOptions search{.threads = int(std::max(1u, std::min(8u, std::thread::hardware_concurrency())))};
+  accel::SearchOptions search = [] {  // scored in parallel on every core (up to 8) unless -t says otherwise
+    accel::SearchOptions so;
+    so.threads = int(std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
+    return so;
+  }();
 };
 
 // The search's calibration frames: expert episodes, evenly subsampled.
