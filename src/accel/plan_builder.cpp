@@ -172,18 +172,18 @@ void check_request(const PlanRequest& r, const ModelConfig& cfg) {
     bad("--cache-start", "must be in [0, " + std::to_string(steps - 1) + "], got " + std::to_string(r.cache_start));
   if (r.target_speedup != 0 && !(std::isfinite(r.target_speedup) && r.target_speedup > 1))
     bad("--target-speedup", "must be above 1 (dense runs at 1×) and finite, got " + std::to_string(r.target_speedup));
+  // The ladder and the search choose these themselves; a value given beside
+  // the target would be silently overridden on some plans and kept on others.
+  if (r.target_speedup != 0 && (r.drop_blocks || r.drop_attention || r.drop_mlp || r.mlp_prune > 0.f ||
+                                r.int8_layers || r.bf16_modules || r.tokens || r.cache_interval != 1))
+    throw Error("--target-speedup chooses the layers, MLP pruning, int8 layers, BF16 modules, tokens and cache "
+                "interval itself; give either it or those numbers");
 }
 
 Plan build_plan(const AnalysisReport& a, const Model& model, const PlanRequest& req) {
   const ModelConfig& cfg = model.impl().cfg;
   check_request(req, cfg);
   if (req.target_speedup == 0) return explicit_plan(a, cfg, req);
-  // The ladder chooses these itself; a value given beside the target would
-  // be silently overridden on some rungs and kept on others.
-  if (req.drop_blocks || req.drop_attention || req.drop_mlp || req.mlp_prune > 0.f || req.int8_layers ||
-      req.bf16_modules || req.tokens || req.cache_interval != 1)
-    throw Error("--target-speedup chooses the layers, MLP pruning, int8 layers, BF16 modules, tokens and cache "
-                "interval itself; give either it or those numbers");
   // A ladder, cheapest rung first, in the order the closed-loop frontier of
   // the shipped policy measured (docs/plan_frontier.md): the int8 LM (where
   // the analysis measured it faster; with the other modules in BF16 where

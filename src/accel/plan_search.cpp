@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
+#include <set>
 
 #include "accel/plan_builder.h"
 #include "core/progress.h"
@@ -379,7 +379,7 @@ SearchResult search_plan(const AnalysisReport& a, std::shared_ptr<const Model> m
   for (int i = 0; i < n; ++i) all[size_t(i)] = i;
   Rng rng(Rng(o.seed).next_u64());  // not seed·step: splitmix streams of nearby seeds would overlap
 
-  std::map<std::string, double> scored;  // plan JSON → loss on every frame
+  std::set<std::string> scored;  // plan JSON of every plan scored on every frame
   std::vector<SearchPoint> archive;
   SearchPoint best;
   best.loss = INFINITY;
@@ -393,14 +393,13 @@ SearchResult search_plan(const AnalysisReport& a, std::shared_ptr<const Model> m
     std::vector<const Genome*> fresh;
     for (const Genome& g : gs) {
       Plan p = space.plan(g);
-      if (scored.count(p.to_json())) continue;
-      scored[p.to_json()] = INFINITY;  // claimed: a duplicate in `gs` is scored once
+      // Claimed before scoring: a duplicate in `gs` is scored once.
+      if (!scored.insert(p.to_json()).second) continue;
       plans.push_back(std::move(p));
       fresh.push_back(&g);
     }
     const std::vector<double> loss = scorer.losses(plans, all);
     for (size_t k = 0; k < plans.size(); ++k) {
-      scored[plans[k].to_json()] = loss[k];
       SearchPoint pt{plans[k], space.speedup(*fresh[k]), loss[k]};
       if (pt.loss < best.loss) best = pt;
       if (std::isfinite(pt.loss)) {
@@ -451,14 +450,14 @@ SearchResult search_plan(const AnalysisReport& a, std::shared_ptr<const Model> m
     while (!parents.empty() && scorer.inferences + int64_t(o.offspring) * screen + int64_t(o.survivors) * n <= budget) {
       std::vector<Genome> kids;
       std::vector<Plan> plans;
+      std::set<std::string> keys;  // this generation's plans, by JSON
       for (int tries = 0; int(kids.size()) < o.offspring && tries < 20 * o.offspring; ++tries) {
         Genome g = parents[size_t(rng.next_u64() % parents.size())].second;
         for (int m = 0; m == 0 || (m < 4 && rng.uniform() < 0.5); ++m) space.mutate(g, rng);
         if (!space.fit(g, o.target_speedup, rng, 2)) continue;
         Plan p = space.plan(g);
-        bool dup = scored.count(p.to_json()) > 0;
-        for (const Plan& q : plans) dup |= q.to_json() == p.to_json();
-        if (dup) continue;
+        std::string key = p.to_json();
+        if (scored.count(key) || !keys.insert(std::move(key)).second) continue;
         kids.push_back(std::move(g));
         plans.push_back(std::move(p));
       }
