@@ -44,6 +44,19 @@ for i in 1 2; do
   PIDS+=($!)
 done
 
+# Wait until both replicas answer their own health check: nginx marks a
+# replica that refuses a connection as down for 10 s and sends every client
+# to the other (slow starts under the sanitizers did that).
+healthy() {
+  $PY -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$1/healthz', timeout=2).read() != b'OK\n')" 2>/dev/null
+}
+for port in "$P1" "$P2"; do
+  for _ in $(seq 1 300); do
+    healthy "$port" && break
+    sleep 0.2
+  done
+done
+
 mkdir -p "$TMP/nginx"
 cat > "$TMP/nginx.conf" <<EOF
 worker_processes 1;
@@ -85,9 +98,7 @@ PIDS+=($!)
 
 # Wait until the proxy answers the replicas' health check.
 for _ in $(seq 1 100); do
-  if $PY -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$PN/healthz', timeout=2).read() != b'OK\n')" 2>/dev/null; then
-    break
-  fi
+  healthy "$PN" && break
   sleep 0.2
 done
 
