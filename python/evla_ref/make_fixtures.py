@@ -1,4 +1,5 @@
-"""Writes the parity fixtures (tests/fixtures/<case>/) and the demo model (models/evla-tiny-random/).
+"""Writes the parity fixtures (tests/fixtures/<case>/, with their plan fixtures, see
+make_plan_fixtures) and the demo model (models/evla-tiny-random/).
 
     cd python && /usr/bin/python3 -m evla_ref.make_fixtures [--root ..]
 
@@ -17,7 +18,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from . import images, safetensors_io, tokenizer
+from . import images, make_plan_fixtures, safetensors_io, tokenizer
 from .model import Policy, build_prompt_ids, forward_all, load_model, save_model
 
 IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
@@ -301,6 +302,9 @@ def main():
     d, _ = make_pruned_case(args.root, "tests/fixtures/dual_gqa_cfg", "tests/fixtures/dual_gqa_cfg_pruned",
                             "Put the spoon on the towel", tok)
     print(f"{os.path.relpath(d, args.root)}: pruned copy of dual_gqa_cfg")
+    for case in make_plan_fixtures.CASES:
+        for line in make_plan_fixtures.write_case(args.root, case):
+            print(line)
 
 
 if __name__ == "__main__":

@@ -227,13 +227,17 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(d, self.nkv * self.hd, bias=False)
         self.o_proj = nn.Linear(self.nh * self.hd, d, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, keys=None):
+        """keys, when a list: receives the rotated queries and keys ([1, heads, n, hd]
+        each, before GQA's repeat), which token selection scores with."""
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.nh, self.hd).transpose(1, 2)
         k = self.k_proj(x).view(b, n, self.nkv, self.hd).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.nkv, self.hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if keys is not None:
+            keys.extend([q, k])
         # GQA: query head h reads kv head h // (nh / nkv), as HF's repeat_kv.
         rep = self.nh // self.nkv
         k = k.repeat_interleave(rep, dim=1)
@@ -588,9 +592,10 @@ def cognition_feature(model, ids, vis, record=None):
     return normed[0, -1].to(model_dtype(model))
 
 
-def sample_actions(model, cognition, state, noise, record=None, step_noise=None):
+def sample_actions(model, cognition, state, noise, record=None, step_noise=None, dit=None):
     """Step 5: DDIM (eta 0) or DDPM with CogACT's classifier-free guidance -> x [C, A].
-    DDPM adds step_noise[s] ([steps, C, A]) at step s."""
+    DDPM adds step_noise[s] ([steps, C, A]) at step s. `dit`: what predicts ε at each
+    step (default the model's head; plans.CachedDiT under a cache plan)."""
     ah = model.config["action_head"]
     dtype = model_dtype(model)
     scale = ah.get("cfg_scale", 1.0)
@@ -610,7 +615,7 @@ def sample_actions(model, cognition, state, noise, record=None, step_noise=None)
     steps = ddpm_schedule(ah["train_steps"]) if ddpm else ddim_schedule(ah["train_steps"], ah.get("sample_steps", 10))
     for s, step in enumerate(steps):
         t, acp = step[0], step[1]
-        eps = model.dit(x, [t] * x.shape[0], z, st)
+        eps = (dit or model.dit)(x, [t] * x.shape[0], z, st)
         if use_cfg:
             c, u = eps.chunk(2)
             half = u + scale * (c - u)

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 import sentencepiece as spm  # noqa: E402
 
 from evla_ref import safetensors_io as st  # noqa: E402
+from evla_ref import plans  # noqa: E402
 from evla_ref.model import (build_prompt_ids, ddim_schedule, forward_all, greedy_generate,  # noqa: E402
                             lm_forward, load_hf_llama, load_model, postprocess)
 
@@ -514,6 +515,98 @@ def fixtures_match_numpy_rederivation():
         print(f"    {os.path.basename(d)}: worst NMSE vs numpy {errs[worst]:.1e} ({worst})")
         for k, e in errs.items():
             assert e < 1e-9, (d, k, e)
+
+
+# ------------------------------------------------------------------ plans
+
+def plan_fixtures():
+    """(fixture dir, plan json path, expected path, int8 mode) for every stored plan fixture."""
+    out = []
+    for d in fixture_dirs():
+        pd = os.path.join(d, "plans")
+        if not os.path.isdir(pd):
+            continue
+        for f in sorted(os.listdir(pd)):
+            if f.endswith(".json"):
+                stem = f[:-5]
+                for mode in plans.INT8_MODES:
+                    for name in (f"{stem}.expected.safetensors", f"{stem}.{mode}.expected.safetensors"):
+                        if os.path.exists(os.path.join(pd, name)) and (d, f, name) not in [o[:3] for o in out]:
+                            out.append((d, f, name, mode))
+    assert len(out) >= 14, "plan fixtures missing: run python -m evla_ref.make_plan_fixtures"
+    return out
+
+
+def run_plan(model, cfg, t, plan_text, mode="weight_only"):
+    plan = plans.parse(plan_text, cfg["llm"]["num_hidden_layers"])
+    return plans.forward_planned(model, plan, *load_inputs(t, cfg), int8_mode=mode)
+
+
+@check
+def plan_fixtures_reproduce():
+    torch.set_num_threads(1)
+    for d, f, name, mode in plan_fixtures():
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        t, _ = st.read(os.path.join(d, "plans", name))
+        text = open(os.path.join(d, "plans", f)).read()
+        out = run_plan(load_model(d), cfg, t, text, mode)
+        # A BF16 action head amplifies a rounding flip over the sampling steps.
+        tol = 1e-4 if json.loads(text).get("precision", {}).get("action_head") == "bf16" else 1e-10
+        for k, v in out.items():
+            e = nmse(v, t[k])
+            assert e < (tol if k.startswith(("dit.", "actions")) else 1e-10), (d, name, k, e)
+
+
+def plan_text(**body):
+    return json.dumps(dict({"evla_plan": 1, "name": "check"}, **body))
+
+
+@check
+def planned_reference_agrees_with_dense_rewrites():
+    """Each plan part against the dense reference on a rewritten model: a dropped
+    sub-layer = its output projection zeroed; kept MLP channels = the others' down
+    columns zeroed; int8 weight-only = the dequantized weights; every token kept, a
+    cache refreshing every step and fp32 precision = dense."""
+    d = os.path.join(FIXTURES, "dual_gqa_cfg")
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    t, _ = st.read(os.path.join(d, "expected.safetensors"))
+    model = load_model(d)
+    L, F = cfg["llm"]["num_hidden_layers"], cfg["llm"]["intermediate_size"]
+    nv = t["projector.out"].shape[0]
+    dense = forward_all(model, *load_inputs(t, cfg))
+
+    def rewritten(edit):
+        m = load_model(d)
+        with torch.no_grad():
+            edit(m.llm.model.layers)
+        return forward_all(m, *load_inputs(t, cfg))
+
+    def dequantize_linears(layers):
+        for lin in (m for layer in layers for m in layer.modules() if isinstance(m, torch.nn.Linear)):
+            codes, scale = plans.quantize_rows(lin.weight)
+            lin.weight.copy_(scale[:, None] * codes)
+
+    keep = list(range(0, F, 3))
+    drop = [c for c in range(F) if c not in keep]
+    cases = [
+        (plan_text(llm={"num_layers": L, "drop_attention": [1]}),
+         rewritten(lambda ls: ls[1].self_attn.o_proj.weight.zero_())),
+        (plan_text(llm={"num_layers": L, "drop_blocks": [2]}),
+         rewritten(lambda ls: (ls[2].self_attn.o_proj.weight.zero_(), ls[2].mlp.down_proj.weight.zero_()))),
+        (plan_text(llm={"num_layers": L, "intermediate_size": F, "mlp_channels": {"0": keep}}),
+         rewritten(lambda ls: ls[0].mlp.down_proj.weight.index_fill_(1, torch.tensor(drop), 0.0))),
+        (plan_text(precision={"llm": "int8"}), rewritten(dequantize_linears)),
+        (plan_text(tokens={"keep": nv, "after_layer": 1}), dense),
+        (plan_text(cache={"interval": 1}, precision={"vision": "fp32", "llm": "fp32"}), dense),
+    ]
+    for text, want in cases:
+        got = run_plan(model, cfg, t, text)
+        for k in ("llm.cognition", "actions.normalized"):
+            e = nmse(got[k], want[k])
+            assert e < 1e-10, (text, k, e)
+    # And each of those plans does move the output, so the agreement is not vacuous.
+    for text, _ in cases[:4]:
+        assert nmse(run_plan(model, cfg, t, text)["llm.cognition"], dense["llm.cognition"]) > 1e-8, text
 
 
 def main():

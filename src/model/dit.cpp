@@ -66,7 +66,7 @@ bool Dit::block_cached(const CachePlan& cache, int b) const {
   return cache.blocks.empty() || std::find(cache.blocks.begin(), cache.blocks.end(), b) != cache.blocks.end();
 }
 
-void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, bool reuse,
+bool Dit::predict(const float* x, int B, int t, const float* cond, float* eps, bool reuse,
                   const CachePlan& cache, DitScratch& s, ThreadPool& pool) const {
   const int H = cfg_.hidden_size, C = cfg_.chunk_size, A = cfg_.action_dim, M = cfg_.mlp_hidden();
   const int L = C + 1, R = B * L, heads = cfg_.num_heads, hd = H / heads;
@@ -149,6 +149,7 @@ void Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
     kernels::layer_norm(rows, C, H, nullptr, nullptr, cfg_.norm_eps, s.h.data());
     apply_linear(pool, final_, s.h.data(), H, C, eps + size_t(b) * C * A, A);
   }
+  return !reuse;
 }
 
 double Dit::flops_per_call(int B, const CachePlan* reuse) const {

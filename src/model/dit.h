@@ -54,7 +54,8 @@ class Dit {
   // Noise prediction for batch rows of noisy chunks x ([B, C, A]) at training
   // timestep t. `reuse` = this step reads the FORA cache instead of
   // recomputing the blocks the plan names; otherwise the cache is refreshed.
-  void predict(const float* x, int B, int t, const float* cond, float* eps, bool reuse,
+  // Returns whether it recomputed (false: every cached block reused).
+  bool predict(const float* x, int B, int t, const float* cond, float* eps, bool reuse,
                const CachePlan& cache, DitScratch& s, ThreadPool& pool) const;
 
   double flops_per_call(int B, const CachePlan* reuse = nullptr) const;

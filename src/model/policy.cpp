@@ -22,10 +22,13 @@ double ms_since(Clock::time_point t0) {
 struct SamplerRecorder : SamplerTrace {
   Trace* trace;
   int n;
+  std::vector<float> refreshed;  // 1 where the head recomputed, 0 where it reused
   explicit SamplerRecorder(Trace* t, int n_) : trace(t), n(n_) {}
-  void step(int s, const float* eps, const float* x, int) override {
+  void step(int s, const float* eps, const float* x, int, bool fresh) override {
     trace->put("dit.eps." + std::to_string(s), eps, n);
     trace->put("dit.x." + std::to_string(s), x, n);
+    refreshed.push_back(fresh ? 1.f : 0.f);
+    trace->put("dit.refreshed", refreshed.data(), refreshed.size());
   }
 };
 
@@ -44,6 +47,11 @@ struct LayerRecorder : LlamaObserver {
   void layer_output(int l, const float* x, int T, int D) override {
     if (l == layers - 1) trace->put("llm.hidden." + std::to_string(layers), x, size_t(T) * D);
     if (inner) inner->layer_output(l, x, T, D);
+  }
+  void visual_tokens_kept(const int* kept, int n_kept, int n_visual) override {
+    const std::vector<float> k(kept, kept + n_kept);
+    trace->put("llm.kept_tokens", k.data(), k.size());
+    if (inner) inner->visual_tokens_kept(kept, n_kept, n_visual);
   }
   bool wants_visual_attention() const override { return inner && inner->wants_visual_attention(); }
   void visual_attention(int l, const float* r, int n) override {

@@ -87,7 +87,7 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
     for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
     const bool reuse = !cache_refresh_step(cache, int(step));
     s.step = int(step);
-    dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
+    const bool refreshed = dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
     for (int i = 0; i < n; ++i)
       guided[i] = B == 2 ? eps[n + i] + cfg.cfg_scale * (eps[i] - eps[n + i]) : eps[i];
     // improved-diffusion's updates, coefficients in double cast to float, no clipping of x̂0.
@@ -109,7 +109,7 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
         x[i] = x0 * a_prev + s_prev * e;
       }
     }
-    if (trace) trace->step(int(step), guided.data(), x.data(), n);
+    if (trace) trace->step(int(step), guided.data(), x.data(), n, refreshed);
   }
   std::copy(x.begin(), x.end(), out);
 }

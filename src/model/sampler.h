@@ -30,7 +30,8 @@ bool cache_refresh_step(const CachePlan& cache, int step);
 
 struct SamplerTrace {
   virtual ~SamplerTrace() = default;
-  virtual void step(int s, const float* eps, const float* x_after, int n) = 0;
+  // refreshed: whether the head recomputed at this step (false: it reused its cache).
+  virtual void step(int s, const float* eps, const float* x_after, int n, bool refreshed) = 0;
 };
 
 // Runs the whole sampling loop from `noise` ([C, A]); writes the final

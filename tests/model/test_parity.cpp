@@ -1,11 +1,15 @@
 // The C++ runtime against the PyTorch reference (python/evla_ref): every
-// intermediate of the fixture cases must match with NMSE ≤ 1e-6.
+// intermediate of the fixture cases must match with NMSE ≤ 1e-6, dense and
+// under the plans of tests/fixtures/*/plans (evla_ref.plans applies them).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "io/safetensors.h"
+#include "kernels/kernels.h"
 #include "model/model_impl.h"
 #include "test_util.h"
 
@@ -16,10 +20,10 @@ struct Fixture {
   std::unique_ptr<io::SafetensorsFile> expected;
   std::shared_ptr<const Model> model;
 
-  explicit Fixture(const std::string& name) {
+  explicit Fixture(const std::string& name, const std::string& expected_file = "expected.safetensors") {
     const std::string dir = test::source_path("tests/fixtures/" + name);
     model = Model::load(dir);
-    expected = io::SafetensorsFile::open(dir + "/expected.safetensors");
+    expected = io::SafetensorsFile::open(dir + "/" + expected_file);
   }
   std::vector<float> f32(const std::string& n) const {
     const io::TensorInfo* t = expected->find(n);
@@ -74,14 +78,17 @@ TEST(NoiseScale, ScalesTheStartingNoise) {
 
 class Parity : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(Parity, EveryStageMatchesPyTorch) {
-  Fixture fx(GetParam());
-  Policy policy(fx.model, PolicyOptions{2});
+// Runs the fixture's inputs on `policy` and compares every tensor the
+// reference recorded; returns the actions' NMSE.
+// head_tolerance applies to the action head's tensors and the actions.
+double compare_stages(const Fixture& fx, Policy& policy, const std::string& label, double tolerance,
+                      double head_tolerance) {
   Trace trace;
   policy.state().trace = &trace;
   Observation obs = fx.observation();
   obs.noise = fx.f32("input.noise");
   ActionChunk chunk = policy.infer(obs);
+  policy.state().trace = nullptr;
 
   // The tokenizer (libsentencepiece) must give the reference's prompt ids.
   EXPECT_EQ(policy.state().ids, fx.ids());
@@ -91,24 +98,82 @@ TEST_P(Parity, EveryStageMatchesPyTorch) {
   std::string worst_name;
   for (const auto& [name, info] : fx.expected->tensors()) {
     if (name.rfind("input.", 0) == 0) continue;
-    ASSERT_TRUE(trace.tensors.count(name)) << "runtime did not produce " << name;
+    EXPECT_TRUE(trace.tensors.count(name)) << label << ": runtime did not produce " << name;
+    if (!trace.tensors.count(name)) continue;
     const std::vector<float> ref = io::to_f32(info);
     const std::vector<float>& got = trace.tensors.at(name);
-    ASSERT_EQ(got.size(), ref.size()) << name;
+    EXPECT_EQ(got.size(), ref.size()) << label << ": " << name;
+    if (got.size() != ref.size()) continue;
     const double e = test::nmse(got.data(), ref.data(), ref.size());
-    EXPECT_LE(e, 1e-6) << name << " NMSE " << e;
+    const bool head = name.rfind("dit.", 0) == 0 || name.rfind("actions", 0) == 0;
+    EXPECT_LE(e, head ? head_tolerance : tolerance) << label << ": " << name << " NMSE " << e;
+    if (getenv("EVLA_PARITY_VERBOSE")) std::printf("  %s %s %.3e\n", label.c_str(), name.c_str(), e);
     if (e >= worst) worst = e, worst_name = name;
     ++compared;
   }
-  std::printf("%s: %d tensors compared, worst NMSE %.2e (%s)\n", GetParam().c_str(), compared,
-              worst, worst_name.c_str());
+  std::printf("%s: %d tensors compared, worst NMSE %.2e (%s)\n", label.c_str(), compared, worst,
+              worst_name.c_str());
   EXPECT_GE(compared, 10);
   const std::vector<float> ref = fx.f32("actions");
-  EXPECT_LE(test::nmse(chunk.actions.data(), ref.data(), ref.size()), 1e-6);
+  return test::nmse(chunk.actions.data(), ref.data(), ref.size());
+}
+
+TEST_P(Parity, EveryStageMatchesPyTorch) {
+  Fixture fx(GetParam());
+  Policy policy(fx.model, PolicyOptions{2});
+  EXPECT_LE(compare_stages(fx, policy, GetParam(), 1e-6, 1e-6), 1e-6);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::Values("dual_gqa_cfg", "single_mha_nocfg", "sim_random",
                                            "dual_gqa_cfg_pruned"));
+
+// The form the runtime's int8 products take on this CPU, as the reference
+// names it (evla_ref.plans.INT8_MODES).
+std::string int8_mode() {
+  if (kernels::prefer_int8_rows()) return "act8";
+  if (kernels::prefer_int8_dynamic()) return "act7";
+  return "weight_only";
+}
+
+// Every plan fixture: the runtime under the plan against the reference under
+// the same plan, stage by stage. The actions must also sit far closer to the
+// reference's planned actions than the plan moves them from dense, so a plan
+// part the runtime silently skipped cannot pass on a loose tolerance.
+// A BF16 action head is the exception to 1e-6: the first steps match to
+// ~1e-15, but an activation within an fp32 rounding of a bfloat16 tie rounds
+// the other way on one side, and the sampling steps amplify that one flip.
+TEST(PlanParity, EveryPlanFixtureMatchesPyTorch) {
+  namespace fs = std::filesystem;
+  int plans = 0;
+  for (const char* name : {"dual_gqa_cfg", "sim_random", "single_mha_nocfg"}) {
+    const fs::path dir = test::source_path(std::string("tests/fixtures/") + name + "/plans");
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".json") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const fs::path& file : files) {
+      const Plan plan = Plan::load(file.string());
+      const std::string stem = file.stem().string();
+      std::string expected = "plans/" + stem + ".expected.safetensors";
+      if (!fs::exists(dir / (stem + ".expected.safetensors")))
+        expected = "plans/" + stem + "." + int8_mode() + ".expected.safetensors";
+      const std::string label = std::string(name) + "/" + stem;
+      Fixture fx(name, expected);
+      Fixture dense(name);
+      Policy policy(fx.model, PolicyOptions{2});
+      policy.set_plan(plan);
+      const bool bf16_head = plan.precision.action_head == WeightType::BF16;
+      const double e = compare_stages(fx, policy, label, 1e-6, bf16_head ? 1e-4 : 1e-6);
+      const std::vector<float> ref = fx.f32("actions"), base = dense.f32("actions");
+      const double moved = test::nmse(ref.data(), base.data(), base.size());
+      EXPECT_LE(e, 1e-6) << label;
+      EXPECT_LE(e, (bf16_head ? 0.1 : 0.01) * moved) << label << ": the plan moves the actions by NMSE " << moved
+                                 << " from dense, the runtime sits " << e << " from the reference";
+      ++plans;
+    }
+  }
+  EXPECT_GE(plans, 14);
+}
 
 TEST(Determinism, SameSeedSameThreadsBitIdentical) {
   Fixture fx("dual_gqa_cfg");
