@@ -64,7 +64,12 @@ void add_run_command(CLI::App& app) {
     Policy policy(model, PolicyOptions{o->threads});
     if (!o->plan.empty()) policy.set_plan(Plan::load(o->plan));
     Observation obs;
-    for (const auto& path : o->images) obs.images.push_back(load_image(path));
+    for (const auto& path : o->images) {
+      std::string conversion;
+      obs.images.push_back(load_image(path, &conversion));
+      if (!conversion.empty())
+        fmt::print(stderr, "note: {}: {} (converted as PIL's Image.convert(\"RGB\") does)\n", path, conversion);
+    }
     obs.instruction = o->prompt;
     obs.seed = o->seed;
     obs.unnorm_key = o->unnorm_key;

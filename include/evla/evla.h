@@ -114,6 +114,11 @@ struct Observation {
   std::vector<float> step_noise; // DDPM: steps × chunk × action_dim noise added per step
 };
 
+// An observation of the model's shape: mid-grey images, a short instruction,
+// a zero state, the first dataset's statistics. For warm-ups and for
+// measuring what one inference allocates.
+Observation example_observation(const Model& model);
+
 // Wall-clock milliseconds of the last inference, per module.
 struct Timing {
   double vision_ms = 0, projector_ms = 0, llm_ms = 0, action_head_ms = 0, total_ms = 0;
@@ -150,6 +155,10 @@ class Policy {
   // The model's memory plus what this policy's plan derived (shared with
   // every Policy on the same plan) and its own scratch.
   MemoryUse memory() const;
+  int64_t scratch_bytes() const;  // memory().scratch alone (cheap: no file or tensor scan)
+  // Frees this policy's per-inference buffers; the next inference allocates
+  // them again. For after an unusually large request (a long prompt).
+  void release_scratch();
 
   // The last inference's cognition feature (the LM's final-norm hidden at the
   // cognition token, hidden_size values): what conditions the action head.

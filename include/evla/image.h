@@ -20,9 +20,13 @@ struct Image {
 };
 
 // PNG or JPEG, chosen by the file's magic bytes. Throws evla::Error naming the file.
-Image load_image(const std::string& path);
+// Other pixel formats are converted as PIL's Image.convert("RGB") converts
+// them; `conversion`, when given, receives what was done ("grey replicated
+// to RGB", "alpha dropped, not composited", ...), empty for 8-bit RGB.
+Image load_image(const std::string& path, std::string* conversion = nullptr);
 // Decodes a PNG or JPEG held in memory.
-Image decode_image(const uint8_t* data, size_t size, const std::string& what = "image");
+Image decode_image(const uint8_t* data, size_t size, const std::string& what = "image",
+                   std::string* conversion = nullptr);
 void save_png(const std::string& path, const Image& img);
 // Bicubic (Catmull-Rom, antialiased when shrinking) resize, as PIL's BICUBIC.
 Image resize_bicubic(const Image& img, int width, int height);

@@ -1,6 +1,7 @@
 #include "core/memory_info.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -34,9 +35,18 @@ uint64_t read_number(const char* path) {
   }
 }
 
-}  // namespace
+// EVLA_MEMORY_LIMIT_MB: at most this much counts as available (to leave room
+// for other work on the machine); 0 when unset or not a positive number.
+uint64_t user_limit() {
+  const char* v = std::getenv("EVLA_MEMORY_LIMIT_MB");
+  if (!v) return 0;
+  char* end = nullptr;
+  const double mb = std::strtod(v, &end);
+  if (end == v || *end || !(mb > 0) || mb > 1e12) return 0;
+  return uint64_t(mb * 1048576.0);
+}
 
-uint64_t available_memory_bytes() {
+uint64_t system_available() {
   uint64_t avail = proc_kb_field("/proc/meminfo", "MemAvailable:");
   // A cgroup's limit bounds it too (v2, else v1). Its usage counts the page
   // cache, which the kernel reclaims under pressure: that part is free to take.
@@ -58,6 +68,13 @@ uint64_t available_memory_bytes() {
     if (name == cache_key) used -= std::min(used, value);
   if (used > limit) return 0;
   return avail ? std::min(avail, limit - used) : limit - used;
+}
+
+}  // namespace
+
+uint64_t available_memory_bytes() {
+  const uint64_t avail = system_available(), cap = user_limit();
+  return cap && (avail == 0 || cap < avail) ? cap : avail;
 }
 
 uint64_t peak_rss_bytes() { return proc_kb_field("/proc/self/status", "VmHWM:"); }

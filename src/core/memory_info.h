@@ -1,5 +1,6 @@
 // How much memory this process may still take: the kernel's MemAvailable,
-// bounded by the cgroup's limit where one is set (containers).
+// bounded by the cgroup's limit where one is set (containers) and by
+// EVLA_MEMORY_LIMIT_MB where that is set.
 #pragma once
 #include <cstdint>
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "core/memory_info.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
 #include "eval/ensemble.h"
@@ -93,6 +94,26 @@ uint64_t inference_seed(const sim::EpisodeSpec& s, int step) {
          uint64_t(step);
 }
 
+// Each worker holds one Policy's per-inference buffers (the plan's derived
+// weights are shared). They are measured on one inference before the
+// workers start, so a worker count that would not fit is refused before its
+// memory is allocated rather than dying of it midway.
+static void check_worker_memory(const std::shared_ptr<const Model>& model, const Plan& plan, const EvalOptions& o,
+                                int workers) {
+  const uint64_t avail = available_memory_bytes();
+  if (workers < 2 || avail == 0) return;
+  Policy probe(model, PolicyOptions{o.threads_per_policy});
+  probe.set_plan(plan);
+  probe.infer(example_observation(*model));
+  const double each = double(probe.memory().scratch);
+  // The probe's own buffers are allocated now; the other workers' are not.
+  if (each * (workers - 1) > 0.9 * double(avail))
+    throw Error(fmt::format("{} workers need about {:.1f} MB of per-inference buffers ({:.1f} MB each, measured on "
+                            "one inference) but {:.1f} MB of memory is available; use --workers {} or fewer",
+                            workers, each * workers / 1e6, each / 1e6, double(avail) / 1e6,
+                            std::max(1, int(0.9 * double(avail) / std::max(each, 1.0)))));
+}
+
 EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const EvalOptions& o) {
   check_compatible(*model);
   model->validate(plan);
@@ -115,6 +136,7 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
 
   const int workers = std::max(1, std::min<int>(o.workers > 0 ? o.workers : int(std::thread::hardware_concurrency()),
                                                 o.episodes));
+  check_worker_memory(model, plan, o, workers);
   std::vector<EpisodeResult> results(specs.size());
   std::vector<WorkerTotals> totals(static_cast<size_t>(workers));
   std::atomic<size_t> next{0};

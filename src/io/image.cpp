@@ -47,6 +47,7 @@ struct PngState {
   size_t pos = 0;
   char message[256] = "";
   char warning[256] = "";  // libpng explains some errors only in a warning before them
+  char conversion[160] = "";  // what was converted (a plain array: png_decode longjmps)
   std::vector<png_bytep> rows;
 };
 
@@ -74,6 +75,13 @@ bool png_decode(png_structp png, png_infop info, PngState& st) {
   if (setjmp(png_jmpbuf(png))) return false;
   png_set_user_limits(png, kMaxSide, kMaxSide);
   png_read_info(png, info);
+  const int type = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+  const bool alpha = (type & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS);
+  std::snprintf(st.conversion, sizeof st.conversion, "%s%s%s%s",
+                (type & PNG_COLOR_MASK_COLOR) ? "" : "grey replicated to RGB; ",
+                type == PNG_COLOR_TYPE_PALETTE ? "palette expanded; " : "",
+                alpha ? "alpha dropped, not composited; " : "",
+                depth == 16 ? "16-bit samples cut to their high byte; " : "");
   png_set_expand(png);       // palette -> RGB(A), grey < 8 bits -> 8, tRNS -> alpha
   png_set_strip_16(png);     // high byte, as PIL
   png_set_strip_alpha(png);  // dropped, as PIL's convert("RGB")
@@ -98,7 +106,7 @@ struct PngReader {
   ~PngReader() { png_destroy_read_struct(&png, &info, nullptr); }
 };
 
-Image decode_png(const uint8_t* data, size_t size, const std::string& what) {
+Image decode_png(const uint8_t* data, size_t size, const std::string& what, std::string* conversion) {
   Image img;
   PngState st;
   st.data = data;
@@ -112,6 +120,10 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& what) {
   if (!png_decode(r.png, r.info, st)) {
     const std::string why = st.warning[0] ? fmt::format(" ({})", st.warning) : "";
     throw Error(fmt::format("{}: invalid PNG: {}{}", what, st.message, why));
+  }
+  if (conversion) {
+    *conversion = st.conversion;
+    if (conversion->size() >= 2) conversion->resize(conversion->size() - 2);  // the last "; "
   }
   return img;
 }
@@ -170,7 +182,7 @@ struct JpegReader {
   ~JpegReader() { jpeg_destroy_decompress(&cinfo); }  // safe on a struct never created
 };
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& what) {
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& what, std::string* conversion) {
   Image img;
   JpegReader r;
   r.cinfo.err = jpeg_std_error(&r.err.mgr);
@@ -178,6 +190,7 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& what) {
   r.err.mgr.emit_message = jpeg_on_message;
   if (!jpeg_decode(r.cinfo, r.err, data, size, img))
     throw Error(fmt::format("{}: invalid JPEG: {}", what, r.err.message));
+  if (conversion) *conversion = r.cinfo.jpeg_color_space == JCS_GRAYSCALE ? "grey replicated to RGB" : "";
   return img;
 }
 
@@ -275,18 +288,18 @@ Image resample(const Image& in, int out_w, int out_h, bool horizontal) {
 
 }  // namespace
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& what) {
+Image decode_image(const uint8_t* data, size_t size, const std::string& what, std::string* conversion) {
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (size >= 8 && std::memcmp(data, kPng, 8) == 0) return decode_png(data, size, what);
+  if (size >= 8 && std::memcmp(data, kPng, 8) == 0) return decode_png(data, size, what, conversion);
   if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
-    return decode_jpeg(data, size, what);
+    return decode_jpeg(data, size, what, conversion);
   std::string head;
   for (size_t i = 0; i < std::min<size_t>(size, 8); ++i) head += fmt::format(" {:02x}", data[i]);
   throw Error(fmt::format("{}: not a PNG or JPEG file (first bytes:{})", what,
                           head.empty() ? " none" : head));
 }
 
-Image load_image(const std::string& path) {
+Image load_image(const std::string& path, std::string* conversion) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
     throw Error(fmt::format("{}: not found or not a regular file", path));
@@ -297,7 +310,7 @@ Image load_image(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size)))
     throw Error(fmt::format("{}: cannot read image", path));
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, conversion);
 }
 
 void save_png(const std::string& path, const Image& img) {

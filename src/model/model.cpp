@@ -122,6 +122,19 @@ MemoryUse Model::memory() const {
   return m;
 }
 
+Observation example_observation(const Model& m) {
+  Observation obs;
+  for (int k = 0; k < m.num_images(); ++k) {
+    Image img(m.image_size(), m.image_size());
+    std::fill(img.rgb.begin(), img.rgb.end(), uint8_t(128));
+    obs.images.push_back(std::move(img));
+  }
+  obs.instruction = "pick up the object";
+  obs.state.assign(size_t(m.state_dim()), 0.0f);
+  if (const auto keys = m.unnorm_keys(); !keys.empty()) obs.unnorm_key = keys.front();
+  return obs;
+}
+
 std::vector<std::string> Model::unnorm_keys() const { return impl_->cfg.action_norm.keys(); }
 const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 

@@ -92,6 +92,8 @@ struct PolicyState {
   LlamaScratch llm;
   DitScratch dit;
 
+  void release_buffers();  // the buffers above, freed; the hooks below stay
+
   // Test / analysis hooks.
   Trace* trace = nullptr;
   LlamaObserver* llm_observer = nullptr;

@@ -92,20 +92,42 @@ MemoryUse Policy::memory() const {
   for (const auto& v : pm.derived_weights) m.derived += capacity_bytes(v);
   for (const auto& v : pm.derived_int8) m.derived += capacity_bytes(v);
   for (const auto& v : pm.derived_16bit) m.derived += capacity_bytes(v);
-  const PolicyState& s = *state_;
-  m.scratch = capacity_bytes(s.features, s.visual, s.x, s.cognition, s.cond, s.noise, s.step_noise, s.sample,
-                             s.normalized, s.ids, s.positions, s.proj_scratch) +
-              capacity_bytes(s.vit.patches, s.vit.x, s.vit.h, s.vit.qkv, s.vit.attn, s.vit.mlp, s.vit.attn_scratch) +
-              capacity_bytes(s.llm.h, s.llm.qkv, s.llm.attn, s.llm.gate_up, s.llm.attn_scratch, s.llm.relevance,
-                             s.llm.rope_cos, s.llm.rope_sin, s.llm.x_next, s.llm.pos_next, s.llm.keep) +
-              capacity_bytes(s.dit.x, s.dit.x_in, s.dit.h, s.dit.qkv, s.dit.attn, s.dit.mlp, s.dit.attn_scratch,
-                             s.dit.tfreq, s.dit.temb, s.dit.out, s.dit.sample, s.dit.batch, s.dit.eps, s.dit.guided,
-                             s.dit.state_emb);
-  for (const auto* c : {&s.dit.cached_attn, &s.dit.cached_mlp})
-    for (const auto& v : *c) m.scratch += capacity_bytes(v);
-  for (const Image& img : s.resized) m.scratch += int64_t(img.rgb.capacity());
+  m.scratch = scratch_bytes();
   return m;
 }
+
+int64_t Policy::scratch_bytes() const {
+  const PolicyState& s = *state_;
+  int64_t bytes =
+      capacity_bytes(s.features, s.visual, s.x, s.cognition, s.cond, s.noise, s.step_noise, s.sample, s.normalized,
+                     s.ids, s.positions, s.proj_scratch) +
+      capacity_bytes(s.vit.patches, s.vit.x, s.vit.h, s.vit.qkv, s.vit.attn, s.vit.mlp, s.vit.attn_scratch) +
+      capacity_bytes(s.llm.h, s.llm.qkv, s.llm.attn, s.llm.gate_up, s.llm.attn_scratch, s.llm.relevance,
+                     s.llm.rope_cos, s.llm.rope_sin, s.llm.x_next, s.llm.pos_next, s.llm.keep) +
+      capacity_bytes(s.dit.x, s.dit.x_in, s.dit.h, s.dit.qkv, s.dit.attn, s.dit.mlp, s.dit.attn_scratch, s.dit.tfreq,
+                     s.dit.temb, s.dit.out, s.dit.sample, s.dit.batch, s.dit.eps, s.dit.guided, s.dit.state_emb,
+                     s.dit.previous_input);
+  for (const auto* c : {&s.dit.cached_attn, &s.dit.cached_mlp})
+    for (const auto& v : *c) bytes += capacity_bytes(v);
+  for (const Image& img : s.resized) bytes += int64_t(img.rgb.capacity());
+  return bytes;
+}
+
+void PolicyState::release_buffers() {
+  // Swapped with empty vectors: assigning {} would keep the capacity.
+  std::vector<Image>().swap(resized);
+  for (auto* v : {&features, &visual, &x, &cognition, &cond, &noise, &step_noise, &sample, &normalized, &proj_scratch})
+    std::vector<float>().swap(*v);
+  std::vector<int>().swap(ids);
+  std::vector<int>().swap(positions);
+  vit = {};
+  llm = {};
+  DitObserver* observer = dit.observer;
+  dit = {};
+  dit.observer = observer;
+}
+
+void Policy::release_scratch() { state_->release_buffers(); }
 
 void Policy::set_plan(const Plan& plan) {
   model_->validate(plan);

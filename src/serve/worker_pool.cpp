@@ -1,5 +1,7 @@
 #include "serve/worker_pool.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -66,6 +68,16 @@ size_t WorkerPool::queued() const {
 
 void WorkerPool::run(int index) {
   Policy& policy = policies_[size_t(index)];
+  // One inference before the first request: the first client does not pay
+  // the cold start, and the scratch a usual request needs is known. A request
+  // that leaves much more behind (a long prompt) has its buffers freed and
+  // the heap trimmed, so one large request does not keep the worker large.
+  try {
+    policy.infer(example_observation(policy.model()));
+  } catch (const std::exception&) {  // a request will report the problem
+  }
+  const int64_t usual = policy.scratch_bytes();
+  const int64_t limit = 2 * usual + (int64_t(1) << 20);
   for (;;) {
     Job job;
     {
@@ -84,6 +96,11 @@ void WorkerPool::run(int index) {
       r.error = e.what();
     }
     r.infer_ms = ms_since(start);
+    if (policy.scratch_bytes() > limit) {
+      policy.release_scratch();
+      malloc_trim(0);
+    }
+    r.scratch_bytes = policy.scratch_bytes();
     job.done(std::move(r));
   }
 }

@@ -21,6 +21,7 @@ struct InferResult {
   std::string error;     // non-empty when the policy threw
   double queue_ms = 0;   // submitted .. picked up by a worker
   double infer_ms = 0;   // Policy::infer
+  int64_t scratch_bytes = 0;  // the worker's buffers after the request (after any release)
 };
 
 class WorkerPool {

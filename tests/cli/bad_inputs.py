@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 TIMEOUT_S = 120
 
@@ -73,6 +74,12 @@ class Fixtures:
             f.write(text)
         return p
 
+    def binary(self, name, data):
+        p = os.path.join(self.scratch, name)
+        with open(p, "wb") as f:
+            f.write(data)
+        return p
+
     def get(self, name):
         if name in self.made:
             return self.made[name]
@@ -95,12 +102,22 @@ class Fixtures:
                 "plan_drops_all.json", '{"evla_plan": 1, "llm": {"num_layers": 4, "drop_blocks": [0, 1, 2, 3]}}'),
             "plan_dense": lambda: self.file("plan_dense.json", '{"evla_plan": 1, "name": "dense"}'),
             "long_prompt": lambda: "pick up the can and " * 5000,
+            "grey_alpha_png": lambda: self.binary("grey_alpha.png", grey_alpha_png(64, 64)),
         }
         value = makers[name]()
         if os.path.isdir(value):
             self.models.append(value)
         self.made[name] = value
         return value
+
+
+def grey_alpha_png(w, h):
+    """An 8-bit grey + alpha PNG, written with zlib (no imaging library needed)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + bytes(v for x in range(w) for v in (x * 4 % 256, 255)) for _ in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 4, 0, 0, 0)  # depth 8, colour type 4 (grey + alpha)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def nan_weights(header, body):

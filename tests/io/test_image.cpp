@@ -177,6 +177,26 @@ TEST(ImageIo, GreyJpegIsReplicated) {
   for (size_t i = 0; i < img.rgb.size(); ++i) EXPECT_NEAR(img.rgb[i], 90, 1);
 }
 
+// Each conversion is named, so a caller can say what happened to its image.
+TEST(ImageIo, ConversionsAreNamed) {
+  auto conversion = [](const std::vector<uint8_t>& bytes) {
+    std::string c = "unset";
+    decode_image(bytes.data(), bytes.size(), "image", &c);
+    return c;
+  };
+  const uint8_t px[16] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 0, 0, 0, 0};
+  const uint16_t px16[6] = {1, 2, 3, 4, 5, 6};
+  const uint8_t palette[6] = {255, 0, 0, 0, 128, 255};
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_RGB, px)), "");
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_GRAY, px)), "grey replicated to RGB");
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_RGBA, px)), "alpha dropped, not composited");
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_GA, px)), "grey replicated to RGB; alpha dropped, not composited");
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_LINEAR_RGB, px16)), "16-bit samples cut to their high byte");
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_RGB_COLORMAP, px, palette, 2)), "palette expanded");
+  EXPECT_EQ(conversion(encode_jpeg(8, 8, 3, std::vector<uint8_t>(8 * 8 * 3, 90).data())), "");
+  EXPECT_EQ(conversion(encode_jpeg(8, 8, 1, std::vector<uint8_t>(8 * 8, 90).data())), "grey replicated to RGB");
+}
+
 TEST(ImageIo, CorruptInputs) {
   expect_error({'G', 'I', 'F', '8', '9', 'a'}, {"not a PNG or JPEG", "47 49 46 38 39 61"});
   expect_error({}, {"not a PNG or JPEG", "none"});

@@ -188,5 +188,20 @@ TEST(Determinism, SameSeedSameThreadsBitIdentical) {
   EXPECT_NE(0, std::memcmp(x.actions.data(), w.actions.data(), sizeof(float) * x.actions.size()));
 }
 
+// Freeing the buffers between inferences changes nothing but memory, under a
+// plan that keeps state across steps (the adaptive cache) too.
+TEST(Determinism, ReleasingScratchKeepsTheActions) {
+  Fixture fx("dual_gqa_cfg");
+  Observation obs = fx.observation();
+  obs.seed = 7;
+  Policy p(fx.model, PolicyOptions{2});
+  p.set_plan(Plan::load(test::source_path("tests/fixtures/dual_gqa_cfg/plans/cache-adaptive.json")));
+  const ActionChunk a = p.infer(obs);
+  EXPECT_GT(p.memory().scratch, 0);
+  p.release_scratch();
+  EXPECT_EQ(p.memory().scratch, 0);
+  EXPECT_EQ(p.infer(obs).actions, a.actions);
+}
+
 }  // namespace
 }  // namespace evla

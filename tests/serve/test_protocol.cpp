@@ -314,6 +314,35 @@ TEST(ServeWorkerPool, FullQueueRefusesAndStopAnswersTheQueued) {
   EXPECT_FALSE(pool.submit(obs, [](InferResult) {}));
 }
 
+// A request with a long prompt grows the worker's buffers; they are freed
+// after it, and a usual request afterwards needs no more than before.
+TEST(ServeWorkerPool, ALongPromptsMemoryIsReturnedAfterTheRequest) {
+  WorkerPool pool(tiny(), Plan{}, 1, 1, 4);
+  Observation usual = tiny_obs().to_observation(), long_prompt = usual;
+  long_prompt.instruction.clear();
+  for (int i = 0; i < 300; ++i) long_prompt.instruction += "put the eggplant in the basket ";
+  auto run = [&](const Observation& obs) {
+    std::atomic<bool> got{false};
+    InferResult out;
+    pool.submit(obs, [&](InferResult r) {
+      out = std::move(r);
+      got = true;
+    });
+    for (int i = 0; i < 1000 && !got; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_TRUE(out.error.empty()) << out.error;
+    return out;
+  };
+  const InferResult before = run(usual);
+  const InferResult after_long = run(long_prompt);
+  const InferResult after = run(usual);
+  std::printf("worker scratch: usual %lld B, after the long prompt %lld B, then %lld B\n",
+              (long long)before.scratch_bytes, (long long)after_long.scratch_bytes, (long long)after.scratch_bytes);
+  EXPECT_GT(before.scratch_bytes, 0);
+  EXPECT_EQ(after_long.scratch_bytes, 0);  // released
+  EXPECT_LE(after.scratch_bytes, before.scratch_bytes);
+  EXPECT_EQ(after.chunk.actions, before.chunk.actions);
+}
+
 TEST(ServeWorkerPool, PolicyErrorsComeBackAsText) {
   WorkerPool pool(fixture(), Plan{}, 1, 1, 4);
   Observation obs = fixture_obs().to_observation();
