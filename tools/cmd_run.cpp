@@ -8,25 +8,22 @@
 #include "commands.h"
 #include "evla/evla.h"
 #include "io/npy.h"
-#include "model/model_impl.h"
 
 namespace evla::cli {
 
 namespace {
 
-// One .npy per traced tensor (flat float32, named as the trace names them),
-// plus the token ids and the noise the inference used.
-void write_dump(const std::string& dir, const Trace& trace, const PolicyState& st) {
+// One .npy per recorded tensor (flat float32, named as the parity fixtures
+// name them), plus the token ids; the noise the inference used is among them.
+void write_dump(const std::string& dir, const Recorder& rec) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec || !fs::is_directory(dir)) throw Error("--dump: cannot create directory " + dir);
   auto path = [&](const std::string& name) { return (fs::path(dir) / (name + ".npy")).string(); };
-  for (const auto& [name, v] : trace.tensors) io::write_npy(path(name), v.data(), {int64_t(v.size())});
-  std::vector<int32_t> ids(st.ids.begin(), st.ids.end());
+  for (const auto& [name, v] : rec.tensors) io::write_npy(path(name), v.data(), {int64_t(v.size())});
+  std::vector<int32_t> ids(rec.prompt_ids.begin(), rec.prompt_ids.end());
   io::write_npy(path("token_ids"), ids.data(), {int64_t(ids.size())});
-  io::write_npy(path("noise"), st.noise.data(), {int64_t(st.noise.size())});
-  if (!st.step_noise.empty()) io::write_npy(path("step_noise"), st.step_noise.data(), {int64_t(st.step_noise.size())});
 }
 
 }  // namespace
@@ -83,11 +80,12 @@ void add_run_command(CLI::App& app) {
     if (!o->noise.empty()) obs.noise = noise_file(o->noise, "--noise");
     if (!o->step_noise.empty()) obs.step_noise = noise_file(o->step_noise, "--step-noise");
     if (!o->token_ids.empty()) obs.token_ids = parse_ints(o->token_ids, "--token-ids");
-    Trace trace;
-    if (!o->dump.empty()) policy.state().trace = &trace;
+    std::set<Stage> stages = Recorder::fixture_stages();
+    stages.insert({Stage::Noise, Stage::StepNoise});
+    Recorder rec(stages);
     ActionChunk chunk;
-    for (int r = 0; r < o->repeat; ++r) chunk = policy.infer(obs);
-    if (!o->dump.empty()) write_dump(o->dump, trace, policy.state());
+    for (int r = 0; r < o->repeat; ++r) chunk = policy.infer(obs, o->dump.empty() ? nullptr : &rec);
+    if (!o->dump.empty()) write_dump(o->dump, rec);
     const Timing& t = chunk.timing;
     if (o->json) {
       nlohmann::json j;

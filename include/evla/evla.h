@@ -27,6 +27,7 @@
 
 #include "evla/error.h"
 #include "evla/image.h"
+#include "evla/observer.h"
 #include "evla/plan.h"
 
 namespace evla {
@@ -76,6 +77,7 @@ class Model {
   int num_images() const;
   int image_size() const;
   int state_dim() const;
+  int llm_layers() const;  // the language model's decoder layers
   int64_t num_params() const;
   // Names of the datasets whose action statistics the model holds (empty
   // when it holds one unnamed set); Observation::unnorm_key picks one.
@@ -150,7 +152,8 @@ class Policy {
 
   // Runs the whole policy. Same model, plan, observation, seed and thread
   // count give bit-identical actions.
-  ActionChunk infer(const Observation& obs);
+  // `observer` sees each stage's output as it is produced (evla/observer.h).
+  ActionChunk infer(const Observation& obs, Observer* observer = nullptr);
 
   // The model's memory plus what this policy's plan derived (shared with
   // every Policy on the same plan) and its own scratch.

@@ -23,7 +23,6 @@
 #include <vector>
 
 #include "evla/evla.h"
-#include "model/model_impl.h"
 #include "serve/protocol.h"
 #ifdef EVLA_PY_SIM
 #include "sim/env.h"
@@ -94,34 +93,29 @@ py::array_t<uint8_t> image_to_numpy(const Image& img) {
 
 // What one inference shows beyond its outputs: the input of one LM layer (every
 // token's residual stream; what training the LM's top layers alone starts from,
-// python/train/finetune_head.py), and the visual tokens a plan's selection kept.
-struct InferCapture : LlamaObserver {
+// python/train/finetune_head.py), the visual tokens a plan's selection kept,
+// and, when asked, every intermediate the parity fixtures hold.
+struct InferCapture : Observer {
   int layer;  // -1: no layer input wanted
   int tokens = 0, width = 0;
   std::vector<float> x;
   std::optional<std::vector<int32_t>> kept;
-  explicit InferCapture(int l) : layer(l) {}
-  void layer_input(int l, const float* p, int T, int D) override {
-    if (l != layer) return;
-    x.assign(p, p + size_t(T) * D);
-    tokens = T;
-    width = D;
+  std::optional<Recorder> record;
+  InferCapture(int l, bool intermediates) : layer(l) {
+    if (intermediates) record.emplace();
   }
-  void visual_tokens_kept(const int* k, int n, int) override { kept.emplace(k, k + n); }
-};
-
-// Sets the policy's LM observer for one inference; cleared however it ends.
-struct ObserverScope {
-  PolicyState& state;
-  ObserverScope(PolicyState& s, LlamaObserver* o) : state(s) { state.llm_observer = o; }
-  ~ObserverScope() { state.llm_observer = nullptr; }
-};
-
-// Sets the policy's trace for one inference; cleared however it ends.
-struct TraceScope {
-  PolicyState& state;
-  TraceScope(PolicyState& s, Trace* t) : state(s) { state.trace = t; }
-  ~TraceScope() { state.trace = nullptr; }
+  bool wants(Stage s) const override {
+    return (s == Stage::LlmHidden && layer >= 0) || s == Stage::LlmKeptTokens || (record && record->wants(s));
+  }
+  void on(const StageOutput& o) override {
+    if (o.stage == Stage::LlmHidden && o.index == layer) {
+      x.assign(o.data, o.data + size_t(o.rows) * o.cols);
+      tokens = o.rows;
+      width = o.cols;
+    }
+    if (o.stage == Stage::LlmKeptTokens) kept.emplace(o.ids, o.ids + o.cols);
+    if (record && record->wants(o.stage)) record->on(o);
+  }
 };
 
 // Any numeric array (or sequence) as float32 values, C order.
@@ -151,7 +145,7 @@ class PyPolicy {
   py::dict infer(const py::dict& obs, std::optional<int> lm_layer_input, std::optional<py::array> noise,
                  std::optional<py::array> step_noise, std::optional<std::vector<int>> token_ids,
                  std::optional<std::string> unnorm_key, bool intermediates) {
-    const int n_layers = model_->impl().cfg.llm.num_layers;
+    const int n_layers = model_->llm_layers();
     if (lm_layer_input && (*lm_layer_input < 0 || *lm_layer_input >= n_layers))
       throw py::value_error("lm_layer_input " + std::to_string(*lm_layer_input) + ": the LM has layers 0.." +
                             std::to_string(n_layers - 1));
@@ -192,17 +186,12 @@ class PyPolicy {
 
     ActionChunk chunk;
     std::vector<float> c;  // copied under the lock: the next call overwrites the policy's
-    std::vector<int> ids;
-    InferCapture capture(lm_layer_input.value_or(-1));
-    Trace trace;
+    InferCapture capture(lm_layer_input.value_or(-1), intermediates);
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(mu_);  // after releasing the GIL, so a waiter never blocks Python
-      ObserverScope observe(policy_->state(), &capture);
-      TraceScope traced(policy_->state(), intermediates ? &trace : nullptr);
-      chunk = policy_->infer(o);
+      chunk = policy_->infer(o, &capture);
       c = policy_->cognition();
-      ids = policy_->state().ids;
     }
     py::array_t<float> actions({chunk.horizon, chunk.dim});
     std::memcpy(actions.mutable_data(), chunk.actions.data(), chunk.actions.size() * sizeof(float));
@@ -229,11 +218,12 @@ class PyPolicy {
     }
     if (intermediates) {
       py::dict inter;
-      for (const auto& [name, v] : trace.tensors) {
+      for (const auto& [name, v] : capture.record->tensors) {
         py::array_t<float> a(py::ssize_t(v.size()));
         std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
         inter[py::str(name)] = a;
       }
+      const std::vector<int>& ids = capture.record->prompt_ids;
       py::array_t<int32_t> t(py::ssize_t(ids.size()));
       for (size_t i = 0; i < ids.size(); ++i) t.mutable_data()[i] = int32_t(ids[i]);
       inter["token_ids"] = t;

@@ -34,7 +34,9 @@ struct CosSum {
   double importance() const { return n ? 1.0 - sum / double(n) : 0.0; }
 };
 
-struct LlmProbe : LlamaObserver {
+// The LM's stages: cosine similarity of each sub-layer's input and output,
+// MLP channel magnitudes, text→visual attention.
+struct LlmProbe {
   int L = 0;
   std::vector<CosSum> block, attn, mlp, cognition;
   std::vector<std::vector<double>> act_abs;  // Σ|a| per channel
@@ -46,26 +48,40 @@ struct LlmProbe : LlamaObserver {
   explicit LlmProbe(int layers)
       : L(layers), block(layers), attn(layers), mlp(layers), cognition(layers), act_abs(layers), act_rows(layers),
         vis_att(layers), vis_samples(layers) {}
-  void layer_input(int, const float* x, int T, int D) override { in.assign(x, x + size_t(T) * D); }
-  void after_attention(int l, const float* x, int T, int D) override {
+  static bool wants(Stage s) {
+    return s == Stage::LlmHidden || s == Stage::LlmAfterAttention || s == Stage::LlmLayerOutput ||
+           s == Stage::LlmMlpActivation || s == Stage::LlmVisualAttention;
+  }
+  void on(const StageOutput& o) {
+    switch (o.stage) {
+      case Stage::LlmHidden:
+        if (o.index < L) in.assign(o.data, o.data + size_t(o.rows) * o.cols);  // index L: the final output
+        break;
+      case Stage::LlmAfterAttention: after_attention(o.index, o.data, o.rows, o.cols); break;
+      case Stage::LlmLayerOutput: layer_output(o.index, o.data, o.rows, o.cols); break;
+      case Stage::LlmMlpActivation: mlp_activation(o.index, o.data, o.rows, o.cols, o.ld); break;
+      case Stage::LlmVisualAttention: visual_attention(o.index, o.data, o.cols); break;
+      default: break;
+    }
+  }
+  void after_attention(int l, const float* x, int T, int D) {
     attn[l].add(sum_row_cosines(in.data(), x, T, D), T);
     mid.assign(x, x + size_t(T) * D);
   }
-  void layer_output(int l, const float* x, int T, int D) override {
+  void layer_output(int l, const float* x, int T, int D) {
     mlp[l].add(sum_row_cosines(mid.data(), x, T, D), T);
     block[l].add(sum_row_cosines(in.data(), x, T, D), T);
     const size_t last = size_t(T - 1) * D;
     cognition[l].add(sum_row_cosines(in.data() + last, x + last, 1, D), 1);
   }
-  void mlp_activation(int l, const float* a, int T, int F, int ld) override {
+  void mlp_activation(int l, const float* a, int T, int F, int ld) {
     auto& acc = act_abs[l];
     acc.resize(size_t(F), 0.0);
     for (int t = 0; t < T; ++t)
       for (int f = 0; f < F; ++f) acc[size_t(f)] += std::fabs(a[size_t(t) * ld + f]);
     act_rows[l] += T;
   }
-  bool wants_visual_attention() const override { return true; }
-  void visual_attention(int l, const float* r, int n) override {
+  void visual_attention(int l, const float* r, int n) {
     auto& acc = vis_att[l];
     acc.resize(size_t(n), 0.0);
     for (int j = 0; j < n; ++j) acc[size_t(j)] += r[j];
@@ -73,13 +89,15 @@ struct LlmProbe : LlamaObserver {
   }
 };
 
-struct DitProbe : DitObserver {
+// The action head's stages: each block's sub-layers, and how their outputs
+// change from step to step.
+struct DitProbe {
   int steps, blocks;
   std::vector<std::vector<CosSum>> block_cos, attn_cos, mlp_cos;
   std::vector<std::vector<double>> attn_change, mlp_change;
   std::vector<std::vector<int>> change_n;
   std::vector<std::vector<float>> prev_attn, prev_mlp;  // per block, from the previous step
-  std::vector<float> tmp;
+  std::vector<float> tmp, x_in, a_out;
 
   DitProbe(int s, int b)
       : steps(s), blocks(b), block_cos(s, std::vector<CosSum>(b)), attn_cos(s, std::vector<CosSum>(b)),
@@ -93,7 +111,15 @@ struct DitProbe : DitObserver {
     return std::sqrt(num / (den + 1e-30));
   }
 
-  void block(int s, int b, const float* x, const float* a, const float* m, int rows, int H) override {
+  static bool wants(Stage s) { return s == Stage::DitBlockInput || s == Stage::DitAttention || s == Stage::DitMlp; }
+  // A block's input, attention output and MLP output arrive in that order.
+  void on(const StageOutput& o) {
+    const size_t n = size_t(o.rows) * o.cols;
+    if (o.stage == Stage::DitBlockInput) x_in.assign(o.data, o.data + n);
+    if (o.stage == Stage::DitAttention) a_out.assign(o.data, o.data + n);
+    if (o.stage == Stage::DitMlp) block(o.index, o.block, x_in.data(), a_out.data(), o.data, o.rows, o.cols);
+  }
+  void block(int s, int b, const float* x, const float* a, const float* m, int rows, int H) {
     const size_t n = size_t(rows) * H;
     tmp.assign(x, x + n);  // residual after attention
     for (size_t i = 0; i < n; ++i) tmp[i] += a[i];
@@ -168,16 +194,19 @@ AnalysisReport analyze(std::shared_ptr<const Model> model, const std::vector<Obs
   const int L = im.cfg.llm.num_layers;
   const int steps = im.cfg.action_head.steps(), blocks = im.cfg.action_head.num_layers;
   Policy policy(model, PolicyOptions{threads});
-  LlmProbe llm(L);
-  DitProbe dit(steps, blocks);
+  struct Probes : Observer {
+    LlmProbe llm;
+    DitProbe dit;
+    Probes(int L, int steps, int blocks) : llm(L), dit(steps, blocks) {}
+    bool wants(Stage s) const override { return LlmProbe::wants(s) || DitProbe::wants(s); }
+    void on(const StageOutput& o) override { LlmProbe::wants(o.stage) ? llm.on(o) : dit.on(o); }
+  } probes(L, steps, blocks);
+  LlmProbe& llm = probes.llm;
+  DitProbe& dit = probes.dit;
   for (const Observation& obs : calibration) {
-    policy.state().llm_observer = &llm;
-    policy.state().dit.observer = &dit;
-    policy.infer(obs);
+    policy.infer(obs, &probes);
     if (progress) progress->advance(1);
   }
-  policy.state().llm_observer = nullptr;
-  policy.state().dit.observer = nullptr;
 
   // Ablation: how far the actions move from dense (same seeds) when the
   // blocks in `drop` are skipped, over the first `frames` calibration frames.

@@ -107,6 +107,9 @@ bool Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
   kernels::AttentionShape a{L, L, heads, heads, hd, 3 * H, 3 * H, 3 * H, H};
   a.scale = 1.0f / std::sqrt(float(hd));
 
+  const bool input_wanted = s.observer && s.observer->wants(Stage::DitBlockInput);
+  const bool sublayers_wanted =
+      s.observer && (s.observer->wants(Stage::DitAttention) || s.observer->wants(Stage::DitMlp));
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const DitBlock& blk = blocks_[i];
     const bool use_cache = reuse && block_cached(cache, int(i)) && !s.cached_attn[i].empty();
@@ -114,8 +117,8 @@ bool Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
     auto& cm = s.cached_mlp[i];
     // Sub-layer outputs are kept only when a later step may reuse them or an
     // observer reads them; the dense path skips the copies.
-    const bool keep = (cache.interval > 1 && block_cached(cache, int(i))) || s.observer;
-    if (s.observer) s.x_in.assign(s.x.begin(), s.x.end());
+    const bool keep = (cache.interval > 1 && block_cached(cache, int(i))) || sublayers_wanted;
+    if (input_wanted) s.x_in.assign(s.x.begin(), s.x.end());
     if (use_cache) {
       kernels::add(s.x.data(), ca.data(), size_t(R) * H);
     } else {
@@ -140,7 +143,11 @@ bool Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
       if (keep) cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
-    if (s.observer) s.observer->block(s.step, int(i), s.x_in.data(), ca.data(), cm.data(), R, H);
+    if (input_wanted) s.observer->on({Stage::DitBlockInput, s.step, int(i), s.x_in.data(), nullptr, R, H, H});
+    if (s.observer && s.observer->wants(Stage::DitAttention))
+      s.observer->on({Stage::DitAttention, s.step, int(i), ca.data(), nullptr, R, H, H});
+    if (s.observer && s.observer->wants(Stage::DitMlp))
+      s.observer->on({Stage::DitMlp, s.step, int(i), cm.data(), nullptr, R, H, H});
   }
 
   // Final LayerNorm + read-out on the action positions only.

@@ -8,6 +8,7 @@
 #include <deque>
 #include <vector>
 
+#include "evla/observer.h"
 #include "evla/plan.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -20,16 +21,9 @@ struct DitBlock {
   Linear qkv, proj, fc1, fc2;
 };
 
-// Optional hook for analysis: sees every block's input and sub-layer outputs.
-struct DitObserver {
-  virtual ~DitObserver() = default;
-  virtual void block(int step, int block, const float* x_in, const float* attn_out,
-                     const float* mlp_out, int rows, int H) = 0;
-};
-
 // Per-inference buffers, and the FORA cache of each block's sub-layer outputs.
 struct DitScratch {
-  DitObserver* observer = nullptr;
+  Observer* observer = nullptr;  // for this inference (set by the policy)
   int step = 0;  // set by the sampler, for the observer
   std::vector<float> x, x_in, h, qkv, attn, mlp, attn_scratch, tfreq, temb, out;
   std::vector<float> sample, batch, eps, guided, state_emb;  // sampler and condition buffers

@@ -40,18 +40,12 @@ LanguageModel::Output LanguageModel::forward(const std::vector<int>& ids, int th
   out.hidden_size = D;
   out.vocab_size = c.vocab_size;
 
-  struct Keep : LlamaObserver {
+  struct Keep : Observer {  // every layer's input, then the last layer's output
     Output* o;
-    int L;
-    void layer_input(int, const float* x, int T, int D) override {
-      o->hidden.emplace_back(x, x + size_t(T) * D);
-    }
-    void layer_output(int l, const float* x, int T, int D) override {
-      if (l == L - 1) o->hidden.emplace_back(x, x + size_t(T) * D);
-    }
+    bool wants(Stage stage) const override { return stage == Stage::LlmHidden; }
+    void on(const StageOutput& h) override { o->hidden.emplace_back(h.data, h.data + size_t(h.rows) * h.cols); }
   } keep;
   keep.o = &out;
-  keep.L = c.num_layers;
 
   std::vector<float> x(size_t(T) * D);
   impl_->llm->embed(ids.data(), T, x.data());

@@ -124,7 +124,7 @@ const LayerPlan& layer_plan(const Plan& plan, int l) {
 
 void Llama::forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
                     const std::vector<LlamaLayer>& layers, const Plan& plan, LlamaScratch& s,
-                    ThreadPool& pool, LlamaObserver* obs) const {
+                    ThreadPool& pool, Observer* obs) const {
   const int D = cfg_.hidden_size, hd = cfg_.head_dim();
   const int Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
   const int Dq = Hq * hd, Dkv = Hkv * hd;
@@ -149,12 +149,16 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     });
   };
 
+  // The residual stream (T rows of D) to the observer, if it wants the stage.
+  auto show = [&](Stage stage, int l) {
+    if (obs && obs->wants(stage)) obs->on({stage, l, -1, x.data(), nullptr, T, D, D});
+  };
+  const bool wants_attention = obs && obs->wants(Stage::LlmVisualAttention) && layout.visual_count > 0;
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LlamaLayer& L = layers[size_t(l)];
     const LayerPlan& lp = layer_plan(plan, l);
-    const bool want_relevance =
-        l == select_at || (obs && obs->wants_visual_attention() && layout.visual_count > 0);
-    if (obs) obs->layer_input(l, x.data(), T, D);
+    const bool want_relevance = l == select_at || wants_attention;
+    show(Stage::LlmHidden, l);
 
     if (lp.attn && L.has_attn) {
       const int W = Dq + 2 * Dkv;  // one row of the fused q|k|v projection
@@ -180,14 +184,15 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
         QkView view{q, k, W, W, T, Hq, Hkv, hd, a.scale};
         text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
                                         plan.tokens.queries, s.relevance.data());
-        if (obs && obs->wants_visual_attention())
-          obs->visual_attention(l, s.relevance.data(), layout.visual_count);
+        if (wants_attention)
+          obs->on({Stage::LlmVisualAttention, l, -1, s.relevance.data(), nullptr, 1, layout.visual_count,
+                   layout.visual_count});
       }
       kernels::attention(pool, a, q, k, v, s.attn.data(), s.attn_scratch.data());
       apply_linear(pool, L.o, s.attn.data(), Dq, T, s.h.data(), D);
       residual();
     }
-    if (obs) obs->after_attention(l, x.data(), T, D);
+    show(Stage::LlmAfterAttention, l);
 
     if (lp.mlp && L.has_mlp) {
       const int F = L.gate.out;  // compacted layers have fewer channels
@@ -203,11 +208,12 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
           kernels::swiglu(row, row + F, size_t(F));
         }
       });
-      if (obs) obs->mlp_activation(l, s.gate_up.data(), T, F, 2 * F);
+      if (obs && obs->wants(Stage::LlmMlpActivation))
+        obs->on({Stage::LlmMlpActivation, l, -1, s.gate_up.data(), nullptr, T, F, 2 * F});
       apply_linear(pool, L.down, s.gate_up.data(), 2 * F, T, s.h.data(), D);
       residual();
     }
-    if (obs) obs->layer_output(l, x.data(), T, D);
+    show(Stage::LlmLayerOutput, l);
 
     if (l == select_at && layout.visual_count > plan.tokens.keep) {
       // Keep the selected visual tokens (with their original positions) and
@@ -216,7 +222,8 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       s.keep = select_visual_tokens(plan.tokens, s.relevance.data(),
                                            x.data() + size_t(vb) * D, nv, D, D);
       const int kept_visual = int(s.keep.size());
-      if (obs) obs->visual_tokens_kept(s.keep.data(), kept_visual, nv);
+      if (obs && obs->wants(Stage::LlmKeptTokens))
+        obs->on({Stage::LlmKeptTokens, l, -1, nullptr, s.keep.data(), 1, kept_visual, kept_visual});
       const int T2 = T - nv + kept_visual;
       s.x_next.resize(size_t(T2) * D);
       s.pos_next.resize(size_t(T2));
@@ -238,6 +245,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       build_rope();
     }
   }
+  show(Stage::LlmHidden, cfg_.num_layers);
 }
 
 double Llama::flops(int T, int n_visual, const Plan& plan) const {

@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <vector>
 
+#include "evla/observer.h"
 #include "evla/plan.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -41,24 +42,6 @@ struct SequenceLayout {
   int visual_count = 0;
 };
 
-// Optional hooks for analysis and tests; all default to doing nothing.
-struct LlamaObserver {
-  virtual ~LlamaObserver() = default;
-  virtual void layer_input(int layer, const float* x, int T, int D) {}
-  // Residual stream after the attention sub-layer was added.
-  virtual void after_attention(int layer, const float* x, int T, int D) {}
-  virtual void layer_output(int layer, const float* x, int T, int D) {}
-  // The SwiGLU activations (input of down_proj): T rows of F, row stride ld.
-  virtual void mlp_activation(int layer, const float* act, int T, int F, int ld) {}
-  // Head-averaged attention that text queries pay to each visual key
-  // (visual_count entries, summed over text queries). Only called when
-  // wants_visual_attention() is true, for every layer that runs attention.
-  virtual bool wants_visual_attention() const { return false; }
-  virtual void visual_attention(int layer, const float* relevance, int n_visual) {}
-  // After a plan's token selection: the kept visual tokens, as indices 0..n_visual-1.
-  virtual void visual_tokens_kept(const int* kept, int n_kept, int n_visual) {}
-};
-
 struct LlamaScratch {
   std::vector<float> h, qkv, attn, gate_up, attn_scratch, relevance, rope_cos, rope_sin;
   std::vector<float> x_next;
@@ -80,7 +63,7 @@ class Llama {
   // Leaves the residual stream *before* the final norm in x.
   void forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
                const std::vector<LlamaLayer>& layers, const Plan& plan, LlamaScratch& s,
-               ThreadPool& pool, LlamaObserver* obs = nullptr) const;
+               ThreadPool& pool, Observer* obs = nullptr) const;
 
   // Final RMSNorm of `rows` rows.
   void final_norm(const float* x, int rows, float* y) const;

@@ -135,6 +135,8 @@ Observation example_observation(const Model& m) {
   return obs;
 }
 
+int Model::llm_layers() const { return impl_->cfg.llm.num_layers; }
+
 std::vector<std::string> Model::unnorm_keys() const { return impl_->cfg.action_norm.keys(); }
 const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 

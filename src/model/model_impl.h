@@ -70,14 +70,6 @@ struct ModelImpl {
   int visual_tokens() const { return cfg.vision.num_images * cfg.vision.tokens_per_image(); }
 };
 
-// Named intermediate tensors of one inference, for parity tests and analysis.
-struct Trace {
-  std::map<std::string, std::vector<float>> tensors;
-  void put(const std::string& name, const float* data, size_t n) {
-    tensors[name].assign(data, data + n);
-  }
-};
-
 struct PolicyState {
   explicit PolicyState(int threads) : pool(threads) {}
   ThreadPool pool;
@@ -92,11 +84,7 @@ struct PolicyState {
   LlamaScratch llm;
   DitScratch dit;
 
-  void release_buffers();  // the buffers above, freed; the hooks below stay
-
-  // Test / analysis hooks.
-  Trace* trace = nullptr;
-  LlamaObserver* llm_observer = nullptr;
+  void release_buffers();  // the buffers above, freed
 };
 
 }  // namespace evla

@@ -19,46 +19,6 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-struct SamplerRecorder : SamplerTrace {
-  Trace* trace;
-  int n;
-  std::vector<float> refreshed;  // 1 where the head recomputed, 0 where it reused
-  explicit SamplerRecorder(Trace* t, int n_) : trace(t), n(n_) {}
-  void step(int s, const float* eps, const float* x, int, bool fresh) override {
-    trace->put("dit.eps." + std::to_string(s), eps, n);
-    trace->put("dit.x." + std::to_string(s), x, n);
-    refreshed.push_back(fresh ? 1.f : 0.f);
-    trace->put("dit.refreshed", refreshed.data(), refreshed.size());
-  }
-};
-
-struct LayerRecorder : LlamaObserver {
-  Trace* trace;
-  LlamaObserver* inner;
-  int layers;
-  LayerRecorder(Trace* t, LlamaObserver* in, int n) : trace(t), inner(in), layers(n) {}
-  void layer_input(int l, const float* x, int T, int D) override {
-    trace->put("llm.hidden." + std::to_string(l), x, size_t(T) * D);
-    if (inner) inner->layer_input(l, x, T, D);
-  }
-  void after_attention(int l, const float* x, int T, int D) override {
-    if (inner) inner->after_attention(l, x, T, D);
-  }
-  void layer_output(int l, const float* x, int T, int D) override {
-    if (l == layers - 1) trace->put("llm.hidden." + std::to_string(layers), x, size_t(T) * D);
-    if (inner) inner->layer_output(l, x, T, D);
-  }
-  void visual_tokens_kept(const int* kept, int n_kept, int n_visual) override {
-    const std::vector<float> k(kept, kept + n_kept);
-    trace->put("llm.kept_tokens", k.data(), k.size());
-    if (inner) inner->visual_tokens_kept(kept, n_kept, n_visual);
-  }
-  bool wants_visual_attention() const override { return inner && inner->wants_visual_attention(); }
-  void visual_attention(int l, const float* r, int n) override {
-    if (inner) inner->visual_attention(l, r, n);
-  }
-};
-
 }  // namespace
 
 Policy::Policy(std::shared_ptr<const Model> model, const PolicyOptions& opts)
@@ -122,9 +82,7 @@ void PolicyState::release_buffers() {
   std::vector<int>().swap(positions);
   vit = {};
   llm = {};
-  DitObserver* observer = dit.observer;
   dit = {};
-  dit.observer = observer;
 }
 
 void Policy::release_scratch() { state_->release_buffers(); }
@@ -172,8 +130,29 @@ const std::vector<Vit>& PlannedModel::encoders_of(const ModelImpl& m) const {
 const Projector& PlannedModel::projector_of(const ModelImpl& m) const { return projector ? *projector : *m.projector; }
 const Dit& PlannedModel::dit_of(const ModelImpl& m) const { return dit ? *dit : *m.dit; }
 
-ActionChunk Policy::infer(const Observation& obs) {
+namespace {
+
+// Shows an output to the observer, if there is one and it wants the stage.
+struct Show {
+  Observer* obs;
+  void operator()(Stage stage, const float* data, int rows, int cols, int index = -1, int ld = 0) const {
+    if (obs && obs->wants(stage)) obs->on({stage, index, -1, data, nullptr, rows, cols, ld ? ld : cols});
+  }
+};
+
+// The action head reads the observer from its scratch for one inference;
+// cleared however the inference ends.
+struct HeadObserver {
+  DitScratch& s;
+  HeadObserver(DitScratch& scratch, Observer* obs) : s(scratch) { s.observer = obs; }
+  ~HeadObserver() { s.observer = nullptr; }
+};
+
+}  // namespace
+
+ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   const ModelImpl& im = model_->impl();
+  const Show show{observer};
   const ModelConfig& cfg = im.cfg;
   PolicyState& st = *state_;
   ThreadPool& pool = st.pool;
@@ -235,17 +214,8 @@ ActionChunk Policy::infer(const Observation& obs) {
       col += encoder.config().hidden_size;
     }
   }
-  if (st.trace) {
-    int col = 0;
-    for (size_t e = 0; e < im.encoders.size(); ++e) {
-      const int De = im.encoders[e].config().hidden_size;
-      std::vector<float> fe(size_t(nv) * De);
-      for (int r = 0; r < nv; ++r)
-        std::memcpy(&fe[size_t(r) * De], &st.features[size_t(r) * Dv + col], sizeof(float) * De);
-      st.trace->put("vision." + std::to_string(e) + ".features", fe.data(), fe.size());
-      col += De;
-    }
-  }
+  for (size_t e = 0, col = 0; e < im.encoders.size(); col += size_t(im.encoders[e].config().hidden_size), ++e)
+    show(Stage::VisionFeatures, st.features.data() + col, nv, im.encoders[e].config().hidden_size, int(e), Dv);
   out.timing.vision_ms = ms_since(t0);
 
   // --- projector ---
@@ -253,7 +223,7 @@ ActionChunk Policy::infer(const Observation& obs) {
   const int D = cfg.llm.hidden_size;
   st.visual.resize(size_t(nv) * D);
   pm.projector_of(im).forward(st.features.data(), nv, st.visual.data(), st.proj_scratch, pool);
-  if (st.trace) st.trace->put("projector.out", st.visual.data(), st.visual.size());
+  show(Stage::Projected, st.visual.data(), nv, D);
   out.timing.projector_ms = ms_since(t0);
 
   // --- language model over [BOS, visual, text…] ---
@@ -271,14 +241,13 @@ ActionChunk Policy::infer(const Observation& obs) {
   im.llm->embed(st.ids.data() + 1, n_text - 1, st.x.data() + size_t(1 + nv) * D);
   st.positions.resize(size_t(T));
   for (int i = 0; i < T; ++i) st.positions[size_t(i)] = i;
-  LayerRecorder recorder(st.trace, st.llm_observer, cfg.llm.num_layers);
-  LlamaObserver* observer = st.trace ? &recorder : st.llm_observer;
-  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.plan, st.llm, pool,
-                  observer);
+  if (observer && observer->wants(Stage::PromptIds))
+    observer->on({Stage::PromptIds, -1, -1, nullptr, st.ids.data(), 1, n_text, n_text});
+  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.plan, st.llm, pool, observer);
   const int T_end = int(st.positions.size());
   st.cognition.resize(size_t(D));
   im.llm->final_norm(st.x.data() + size_t(T_end - 1) * D, 1, st.cognition.data());
-  if (st.trace) st.trace->put("llm.cognition", st.cognition.data(), D);
+  show(Stage::Cognition, st.cognition.data(), 1, D);
   out.timing.llm_ms = ms_since(t0);
 
   // --- action head: DDIM with CFG ---
@@ -307,19 +276,21 @@ ActionChunk Policy::infer(const Observation& obs) {
       for (float& v : st.step_noise) v = float(rng.normal());
     }
   }
-  SamplerRecorder srec(st.trace, C * A);
-  sample_actions(dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.plan.cache,
-                 st.sample.data(), st.dit, pool, st.trace ? &srec : nullptr);
+  show(Stage::Noise, st.noise.data(), C, A);
+  if (!st.step_noise.empty()) show(Stage::StepNoise, st.step_noise.data(), int(im.schedule.timesteps.size()), int(n));
+  {
+    HeadObserver head(st.dit, observer);
+    sample_actions(dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.plan.cache,
+                   st.sample.data(), st.dit, pool);
+  }
   out.horizon = C;
   out.dim = A;
   out.actions.resize(size_t(C) * A);
-  if (st.trace) st.trace->put("actions.sample", st.sample.data(), st.sample.size());
+  show(Stage::ActionsSample, st.sample.data(), C, A);
   st.normalized = st.sample;
   postprocess_actions(stats, cfg.action_norm.gripper_index, C, A, st.normalized.data(), out.actions.data());
-  if (st.trace) {
-    st.trace->put("actions.normalized", st.normalized.data(), st.normalized.size());
-    st.trace->put("actions", out.actions.data(), out.actions.size());
-  }
+  show(Stage::ActionsNormalized, st.normalized.data(), C, A);
+  show(Stage::Actions, out.actions.data(), C, A);
   // A robot must never receive NaN or infinite actions as a result.
   for (size_t i = 0; i < out.actions.size(); ++i)
     if (!std::isfinite(out.actions[i]))

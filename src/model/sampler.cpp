@@ -72,10 +72,9 @@ bool cache_refresh_step(const CachePlan& cache, int step) {
 }
 
 void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
-                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
-                    SamplerTrace* trace) {
+                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool) {
   const auto& cfg = dit.config();
-  const int n = cfg.chunk_size * cfg.action_dim, B = cfg.batch();
+  const int C = cfg.chunk_size, A = cfg.action_dim, n = C * A, B = cfg.batch();
   // With CFG both batch rows hold the same sample (CogACT duplicates the noise
   // and applies the guided ε to both halves), so one copy is kept and fed twice.
   std::vector<float>&x = s.sample, &xb = s.batch, &eps = s.eps, &guided = s.guided;  // reused buffers
@@ -83,11 +82,13 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
   xb.resize(size_t(B) * n);
   eps.resize(size_t(B) * n);
   guided.resize(size_t(n));
+  std::vector<int> refreshed;  // per step so far: 1 recomputed, 0 reused
+  Observer* obs = s.observer;
   for (size_t step = 0; step < sched.timesteps.size(); ++step) {
     for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
     const bool reuse = !cache_refresh_step(cache, int(step));
     s.step = int(step);
-    const bool refreshed = dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
+    const bool fresh = dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
     for (int i = 0; i < n; ++i)
       guided[i] = B == 2 ? eps[n + i] + cfg.cfg_scale * (eps[i] - eps[n + i]) : eps[i];
     // improved-diffusion's updates, coefficients in double cast to float, no clipping of x̂0.
@@ -109,7 +110,11 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
         x[i] = x0 * a_prev + s_prev * e;
       }
     }
-    if (trace) trace->step(int(step), guided.data(), x.data(), n, refreshed);
+    refreshed.push_back(fresh);
+    if (obs && obs->wants(Stage::DitEps)) obs->on({Stage::DitEps, int(step), -1, guided.data(), nullptr, C, A, A});
+    if (obs && obs->wants(Stage::DitSample)) obs->on({Stage::DitSample, int(step), -1, x.data(), nullptr, C, A, A});
+    if (obs && obs->wants(Stage::DitRefreshed))
+      obs->on({Stage::DitRefreshed, int(step), -1, nullptr, refreshed.data(), 1, int(step) + 1, int(step) + 1});
   }
   std::copy(x.begin(), x.end(), out);
 }

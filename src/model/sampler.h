@@ -28,18 +28,11 @@ struct DiffusionSchedule {
 // Whether sampling step `step` (0 = first) recomputes under the cache plan.
 bool cache_refresh_step(const CachePlan& cache, int step);
 
-struct SamplerTrace {
-  virtual ~SamplerTrace() = default;
-  // refreshed: whether the head recomputed at this step (false: it reused its cache).
-  virtual void step(int s, const float* eps, const float* x_after, int n, bool refreshed) = 0;
-};
-
 // Runs the whole sampling loop from `noise` ([C, A]); writes the final
 // normalised sample ([C, A]) to out (which may be `noise`). DDPM adds
-// step_noise (steps × [C, A]).
+// step_noise (steps × [C, A]). Shows each step to s.observer.
 void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
-                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool,
-                    SamplerTrace* trace = nullptr);
+                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool);
 
 // Clip to [−1, 1], threshold the gripper, un-normalise (see docs/format.md).
 // `normalized` is overwritten with the clipped / thresholded values.

@@ -51,19 +51,18 @@ Inputs fixture_inputs(const std::string& name) {
   return in;
 }
 
-ActionChunk run(std::shared_ptr<const Model> m, const Plan& plan, Inputs& in, Trace* trace = nullptr) {
+ActionChunk run(std::shared_ptr<const Model> m, const Plan& plan, Inputs& in, Recorder* trace = nullptr) {
   Policy p(m, PolicyOptions{1});
   p.set_plan(plan);
   in.obs.token_ids = in.ids;
   in.obs.noise = in.noise;
-  p.state().trace = trace;
-  return p.infer(in.obs);
+  return p.infer(in.obs, trace);
 }
 
 TEST(Prune, PlanAtRunTimeEqualsPyTorchOnPrunedCheckpoint) {
   auto model = Model::load(test::source_path("tests/fixtures/dual_gqa_cfg"));
   Inputs in = fixture_inputs("dual_gqa_cfg_pruned");
-  Trace trace;
+  Recorder trace;
   run(model, surgery_plan(false), in, &trace);
   for (const char* name : {"llm.cognition", "dit.eps.0", "actions.normalized", "actions"}) {
     const auto ref = io::to_f32(*in.expected->find(name));

@@ -83,15 +83,13 @@ class Parity : public ::testing::TestWithParam<std::string> {};
 // head_tolerance applies to the action head's tensors and the actions.
 double compare_stages(const Fixture& fx, Policy& policy, const std::string& label, double tolerance,
                       double head_tolerance) {
-  Trace trace;
-  policy.state().trace = &trace;
+  Recorder trace;
   Observation obs = fx.observation();
   obs.noise = fx.f32("input.noise");
-  ActionChunk chunk = policy.infer(obs);
-  policy.state().trace = nullptr;
+  ActionChunk chunk = policy.infer(obs, &trace);
 
   // The tokenizer (libsentencepiece) must give the reference's prompt ids.
-  EXPECT_EQ(policy.state().ids, fx.ids());
+  EXPECT_EQ(trace.prompt_ids, fx.ids());
 
   int compared = 0;
   double worst = 0;

@@ -182,15 +182,17 @@ TEST(Plan, EveryPartChangesTheComputationAndFlops) {
 // Int8 layers: close to fp32 but not identical, and only the layers named
 // change (the residual stream entering the first int8 layer is bit-identical).
 TEST(Plan, Int8LayersAreCloseToFp32) {
-  struct Inputs : LlamaObserver {
+  struct Inputs : Observer {  // every layer's input
     std::vector<std::vector<float>> x;
-    void layer_input(int, const float* v, int T, int D) override { x.emplace_back(v, v + size_t(T) * D); }
+    bool wants(Stage s) const override { return s == Stage::LlmHidden; }
+    void on(const StageOutput& o) override {
+      if (o.index < 3) x.emplace_back(o.data, o.data + size_t(o.rows) * o.cols);
+    }
   };
   auto run = [&](const std::string& json, Inputs* obs) {
     Policy pol(fixture_model(), PolicyOptions{1});
     pol.set_plan(Plan::from_json(json, "p"));
-    pol.state().llm_observer = obs;
-    return pol.infer(fixture_obs());
+    return pol.infer(fixture_obs(), obs);
   };
   Inputs dense_in, int8_in;
   const auto dense = run(R"({"evla_plan": 1})", &dense_in);
@@ -236,14 +238,16 @@ TEST(Plan, Bf16LayersAreCloseToFp32) {
 
 TEST(Plan, TokenSelectionKeepsPositionsOfChosenTokens) {
   // Layer observer sees T shrink after the selection layer, positions kept.
-  struct Sizes : LlamaObserver {
+  struct Sizes : Observer {
     std::vector<int> T;
-    void layer_input(int, const float*, int t, int) override { T.push_back(t); }
+    bool wants(Stage s) const override { return s == Stage::LlmHidden; }
+    void on(const StageOutput& o) override {
+      if (o.index < 3) T.push_back(o.rows);
+    }
   } sizes;
   Policy pol(fixture_model(), PolicyOptions{1});
   pol.set_plan(Plan::from_json(R"({"evla_plan": 1, "tokens": {"keep": 5, "key": 2, "after_layer": 2}})", "t"));
-  pol.state().llm_observer = &sizes;
-  pol.infer(fixture_obs());
+  pol.infer(fixture_obs(), &sizes);
   ASSERT_EQ(sizes.T.size(), 3u);
   EXPECT_EQ(sizes.T[0], sizes.T[1]);
   EXPECT_EQ(sizes.T[0] - sizes.T[2], 16 - 5);
