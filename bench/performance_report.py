@@ -15,7 +15,7 @@ Runs, and prints as markdown (raw outputs under --out):
   5. the packed small-matrix kernel and the int8 kernels against OpenBLAS
      (build/bin/bench_kernels) and the whole model with evla's kernels off (EVLA_KERNELS=blas);
   6. the int8 plan's action error against fp32, integer kernel and weight-only
-     (bench/plan_action_error.py).
+     (experiments/plan_action_error.py).
 """
 import argparse
 import json
@@ -168,7 +168,7 @@ def main():
         py = os.path.join(ROOT, "build", "python")
         for label, env in (("integer kernel", dict(os.environ, PYTHONPATH=py)),
                            ("weight-only path (EVLA_KERNELS=blas)", dict(blas_env, PYTHONPATH=py))):
-            r = sh(["/usr/bin/python3", "bench/plan_action_error.py", "--model", args.model, "--plan",
+            r = sh(["/usr/bin/python3", "experiments/plan_action_error.py", "--model", args.model, "--plan",
                     f"{int8},{args.plan}", "--episodes", "20", "--steps", "10"], env=env)
             print(f"int8 layers run by the {label}:\n\n" + r.stdout.strip() + "\n")
 

@@ -23,10 +23,6 @@ struct RegisterCommand {
   RegisterCommand(int order, CommandAdder f) { CommandRegistry::all().emplace_back(order, f); }
 };
 
-void add_run_command(CLI::App& app);
-void add_info_command(CLI::App& app);
-void add_sim_command(CLI::App& app);
-
 // Bounds of the counts commands take (docs/format.md, Limits); CLI11 checks
 // a value given on the command line, never a default.
 inline constexpr int kMaxThreads = 256;  // ThreadPool::kMaxThreads

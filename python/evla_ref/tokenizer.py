@@ -10,6 +10,8 @@ import itertools
 
 import sentencepiece as spm
 
+# CogACT's prompt template, as the fixture configs carry it (the reference and the
+# runtime read it from config.json; src/model/config.h holds the runtime's default).
 TEMPLATE = "In: What action should the robot take to {instruction}?\nOut: "
 
 _VERBS = ["pick up", "grab", "lift", "move", "push", "put", "place", "stack", "wipe", "open", "close"]

@@ -251,11 +251,12 @@ json infer_config(const Shapes& sh, const json& cogact_cfg, std::vector<std::str
                                 it->second.heads, base_vlm));
   }
   cfg["llm"] = llm;
-  cfg["prompt"] = {{"tokenizer", "tokenizer.model"},
-                   {"template", "In: What action should the robot take to {instruction}?\nOut: "},
-                   {"lowercase_instruction", true},
-                   {"space_token_id", 29871},
-                   {"cognition_token_id", 2}};
+  const PromptConfig prompt;  // CogACT's prompt is the format's default
+  cfg["prompt"] = {{"tokenizer", prompt.tokenizer},
+                   {"template", prompt.tmpl},
+                   {"lowercase_instruction", prompt.lowercase_instruction},
+                   {"space_token_id", prompt.space_token_id},
+                   {"cognition_token_id", prompt.cognition_token_id}};
 
   // Action head (CogACT's DiT under action_model.net).
   const std::string A = "action_model.net.";

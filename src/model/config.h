@@ -70,6 +70,7 @@ struct LlamaConfig {
   int head_dim() const { return hidden_size / num_heads; }
 };
 
+// The prompt's defaults are CogACT's (the one place they are written down).
 struct PromptConfig {
   std::string tokenizer = "tokenizer.model";
   std::string tmpl = "In: What action should the robot take to {instruction}?\nOut: ";

@@ -3,7 +3,7 @@
 `variants` with one change at a time (`--vary F`), and on full `variants`; a markdown
 table on stdout and a bar chart with 95% intervals (SVG, and PNG where rsvg-convert exists).
 
-    /usr/bin/python3 bench/variants_factors.py --model models/evla-tabletop -n 200 \
+    /usr/bin/python3 experiments/variants_factors.py --model models/evla-tabletop -n 200 \
         --svg docs/img/variants_factors.svg
 
 Every configuration runs the same seeds, and `--vary F` draws the same random look as the

@@ -1,6 +1,6 @@
 """The EfficientVLA results table on the shipped benchmark model.
 
-    /usr/bin/python3 bench/efficientvla_results.py --model models/evla-tabletop \
+    /usr/bin/python3 experiments/efficientvla_results.py --model models/evla-tabletop \
         --episodes 400 --variants-episodes 200 --bench-reps 30 --workers 2
 
 Runs, with the evla CLI only: the redundancy analysis (`evla analyze`), one
@@ -211,7 +211,7 @@ def main():
     with open(os.path.join(args.work, "rows.json"), "w") as f:
         json.dump(rows, f, indent=1)
     table_md = "\n".join(lines)
-    cmdline = "/usr/bin/python3 bench/efficientvla_results.py " + " ".join(sys.argv[1:])
+    cmdline = "/usr/bin/python3 experiments/efficientvla_results.py " + " ".join(sys.argv[1:])
     with open(args.out, "w") as f:
         f.write(GENERATED + "\n\n")
         f.write(f"Produced by `{cmdline}` in {(time.time() - t0) / 60:.0f} min on {cpu_name()} "

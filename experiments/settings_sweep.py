@@ -5,7 +5,7 @@ before it is asked again (`n_action_steps`, or CogACT's adaptive ensemble) — o
 seeds: `evla eval` for every combination, a markdown table on stdout and a heat map (SVG, and
 PNG where rsvg-convert exists).
 
-    /usr/bin/python3 bench/settings_sweep.py --model models/evla-tabletop \
+    /usr/bin/python3 experiments/settings_sweep.py --model models/evla-tabletop \
         --cfg 1.5,2.0,2.5 --execute 4,6,8,10,12,ensemble --seeds 100000,105000 -n 400 \
         --work /tmp/sweep --svg docs/img/settings_sweep.svg
 

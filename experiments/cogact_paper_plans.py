@@ -2,7 +2,7 @@
 shaped model (32 LM layers, MLP width 11,008, 256 visual tokens), plus an
 int8 LM, so their speed can be measured at the paper's own shape:
 
-    /usr/bin/python3 bench/cogact_paper_plans.py --out /tmp/paper-plans
+    /usr/bin/python3 experiments/cogact_paper_plans.py --out /tmp/paper-plans
     build/bin/evla bench -m COGACT_BASE --plan dense,/tmp/paper-plans/int8.json,... -t 2 -r 2
 
 | plan | LM layers kept | visual tokens kept (after layer 2) | MLP channels | head cache |

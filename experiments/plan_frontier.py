@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Success against speed-up over a grid of plans: what each speed-up costs at best.
 
-    /usr/bin/python3 bench/plan_frontier.py --model models/evla-tabletop \
+    /usr/bin/python3 experiments/plan_frontier.py --model models/evla-tabletop \
         --analysis models/evla-tabletop/plans/analysis.json --token-after 3 --workers 2
 
 Every candidate combines evla's training-free tools: LM layers dropped (chosen by
@@ -195,7 +195,7 @@ def main():
 
     pct = lambda o: f"{100 * o['success_rate']:.1f}% ({100 * o['ci95'][0]:.1f}–{100 * o['ci95'][1]:.1f})"
     dense_flops = rows[0]["flops"]
-    cmdline = "/usr/bin/python3 bench/plan_frontier.py " + " ".join(sys.argv[1:])
+    cmdline = "/usr/bin/python3 experiments/plan_frontier.py " + " ".join(sys.argv[1:])
     lines = [f"Produced by `{cmdline}` in {(time.time() - t0) / 60:.0f} min on {cpu_name()} ({os.cpu_count()} CPUs)"
              f"{f' ({len(REUSED)} evaluations reused from an earlier run)' if REUSED else ''}; "
              f"plans and raw reports in `{args.work}/`. Calibration: {args.calib_episodes} `matching` episodes from seed "

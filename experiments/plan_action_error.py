@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """How far each plan's actions move from the dense policy's, on benchmark observations.
 
-    PYTHONPATH=build/python /usr/bin/python3 bench/plan_action_error.py --model models/evla-tabletop \\
+    PYTHONPATH=build/python /usr/bin/python3 experiments/plan_action_error.py --model models/evla-tabletop \\
         --plan plans/int8.json,plans/efficientvla.json --episodes 20 --steps 12
 
 Rolls the dense policy out on `matching` episodes (every task in turn) and, at
