@@ -59,6 +59,7 @@ struct MemoryUse {
 // Analytic cost of one inference, per module, in FLOPs (2 per multiply-add).
 struct FlopCount {
   double vision = 0, projector = 0, llm = 0, action_head = 0;
+  double llm_int8 = 0;  // the part of llm in int8 layers
   double total() const { return vision + projector + llm + action_head; }
 };
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "model/plan_check.h"
+#include "model/schedule.h"
 #include "core/rng.h"
 #include "evla/error.h"
 #include "model/model_impl.h"
@@ -117,17 +117,9 @@ double estimated_speedup(const AnalysisReport& a, const FlopCount& pf, double in
 }
 
 double estimated_speedup(const AnalysisReport& a, const Model& model, const Plan& p) {
-  // The int8 share of the LM's work under the plan, by FLOPs: the LM
-  // without its int8 layers tells how much of it they do.
+  // The int8 share of the LM's work under the plan, by FLOPs.
   const FlopCount f = model.flops(p);
-  Plan rest = p;
-  const int L = model.impl().cfg.llm.num_layers;
-  rest.llm.resize(size_t(L));
-  bool any = false;
-  for (int l = 0; l < L; ++l)
-    if (p.layer_precision(l) == WeightType::Int8) rest.llm[size_t(l)].attn = rest.llm[size_t(l)].mlp = false, any = true;
-  const double share = any && f.llm > 0 ? (f.llm - model.flops(rest).llm) / f.llm : 0.0;
-  return estimated_speedup(a, f, share, p.precision);
+  return estimated_speedup(a, f, f.llm > 0 ? f.llm_int8 / f.llm : 0.0, p.precision);
 }
 
 void keep_top_channels(const std::vector<float>& score, double prune, LayerPlan& lp) {

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "model/plan_check.h"
+#include "model/schedule.h"
 #include "core/output_file.h"
 #include "model/model_impl.h"
 

@@ -52,7 +52,7 @@ LanguageModel::Output LanguageModel::forward(const std::vector<int>& ids, int th
   std::vector<int> positions(T);
   for (int i = 0; i < T; ++i) positions[i] = i;
   LlamaScratch s;
-  impl_->llm->forward(x, positions, SequenceLayout{}, impl_->llm->layers(), Plan{}, s, pool, &keep);
+  impl_->llm->forward(x, positions, SequenceLayout{}, impl_->llm->layers(), Schedule::dense_llm(c), s, pool, &keep);
   out.final_hidden.resize(size_t(T) * D);
   impl_->llm->final_norm(x.data(), T, out.final_hidden.data());
   out.logits.resize(size_t(T) * c.vocab_size);

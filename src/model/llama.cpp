@@ -113,22 +113,14 @@ void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<co
   }
 }
 
-namespace {
-
-const LayerPlan& layer_plan(const Plan& plan, int l) {
-  static const LayerPlan dense;
-  return plan.llm.empty() ? dense : plan.llm[size_t(l)];
-}
-
-}  // namespace
-
 void Llama::forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
-                    const std::vector<LlamaLayer>& layers, const Plan& plan, LlamaScratch& s,
+                    const std::vector<LlamaLayer>& layers, const Schedule& schedule, LlamaScratch& s,
                     ThreadPool& pool, Observer* obs) const {
   const int D = cfg_.hidden_size, hd = cfg_.head_dim();
   const int Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
   const int Dq = Hq * hd, Dkv = Hkv * hd;
-  const int select_at = plan.tokens.enabled ? plan.tokens.after_layer - 1 : -1;
+  const int select_at = schedule.select_after;
+  const TokenPlan& tokens = schedule.tokens;
   int T = int(positions.size());
   // One rotary table for every layer (rebuilt if token selection shortens the sequence).
   auto build_rope = [&] {
@@ -156,11 +148,11 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
   const bool wants_attention = obs && obs->wants(Stage::LlmVisualAttention) && layout.visual_count > 0;
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LlamaLayer& L = layers[size_t(l)];
-    const LayerPlan& lp = layer_plan(plan, l);
+    const LayerSchedule& ls = schedule.llm[size_t(l)];
     const bool want_relevance = l == select_at || wants_attention;
     show(Stage::LlmHidden, l);
 
-    if (lp.attn && L.has_attn) {
+    if (ls.attn) {
       const int W = Dq + 2 * Dkv;  // one row of the fused q|k|v projection
       s.h.resize(size_t(T) * D);
       s.qkv.resize(size_t(T) * W);
@@ -183,7 +175,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
         s.relevance.resize(size_t(layout.visual_count));
         QkView view{q, k, W, W, T, Hq, Hkv, hd, a.scale};
         text_to_visual_attention(view, layout.visual_begin, layout.visual_count,
-                                        plan.tokens.queries, s.relevance.data());
+                                        tokens.queries, s.relevance.data());
         if (wants_attention)
           obs->on({Stage::LlmVisualAttention, l, -1, s.relevance.data(), nullptr, 1, layout.visual_count,
                    layout.visual_count});
@@ -194,7 +186,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     }
     show(Stage::LlmAfterAttention, l);
 
-    if (lp.mlp && L.has_mlp) {
+    if (ls.mlp) {
       const int F = L.gate.out;  // compacted layers have fewer channels
       s.h.resize(size_t(T) * D);
       s.gate_up.resize(size_t(T) * 2 * F);
@@ -215,11 +207,11 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     }
     show(Stage::LlmLayerOutput, l);
 
-    if (l == select_at && layout.visual_count > plan.tokens.keep) {
+    if (l == select_at && layout.visual_count > tokens.keep) {
       // Keep the selected visual tokens (with their original positions) and
       // every non-visual token; later layers see the shorter sequence.
       const int vb = layout.visual_begin, nv = layout.visual_count;
-      s.keep = select_visual_tokens(plan.tokens, s.relevance.data(),
+      s.keep = select_visual_tokens(tokens, s.relevance.data(),
                                            x.data() + size_t(vb) * D, nv, D, D);
       const int kept_visual = int(s.keep.size());
       if (obs && obs->wants(Stage::LlmKeptTokens))
@@ -248,19 +240,20 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
   show(Stage::LlmHidden, cfg_.num_layers);
 }
 
-double Llama::flops(int T, int n_visual, const Plan& plan) const {
+double Llama::flops(int T, int n_visual, const Schedule& schedule, double* int8) const {
   const double D = cfg_.hidden_size, hd = cfg_.head_dim();
   const double Dq = cfg_.num_heads * hd, Dkv = cfg_.num_kv_heads * hd;
   double f = 0;
   double t = T;
+  if (int8) *int8 = 0;
   for (int l = 0; l < cfg_.num_layers; ++l) {
-    const LayerPlan& lp = layer_plan(plan, l);
-    const LlamaLayer& L = layers_[size_t(l)];
-    if (lp.attn && L.has_attn) f += 2.0 * t * D * (2 * Dq + 2 * Dkv) + 4.0 * t * t * Dq / 2.0;  // causal half
-    if (lp.mlp && L.has_mlp)
-      f += 2.0 * t * D * 3 * double(lp.mlp_channels.empty() ? L.gate.out : int(lp.mlp_channels.size()));
-    if (plan.tokens.enabled && l == plan.tokens.after_layer - 1 && n_visual > plan.tokens.keep)
-      t -= n_visual - plan.tokens.keep;
+    const LayerSchedule& ls = schedule.llm[size_t(l)];
+    double layer = 0;
+    if (ls.attn) layer += 2.0 * t * D * (2 * Dq + 2 * Dkv) + 4.0 * t * t * Dq / 2.0;  // causal half
+    if (ls.mlp) layer += 2.0 * t * D * 3 * double(ls.mlp_width);
+    f += layer;
+    if (int8 && ls.precision == WeightType::Int8) *int8 += layer;
+    if (l == schedule.select_after && n_visual > schedule.tokens.keep) t -= n_visual - schedule.tokens.keep;
   }
   return f;
 }

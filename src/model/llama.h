@@ -1,8 +1,9 @@
 // Llama-family decoder: RMSNorm, rotary positions (rotate-half), grouped-query
 // causal attention, SwiGLU MLP. One forward pass over a whole sequence (no
-// generation cache is needed by the policy). The forward pass consults the
-// acceleration plan: skipped sub-layers, compacted MLPs, and visual-token
-// selection after a given layer (kept tokens keep their positions).
+// generation cache is needed by the policy). The forward pass follows the
+// plan's schedule: skipped sub-layers, and visual-token selection after a
+// given layer (kept tokens keep their positions); compacted MLPs come in
+// with the layer weights.
 #pragma once
 #include <deque>
 #include <initializer_list>
@@ -11,6 +12,7 @@
 #include "evla/observer.h"
 #include "evla/plan.h"
 #include "model/config.h"
+#include "model/schedule.h"
 #include "model/weights.h"
 
 namespace evla {
@@ -62,7 +64,7 @@ class Llama {
   // alongside). `layers` are the (possibly plan-compacted) layer weights.
   // Leaves the residual stream *before* the final norm in x.
   void forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
-               const std::vector<LlamaLayer>& layers, const Plan& plan, LlamaScratch& s,
+               const std::vector<LlamaLayer>& layers, const Schedule& schedule, LlamaScratch& s,
                ThreadPool& pool, Observer* obs = nullptr) const;
 
   // Final RMSNorm of `rows` rows.
@@ -71,9 +73,9 @@ class Llama {
   void logits(const float* normed, int rows, float* out, ThreadPool& pool) const;
   bool has_lm_head() const { return !lm_head_.empty(); }
 
-  // FLOPs of one forward over T tokens, with the plan's token selection and
-  // layer skipping applied.
-  double flops(int T, int n_visual, const Plan& plan) const;
+  // FLOPs of one forward over T tokens (n_visual of them visual) under the
+  // schedule; `int8`, when given, receives those of its int8 layers.
+  double flops(int T, int n_visual, const Schedule& schedule, double* int8 = nullptr) const;
 
  private:
   LlamaConfig cfg_;

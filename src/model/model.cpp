@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "model/plan_check.h"
+#include "model/schedule.h"
 #include "core/memory_info.h"
 #include "io/unicode.h"
 #include "model/model_impl.h"
@@ -150,14 +150,12 @@ FlopCount Model::flops(const Plan& plan) const {
   f.projector = im.projector->flops(nv);
   // A typical prompt: the template plus a short instruction.
   const int text = im.tokenizer ? int(im.prompt_ids("pick up the red block").size()) - 1 : 24;
-  f.llm = im.llm->flops(1 + nv + text, nv, plan);
-  const auto& ah = im.cfg.action_head;
-  for (int step = 0; step < ah.steps(); ++step) {
-    // An adaptive cache decides at run time: counted as refreshing every step
-    // (an upper bound).
-    const bool reuse = plan.cache.threshold <= 0 && !cache_refresh_step(plan.cache, step);
-    f.action_head += im.dit->flops_per_call(ah.batch(), reuse ? &plan.cache : nullptr);
-  }
+  const Schedule sc = Schedule::resolve(plan, im.cfg);
+  f.llm = im.llm->flops(1 + nv + text, nv, sc, &f.llm_int8);
+  // An adaptive cache decides at run time: counted as refreshing every step
+  // (an upper bound).
+  for (const bool refresh : sc.head_refresh)
+    f.action_head += im.dit->flops_per_call(im.cfg.action_head.batch(), refresh || sc.adaptive() ? nullptr : &sc.cache);
   return f;
 }
 

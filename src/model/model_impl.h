@@ -29,6 +29,7 @@ struct ModelImpl;
 // built; every Policy on the same model and plan shares one copy.
 struct PlannedModel {
   Plan plan;
+  Schedule schedule;  // the plan resolved against the model
   std::vector<LlamaLayer> llm_layers;
   // Copies of the modules whose precision the plan sets (else empty / null:
   // the model's own run). Copies share the model's weights; only the BF16

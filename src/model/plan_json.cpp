@@ -1,5 +1,5 @@
 // Plan files: versioned JSON, human-editable (layer lists rather than one
-// record per layer). Model-independent checks happen here; check_plan() does
+// record per layer). Model-independent checks happen here; Schedule::resolve() does
 // the ones that need the model.
 #include <fstream>
 #include <set>

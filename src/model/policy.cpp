@@ -102,12 +102,13 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
     it = it->second.expired() ? planned_.erase(it) : std::next(it);
   auto pm = std::make_shared<PlannedModel>();
   pm->plan = plan;
+  pm->schedule = Schedule::resolve(plan, cfg);
   pm->llm_layers = llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
-    if (plan.llm[l].mlp && !plan.llm[l].mlp_channels.empty() && pm->llm_layers[l].has_mlp)
+    if (pm->schedule.llm[l].mlp && !plan.llm[l].mlp_channels.empty())
       pm->llm_layers[l] = compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights, pm->derived_16bit);
   for (size_t l = 0; l < pm->llm_layers.size(); ++l) {
-    const WeightType w = plan.layer_precision(int(l));
+    const WeightType w = pm->schedule.llm[l].precision;
     if (w == WeightType::Int8)
       quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);
     else
@@ -243,7 +244,7 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   for (int i = 0; i < T; ++i) st.positions[size_t(i)] = i;
   if (observer && observer->wants(Stage::PromptIds))
     observer->on({Stage::PromptIds, -1, -1, nullptr, st.ids.data(), 1, n_text, n_text});
-  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.plan, st.llm, pool, observer);
+  im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.schedule, st.llm, pool, observer);
   const int T_end = int(st.positions.size());
   st.cognition.resize(size_t(D));
   im.llm->final_norm(st.x.data() + size_t(T_end - 1) * D, 1, st.cognition.data());
@@ -280,7 +281,7 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   if (!st.step_noise.empty()) show(Stage::StepNoise, st.step_noise.data(), int(im.schedule.timesteps.size()), int(n));
   {
     HeadObserver head(st.dit, observer);
-    sample_actions(dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.plan.cache,
+    sample_actions(dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.schedule,
                    st.sample.data(), st.dit, pool);
   }
   out.horizon = C;

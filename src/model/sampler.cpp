@@ -65,14 +65,8 @@ DiffusionSchedule DiffusionSchedule::make(const ActionHeadConfig& cfg) {
   return s;
 }
 
-bool cache_refresh_step(const CachePlan& cache, int step) {
-  if (cache.interval <= 1 || step <= cache.start) return true;
-  if (cache.threshold > 0) return false;  // may reuse: Dit::predict decides from the input's change
-  return (step - cache.start) % cache.interval == 0;
-}
-
 void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
-                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool) {
+                    const float* step_noise, const Schedule& plan, float* out, DitScratch& s, ThreadPool& pool) {
   const auto& cfg = dit.config();
   const int C = cfg.chunk_size, A = cfg.action_dim, n = C * A, B = cfg.batch();
   // With CFG both batch rows hold the same sample (CogACT duplicates the noise
@@ -86,9 +80,10 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
   Observer* obs = s.observer;
   for (size_t step = 0; step < sched.timesteps.size(); ++step) {
     for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
-    const bool reuse = !cache_refresh_step(cache, int(step));
+    // Reuse, or (adaptive) may reuse: Dit::predict then decides from the input's change.
+    const bool reuse = !plan.head_refresh[step];
     s.step = int(step);
-    const bool fresh = dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, cache, s, pool);
+    const bool fresh = dit.predict(xb.data(), B, sched.timesteps[step], cond, eps.data(), reuse, plan.cache, s, pool);
     for (int i = 0; i < n; ++i)
       guided[i] = B == 2 ? eps[n + i] + cfg.cfg_scale * (eps[i] - eps[n + i]) : eps[i];
     // improved-diffusion's updates, coefficients in double cast to float, no clipping of x̂0.

@@ -6,6 +6,7 @@
 
 #include "evla/plan.h"
 #include "model/config.h"
+#include "model/schedule.h"
 
 namespace evla {
 
@@ -25,14 +26,12 @@ struct DiffusionSchedule {
   static DiffusionSchedule make(const ActionHeadConfig& cfg);
 };
 
-// Whether sampling step `step` (0 = first) recomputes under the cache plan.
-bool cache_refresh_step(const CachePlan& cache, int step);
 
 // Runs the whole sampling loop from `noise` ([C, A]); writes the final
 // normalised sample ([C, A]) to out (which may be `noise`). DDPM adds
 // step_noise (steps × [C, A]). Shows each step to s.observer.
 void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float* cond, const float* noise,
-                    const float* step_noise, const CachePlan& cache, float* out, DitScratch& s, ThreadPool& pool);
+                    const float* step_noise, const Schedule& plan, float* out, DitScratch& s, ThreadPool& pool);
 
 // Clip to [−1, 1], threshold the gripper, un-normalise (see docs/format.md).
 // `normalized` is overwritten with the clipped / thresholded values.
