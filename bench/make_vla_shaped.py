@@ -6,19 +6,17 @@ The LM is SmolLM-360M-like (d=960, 15 heads / 5 KV heads, FFN 2560) cut to 16 la
 towers and action head are kept modest: they are not what this model is for. Weights follow
 evla_ref.make_fixtures' variance-preserving init, so activations stay O(1).
 
-  /usr/bin/python3 bench/make_vla_shaped.py --out /tmp/evla-vla-shaped
+  PYTHONPATH=python /usr/bin/python3 bench/make_vla_shaped.py --out /tmp/evla-vla-shaped
   build/bin/evla bench -m /tmp/evla-vla-shaped -t 1 -r 5 --roofline
 
 About 720 MB of fp32 weights; nothing is downloaded.
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from evla_ref import make_fixtures as mf  # noqa: E402
 from evla_ref import tokenizer  # noqa: E402
 from evla_ref.model import Policy, save_model  # noqa: E402

@@ -20,7 +20,6 @@ Runs, and prints as markdown (raw outputs under --out):
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sh(cmd, env=None, **kw):
+    """Runs cmd from the repository root, with the project's Python packages (python/) importable."""
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), os.path.join(ROOT, "python")) if p)
     return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT, **kw)
 
 

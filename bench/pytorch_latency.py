@@ -1,7 +1,7 @@
 """PyTorch-eager latency of the reference policy, the baseline evla is compared with.
 
-    /usr/bin/python3 bench/pytorch_latency.py models/evla-tiny-random --threads 2 --reps 10
-    /usr/bin/python3 bench/pytorch_latency.py /tmp/cogact-base-evla --dtype bf16 --warmup 1 --reps 10
+    PYTHONPATH=python /usr/bin/python3 bench/pytorch_latency.py models/evla-tiny-random --threads 2 --reps 10
+    PYTHONPATH=python /usr/bin/python3 bench/pytorch_latency.py /tmp/cogact-base-evla --dtype bf16 --warmup 1 --reps 10
 
 --dtype bf16 builds the model in bfloat16 and loads a BF16 checkpoint one
 shard at a time without an fp32 copy (full-size models); PyTorch's BF16
@@ -29,7 +29,6 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
 from evla_ref import images  # noqa: E402
 from evla_ref.model import (build_prompt_ids, cognition_feature, encode_images, load_model,  # noqa: E402

@@ -7,7 +7,7 @@ HOST:PORT, e.g. nginx in front of replicas), warms it up, then runs
 and reports latency p50/p99, throughput, errors and the server's RSS before
 and after the load.
 
-    /usr/bin/python3 bench/serve_load.py --evla build/bin/evla \
+    PYTHONPATH=python /usr/bin/python3 bench/serve_load.py --evla build/bin/evla \
         --model models/evla-tiny-random --clients 8 --requests 200 --workers 2
 
 Exits 1 if any request failed or the deadline (--max-seconds) cut the run short.
@@ -15,7 +15,6 @@ Exits 1 if any request failed or the deadline (--max-seconds) cut the run short.
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
 import statistics
@@ -27,7 +26,6 @@ import time
 import numpy as np
 import websockets
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 from evla_client import msgpack_numpy  # noqa: E402
 
 

@@ -16,17 +16,14 @@ Without the `evla` module (or without its sim), pass --synthetic to drive the
 server with a synthetic image loop instead.
 """
 import argparse
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from evla_client import WebsocketClientPolicy  # noqa: E402
 
 

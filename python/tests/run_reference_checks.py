@@ -1,6 +1,6 @@
 """Checks of the PyTorch reference (pytest is not installed here: a plain script).
 
-    /usr/bin/python3 python/tests/run_reference_checks.py
+    PYTHONPATH=python /usr/bin/python3 python/tests/run_reference_checks.py
 
 Exits non-zero if any check fails. Covers the safetensors I/O, the Llama
 reference against two real pretrained checkpoints (tinyllamas), the fixture
@@ -19,7 +19,6 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import sentencepiece as spm  # noqa: E402
 

@@ -3,7 +3,7 @@
 same benchmark frame, instruction, state and diffusion noise (the runtime's splitmix64 +
 Box-Muller stream for --seed, reproduced here).
 
-  /usr/bin/python3 python/train/check_export.py --model models/evla-tabletop --evla build/bin/evla
+  PYTHONPATH=python /usr/bin/python3 python/train/check_export.py --model models/evla-tabletop --evla build/bin/evla
 """
 import argparse
 import json
@@ -16,7 +16,6 @@ import tempfile
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from evla_ref import images  # noqa: E402
 from evla_ref import model as ref  # noqa: E402
 

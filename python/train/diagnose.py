@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Where does a training checkpoint lose the task's object? Probes on training frames.
 
-    /usr/bin/python3 python/train/diagnose.py --ckpt /tmp/evla_train/r12/ckpt.pt \
+    PYTHONPATH=python /usr/bin/python3 python/train/diagnose.py --ckpt /tmp/evla_train/r12/ckpt.pt \
         --data /tmp/evla_train/demos2 --tokenizer /tmp/evla_train/r12/export/tokenizer.model
 
 Runs on `pick` frames (the task that needs the most precise position) and prints:
@@ -19,13 +19,10 @@ EMA (what is exported). `--svg FILE` also draws the cognition-token probe layer 
 the object token's own probe, and the supervised heads' attention on the object.
 """
 import argparse
-import os
-import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
 from train import load_demos, matching_patches, prompt_table  # noqa: E402
 

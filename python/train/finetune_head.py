@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Trains the action head, and optionally the LM's top layers, on a frozen backbone.
 
-    /usr/bin/python3 python/train/finetune_head.py --ckpt /tmp/evla_train/r12/ckpt.pt \
+    PYTHONPATH=python /usr/bin/python3 python/train/finetune_head.py --ckpt /tmp/evla_train/r12/ckpt.pt \
         --data /tmp/evla_train/demos2 --model /tmp/evla_train/r12/export \
         --features /tmp/evla_train/r12/features.npz --out /tmp/evla_train/r12h/export
 
@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
 from train import colour_jitter, load_demos, log, normalize_actions, optimizer_step, prompt_table  # noqa: E402
 

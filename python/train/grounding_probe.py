@@ -2,7 +2,7 @@
 """Does an exported policy's cognition feature know where the named object is, or only where
 the gripper is?
 
-    PYTHONPATH=build/python /usr/bin/python3 python/train/grounding_probe.py \
+    PYTHONPATH=build/python:python /usr/bin/python3 python/train/grounding_probe.py \
         --model models/evla-tabletop --data /tmp/evla_train/demos2,/tmp/evla_train/dagger2
 
 On frames of the object tasks (pick, move_near, put_in_drawer) of every --data directory, the
@@ -31,7 +31,6 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import policy as P  # noqa: E402
 from finetune_head import runtime_pass  # noqa: E402
 from train import matching_patches  # noqa: E402

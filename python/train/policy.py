@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from evla_ref import model as ref  # noqa: E402
 from evla_ref import safetensors_io  # noqa: E402
 from evla_ref.tokenizer import TEMPLATE  # noqa: E402

@@ -38,7 +38,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FIX = os.path.join(ROOT, "tests", "fixtures", "cogact_oracle")
-sys.path.insert(0, HERE)
 import cogact_weights as W  # noqa: E402
 
 STAGES = ["vision.0.features", "vision.1.features", "projector.out", "llm.cognition", "sampler.x",

@@ -87,7 +87,6 @@ import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 import cogact_weights as W  # noqa: E402
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@
 """
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -78,7 +77,6 @@ def test_fixture():
     raises(ValueError, lambda: p.infer({k: v for k, v in obs.items() if k != "observation/wrist_image"}),
            "missing key 'observation/wrist_image'")
     # The cognition feature equals the PyTorch reference's on the fixture's own inputs.
-    sys.path.insert(0, os.path.join(ROOT, "python"))
     from evla_ref import safetensors_io
     ref, meta = safetensors_io.read(os.path.join(FIXTURE, "expected.safetensors"))
     out = p.infer({"observation/image": ref["input.image.0"], "observation/wrist_image": ref["input.image.1"],

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,6 @@ import numpy as np
 import pycheck  # noqa: E402  (beside this script)
 from pycheck import FIXTURE, ROOT, TINY, check, image  # noqa: E402
 
-sys.path.insert(0, os.path.join(ROOT, "python"))
 from evla_client import ServerError, WebsocketClientPolicy, msgpack_numpy  # noqa: E402
 
 

@@ -48,7 +48,7 @@ PY
 # a resized head (--head-size) exports a config the runtime loads.
 pymod=$(dirname "$evla")/../python
 if ls "$pymod"/evla*.so >/dev/null 2>&1; then
-  head="env PYTHONPATH=$pymod /usr/bin/python3 $root/python/train/finetune_head.py --ckpt $tmp/ckpt.pt --data $tmp/demos
+  head="env PYTHONPATH=$pymod:$root/python /usr/bin/python3 $root/python/train/finetune_head.py --ckpt $tmp/ckpt.pt --data $tmp/demos
     --model $tmp/export --features $tmp/features.npz --steps 20 --batch 8 --threads 1 --log $tmp/head.log"
   $head --out "$tmp/head" >/dev/null
   $head --out "$tmp/head2" --head-size '{"hidden_size":32,"num_heads":2}' >/dev/null
@@ -85,7 +85,7 @@ if ls "$pymod"/evla*.so >/dev/null 2>&1; then
   # The grounding probe scores both directories' frames (one table row each), and which
   # patches a plan's token selection keeps (8 of the 64 visual tokens: chance 12.5%).
   echo '{"evla_plan": 1, "name": "t", "tokens": {"keep": 8, "after_layer": 1}}' >"$tmp/tokens.json"
-  env PYTHONPATH=$pymod /usr/bin/python3 $root/python/train/grounding_probe.py --model "$tmp/export" \
+  env PYTHONPATH=$pymod:$root/python /usr/bin/python3 $root/python/train/grounding_probe.py --model "$tmp/export" \
     --data "$tmp/demos,$tmp/onpol" --frames 300 --threads 1 --kept-tokens "$tmp/tokens.json" \
     --kept-frames 20 >"$tmp/probe.txt"
   test "$(grep -c "^| $tmp/[a-z]* | .*n=" "$tmp/probe.txt")" = 2
