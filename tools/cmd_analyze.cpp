@@ -14,20 +14,21 @@ namespace evla::cli {
 
 void add_analyze_command(CLI::App& app) {
   struct Opts {
-    std::string model, demos, split = "matching", tasks, out = "analysis.json", svg;
-    int episodes = 20, every = 4, samples = 200, threads = 0;
-    uint64_t seed = 900000;
+    std::string model, demos, out = "analysis.json", svg;
+    int samples = 200, threads = 0;
+    eval::CalibrationOptions calib;  // bound to the options below
   };
   auto o = std::make_shared<Opts>();
+  eval::CalibrationOptions& c = o->calib;
   CLI::App* cmd = app.add_subcommand("analyze", "Measure layer, token and denoising-step redundancy on a calibration set");
   cmd->add_option("--model,-m", o->model, "Model directory")->required();
   cmd->add_option("--demos", o->demos, "Calibrate on recorded demonstrations (shard directory) instead of fresh expert episodes");
-  cmd->add_option("--split", o->split, "Benchmark split for expert episodes")->capture_default_str();
-  cmd->add_option("--tasks", o->tasks, "Comma list of tasks (default: all)");
-  cmd->add_option("--episodes", o->episodes, "Expert episodes to sample")->check(kEpisodeCount)->capture_default_str();
-  cmd->add_option("--every", o->every, "Keep every k-th frame")->check(CLI::Range(1, 1000))->capture_default_str();
+  add_parsed(cmd, "--split", c.split, sim::parse_split, "Benchmark split for expert episodes", "matching");
+  add_parsed(cmd, "--tasks", c.tasks, sim::parse_task_list, "Comma list of tasks (default: all)");
+  cmd->add_option("--episodes", c.episodes, "Expert episodes to sample")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--every", c.every, "Keep every k-th frame")->check(CLI::Range(1, 1000))->capture_default_str();
   cmd->add_option("--samples", o->samples, "At most this many observations")->check(CLI::Range(1, 1000000))->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First expert episode seed")->check(kSeed)->capture_default_str();
+  cmd->add_option("--seed", c.seed, "First expert episode seed")->check(kSeed)->capture_default_str();
   cmd->add_option("--out,-o", o->out, "Report JSON")->capture_default_str();
   cmd->add_option("--svg", o->svg, "Layer-profile picture (default: report path with .svg)");
   cmd->add_option("--threads,-t", o->threads, "Threads")->check(kThreadCount);
@@ -39,14 +40,9 @@ void add_analyze_command(CLI::App& app) {
     auto model = Model::load(o->model);
     std::vector<Observation> calib;
     if (!o->demos.empty()) {
-      calib = eval::calibration_from_demos(o->demos, o->samples, o->every, model->state_dim() > 0);
+      calib = eval::calibration_from_demos(o->demos, o->samples, o->calib.every, model->state_dim() > 0);
     } else {
-      eval::CalibrationOptions c;
-      c.split = sim::parse_split(o->split);
-      c.tasks = sim::parse_task_list(o->tasks);
-      c.episodes = o->episodes;
-      c.every = o->every;
-      c.seed = o->seed;
+      eval::CalibrationOptions& c = o->calib;
       c.image_size = model->image_size();
       c.with_state = model->state_dim() > 0;
       calib = eval::calibration_from_sim(c);

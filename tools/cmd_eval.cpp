@@ -14,49 +14,38 @@ namespace evla::cli {
 
 void add_eval_command(CLI::App& app) {
   struct Opts {
-    std::string model, plan, split = "matching", factors = "all", tasks, json, record, unnorm_key;
-    int episodes = 50, execute = 0, workers = 0, threads = 1, sticky = 0;
-    uint64_t seed = 0;
-    bool ensemble = false, quiet = false;
+    std::string model, plan, json;
+    bool quiet = false;
+    eval::EvalOptions eval;  // bound to the options below
   };
   auto o = std::make_shared<Opts>();
+  eval::EvalOptions& e = o->eval;
   CLI::App* cmd = app.add_subcommand("eval", "Run the policy closed-loop on benchmark episodes");
   cmd->add_option("--model,-m", o->model, "Model directory")->required();
   cmd->add_option("--plan", o->plan, "Acceleration plan (JSON); a comma list ('dense' for none) compares them side by side");
-  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
-  cmd->add_option("--vary", o->factors,
-                  "variants only: which changes to apply, a comma list of camera, surfaces, light, shades, "
-                  "distractors (a diagnostic: which change costs the policy its success)")
-      ->capture_default_str();
-  cmd->add_option("--tasks", o->tasks, "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
-  cmd->add_option("--episodes,-n", o->episodes, "Episodes in total, spread over the tasks")->check(kEpisodeCount)->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First episode seed")->check(kSeed)->capture_default_str();
-  cmd->add_option("--unnorm-key", o->unnorm_key, "Dataset whose action statistics un-normalise the actions");
-  cmd->add_option("--execute", o->execute, "Actions executed per inference (default: the model's n_action_steps)");
-  cmd->add_flag("--ensemble", o->ensemble, "CogACT adaptive action ensembling (one action per inference)");
-  cmd->add_option("--sticky-gripper", o->sticky,
+  add_parsed(cmd, "--split", e.split, sim::parse_split,
+             "matching, variants, or randomized (training looks: random table and wall)", "matching");
+  add_parsed(cmd, "--vary", e.variant_factors, sim::parse_variant_factors,
+             "variants only: which changes to apply, a comma list of camera, surfaces, light, shades, "
+             "distractors (a diagnostic: which change costs the policy its success)", "all");
+  add_parsed(cmd, "--tasks", e.tasks, sim::parse_task_list,
+             "Comma list (default: all): pick, move_near, open_drawer, close_drawer, put_in_drawer");
+  cmd->add_option("--episodes,-n", e.episodes, "Episodes in total, spread over the tasks")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--seed", e.seed, "First episode seed")->check(kSeed)->capture_default_str();
+  cmd->add_option("--unnorm-key", e.unnorm_key, "Dataset whose action statistics un-normalise the actions");
+  cmd->add_option("--execute", e.execute, "Actions executed per inference (default: the model's n_action_steps)");
+  cmd->add_flag("--ensemble", e.ensemble, "CogACT adaptive action ensembling (one action per inference)");
+  cmd->add_option("--sticky-gripper", e.sticky_gripper,
                   "Hold every gripper flip for this many steps (SIMPLER's Google-robot filter uses 15; 0: off)")
       ->capture_default_str();
-  cmd->add_option("--workers", o->workers, "Episodes run in parallel (default: cores)")->check(kThreadCount);
-  cmd->add_option("--threads,-t", o->threads, "Threads per policy")->check(kThreadCount)->capture_default_str();
+  cmd->add_option("--workers", e.workers, "Episodes run in parallel (default: cores)")->check(kThreadCount);
+  cmd->add_option("--threads,-t", e.threads_per_policy, "Threads per policy")->check(kThreadCount)->capture_default_str();
   cmd->add_option("--json", o->json, "Also write the full report (every episode) as JSON here");
-  cmd->add_option("--record", o->record, "Write PNG strips of episodes to this directory");
+  cmd->add_option("--record", e.record_dir, "Write PNG strips of episodes to this directory");
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bar");
   cmd->callback([o] {
     if (!o->json.empty()) check_output_path(o->json);
-    eval::EvalOptions opts;
-    opts.split = sim::parse_split(o->split);
-    opts.variant_factors = sim::parse_variant_factors(o->factors);
-    opts.tasks = sim::parse_task_list(o->tasks);
-    opts.episodes = o->episodes;
-    opts.seed = o->seed;
-    opts.unnorm_key = o->unnorm_key;
-    opts.execute = o->execute;
-    opts.ensemble = o->ensemble;
-    opts.sticky_gripper = o->sticky;
-    opts.workers = o->workers;
-    opts.threads_per_policy = o->threads;
-    opts.record_dir = o->record;
+    eval::EvalOptions& opts = o->eval;
     opts.progress = !o->quiet;
     auto model = Model::load(o->model);
     const std::vector<std::string> plan_paths = split_csv(o->plan.empty() ? std::string("dense") : o->plan, "--plan");

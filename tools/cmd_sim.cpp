@@ -24,30 +24,33 @@ const char* kTasksHelp = "Comma list or 'all': pick, move_near, open_drawer, clo
 
 void add_gen(CLI::App& sim_cmd) {
   struct Opts {
-    std::string split = "matching", tasks = "all", out, policy, plan;
-    int episodes = 100, size = 64, chunk = 16, shard = 200, threads = 1, execute = 0, sticky = 0;
-    uint64_t seed = 1000000;  // training seeds stay clear of evaluation's, which start at 0
-    float noise = 1, expert_share = 0, camera_jitter = 0;
-    bool keep_failed = false, quiet = false;
+    std::string out, policy, plan;
+    int execute = 0, sticky = 0;
+    float noise = 1, expert_share = 0;
+    bool quiet = false;
+    sim::DatasetOptions d;  // bound to the options below
+    Opts() { d.seed = 1000000; }  // training seeds stay clear of evaluation's, which start at 0
   };
   auto o = std::make_shared<Opts>();
+  sim::DatasetOptions& d = o->d;
   CLI::App* cmd = sim_cmd.add_subcommand("gen", "Write expert demonstrations as safetensors shards (docs/dataset.md)");
   cmd->add_option("--out,-o", o->out, "Output directory")->required();
-  cmd->add_option("--episodes,-n", o->episodes, "Episodes, cycling through the tasks")->check(kEpisodeCount)->capture_default_str();
-  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
-  cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
-  cmd->add_option("--size", o->size, "Image size in pixels (square)")->check(CLI::Range(1, kMaxImageSide))->capture_default_str();
-  cmd->add_option("--chunk", o->chunk, "Actions per frame's target chunk")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Episode i uses seed + i")->check(kSeed)->capture_default_str();
-  cmd->add_option("--camera-jitter", o->camera_jitter,
+  cmd->add_option("--episodes,-n", d.episodes, "Episodes, cycling through the tasks")->check(kEpisodeCount)->capture_default_str();
+  add_parsed(cmd, "--split", d.split, sim::parse_split,
+             "matching, variants, or randomized (training looks: random table and wall)", "matching");
+  add_parsed(cmd, "--tasks", d.tasks, sim::parse_task_list, kTasksHelp, "all");
+  cmd->add_option("--size", d.demo.image_size, "Image size in pixels (square)")->check(CLI::Range(1, kMaxImageSide))->capture_default_str();
+  cmd->add_option("--chunk", d.demo.chunk, "Actions per frame's target chunk")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--seed", d.seed, "Episode i uses seed + i")->check(kSeed)->capture_default_str();
+  cmd->add_option("--camera-jitter", d.camera_jitter,
                   "With --split randomized: move the camera up to this far (table units, at most 0.025, below "
                   "every variants shift)")
       ->capture_default_str();
   cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2 (not with --policy: its labels are clean)")
       ->capture_default_str();
-  cmd->add_option("--shard-episodes", o->shard, "Episodes per shard")->check(kEpisodeCount)->capture_default_str();
-  cmd->add_option("--threads,-t", o->threads, "Episodes recorded in parallel")->check(kThreadCount)->capture_default_str();
-  cmd->add_flag("--keep-failed", o->keep_failed,
+  cmd->add_option("--shard-episodes", d.episodes_per_shard, "Episodes per shard")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--threads,-t", d.threads, "Episodes recorded in parallel")->check(kThreadCount)->capture_default_str();
+  cmd->add_flag("--keep-failed", d.keep_failed,
                "Keep episodes the expert failed (marked success=false; with --policy every episode is kept)");
   cmd->add_option("--policy", o->policy,
                   "On-policy data (DAgger): this model drives, and the expert labels every frame it visits");
@@ -60,17 +63,7 @@ void add_gen(CLI::App& sim_cmd) {
       ->capture_default_str();
   cmd->add_flag("--quiet,-q", o->quiet, "No progress");
   cmd->callback([o] {
-    sim::DatasetOptions d;
-    d.split = sim::parse_split(o->split);
-    d.tasks = sim::parse_task_list(o->tasks);
-    d.episodes = o->episodes;
-    d.seed = o->seed;
-    d.episodes_per_shard = o->shard;
-    d.keep_failed = o->keep_failed;
-    d.camera_jitter = o->camera_jitter;
-    d.threads = o->threads;
-    d.demo.image_size = o->size;
-    d.demo.chunk = o->chunk;
+    sim::DatasetOptions& d = o->d;
     d.demo.noise = sim::ExpertNoise::level(o->noise);
     auto progress = [&](int done, int total) {
       if (!o->quiet) fmt::print(stderr, "\rsim gen: {}/{} episodes", done, total);
@@ -80,19 +73,19 @@ void add_gen(CLI::App& sim_cmd) {
       sim::DatasetReport r = sim::write_dataset(o->out, d, progress);
       if (!o->quiet) fmt::print(stderr, "\n");
       fmt::print("{} episodes ({} frames) in {} shards under {}; {} expert failures {}\n", r.episodes, r.frames,
-                 r.shards.size(), o->out, r.failed, o->keep_failed ? "kept" : "dropped");
+                 r.shards.size(), o->out, r.failed, d.keep_failed ? "kept" : "dropped");
       return;
     }
     d.demo.noise = {};  // the labels come from a clean expert (the shard's metadata says so)
     auto model = Model::load(o->policy);
-    if (model->image_size() != o->size)
-      throw Error(fmt::format("--size {}: the policy '{}' sees {} px frames", o->size, model->name(),
+    if (model->image_size() != d.demo.image_size)
+      throw Error(fmt::format("--size {}: the policy '{}' sees {} px frames", d.demo.image_size, model->name(),
                               model->image_size()));
-    const eval::OnPolicyOptions on{o->chunk, o->execute, o->expert_share, o->sticky};
+    const eval::OnPolicyOptions on{d.demo.chunk, o->execute, o->expert_share, o->sticky};
     eval::check_on_policy(*model, on);
     const Plan plan = o->plan.empty() ? Plan{} : Plan::load(o->plan);
     std::vector<Policy> policies;  // one per recording thread, one thread each (as evla eval's default)
-    for (int w = 0; w < o->threads; ++w) {
+    for (int w = 0; w < d.threads; ++w) {
       policies.emplace_back(model, PolicyOptions{1});
       policies.back().set_plan(plan);
     }
@@ -143,32 +136,29 @@ void add_render(CLI::App& sim_cmd) {
 
 void add_expert(CLI::App& sim_cmd) {
   struct Opts {
-    std::string split = "matching", tasks = "all";
-    int episodes = 100, size = 64;
-    uint64_t seed = 0;
     float noise = 1;
     bool json = false;
+    sim::ExpertEvalOptions e;  // bound to the options below
   };
   auto o = std::make_shared<Opts>();
+  sim::ExpertEvalOptions& e = o->e;
   CLI::App* cmd = sim_cmd.add_subcommand("expert", "Scripted expert's success per task, and simulator steps/s");
-  cmd->add_option("--split", o->split, "matching, variants, or randomized (training looks: random table and wall)")->capture_default_str();
-  cmd->add_option("--tasks", o->tasks, kTasksHelp)->capture_default_str();
-  cmd->add_option("--episodes,-n", o->episodes, "Episodes per task")->check(kEpisodeCount)->capture_default_str();
-  cmd->add_option("--seed", o->seed, "First episode seed")->check(kSeed)->capture_default_str();
+  add_parsed(cmd, "--split", e.split, sim::parse_split,
+             "matching, variants, or randomized (training looks: random table and wall)", "matching");
+  add_parsed(cmd, "--tasks", e.tasks, sim::parse_task_list, kTasksHelp, "all");
+  cmd->add_option("--episodes,-n", e.episodes, "Episodes per task")->check(kEpisodeCount)->capture_default_str();
+  cmd->add_option("--seed", e.seed, "First episode seed")->check(kSeed)->capture_default_str();
   cmd->add_option("--noise", o->noise, "Expert noise level: 0 clean, 1 default, up to 2")->capture_default_str();
-  cmd->add_option("--size", o->size, "Render every step at this size (0: no rendering)")->check(CLI::Range(0, kMaxImageSide))->capture_default_str();
+  cmd->add_option("--size", e.render_size, "Render every step at this size (0: no rendering)")->check(CLI::Range(0, kMaxImageSide))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON instead of a table");
   cmd->callback([o] {
-    sim::ExpertEvalOptions e;
-    e.split = sim::parse_split(o->split);
-    e.tasks = sim::parse_task_list(o->tasks);
-    e.episodes = o->episodes;
-    e.seed = o->seed;
+    sim::ExpertEvalOptions& e = o->e;
     e.noise = sim::ExpertNoise::level(o->noise);
-    e.render_size = o->size;
+    const std::string split = sim::split_name(e.split);
+    const int size = e.render_size;
     sim::ExpertEvalReport r = sim::evaluate_expert(e);
     if (o->json) {
-      nlohmann::json j = {{"split", o->split}, {"noise", o->noise}, {"render_size", o->size},
+      nlohmann::json j = {{"split", split}, {"noise", o->noise}, {"render_size", size},
                           {"steps", r.steps}, {"seconds", r.seconds}, {"steps_per_second", r.steps_per_second()}};
       for (const auto& t : r.tasks)
         j["tasks"].push_back({{"task", sim::task_name(t.task)}, {"episodes", t.episodes},
@@ -180,9 +170,9 @@ void add_expert(CLI::App& sim_cmd) {
     for (const auto& t : r.tasks)
       fmt::print("| {} | {} | {:.1f}% | {:.1f} | {} |\n", sim::task_name(t.task), t.episodes,
                  100.0 * t.successes / t.episodes, t.mean_steps, sim::max_steps(t.task));
-    fmt::print("\n{} split, noise {}: {} steps in {:.2f} s = {:.0f} steps/s ({})\n", o->split, o->noise, r.steps,
+    fmt::print("\n{} split, noise {}: {} steps in {:.2f} s = {:.0f} steps/s ({})\n", split, o->noise, r.steps,
                r.seconds, r.steps_per_second(),
-               o->size > 0 ? fmt::format("rendering {0}x{0} every step", o->size) : std::string("no rendering"));
+               size > 0 ? fmt::format("rendering {0}x{0} every step", size) : std::string("no rendering"));
   });
 }
 

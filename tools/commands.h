@@ -35,6 +35,19 @@ inline const CLI::Validator kSeed(
     [](std::string& s) { return s.starts_with('-') ? "must be a non-negative integer, got " + s : std::string(); },
     "SEED");
 
+// An option bound to a library field through the library's parser of its
+// text (an enum, a list): `parse` turns the text into the value and throws
+// evla::Error naming what is wrong. `o` owns `field` and lives as long as the
+// command (its callbacks hold it).
+template <typename T, typename Parse>
+CLI::Option* add_parsed(CLI::App* cmd, const std::string& name, T& field, Parse parse, const std::string& help,
+                        const std::string& default_text = "") {
+  CLI::Option* opt =
+      cmd->add_option_function<std::string>(name, [&field, parse](const std::string& s) { field = parse(s); }, help);
+  if (!default_text.empty()) opt->default_str(default_text);
+  return opt;
+}
+
 // Shared helpers for subcommands.
 // Comma lists from the command line; an empty item is an error naming `what`.
 std::vector<std::string> split_csv(const std::string& csv, const std::string& what);
