@@ -1,6 +1,6 @@
 """Checks of the PyTorch reference (pytest is not installed here: a plain script).
 
-    PYTHONPATH=python /usr/bin/python3 python/tests/run_reference_checks.py
+    PYTHONPATH=python /usr/bin/python3 tests/reference/run_reference_checks.py
 
 Exits non-zero if any check fails. Covers the safetensors I/O, the Llama
 reference against two real pretrained checkpoints (tinyllamas), the fixture
