@@ -22,7 +22,9 @@ def run_pytorch(model, threads, reps):
     # Debian's torch does its matrix products in OpenBLAS, whose own thread pool
     # torch.set_num_threads does not size: left alone it starts one thread per
     # core, which fight each other (and anything else running) for the cores.
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+    # The reference package (python/) importable, whatever the caller's PYTHONPATH.
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.path.join(ROOT, "python")) if p)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), PYTHONPATH=path)
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "pytorch_latency.py"), model,
                           "--threads", str(threads), "--reps", str(reps), "--warmup", "3"],
                          check=True, capture_output=True, text=True, env=env).stdout

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/plan_check.h"
+#include "model/schedule.h"
 #include "core/json_reader.h"
 #include "evla/error.h"
 #include "evla/plan.h"

@@ -7,9 +7,10 @@ Copies the working tree (git ls-files) to a scratch directory, builds it once
 and runs the suite to see it pass, then for each mutation below: changes one
 line, rebuilds, runs the suite (ctest, without the Python, training, install
 and serving tests, which do not exercise the changed code), records which
-tests failed, and restores the line. Writes a Markdown table of the results
-(a data file; docs/architecture.md quotes it) and exits 1 if any mutation
-survived. About a minute per mutation on 2 cores, after a first build of
+tests failed, and restores the line. Prints a Markdown table of the results
+and, for a full run (or to --out), writes it to docs/data/mutations.md (a
+data file; docs/architecture.md quotes it). Exits 1 if any mutation survived
+or did not compile. About a minute per mutation on 2 cores, after a first build of
 about ten.
 """
 import argparse
@@ -101,8 +102,11 @@ def suite(build):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated mutation ids")
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "data", "mutations.md"))
+    ap.add_argument("--out", help="the Markdown table (default: docs/data/mutations.md for a full run; "
+                                  "a run with --only writes none unless given one)")
     args = ap.parse_args()
+    if args.out is None and not args.only:
+        args.out = os.path.join(ROOT, "docs", "data", "mutations.md")
     chosen = [m for m in MUTATIONS if not args.only or m[0] in args.only.split(",")]
     if not chosen:
         sys.exit(f"no mutation matches --only {args.only}")
@@ -121,42 +125,44 @@ def main():
     ok, failed = suite(build)
     if not ok:
         sys.exit(f"the unmutated suite fails: {failed}")
-    rows, survived = [], 0
+    rows, survived, broken = [], 0, 0
     for mid, path, old, new, what in chosen:
         full = os.path.join(src, path)
         original = open(full, encoding="utf-8").read()
         t0 = time.time()
         try:
             open(full, "w", encoding="utf-8").write(original.replace(old, new))
-            b = run(["ninja"], build)
-            if b.returncode:
-                caught, failed = True, ["(does not compile)"]
-            else:
-                ok, failed = suite(build)
-                caught = not ok
+            # A mutation that does not compile shows nothing about the tests:
+            # it is reported as such and fails the run (the script needs mending).
+            compiles = run(["ninja"], build).returncode == 0
+            failed = suite(build)[1] if compiles else []
         finally:
             open(full, "w", encoding="utf-8").write(original)
-        survived += not caught
+        result = "caught" if failed else "**survived**" if compiles else "**does not compile**"
+        survived += compiles and not failed
+        broken += not compiles
         shown = ", ".join(f"`{f}`" for f in failed[:4]) + (f" and {len(failed) - 4} more" if len(failed) > 4 else "")
-        rows.append(f"| `{mid}` | {what} | `{path}` | {'caught' if caught else '**survived**'} | "
-                    f"{len(failed)} | {shown} |")
-        print(f"{mid}: {'caught' if caught else 'SURVIVED'} by {len(failed)} tests ({time.time() - t0:.0f} s)",
-              flush=True)
+        rows.append(f"| `{mid}` | {what} | `{path}` | {result} | {len(failed)} | {shown} |")
+        print(f"{mid}: {result.strip('*')} ({len(failed)} failing tests, {time.time() - t0:.0f} s)", flush=True)
     run(["ninja"], build)  # leave the copy as it was
+    caught = len(chosen) - survived - broken
     text = ("<!-- written by scripts/mutation_check.py; do not edit -->\n"
-            f"{len(chosen) - survived} of {len(chosen)} deliberate bugs caught.\n\n"
+            f"{caught} of {len(chosen)} deliberate bugs caught"
+            + (f"; {broken} did not compile" if broken else "") + ".\n\n"
             "| mutation | the bug | file | result | failing tests | first of them |\n"
             "|---|---|---|---|---:|---|\n" + "\n".join(rows) + "\n")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    if os.path.exists(args.out) and "written by scripts/mutation_check.py" not in open(args.out).read(200):
-        sys.exit(f"{args.out} was not written by this script; not overwriting it")
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        if os.path.exists(args.out) and "written by scripts/mutation_check.py" not in open(args.out).read(200):
+            sys.exit(f"{args.out} was not written by this script; not overwriting it")
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, args.out)
+        print(f"wrote {args.out}")
     shutil.rmtree(scratch, ignore_errors=True)
-    return 1 if survived else 0
+    return 1 if survived or broken else 0
 
 
 if __name__ == "__main__":

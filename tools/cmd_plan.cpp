@@ -242,6 +242,9 @@ void add_plan_command(CLI::App& app) {
                   "Whose attention ranks visual tokens: text (every prompt token, the method) or cognition "
                   "(the cognition token alone)")
       ->check(CLI::IsMember({"text", "cognition"}))->capture_default_str();
+  cmd->add_flag("--token-merge", r.token_merge,
+                "Merge each visual token not kept into the most similar kept one (averaged, as ToMe) instead of "
+                "dropping it");
   cmd->add_option("--cache-interval", r.cache_interval, "Recompute the action head every N steps")->capture_default_str();
   cmd->add_option("--cache-start", r.cache_start, "Steps up to and including this one always recompute")->capture_default_str();
   cmd->add_option("--cache-blocks", o->blocks, "Comma list of DiT blocks that reuse (default: all)");

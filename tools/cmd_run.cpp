@@ -65,7 +65,7 @@ void add_run_command(CLI::App& app) {
       std::string conversion;
       obs.images.push_back(load_image(path, &conversion));
       if (!conversion.empty())
-        fmt::print(stderr, "note: {}: {} (converted as PIL's Image.convert(\"RGB\") does)\n", path, conversion);
+        fmt::print(stderr, "note: {}: {}\n", path, conversion);
     }
     obs.instruction = o->prompt;
     obs.seed = o->seed;

@@ -45,6 +45,10 @@ struct TokenPlan {
   TokenMethod method = TokenMethod::EfficientVla;
   TokenQueries queries = TokenQueries::Text;
   unsigned long long seed = 0;  // for TokenMethod::Random
+  // Merge instead of drop (ToMe's averaging): each visual token not kept is
+  // averaged into the kept one whose hidden state is most similar (cosine),
+  // so later layers see K tokens that carry all of them.
+  bool merge = false;
 };
 
 struct CachePlan {

@@ -64,7 +64,7 @@ def parse(text, num_layers):
         t = j["tokens"]
         tokens = {"keep": t["keep"], "key": t.get("key", 4), "alpha": t.get("alpha", 0.5),
                   "after_layer": t.get("after_layer", 2), "method": t.get("method", "efficientvla"),
-                  "queries": t.get("queries", "text"), "seed": t.get("seed", 0)}
+                  "queries": t.get("queries", "text"), "seed": t.get("seed", 0), "merge": t.get("merge", False)}
     c = j.get("cache", {})
     cache = {"interval": c.get("interval", 1), "start": c.get("start", 0), "blocks": c.get("blocks", []),
              "threshold": c.get("threshold", 0.0)}
@@ -206,19 +206,24 @@ def compact_mlp(mlp, channels):
 # --------------------------------------------------------------------------- token selection
 
 def text_to_visual_attention(q, k, scale, visual_begin, visual_count, queries):
-    """relevance[j]: Σ over the query rows of the head-averaged causal softmax attention
-    to visual key visual_begin + j (float64). q [Hq,T,hd], k [Hkv,T,hd], already rotated.
-    Query rows: every row after the visual tokens (text), or the last one (cognition)."""
+    """relevance[j]: Σ over the query rows (and heads) of the head-averaged causal softmax
+    attention to visual key visual_begin + j. q [Hq,T,hd], k [Hkv,T,hd], already rotated.
+    Query rows: every row after the visual tokens (text), or the last one (cognition).
+    Scores and softmax in float64; each (row, head) term rounded to float32 and summed in
+    float32, row by row and head by head, as the runtime sums them (near-equal scores
+    then rank the same way on both sides)."""
     Hq, T, _ = q.shape
-    k = k.repeat_interleave(Hq // k.shape[0], dim=0)
+    k = k.repeat_interleave(Hq // k.shape[0], dim=0).double().numpy()
+    q = q.double().numpy()
     visual_end = visual_begin + visual_count
     first = max(T - 1, visual_end) if queries == "cognition" else visual_end
-    rel = torch.zeros(visual_count, dtype=torch.float64)
+    rel = np.zeros(visual_count, np.float32)
     for i in range(first, T):
-        s = (q[:, i:i + 1].double() @ k[:, :i + 1].double().transpose(1, 2))[:, 0] * float(scale)
-        p = torch.softmax(s, dim=-1)  # [Hq, i+1]
-        rel += (p[:, visual_begin:visual_end] / Hq).sum(0)
-    return rel.to(torch.float32).numpy()
+        for h in range(Hq):
+            s = (k[h, :i + 1] @ q[h, i]) * float(scale)
+            e = np.exp(s - s.max())
+            rel += (e[visual_begin:visual_end] / e.sum() / Hq).astype(np.float32)
+    return rel
 
 
 def by_score(score):
@@ -239,6 +244,11 @@ class SplitMix64:
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
         return z ^ (z >> 31)
+
+
+def cosine(a, b):
+    """a·b / (sqrt(|a|²·|b|²) + 1e-12), in float64, as the runtime computes it."""
+    return float(a @ b) / (math.sqrt(float(a @ a) * float(b @ b)) + 1e-12)
 
 
 def select_visual_tokens(t, relevance, features):
@@ -264,16 +274,32 @@ def select_visual_tokens(t, relevance, features):
     kept = order[:n_key + n_rel]
     rest = order[n_key + n_rel:]
     f = features.double()
-    norms = f.norm(dim=1)
     div = []
     for r in rest:
         best = -1.0
         for kk in order[:n_key]:
-            c = float(f[r] @ f[kk]) / (float(norms[r] * norms[kk]) + 1e-12)
-            best = max(best, c)
+            best = max(best, cosine(f[r], f[kk]))
         div.append(np.float32(1.0 - best))
     kept += [rest[i] for i in by_score(div)[:K - n_key - n_rel]]
     return sorted(kept)
+
+
+def merge_dropped_tokens(keep, features):
+    """Token merging: each visual token not kept joins the kept token most similar to it
+    (cosine, float64; ties to the lower index), and each kept token becomes the mean of
+    itself and what joined it. features [n, D] -> new [n, D] (dropped rows unchanged)."""
+    f = features.double()
+    groups = {k: [k] for k in keep}
+    for j in range(f.shape[0]):
+        if j in groups:
+            continue
+        cos = [cosine(f[j], f[k]) for k in keep]
+        best = max(range(len(keep)), key=lambda i: (cos[i], -i))  # ties: the first
+        groups[keep[best]].append(j)
+    out = features.clone()
+    for k, members in groups.items():
+        out[k] = sum((f[m] for m in members[1:]), f[k].clone()).div(len(members)).to(features.dtype)
+    return out
 
 
 # --------------------------------------------------------------------------- planned stages
@@ -306,6 +332,9 @@ def planned_cognition(pm, ids, vis, record):
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         if l == select_at and visual_count > t["keep"]:
             keep = select_visual_tokens(t, relevance, x[0, visual_begin:visual_begin + visual_count])
+            if t["merge"]:
+                merged = merge_dropped_tokens(keep, x[0, visual_begin:visual_begin + visual_count])
+                x = torch.cat([x[:, :visual_begin], merged[None], x[:, visual_begin + visual_count:]], dim=1)
             rows = list(range(visual_begin)) + [visual_begin + j for j in keep] + \
                 list(range(visual_begin + visual_count, x.shape[1]))
             x = x[:, rows]
@@ -330,6 +359,7 @@ class CachedDiT:
         self.previous_input = None
         self.change, self.since_refresh = 0.0, 0
         self.refreshed = []
+        self.reasons = []  # adaptive refreshes: "threshold" (the input changed) or "limit" (interval steps)
 
     def _schedule_reuse(self, step):
         c = self.cache
@@ -345,8 +375,10 @@ class CachedDiT:
             prev = self.previous_input.double()
             self.change += float((h.double() - prev).abs().sum() / prev.abs().sum()) if prev.abs().sum() > 0 else 0.0
             self.since_refresh += 1
-            reuse = self.change < float(np.float32(self.cache["threshold"])) and \
-                self.since_refresh < self.cache["interval"]
+            under = self.change < float(np.float32(self.cache["threshold"]))
+            reuse = under and self.since_refresh < self.cache["interval"]
+            if not reuse:
+                self.reasons.append("limit" if under else "threshold")
         if not reuse:
             self.change, self.since_refresh = 0.0, 0
         self.previous_input = h.clone()
@@ -383,10 +415,12 @@ class CachedDiT:
 
 
 @torch.no_grad()
-def forward_planned(model, plan, images_uint8_list, ids, state, noise, int8_mode="weight_only", step_noise=None):
+def forward_planned(model, plan, images_uint8_list, ids, state, noise, int8_mode="weight_only", step_noise=None,
+                    refresh_reasons=None):
     """forward_all under a plan: every intermediate named as the runtime's trace names it,
     plus `llm.kept_tokens` (the visual tokens kept) and `dit.refreshed` (1 where the
-    head recomputed, 0 where it reused)."""
+    head recomputed, 0 where it reused). refresh_reasons, a list, receives why each
+    adaptive refresh happened ("threshold" or "limit")."""
     pm = Planned(model, plan, int8_mode)
     rec = {}
     feats = encode_images(pm.model, images_uint8_list, rec)
@@ -397,6 +431,8 @@ def forward_planned(model, plan, images_uint8_list, ids, state, noise, int8_mode
     head = CachedDiT(pm.model.dit, plan["cache"], steps)
     x = sample_actions(pm.model, cog, state, noise, rec, step_noise, dit=head)
     rec["dit.refreshed"] = torch.as_tensor(head.refreshed, dtype=torch.float32)
+    if refresh_reasons is not None:
+        refresh_reasons.extend(head.reasons)
     norm, act = postprocess(model.config, x.double().numpy())
     res = {k: v.detach().numpy() for k, v in rec.items()}
     res["actions.normalized"] = norm.astype(np.float32)

@@ -85,6 +85,7 @@ Plan explicit_plan(const AnalysisReport& a, const ModelConfig& cfg, const PlanRe
     p.tokens.after_layer = token_after;
     p.tokens.method = r.token_method;
     p.tokens.queries = r.token_queries;
+    p.tokens.merge = r.token_merge;
     p.tokens.seed = r.seed;
   }
   p.cache.interval = r.cache_interval;

@@ -34,6 +34,7 @@ struct PlanRequest {
   int token_after_layer = 2;  // 0: the analysis' best_token_after()
   TokenMethod token_method = TokenMethod::EfficientVla;
   TokenQueries token_queries = TokenQueries::Text;
+  bool token_merge = false;  // merge the tokens not kept into the kept ones (ToMe) instead of dropping them
   int cache_interval = 1;
   int cache_start = 0;
   std::vector<int> cache_blocks;

@@ -94,24 +94,28 @@ uint64_t inference_seed(const sim::EpisodeSpec& s, int step) {
          uint64_t(step);
 }
 
-// Each worker holds one Policy's per-inference buffers (the plan's derived
-// weights are shared). They are measured on one inference before the
-// workers start, so a worker count that would not fit is refused before its
-// memory is allocated rather than dying of it midway.
-static void check_worker_memory(const std::shared_ptr<const Model>& model, const Plan& plan, const EvalOptions& o,
-                                int workers) {
-  const uint64_t avail = available_memory_bytes();
-  if (workers < 2 || avail == 0) return;
-  Policy probe(model, PolicyOptions{o.threads_per_policy});
-  probe.set_plan(plan);
-  probe.infer(example_observation(*model));
-  const double each = double(probe.memory().scratch);
-  // The probe's own buffers are allocated now; the other workers' are not.
-  if (each * (workers - 1) > 0.9 * double(avail))
+// Each worker holds one Policy's per-inference buffers; the plan's derived
+// weights are shared. The buffers are measured on one inference of a probe
+// before the workers start, so a worker count that would not fit is refused
+// before its memory is allocated rather than dying of it midway. The probe
+// returned holds the planned model while the workers take it up (they share
+// it instead of deriving it again); its own buffers are freed.
+static std::optional<Policy> check_worker_memory(const std::shared_ptr<const Model>& model, const Plan& plan,
+                                                 const EvalOptions& o, int workers) {
+  if (workers < 2 || available_memory_bytes() == 0) return std::nullopt;
+  std::optional<Policy> probe(std::in_place, model, PolicyOptions{o.threads_per_policy});
+  probe->set_plan(plan);
+  probe->infer(example_observation(*model));
+  const double each = double(probe->scratch_bytes());
+  probe->release_scratch();
+  // Available now, with the planned model's weights in place.
+  const double avail = double(available_memory_bytes());
+  if (avail > 0 && each * workers > 0.9 * avail)
     throw Error(fmt::format("{} workers need about {:.1f} MB of per-inference buffers ({:.1f} MB each, measured on "
                             "one inference) but {:.1f} MB of memory is available; use --workers {} or fewer",
-                            workers, each * workers / 1e6, each / 1e6, double(avail) / 1e6,
-                            std::max(1, int(0.9 * double(avail) / std::max(each, 1.0)))));
+                            workers, each * workers / 1e6, each / 1e6, avail / 1e6,
+                            std::max(1, int(0.9 * avail / std::max(each, 1.0)))));
+  return probe;
 }
 
 EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const EvalOptions& o) {
@@ -136,7 +140,7 @@ EvalReport evaluate(std::shared_ptr<const Model> model, const Plan& plan, const 
 
   const int workers = std::max(1, std::min<int>(o.workers > 0 ? o.workers : int(std::thread::hardware_concurrency()),
                                                 o.episodes));
-  check_worker_memory(model, plan, o, workers);
+  const std::optional<Policy> probe = check_worker_memory(model, plan, o, workers);
   std::vector<EpisodeResult> results(specs.size());
   std::vector<WorkerTotals> totals(static_cast<size_t>(workers));
   std::atomic<size_t> next{0};

@@ -77,11 +77,14 @@ bool png_decode(png_structp png, png_infop info, PngState& st) {
   png_read_info(png, info);
   const int type = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
   const bool alpha = (type & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS);
+  const bool grey16 = depth == 16 && type == PNG_COLOR_TYPE_GRAY;  // the one case PIL converts otherwise
   std::snprintf(st.conversion, sizeof st.conversion, "%s%s%s%s",
                 (type & PNG_COLOR_MASK_COLOR) ? "" : "grey replicated to RGB; ",
                 type == PNG_COLOR_TYPE_PALETTE ? "palette expanded; " : "",
                 alpha ? "alpha dropped, not composited; " : "",
-                depth == 16 ? "16-bit samples cut to their high byte; " : "");
+                grey16        ? "16-bit samples cut to their high byte (PIL clips 16-bit grey to 255 instead); "
+                : depth == 16 ? "16-bit samples cut to their high byte; "
+                              : "");
   png_set_expand(png);       // palette -> RGB(A), grey < 8 bits -> 8, tRNS -> alpha
   png_set_strip_16(png);     // high byte, as PIL
   png_set_strip_alpha(png);  // dropped, as PIL's convert("RGB")

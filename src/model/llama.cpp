@@ -213,6 +213,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       const int vb = layout.visual_begin, nv = layout.visual_count;
       s.keep = select_visual_tokens(tokens, s.relevance.data(),
                                            x.data() + size_t(vb) * D, nv, D, D);
+      if (tokens.merge) merge_dropped_tokens(s.keep, x.data() + size_t(vb) * D, nv, D, D);
       const int kept_visual = int(s.keep.size());
       if (obs && obs->wants(Stage::LlmKeptTokens))
         obs->on({Stage::LlmKeptTokens, l, -1, nullptr, s.keep.data(), 1, kept_visual, kept_visual});

@@ -152,7 +152,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
 
   if (r.has("tokens")) {
     JsonReader t = r.child("tokens");
-    t.only_keys({"keep", "key", "alpha", "after_layer", "method", "seed", "queries"});
+    t.only_keys({"keep", "key", "alpha", "after_layer", "method", "seed", "queries", "merge"});
     p.tokens.enabled = true;
     p.tokens.keep = t.int32("keep");
     p.tokens.key = t.int32("key", 4);
@@ -161,6 +161,7 @@ Plan Plan::from_json(const std::string& text, const std::string& source) {
     p.tokens.method = parse_method(t, t.string("method", "efficientvla"));
     p.tokens.seed = uint64_t(t.integer("seed", 0));
     p.tokens.queries = parse_queries(t, t.string("queries", "text"));
+    p.tokens.merge = t.boolean("merge", false);
     if (p.tokens.keep < 1) t.fail("keep", "must be ≥ 1");
     if (p.tokens.key < 0 || p.tokens.key > p.tokens.keep) t.fail("key", "must be in [0, keep]");
     if (!(p.tokens.alpha >= 0 && p.tokens.alpha <= 1)) t.fail("alpha", "must be in [0, 1]");
@@ -234,6 +235,7 @@ std::string Plan::to_json() const {
                    {"alpha", tokens.alpha},        {"after_layer", tokens.after_layer},
                    {"method", method_name(tokens.method)}, {"seed", tokens.seed}};
   if (tokens.enabled && tokens.queries == TokenQueries::Cognition) j["tokens"]["queries"] = "cognition";
+  if (tokens.enabled && tokens.merge) j["tokens"]["merge"] = true;
   if (cache.interval > 1)
     j["cache"] = {{"interval", cache.interval}, {"start", cache.start}, {"blocks", cache.blocks}};
   if (cache.interval > 1 && cache.threshold > 0) j["cache"]["threshold"] = cache.threshold;

@@ -94,4 +94,27 @@ std::vector<int> select_visual_tokens(const TokenPlan& plan, const float* releva
   return kept;
 }
 
+void merge_dropped_tokens(const std::vector<int>& kept, float* x, int n_visual, int D, int ld) {
+  std::vector<char> is_kept(size_t(n_visual), 0);
+  for (int k : kept) is_kept[size_t(k)] = 1;
+  // Every assignment from the rows as they are, before any is averaged.
+  std::vector<double> sum(kept.size() * size_t(D));
+  std::vector<int> count(kept.size(), 1);
+  for (size_t t = 0; t < kept.size(); ++t)
+    for (int d = 0; d < D; ++d) sum[t * D + d] = x[size_t(kept[t]) * ld + d];
+  for (int j = 0; j < n_visual; ++j) {
+    if (is_kept[size_t(j)]) continue;
+    size_t best = 0;
+    double best_cos = -2.0;
+    for (size_t t = 0; t < kept.size(); ++t) {
+      const double c = cosine(x + size_t(j) * ld, x + size_t(kept[t]) * ld, D);
+      if (c > best_cos) best_cos = c, best = t;
+    }
+    for (int d = 0; d < D; ++d) sum[best * D + d] += x[size_t(j) * ld + d];
+    ++count[best];
+  }
+  for (size_t t = 0; t < kept.size(); ++t)
+    for (int d = 0; d < D; ++d) x[size_t(kept[t]) * ld + d] = float(sum[t * D + d] / count[t]);
+}
+
 }  // namespace evla

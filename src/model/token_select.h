@@ -27,4 +27,10 @@ void text_to_visual_attention(const QkView& a, int visual_begin, int visual_coun
 std::vector<int> select_visual_tokens(const TokenPlan& plan, const float* relevance,
                                       const float* features, int n_visual, int D, int ld);
 
+// Token merging (TokenPlan::merge): every visual token not in `kept` is
+// averaged into the kept token whose row is most similar (cosine; ties to
+// the lower index). x: n_visual rows of D (stride ld), changed in place; the
+// kept rows become the means of what they absorbed.
+void merge_dropped_tokens(const std::vector<int>& kept, float* x, int n_visual, int D, int ld);
+
 }  // namespace evla

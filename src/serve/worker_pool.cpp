@@ -72,12 +72,19 @@ void WorkerPool::run(int index) {
   // the cold start, and the scratch a usual request needs is known. A request
   // that leaves much more behind (a long prompt) has its buffers freed and
   // the heap trimmed, so one large request does not keep the worker large.
+  // (A pool stopped before its warm-up needs none; a warm-up that fails
+  // leaves the limit to the first request that succeeds.)
+  auto limit_after = [](int64_t usual) { return 2 * usual + (int64_t(1) << 20); };
+  int64_t limit = -1;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+  }
   try {
     policy.infer(example_observation(policy.model()));
+    limit = limit_after(policy.scratch_bytes());
   } catch (const std::exception&) {  // a request will report the problem
   }
-  const int64_t usual = policy.scratch_bytes();
-  const int64_t limit = 2 * usual + (int64_t(1) << 20);
   for (;;) {
     Job job;
     {
@@ -96,7 +103,8 @@ void WorkerPool::run(int index) {
       r.error = e.what();
     }
     r.infer_ms = ms_since(start);
-    if (policy.scratch_bytes() > limit) {
+    if (limit < 0 && r.error.empty()) limit = limit_after(policy.scratch_bytes());
+    if (limit >= 0 && policy.scratch_bytes() > limit) {
       policy.release_scratch();
       malloc_trim(0);
     }

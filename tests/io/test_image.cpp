@@ -192,6 +192,8 @@ TEST(ImageIo, ConversionsAreNamed) {
   EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_RGBA, px)), "alpha dropped, not composited");
   EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_GA, px)), "grey replicated to RGB; alpha dropped, not composited");
   EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_LINEAR_RGB, px16)), "16-bit samples cut to their high byte");
+  EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_LINEAR_Y, px16)),
+            "grey replicated to RGB; 16-bit samples cut to their high byte (PIL clips 16-bit grey to 255 instead)");
   EXPECT_EQ(conversion(encode_png(2, 1, PNG_FORMAT_RGB_COLORMAP, px, palette, 2)), "palette expanded");
   EXPECT_EQ(conversion(encode_jpeg(8, 8, 3, std::vector<uint8_t>(8 * 8 * 3, 90).data())), "");
   EXPECT_EQ(conversion(encode_jpeg(8, 8, 1, std::vector<uint8_t>(8 * 8, 90).data())), "grey replicated to RGB");

@@ -257,6 +257,20 @@ TEST(Plan, TokenSelectionKeepsPositionsOfChosenTokens) {
   EXPECT_EQ(pos.back(), sizes.T[0] - 1);  // the cognition token keeps its position
 }
 
+// Token merging by hand: rows 1 and 3 join the kept row they point along
+// (0 and 2); row 4 points between them and goes to the first; kept rows
+// become the means, dropped rows are left as they were.
+TEST(TokenSelect, MergingAveragesIntoTheMostSimilarKeptToken) {
+  float x[5 * 2] = {1, 0,  2, 0.1f,  0, 1,  0.2f, 3,  1, 1};
+  merge_dropped_tokens({0, 2}, x, 5, 2, 2);
+  EXPECT_FLOAT_EQ(x[0], (1 + 2 + 1) / 3.f);
+  EXPECT_FLOAT_EQ(x[1], (0 + 0.1f + 1) / 3.f);
+  EXPECT_FLOAT_EQ(x[4], (0 + 0.2f) / 2.f);
+  EXPECT_FLOAT_EQ(x[5], (1 + 3) / 2.f);
+  EXPECT_FLOAT_EQ(x[2], 2);  // dropped rows unchanged
+  EXPECT_FLOAT_EQ(x[7], 3);
+}
+
 TEST(TokenSelect, RelevanceFromTextOrCognitionQueries) {
   // T = 5: BOS, 2 visual tokens, 2 prompt tokens (the last is the cognition
   // token); 2 query heads sharing 1 key head of width 1, so each score is q·k.

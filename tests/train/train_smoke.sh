@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$evla" sim gen --split matching --tasks all --episodes 10 --seed 100000 --size 64 --chunk 16 \
   --out "$tmp/demos" -t 1 >/dev/null 2>&1
 S='{"vit_d":16,"vit_heads":1,"dit_d":16,"dit_layers":1,"dit_heads":1,"llm_d":32,"llm_heads":2,"llm_kv":1,"llm_ffn":64}'
-train="/usr/bin/python3 $root/python/train/train.py --data $tmp/demos --out $tmp/export --size $S --state-dim 4 \
+train="env PYTHONPATH=$root/python /usr/bin/python3 $root/python/train/train.py --data $tmp/demos --out $tmp/export --size $S --state-dim 4 \
   --state-drop 0.3 --batch 4 --repeats 2 --threads 1 --warmup 4 --ckpt $tmp/ckpt.pt --log $tmp/log"
 $train --steps 3 --aux-weight 1.0 --seed 0 >/dev/null
 "$evla" run -m "$tmp/export" -i "$root/models/evla-tiny-random/example.png" -p "pick the red cube" \
@@ -27,7 +27,7 @@ grep -q "ground [0-9.]* attn [0-9.]* patch [0-9.]* " "$tmp/log"
 # Every policy weight from an export (with its config, tokenizer and action statistics) and
 # fresh training-only heads: at lr 0 the export comes back as it was. --far-weight
 # oversamples the frames with the gripper away from the object.
-/usr/bin/python3 "$root/python/train/train.py" --data "$tmp/demos" --out "$tmp/reinit" --init-model "$tmp/export" \
+PYTHONPATH=$root/python /usr/bin/python3 "$root/python/train/train.py" --data "$tmp/demos" --out "$tmp/reinit" --init-model "$tmp/export" \
   --steps 1 --lr 0 --batch 4 --repeats 2 --threads 1 --aux-weight 1.0 --far-weight 3 --log "$tmp/reinit.log" >/dev/null
 grep -q "policy weights from $tmp/export" "$tmp/reinit.log"
 grep -Eq -- "--far-weight 3.0: [0-9.]+% of frames far" "$tmp/reinit.log"
