@@ -15,6 +15,10 @@ grep -q "<svg" "$tmp/an.svg"
   -o "$tmp/cogq.json" >/dev/null
 grep -q '"queries": "cognition"' "$tmp/cogq.json"
 "$evla" eval -m "$model" --plan "$tmp/cogq.json" -n 2 --tasks pick -q | grep -q "overall"
+# Tokens merged instead of dropped: written to the plan, and it runs.
+"$evla" plan -a "$tmp/an.json" -m "$model" --tokens 6 --token-after 1 --token-merge -o "$tmp/merge.json" >/dev/null
+grep -q '"merge": true' "$tmp/merge.json"
+"$evla" eval -m "$model" --plan "$tmp/merge.json" -n 2 --tasks pick -q | grep -q "overall"
 # --layer-choice cognition drops the block least important for the cognition token.
 "$evla" plan -a "$tmp/an.json" -m "$model" --drop-layers 1 --layer-choice cognition -o "$tmp/cog.json" >/dev/null
 /usr/bin/python3 - "$tmp/an.json" "$tmp/cog.json" <<'PY'
