@@ -58,6 +58,12 @@ class Observer {
   virtual void on(const StageOutput& out) = 0;
 };
 
+// For the stages' producers: hands `out` to `observer` if there is one and it
+// wants the stage.
+inline void show(Observer* observer, const StageOutput& out) {
+  if (observer && observer->wants(out.stage)) observer->on(out);
+}
+
 // Keeps a copy of each output it wants, by name, rows packed (ints as floats).
 class Recorder : public Observer {
  public:

@@ -172,7 +172,6 @@ class Planned:
         assert model_dtype_is_f32(model), "the reference plans fp32 models only"
         self.model = copy.deepcopy(model)
         self.plan = plan
-        self.config = model.config
         m = self.model
         for layer, lp in zip(m.llm.model.layers, plan["layers"]):
             if lp["channels"] is not None and lp["mlp"] and layer.has_mlp:
@@ -352,8 +351,8 @@ class CachedDiT:
     per sampling step. A reusing block adds its attention and MLP outputs of the last
     refresh instead of computing them."""
 
-    def __init__(self, dit, cache, num_steps):
-        self.dit, self.cache, self.num_steps = dit, cache, num_steps
+    def __init__(self, dit, cache):
+        self.dit, self.cache = dit, cache
         self.step = 0
         self.cached = {}
         self.previous_input = None
@@ -426,9 +425,7 @@ def forward_planned(model, plan, images_uint8_list, ids, state, noise, int8_mode
     feats = encode_images(pm.model, images_uint8_list, rec)
     vis = project(pm.model, feats, rec)
     cog = planned_cognition(pm, ids, vis, rec)
-    ah = model.config["action_head"]
-    steps = ah["train_steps"] if ah.get("sampler", "ddim") == "ddpm" else ah.get("sample_steps", 10)
-    head = CachedDiT(pm.model.dit, plan["cache"], steps)
+    head = CachedDiT(pm.model.dit, plan["cache"])
     x = sample_actions(pm.model, cog, state, noise, rec, step_noise, dit=head)
     rec["dit.refreshed"] = torch.as_tensor(head.refreshed, dtype=torch.float32)
     if refresh_reasons is not None:

@@ -143,11 +143,9 @@ bool Dit::predict(const float* x, int B, int t, const float* cond, float* eps, b
       if (keep) cm.assign(s.h.begin(), s.h.begin() + size_t(R) * H);
       kernels::add(s.x.data(), s.h.data(), size_t(R) * H);
     }
-    if (input_wanted) s.observer->on({Stage::DitBlockInput, s.step, int(i), s.x_in.data(), nullptr, R, H, H});
-    if (s.observer && s.observer->wants(Stage::DitAttention))
-      s.observer->on({Stage::DitAttention, s.step, int(i), ca.data(), nullptr, R, H, H});
-    if (s.observer && s.observer->wants(Stage::DitMlp))
-      s.observer->on({Stage::DitMlp, s.step, int(i), cm.data(), nullptr, R, H, H});
+    show(s.observer, {Stage::DitBlockInput, s.step, int(i), s.x_in.data(), nullptr, R, H, H});
+    show(s.observer, {Stage::DitAttention, s.step, int(i), ca.data(), nullptr, R, H, H});
+    show(s.observer, {Stage::DitMlp, s.step, int(i), cm.data(), nullptr, R, H, H});
   }
 
   // Final LayerNorm + read-out on the action positions only.

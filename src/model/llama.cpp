@@ -141,16 +141,13 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     });
   };
 
-  // The residual stream (T rows of D) to the observer, if it wants the stage.
-  auto show = [&](Stage stage, int l) {
-    if (obs && obs->wants(stage)) obs->on({stage, l, -1, x.data(), nullptr, T, D, D});
-  };
+  auto show_stream = [&](Stage stage, int l) { show(obs, {stage, l, -1, x.data(), nullptr, T, D, D}); };
   const bool wants_attention = obs && obs->wants(Stage::LlmVisualAttention) && layout.visual_count > 0;
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LlamaLayer& L = layers[size_t(l)];
     const LayerSchedule& ls = schedule.llm[size_t(l)];
     const bool want_relevance = l == select_at || wants_attention;
-    show(Stage::LlmHidden, l);
+    show_stream(Stage::LlmHidden, l);
 
     if (ls.attn) {
       const int W = Dq + 2 * Dkv;  // one row of the fused q|k|v projection
@@ -184,7 +181,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       apply_linear(pool, L.o, s.attn.data(), Dq, T, s.h.data(), D);
       residual();
     }
-    show(Stage::LlmAfterAttention, l);
+    show_stream(Stage::LlmAfterAttention, l);
 
     if (ls.mlp) {
       const int F = L.gate.out;  // compacted layers have fewer channels
@@ -200,12 +197,11 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
           kernels::swiglu(row, row + F, size_t(F));
         }
       });
-      if (obs && obs->wants(Stage::LlmMlpActivation))
-        obs->on({Stage::LlmMlpActivation, l, -1, s.gate_up.data(), nullptr, T, F, 2 * F});
+      show(obs, {Stage::LlmMlpActivation, l, -1, s.gate_up.data(), nullptr, T, F, 2 * F});
       apply_linear(pool, L.down, s.gate_up.data(), 2 * F, T, s.h.data(), D);
       residual();
     }
-    show(Stage::LlmLayerOutput, l);
+    show_stream(Stage::LlmLayerOutput, l);
 
     if (l == select_at && layout.visual_count > tokens.keep) {
       // Keep the selected visual tokens (with their original positions) and
@@ -215,8 +211,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
                                            x.data() + size_t(vb) * D, nv, D, D);
       if (tokens.merge) merge_dropped_tokens(s.keep, x.data() + size_t(vb) * D, nv, D, D);
       const int kept_visual = int(s.keep.size());
-      if (obs && obs->wants(Stage::LlmKeptTokens))
-        obs->on({Stage::LlmKeptTokens, l, -1, nullptr, s.keep.data(), 1, kept_visual, kept_visual});
+      show(obs, {Stage::LlmKeptTokens, l, -1, nullptr, s.keep.data(), 1, kept_visual, kept_visual});
       const int T2 = T - nv + kept_visual;
       s.x_next.resize(size_t(T2) * D);
       s.pos_next.resize(size_t(T2));
@@ -238,7 +233,7 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
       build_rope();
     }
   }
-  show(Stage::LlmHidden, cfg_.num_layers);
+  show_stream(Stage::LlmHidden, cfg_.num_layers);
 }
 
 double Llama::flops(int T, int n_visual, const Schedule& schedule, double* int8) const {

@@ -85,6 +85,31 @@ struct PolicyState {
   LlamaScratch llm;
   DitScratch dit;
 
+  // f(v) on every buffer above, a container of buffers after its items; S is
+  // PolicyState or const PolicyState. Memory accounting and release share it.
+  template <typename S, typename F>
+  static void each_buffer(S& s, F&& f) {
+    for (auto& img : s.resized) f(img.rgb);
+    f(s.resized);
+    for (auto* v : {&s.features, &s.visual, &s.x, &s.cognition, &s.cond, &s.noise, &s.step_noise, &s.sample,
+                    &s.normalized, &s.proj_scratch})
+      f(*v);
+    f(s.ids), f(s.positions);
+    for (auto* v : {&s.vit.patches, &s.vit.x, &s.vit.h, &s.vit.qkv, &s.vit.attn, &s.vit.mlp, &s.vit.attn_scratch})
+      f(*v);
+    for (auto* v : {&s.llm.h, &s.llm.qkv, &s.llm.attn, &s.llm.gate_up, &s.llm.attn_scratch, &s.llm.relevance,
+                    &s.llm.rope_cos, &s.llm.rope_sin, &s.llm.x_next})
+      f(*v);
+    f(s.llm.pos_next), f(s.llm.keep);
+    for (auto* v : {&s.dit.x, &s.dit.x_in, &s.dit.h, &s.dit.qkv, &s.dit.attn, &s.dit.mlp, &s.dit.attn_scratch,
+                    &s.dit.tfreq, &s.dit.temb, &s.dit.out, &s.dit.sample, &s.dit.batch, &s.dit.eps, &s.dit.guided,
+                    &s.dit.state_emb, &s.dit.previous_input})
+      f(*v);
+    for (auto* c : {&s.dit.cached_attn, &s.dit.cached_mlp}) {
+      for (auto& v : *c) f(v);
+      f(*c);
+    }
+  }
   void release_buffers();  // the buffers above, freed
 };
 

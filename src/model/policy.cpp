@@ -57,32 +57,16 @@ MemoryUse Policy::memory() const {
 }
 
 int64_t Policy::scratch_bytes() const {
-  const PolicyState& s = *state_;
-  int64_t bytes =
-      capacity_bytes(s.features, s.visual, s.x, s.cognition, s.cond, s.noise, s.step_noise, s.sample, s.normalized,
-                     s.ids, s.positions, s.proj_scratch) +
-      capacity_bytes(s.vit.patches, s.vit.x, s.vit.h, s.vit.qkv, s.vit.attn, s.vit.mlp, s.vit.attn_scratch) +
-      capacity_bytes(s.llm.h, s.llm.qkv, s.llm.attn, s.llm.gate_up, s.llm.attn_scratch, s.llm.relevance,
-                     s.llm.rope_cos, s.llm.rope_sin, s.llm.x_next, s.llm.pos_next, s.llm.keep) +
-      capacity_bytes(s.dit.x, s.dit.x_in, s.dit.h, s.dit.qkv, s.dit.attn, s.dit.mlp, s.dit.attn_scratch, s.dit.tfreq,
-                     s.dit.temb, s.dit.out, s.dit.sample, s.dit.batch, s.dit.eps, s.dit.guided, s.dit.state_emb,
-                     s.dit.previous_input);
-  for (const auto* c : {&s.dit.cached_attn, &s.dit.cached_mlp})
-    for (const auto& v : *c) bytes += capacity_bytes(v);
-  for (const Image& img : s.resized) bytes += int64_t(img.rgb.capacity());
+  int64_t bytes = 0;
+  PolicyState::each_buffer(*state_, [&bytes](const auto& v) { bytes += capacity_bytes(v); });
   return bytes;
 }
 
 void PolicyState::release_buffers() {
   // Swapped with empty vectors: assigning {} would keep the capacity.
-  std::vector<Image>().swap(resized);
-  for (auto* v : {&features, &visual, &x, &cognition, &cond, &noise, &step_noise, &sample, &normalized, &proj_scratch})
-    std::vector<float>().swap(*v);
-  std::vector<int>().swap(ids);
-  std::vector<int>().swap(positions);
-  vit = {};
-  llm = {};
-  dit = {};
+  each_buffer(*this, [](auto& v) { std::decay_t<decltype(v)>().swap(v); });
+  dit.change = 0;
+  dit.since_refresh = 0;
 }
 
 void Policy::release_scratch() { state_->release_buffers(); }
@@ -133,14 +117,6 @@ const Dit& PlannedModel::dit_of(const ModelImpl& m) const { return dit ? *dit : 
 
 namespace {
 
-// Shows an output to the observer, if there is one and it wants the stage.
-struct Show {
-  Observer* obs;
-  void operator()(Stage stage, const float* data, int rows, int cols, int index = -1, int ld = 0) const {
-    if (obs && obs->wants(stage)) obs->on({stage, index, -1, data, nullptr, rows, cols, ld ? ld : cols});
-  }
-};
-
 // The action head reads the observer from its scratch for one inference;
 // cleared however the inference ends.
 struct HeadObserver {
@@ -153,7 +129,6 @@ struct HeadObserver {
 
 ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   const ModelImpl& im = model_->impl();
-  const Show show{observer};
   const ModelConfig& cfg = im.cfg;
   PolicyState& st = *state_;
   ThreadPool& pool = st.pool;
@@ -216,7 +191,8 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
     }
   }
   for (size_t e = 0, col = 0; e < im.encoders.size(); col += size_t(im.encoders[e].config().hidden_size), ++e)
-    show(Stage::VisionFeatures, st.features.data() + col, nv, im.encoders[e].config().hidden_size, int(e), Dv);
+    show(observer, {Stage::VisionFeatures, int(e), -1, st.features.data() + col, nullptr, nv,
+                    im.encoders[e].config().hidden_size, Dv});
   out.timing.vision_ms = ms_since(t0);
 
   // --- projector ---
@@ -224,7 +200,7 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   const int D = cfg.llm.hidden_size;
   st.visual.resize(size_t(nv) * D);
   pm.projector_of(im).forward(st.features.data(), nv, st.visual.data(), st.proj_scratch, pool);
-  show(Stage::Projected, st.visual.data(), nv, D);
+  show(observer, {Stage::Projected, -1, -1, st.visual.data(), nullptr, nv, D, D});
   out.timing.projector_ms = ms_since(t0);
 
   // --- language model over [BOS, visual, text…] ---
@@ -242,13 +218,12 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   im.llm->embed(st.ids.data() + 1, n_text - 1, st.x.data() + size_t(1 + nv) * D);
   st.positions.resize(size_t(T));
   for (int i = 0; i < T; ++i) st.positions[size_t(i)] = i;
-  if (observer && observer->wants(Stage::PromptIds))
-    observer->on({Stage::PromptIds, -1, -1, nullptr, st.ids.data(), 1, n_text, n_text});
+  show(observer, {Stage::PromptIds, -1, -1, nullptr, st.ids.data(), 1, n_text, n_text});
   im.llm->forward(st.x, st.positions, SequenceLayout{1, nv}, pm.llm_layers, pm.schedule, st.llm, pool, observer);
   const int T_end = int(st.positions.size());
   st.cognition.resize(size_t(D));
   im.llm->final_norm(st.x.data() + size_t(T_end - 1) * D, 1, st.cognition.data());
-  show(Stage::Cognition, st.cognition.data(), 1, D);
+  show(observer, {Stage::Cognition, -1, -1, st.cognition.data(), nullptr, 1, D, D});
   out.timing.llm_ms = ms_since(t0);
 
   // --- action head: DDIM with CFG ---
@@ -277,8 +252,10 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
       for (float& v : st.step_noise) v = float(rng.normal());
     }
   }
-  show(Stage::Noise, st.noise.data(), C, A);
-  if (!st.step_noise.empty()) show(Stage::StepNoise, st.step_noise.data(), int(im.schedule.timesteps.size()), int(n));
+  show(observer, {Stage::Noise, -1, -1, st.noise.data(), nullptr, C, A, A});
+  if (!st.step_noise.empty())
+    show(observer, {Stage::StepNoise, -1, -1, st.step_noise.data(), nullptr, int(im.schedule.timesteps.size()),
+                    int(n), int(n)});
   {
     HeadObserver head(st.dit, observer);
     sample_actions(dit, im.schedule, st.cond.data(), st.sample.data(), st.step_noise.data(), pm.schedule,
@@ -287,11 +264,11 @@ ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   out.horizon = C;
   out.dim = A;
   out.actions.resize(size_t(C) * A);
-  show(Stage::ActionsSample, st.sample.data(), C, A);
+  show(observer, {Stage::ActionsSample, -1, -1, st.sample.data(), nullptr, C, A, A});
   st.normalized = st.sample;
   postprocess_actions(stats, cfg.action_norm.gripper_index, C, A, st.normalized.data(), out.actions.data());
-  show(Stage::ActionsNormalized, st.normalized.data(), C, A);
-  show(Stage::Actions, out.actions.data(), C, A);
+  show(observer, {Stage::ActionsNormalized, -1, -1, st.normalized.data(), nullptr, C, A, A});
+  show(observer, {Stage::Actions, -1, -1, out.actions.data(), nullptr, C, A, A});
   // A robot must never receive NaN or infinite actions as a result.
   for (size_t i = 0; i < out.actions.size(); ++i)
     if (!std::isfinite(out.actions[i]))

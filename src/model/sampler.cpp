@@ -76,8 +76,10 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
   xb.resize(size_t(B) * n);
   eps.resize(size_t(B) * n);
   guided.resize(size_t(n));
-  std::vector<int> refreshed;  // per step so far: 1 recomputed, 0 reused
   Observer* obs = s.observer;
+  // Per step so far, 1 recomputed, 0 reused: kept only for an observer.
+  const bool track = obs && obs->wants(Stage::DitRefreshed);
+  std::vector<int> refreshed;
   for (size_t step = 0; step < sched.timesteps.size(); ++step) {
     for (int b = 0; b < B; ++b) std::copy(x.begin(), x.end(), xb.begin() + size_t(b) * n);
     // Reuse, or (adaptive) may reuse: Dit::predict then decides from the input's change.
@@ -105,11 +107,12 @@ void sample_actions(const Dit& dit, const DiffusionSchedule& sched, const float*
         x[i] = x0 * a_prev + s_prev * e;
       }
     }
-    refreshed.push_back(fresh);
-    if (obs && obs->wants(Stage::DitEps)) obs->on({Stage::DitEps, int(step), -1, guided.data(), nullptr, C, A, A});
-    if (obs && obs->wants(Stage::DitSample)) obs->on({Stage::DitSample, int(step), -1, x.data(), nullptr, C, A, A});
-    if (obs && obs->wants(Stage::DitRefreshed))
+    show(obs, {Stage::DitEps, int(step), -1, guided.data(), nullptr, C, A, A});
+    show(obs, {Stage::DitSample, int(step), -1, x.data(), nullptr, C, A, A});
+    if (track) {
+      refreshed.push_back(fresh);
       obs->on({Stage::DitRefreshed, int(step), -1, nullptr, refreshed.data(), 1, int(step) + 1, int(step) + 1});
+    }
   }
   std::copy(x.begin(), x.end(), out);
 }

@@ -103,12 +103,13 @@ void WorkerPool::run(int index) {
       r.error = e.what();
     }
     r.infer_ms = ms_since(start);
-    if (limit < 0 && r.error.empty()) limit = limit_after(policy.scratch_bytes());
-    if (limit >= 0 && policy.scratch_bytes() > limit) {
+    r.scratch_bytes = policy.scratch_bytes();
+    if (limit < 0 && r.error.empty()) limit = limit_after(r.scratch_bytes);
+    if (limit >= 0 && r.scratch_bytes > limit) {
       policy.release_scratch();
       malloc_trim(0);
+      r.scratch_bytes = 0;
     }
-    r.scratch_bytes = policy.scratch_bytes();
     job.done(std::move(r));
   }
 }

@@ -525,13 +525,12 @@ def plan_fixtures():
         pd = os.path.join(d, "plans")
         if not os.path.isdir(pd):
             continue
-        for f in sorted(os.listdir(pd)):
-            if f.endswith(".json"):
-                stem = f[:-5]
-                for mode in plans.INT8_MODES:
-                    for name in (f"{stem}.expected.safetensors", f"{stem}.{mode}.expected.safetensors"):
-                        if os.path.exists(os.path.join(pd, name)) and (d, f, name) not in [o[:3] for o in out]:
-                            out.append((d, f, name, mode))
+        for f in sorted(x for x in os.listdir(pd) if x.endswith(".json")):
+            stem = f[:-5]
+            if os.path.exists(os.path.join(pd, f"{stem}.expected.safetensors")):
+                out.append((d, f, f"{stem}.expected.safetensors", "weight_only"))
+            else:  # an int8 plan: one file per form of the products
+                out += [(d, f, f"{stem}.{mode}.expected.safetensors", mode) for mode in plans.INT8_MODES]
     assert len(out) >= 14, "plan fixtures missing: run python -m evla_ref.make_plan_fixtures"
     return out
 
