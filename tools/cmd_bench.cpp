@@ -122,8 +122,9 @@ void add_bench_command(CLI::App& app) {
       }
     const double warm_p50 = percentile(configs.front().total, 0.5);
     fmt::print(stderr, "cold start ({}, {} thread(s)): load {:.1f} ms + first inference {:.1f} ms = {:.2f}x the warm p50 "
-               "({:.1f} ms); weight cache: {}\n", configs.front().plan.name, configs.front().threads, load_ms, first_ms,
-               (load_ms + first_ms) / warm_p50, warm_p50, model->weight_cache_status());
+               "({:.1f} ms); weight cache: {}; plan cache: {}\n", configs.front().plan.name, configs.front().threads,
+               load_ms, first_ms, (load_ms + first_ms) / warm_p50, warm_p50, model->weight_cache_status(),
+               configs.front().policy->plan_cache_status());
     fmt::print(stderr, "int8 layers run on: {}\n", kernels::int8_kernel_name());
     for (const Config& c : configs) {
       const FlopCount fl = model->flops(c.plan);
@@ -142,6 +143,7 @@ void add_bench_command(CLI::App& app) {
         rows.back()["cold_load_ms"] = load_ms;
         rows.back()["cold_first_inference_ms"] = first_ms;
         rows.back()["weight_cache"] = model->weight_cache_status();
+        rows.back()["plan_cache"] = c.policy->plan_cache_status();
       }
       if (roof.count(c.threads)) {
         rows.back()["pct_of_gemm_peak"] = 100.0 * fl.total() / 1e6 / p50 / roof[c.threads].gemm_gflops;

@@ -36,8 +36,9 @@ struct ModelImpl;
 struct PolicyState;
 
 // Where loads keep derived weights (packed, fused, converted) for the next
-// load of the same checkpoint: $EVLA_CACHE_DIR (set but empty: nowhere), else
-// $XDG_CACHE_HOME/evla, else $HOME/.cache/evla.
+// load of the same checkpoint, and plans the weights they derive (compacted,
+// int8, BF16) for the next compilation of the same plan: $EVLA_CACHE_DIR (set
+// but empty: nowhere), else $XDG_CACHE_HOME/evla, else $HOME/.cache/evla.
 std::string default_weight_cache_dir();
 
 struct LoadOptions {
@@ -46,6 +47,9 @@ struct LoadOptions {
   // or run on token ids given directly).
   bool tokenizer_optional = false;
   std::string weight_cache_dir = default_weight_cache_dir();  // "" = no cache
+  // A plan's derived weights are cached only when deriving them took at least
+  // this long: small ones are derived again faster than a file is written.
+  double plan_cache_min_seconds = 0.5;
 };
 
 // Memory, in bytes.
@@ -160,6 +164,9 @@ class Policy {
   // every Policy on the same plan) and its own scratch.
   MemoryUse memory() const;
   int64_t scratch_bytes() const;  // memory().scratch alone (cheap: no file or tensor scan)
+  // What compiling the plan did with the plan cache (read, wrote, not written
+  // and why, off).
+  const std::string& plan_cache_status() const;
   // Frees this policy's per-inference buffers; the next inference allocates
   // them again. For after an unusually large request (a long prompt).
   void release_scratch();

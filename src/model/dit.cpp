@@ -170,12 +170,12 @@ double Dit::flops_per_call(int B, const CachePlan* reuse) const {
   return f;
 }
 
-Dit Dit::with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const {
+Dit Dit::with_precision(WeightType precision, DerivedArrays& arrays) const {
   Dit d = *this;
   for (Linear* L : {&d.x_embedder_, &d.t_fc1_, &d.t_fc2_, &d.z_embedder_, &d.s_embedder_, &d.final_})
-    if (!L->empty()) set_precision(*L, precision, storage);
+    if (!L->empty()) set_precision(*L, precision, arrays);
   for (DitBlock& b : d.blocks_)
-    for (Linear* L : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) set_precision(*L, precision, storage);
+    for (Linear* L : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) set_precision(*L, precision, arrays);
   return d;
 }
 

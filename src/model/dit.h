@@ -5,7 +5,6 @@
 // attention and MLP outputs from the last refresh step.
 #pragma once
 #include <cstdint>
-#include <deque>
 #include <vector>
 
 #include "evla/observer.h"
@@ -54,8 +53,8 @@ class Dit {
 
   double flops_per_call(int B, const CachePlan* reuse = nullptr) const;
   // A copy whose matrix products run at `precision` (set_precision); the
-  // BF16 matrices it derives go into `storage`.
-  Dit with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const;
+  // BF16 matrices it derives go into `arrays`.
+  Dit with_precision(WeightType precision, DerivedArrays& arrays) const;
 
  private:
   bool block_cached(const CachePlan& cache, int b) const;

@@ -61,6 +61,8 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   im.weights = std::make_unique<WeightStore>(std::move(tensors));
   WeightStore& w = *im.weights;
   w.use_cache(opts.weight_cache_dir);
+  im.cache_dir = opts.weight_cache_dir;
+  im.plan_cache_min_seconds = opts.plan_cache_min_seconds;
   for (const auto& ec : im.cfg.vision.encoders) im.encoders.emplace_back(ec, WeightLoader(w, ec.prefix));
   im.projector = std::make_unique<Projector>(im.cfg.projector, im.cfg.vision.feature_dim(),
                                              im.cfg.llm.hidden_size, w);

@@ -26,27 +26,31 @@ struct ModelImpl;
 
 // A plan compiled against a model: the LM layers it runs and the weights it
 // derives for them (compacted MLPs, int8 codes and scales). Immutable once
-// built; every Policy on the same model and plan shares one copy.
+// built; every Policy on the same model and plan shares one copy, and the
+// derived arrays are kept on disk (PlanCache) for the next process.
 struct PlannedModel {
   Plan plan;
   Schedule schedule;  // the plan resolved against the model
   std::vector<LlamaLayer> llm_layers;
   // Copies of the modules whose precision the plan sets (else empty / null:
   // the model's own run). Copies share the model's weights; only the BF16
-  // matrices they derive live here (derived_16bit).
+  // matrices they derive live here (in `derived`).
   std::vector<Vit> encoders;
   std::unique_ptr<Projector> projector;
   std::unique_ptr<Dit> dit;
   const std::vector<Vit>& encoders_of(const ModelImpl& m) const;
   const Projector& projector_of(const ModelImpl& m) const;
   const Dit& dit_of(const ModelImpl& m) const;
-  std::deque<std::vector<float>> derived_weights;  // storage behind compacted layers (and int8 scales)
-  std::deque<std::vector<int8_t>> derived_int8;    // int8 codes of the plan's int8 layers
-  std::deque<std::vector<uint16_t>> derived_16bit; // compacted 16-bit matrices, BF16 copies of the plan's BF16 layers
+  // Storage behind compacted layers, int8 codes and scales, BF16 copies:
+  // derived afresh or replayed from the plan cache.
+  std::unique_ptr<DerivedArrays> derived;
+  std::string cache_status;  // what the plan cache did (PlanCache::status)
 };
 
 struct ModelImpl {
   std::string dir;
+  std::string cache_dir;            // LoadOptions::weight_cache_dir
+  double plan_cache_min_seconds = 0;  // LoadOptions::plan_cache_min_seconds
   ModelConfig cfg;
   std::unique_ptr<WeightStore> weights;
   std::vector<Vit> encoders;
@@ -64,6 +68,8 @@ struct ModelImpl {
   std::shared_ptr<const PlannedModel> planned(const Plan& plan) const;
 
  private:
+  // Compiles `plan` into `pm` with `arrays` (fresh, or replaying a file).
+  void compile(const Plan& plan, PlannedModel& pm, std::unique_ptr<DerivedArrays> arrays) const;
   mutable std::mutex planned_mu_;
   mutable std::map<std::string, std::weak_ptr<const PlannedModel>> planned_;  // by the plan's JSON
 

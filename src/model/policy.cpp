@@ -4,11 +4,12 @@
 #include <cmath>
 #include <cstring>
 
-#include "model/mlp_compact.h"
-#include "model/precision.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "model/mlp_compact.h"
 #include "model/model_impl.h"
+#include "model/precision.h"
+#include "model/weight_cache.h"
 
 namespace evla {
 
@@ -35,6 +36,7 @@ Policy::Policy(Policy&&) noexcept = default;
 Policy& Policy::operator=(Policy&&) noexcept = default;
 
 const Plan& Policy::plan() const { return state_->planned->plan; }
+const std::string& Policy::plan_cache_status() const { return state_->planned->cache_status; }
 const std::vector<float>& Policy::cognition() const { return state_->cognition; }
 
 namespace {
@@ -49,9 +51,7 @@ int64_t capacity_bytes(const V&... v) {
 MemoryUse Policy::memory() const {
   MemoryUse m = model_->memory();
   const PlannedModel& pm = *state_->planned;
-  for (const auto& v : pm.derived_weights) m.derived += capacity_bytes(v);
-  for (const auto& v : pm.derived_int8) m.derived += capacity_bytes(v);
-  for (const auto& v : pm.derived_16bit) m.derived += capacity_bytes(v);
+  m.derived += pm.derived->bytes();
   m.scratch = scratch_bytes();
   return m;
 }
@@ -85,28 +85,50 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
   for (auto it = planned_.begin(); it != planned_.end();)  // forget plans no Policy holds
     it = it->second.expired() ? planned_.erase(it) : std::next(it);
   auto pm = std::make_shared<PlannedModel>();
-  pm->plan = plan;
-  pm->schedule = Schedule::resolve(plan, cfg);
-  pm->llm_layers = llm->layers();
+  PlanCache cache(cache_dir, weights->tensors(), key);
+  if (auto file = cache.open()) {
+    try {
+      compile(plan, *pm, std::make_unique<DerivedArrays>(std::move(file)));
+      cache.touch();
+    } catch (const DerivedArrays::Mismatch&) {  // not this code's layout: compile afresh and replace it
+      pm = std::make_shared<PlannedModel>();
+    }
+  }
+  if (!pm->derived) {
+    const auto start = std::chrono::steady_clock::now();
+    compile(plan, *pm, std::make_unique<DerivedArrays>());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    cache.save(*pm->derived, seconds, plan_cache_min_seconds);
+  }
+  pm->cache_status = cache.status();
+  planned_[key] = pm;
+  return pm;
+}
+
+void ModelImpl::compile(const Plan& plan, PlannedModel& pm, std::unique_ptr<DerivedArrays> arrays) const {
+  DerivedArrays& d = *arrays;
+  pm.plan = plan;
+  pm.schedule = Schedule::resolve(plan, cfg);
+  pm.llm_layers = llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
-    if (pm->schedule.llm[l].mlp && !plan.llm[l].mlp_channels.empty())
-      pm->llm_layers[l] = compact_mlp(pm->llm_layers[l], plan.llm[l].mlp_channels, pm->derived_weights, pm->derived_16bit);
-  for (size_t l = 0; l < pm->llm_layers.size(); ++l) {
-    const WeightType w = pm->schedule.llm[l].precision;
+    if (pm.schedule.llm[l].mlp && !plan.llm[l].mlp_channels.empty())
+      pm.llm_layers[l] = compact_mlp(pm.llm_layers[l], plan.llm[l].mlp_channels, d);
+  for (size_t l = 0; l < pm.llm_layers.size(); ++l) {
+    const WeightType w = pm.schedule.llm[l].precision;
     if (w == WeightType::Int8)
-      quantize_layer_int8(pm->llm_layers[l], pm->derived_int8, pm->derived_weights);
+      quantize_layer_int8(pm.llm_layers[l], d);
     else
-      set_layer_precision(pm->llm_layers[l], w, pm->derived_16bit);
+      set_layer_precision(pm.llm_layers[l], w, d);
   }
   const PrecisionPlan& pr = plan.precision;
   if (pr.vision != WeightType::Stored)
-    for (const Vit& e : encoders) pm->encoders.push_back(e.with_precision(pr.vision, pm->derived_16bit));
+    for (const Vit& e : encoders) pm.encoders.push_back(e.with_precision(pr.vision, d));
   if (pr.projector != WeightType::Stored)
-    pm->projector = std::make_unique<Projector>(projector->with_precision(pr.projector, pm->derived_16bit));
+    pm.projector = std::make_unique<Projector>(projector->with_precision(pr.projector, d));
   if (pr.action_head != WeightType::Stored)
-    pm->dit = std::make_unique<Dit>(dit->with_precision(pr.action_head, pm->derived_16bit));
-  planned_[key] = pm;
-  return pm;
+    pm.dit = std::make_unique<Dit>(dit->with_precision(pr.action_head, d));
+  d.check_replay_complete();
+  pm.derived = std::move(arrays);
 }
 
 const std::vector<Vit>& PlannedModel::encoders_of(const ModelImpl& m) const {

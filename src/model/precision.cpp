@@ -26,8 +26,7 @@ void for_each_product(LlamaLayer& layer, const F& f) {
 
 }  // namespace
 
-void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
-                         std::deque<std::vector<float>>& scales) {
+void quantize_layer_int8(LlamaLayer& layer, DerivedArrays& arrays) {
   // Rows are quantized independently, so a fused matrix is quantized part by
   // part straight from the layer's own q, k, v (gate, up) weights.
   // Only the form the forward pass reads is kept: the packed codes where the
@@ -43,42 +42,39 @@ void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& cod
       if (parts.size() > 1) L = Linear{nullptr, nullptr, L.in, L.out};
       return;
     }
-    std::vector<int8_t>& q = packed ? plain : codes.emplace_back();
-    q.resize(size_t(L.out) * L.in);
-    auto& s = scales.emplace_back(size_t(L.out));
+    auto s = arrays.next<float>(size_t(L.out));
+    auto c = arrays.next<int8_t>(packed ? kernels::int8_dynamic_packed_bytes(L.out, L.in) : size_t(L.out) * L.in);
+    L.w8_scale = s.data;
+    (packed ? L.w8_packed : L.w8) = c.data;
+    if (!c.fill) return;  // replayed: codes and scales are there already
+    if (packed) plain.resize(size_t(L.out) * L.in);
+    int8_t* q = packed ? plain.data() : c.fill;
     size_t row = 0;
     std::vector<float> widened;  // rows of a 16-bit part, a block at a time
     for (const Linear* p : parts) {
       if (p->w) {
-        kernels::quantize_int8_rows(p->w, p->out, p->in, q.data() + row * L.in, s.data() + row);
+        kernels::quantize_int8_rows(p->w, p->out, p->in, q + row * L.in, s.fill + row);
       } else {
         const int block = 256;
         widened.resize(size_t(block) * p->in);
         for (int r = 0; r < p->out; r += block) {
           const int n = std::min(block, p->out - r);
           weight_rows(*p, r, n, widened.data());
-          kernels::quantize_int8_rows(widened.data(), n, p->in, q.data() + (row + size_t(r)) * L.in, s.data() + row + r);
+          kernels::quantize_int8_rows(widened.data(), n, p->in, q + (row + size_t(r)) * L.in, s.fill + row + r);
         }
       }
       row += size_t(p->out);
     }
-    L.w8_scale = s.data();
-    if (packed) {
-      auto& p = codes.emplace_back(kernels::int8_dynamic_packed_bytes(L.out, L.in));
-      kernels::pack_int8_dynamic(q.data(), L.out, L.in, p.data());
-      L.w8_packed = p.data();
-    } else {
-      L.w8 = q.data();
-    }
+    if (packed) kernels::pack_int8_dynamic(plain.data(), L.out, L.in, c.fill);
   };
   for_each_product(layer, quantize);
 }
 
-void set_layer_precision(LlamaLayer& layer, WeightType precision, std::deque<std::vector<uint16_t>>& storage) {
+void set_layer_precision(LlamaLayer& layer, WeightType precision, DerivedArrays& arrays) {
   if (precision == WeightType::Stored) return;
   if (precision == WeightType::Int8) throw std::invalid_argument("set_layer_precision: int8 is quantize_layer_int8's");
   for_each_product(layer, [&](Linear& fused, std::initializer_list<Linear*> parts) {
-    set_precision(fused, parts, precision, storage);
+    set_precision(fused, parts, precision, arrays);
   });
 }
 

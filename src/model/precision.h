@@ -7,8 +7,6 @@
 // elsewhere weight-only (dequantized blocks through BLAS).
 #pragma once
 #include <cstdint>
-#include <deque>
-#include <vector>
 
 #include "model/llama.h"
 
@@ -16,13 +14,12 @@ namespace evla {
 
 // Gives the matrices `layer`'s forward pass runs (fused q|k|v, o, fused
 // gate|up, down) int8 copies (in the form the kernel that runs them reads),
-// stored in `codes` and `scales` (which must outlive the layer). A layer
+// codes and scales stored in `arrays` (which must outlive the layer). A layer
 // without attention or MLP keeps what it lacks.
-void quantize_layer_int8(LlamaLayer& layer, std::deque<std::vector<int8_t>>& codes,
-                         std::deque<std::vector<float>>& scales);
+void quantize_layer_int8(LlamaLayer& layer, DerivedArrays& arrays);
 
 // set_precision (weights.h) for every matrix product of an LM layer (the
 // fused q|k|v and gate|up ones from their parts); F32 or BF16.
-void set_layer_precision(LlamaLayer& layer, WeightType precision, std::deque<std::vector<uint16_t>>& storage);
+void set_layer_precision(LlamaLayer& layer, WeightType precision, DerivedArrays& arrays);
 
 }  // namespace evla

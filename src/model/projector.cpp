@@ -40,9 +40,9 @@ void Projector::forward(const float* x, int T, float* y, std::vector<float>& scr
   }
 }
 
-Projector Projector::with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const {
+Projector Projector::with_precision(WeightType precision, DerivedArrays& arrays) const {
   Projector p = *this;
-  for (Linear& L : p.layers_) set_precision(L, precision, storage);
+  for (Linear& L : p.layers_) set_precision(L, precision, arrays);
   return p;
 }
 

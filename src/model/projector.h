@@ -2,7 +2,6 @@
 // "gelu-mlp" / "fused-gelu-mlp").
 #pragma once
 #include <cstdint>
-#include <deque>
 #include <vector>
 
 #include "model/config.h"
@@ -21,8 +20,8 @@ class Projector {
   int in_dim() const { return layers_.front().in; }
   int out_dim() const { return layers_.back().out; }
   // A copy whose matrix products run at `precision` (set_precision); the
-  // BF16 matrices it derives go into `storage`.
-  Projector with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const;
+  // BF16 matrices it derives go into `arrays`.
+  Projector with_precision(WeightType precision, DerivedArrays& arrays) const;
 
  private:
   std::vector<Linear> layers_;

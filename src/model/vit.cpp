@@ -115,11 +115,11 @@ void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
     std::memcpy(out + size_t(n) * out_stride, x + size_t(prefix + n) * D, sizeof(float) * D);
 }
 
-Vit Vit::with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const {
+Vit Vit::with_precision(WeightType precision, DerivedArrays& arrays) const {
   Vit v = *this;
-  set_precision(v.patch_embed_, precision, storage);
+  set_precision(v.patch_embed_, precision, arrays);
   for (VitBlock& b : v.blocks_)
-    for (Linear* L : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) set_precision(*L, precision, storage);
+    for (Linear* L : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) set_precision(*L, precision, arrays);
   return v;
 }
 

@@ -3,7 +3,6 @@
 // of block `feature_layer`, without the final norm, as CogACT uses them.
 #pragma once
 #include <cstdint>
-#include <deque>
 #include <vector>
 
 #include "evla/image.h"
@@ -34,8 +33,8 @@ class Vit {
   void forward(const Image& img, float* out, int out_stride, VitScratch& s, ThreadPool& pool) const;
   double flops() const;
   // A copy whose matrix products run at `precision` (set_precision); the
-  // BF16 matrices it derives go into `storage`.
-  Vit with_precision(WeightType precision, std::deque<std::vector<uint16_t>>& storage) const;
+  // BF16 matrices it derives go into `arrays`.
+  Vit with_precision(WeightType precision, DerivedArrays& arrays) const;
 
  private:
   VitConfig cfg_;

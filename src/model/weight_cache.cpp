@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -46,6 +48,24 @@ std::string location(const io::TensorStore& checkpoint) {
   return out;
 }
 
+// Cache files are named "<location>-<state>[...]": every file of a location
+// whose state is not the current one is stale.
+std::string location_prefix(const io::TensorStore& checkpoint) {
+  return fmt::format("{:016x}-", fnv1a(location(checkpoint)));
+}
+std::string state_prefix(const io::TensorStore& checkpoint) {
+  return location_prefix(checkpoint) + fmt::format("{:016x}", fnv1a(fingerprint(checkpoint)));
+}
+
+// Which kernels read a plan's arrays decides their form (packed or plain
+// int8 codes, packed fp32 panels).
+std::string kernel_selection() {
+  return fmt::format("kernels: packed {}, int8 dynamic {}, int8 rows {}, bf16 dot {}\n", kernels::prefer_packed(16, 16),
+                     kernels::prefer_int8_dynamic(), kernels::prefer_int8_rows(), kernels::prefer_bf16_dot());
+}
+
+bool is_temp(const std::string& name) { return name.find(".tmp.") != std::string::npos; }
+
 }  // namespace
 
 std::string default_weight_cache_dir() {
@@ -63,8 +83,9 @@ WeightCache::WeightCache(const std::string& dir, const io::TensorStore& checkpoi
   fingerprint_ = fingerprint(checkpoint);
   // Named by the checkpoint's location, then by its state: save() removes the
   // files of the same location's earlier states.
-  prefix_ = fmt::format("{:016x}-", fnv1a(location(checkpoint)));
-  path_ = (fs::path(dir) / fmt::format("{}{:016x}.safetensors", prefix_, fnv1a(fingerprint_))).string();
+  prefix_ = location_prefix(checkpoint);
+  state_ = state_prefix(checkpoint);
+  path_ = (fs::path(dir) / (state_ + ".safetensors")).string();
   std::error_code ec;
   if (!fs::exists(path_, ec)) {
     status_ = "no file yet at " + path_;
@@ -124,14 +145,96 @@ void WeightCache::save() {
     status_ = fmt::format("cannot write {}: {}", path_, e.what());
     return;
   }
-  // One file per checkpoint location: drop those of its earlier states (not
-  // files other processes are still writing).
+  // One state per checkpoint location: drop the files of its earlier states,
+  // plans' included (not files other processes are still writing).
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(fs::path(path_).parent_path(), ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind(prefix_, 0) == 0 && name.find(".tmp.") == std::string::npos && e.path() != fs::path(path_))
-      fs::remove(e.path(), ec);
+    if (name.rfind(prefix_, 0) == 0 && name.rfind(state_, 0) != 0 && !is_temp(name)) fs::remove(e.path(), ec);
   }
+}
+
+PlanCache::PlanCache(const std::string& dir, const io::TensorStore& checkpoint, const std::string& plan_key) {
+  if (dir.empty()) {
+    status_ = "off";
+    return;
+  }
+  fingerprint_ = fingerprint(checkpoint) + kernel_selection() + "plan: " + plan_key;
+  location_prefix_ = location_prefix(checkpoint);
+  for (const io::SafetensorsFile* file : checkpoint.files())
+    for (const auto& [name, t] : file->tensors()) checkpoint_bytes_ += int64_t(t.nbytes);
+  path_ = (fs::path(dir) / fmt::format("{}-plan-{:016x}.safetensors", state_prefix(checkpoint),
+                                       fnv1a(kernel_selection() + plan_key)))
+              .string();
+}
+
+std::unique_ptr<io::SafetensorsFile> PlanCache::open() {
+  if (path_.empty()) return nullptr;
+  std::error_code ec;
+  if (!fs::exists(path_, ec)) {
+    status_ = "no file yet at " + path_;
+    return nullptr;
+  }
+  try {
+    auto file = io::SafetensorsFile::open(path_);
+    auto it = file->metadata().find("fingerprint");
+    if (it == file->metadata().end() || it->second != fingerprint_) {
+      status_ = path_ + " belongs to another plan or checkpoint (hash collision); replacing it";
+      return nullptr;
+    }
+    status_ = fmt::format("read {} ({} arrays)", path_, file->tensors().size());
+    return file;
+  } catch (const std::exception& e) {
+    status_ = fmt::format("ignored {}: {}", path_, e.what());
+    return nullptr;
+  }
+}
+
+void PlanCache::touch() {
+  std::error_code ec;
+  fs::last_write_time(path_, fs::file_time_type::clock::now(), ec);
+}
+
+void PlanCache::save(const DerivedArrays& arrays, double seconds, double min_seconds) {
+  if (path_.empty()) return;
+  const int64_t bytes = arrays.bytes();
+  const int64_t limit = std::max<int64_t>(WeightCache::kMaxBytes, checkpoint_bytes_ / 2);
+  std::error_code ec;
+  const fs::path dir = fs::path(path_).parent_path();
+  fs::create_directories(dir, ec);
+  const fs::space_info space = fs::space(dir, ec);
+  if (arrays.count() == 0) {
+    status_ = "nothing derived";
+    return;
+  }
+  if (seconds < min_seconds) {
+    status_ = fmt::format("not written: derived in {:.3f} s, faster than reading a file back", seconds);
+    return;
+  }
+  if (bytes > limit) {
+    status_ = fmt::format("not written: {} MB of derived weights, over the limit of {} MB", bytes >> 20, limit >> 20);
+    return;
+  }
+  if (!ec && int64_t(space.available) < bytes + (int64_t(1) << 30)) {
+    status_ = fmt::format("not written: {} MB would leave under 1 GiB free on {}", bytes >> 20, dir.string());
+    return;
+  }
+  try {
+    arrays.save(path_, {{"fingerprint", fingerprint_}});
+    status_ = fmt::format("wrote {} ({} arrays, {} MB)", path_, arrays.count(), bytes >> 20);
+  } catch (const std::exception& e) {
+    status_ = fmt::format("cannot write {}: {}", path_, e.what());
+    return;
+  }
+  // Keep the most recently used plan files of this checkpoint location.
+  std::vector<std::pair<fs::file_time_type, fs::path>> plans;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(location_prefix_, 0) == 0 && name.find("-plan-") != std::string::npos && !is_temp(name))
+      plans.emplace_back(fs::last_write_time(e.path(), ec), e.path());
+  }
+  std::sort(plans.begin(), plans.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = kMaxPlanFiles; i < plans.size(); ++i) fs::remove(plans[i].second, ec);
 }
 
 }  // namespace evla

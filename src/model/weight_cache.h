@@ -11,6 +11,10 @@
 // checkpoint whose derived arrays exceed kMaxBytes. Nothing here throws on a
 // missing, stale, damaged or unwritable cache: the model then derives its
 // weights as without one, and status() says what happened.
+//
+// PlanCache does the same for the arrays a plan derives (DerivedArrays), in
+// files beside the load's, named by the checkpoint and the plan: one per plan
+// compiled, the kMaxPlanFiles most recently used kept per checkpoint.
 #pragma once
 #include <cstddef>
 #include <map>
@@ -18,6 +22,7 @@
 #include <string>
 
 #include "io/safetensors.h"
+#include "model/derived_arrays.h"
 
 namespace evla {
 
@@ -44,10 +49,33 @@ class WeightCache {
     const float* data;
     size_t n;
   };
-  std::string path_, prefix_, fingerprint_, status_;
+  std::string path_, prefix_, state_, fingerprint_, status_;
   std::unique_ptr<io::SafetensorsFile> file_;
   std::map<std::string, Array> arrays_;  // every array handed out, found or derived
   bool derived_any_ = false;
+};
+
+class PlanCache {
+ public:
+  static constexpr int kMaxPlanFiles = 8;
+
+  // `dir` empty: no cache. `plan_key` identifies the plan (its JSON).
+  PlanCache(const std::string& dir, const io::TensorStore& checkpoint, const std::string& plan_key);
+  // The arrays to replay, when a file for this checkpoint, plan and kernel
+  // selection is there; else null.
+  std::unique_ptr<io::SafetensorsFile> open();
+  // Keeps `arrays` (derived afresh in `seconds`) when deriving took at least
+  // `min_seconds` and the file fits: no larger than kMaxBytes or half the
+  // checkpoint, whichever is more (a cache never doubles a model on disk),
+  // and leaving the disk 1 GiB free.
+  void save(const DerivedArrays& arrays, double seconds, double min_seconds);
+  // Marks a replayed file as just used, so that eviction spares it.
+  void touch();
+  const std::string& status() const { return status_; }
+
+ private:
+  std::string path_, location_prefix_, fingerprint_, status_;
+  int64_t checkpoint_bytes_ = 0;
 };
 
 }  // namespace evla

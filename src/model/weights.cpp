@@ -106,11 +106,11 @@ void pack_into(const Linear& L, float* p) {
 
 }  // namespace
 
-void pack_if_faster(Linear& L, const std::function<float*(size_t)>& allocate) {
+void pack_if_faster(Linear& L, DerivedArrays& arrays) {
   if (L.bf16_dot || !kernels::prefer_packed(L.out, L.in)) return;
-  float* p = allocate(kernels::packed_floats(L.out, L.in));
-  pack_into(L, p);
-  L.packed = p;
+  auto p = arrays.next<float>(kernels::packed_floats(L.out, L.in));
+  if (p.fill) pack_into(L, p.fill);
+  L.packed = p.data;
 }
 
 Linear WeightLoader::linear(const std::string& leaf, int out, int in, bool bias, bool pack) const {
@@ -146,7 +146,7 @@ Linear WeightLoader::matrix(const std::string& leaf, const std::vector<int64_t>&
 namespace {
 
 // BF16 products for the matrix stacked from `parts` (which may be `fused` itself).
-void to_bf16(Linear& fused, std::initializer_list<Linear*> parts, std::deque<std::vector<uint16_t>>& storage) {
+void to_bf16(Linear& fused, std::initializer_list<Linear*> parts, DerivedArrays& arrays) {
   bool in_place = true;
   for (const Linear* p : parts) in_place &= p->w16 && p->w16_bf16;
   if (in_place) {  // bfloat16 already: run the parts themselves (apply_fused)
@@ -156,19 +156,21 @@ void to_bf16(Linear& fused, std::initializer_list<Linear*> parts, std::deque<std
   }
   // One bfloat16 matrix of the parts' rows stacked, rounded a block at a time.
   const int K = fused.in;
-  auto& w = storage.emplace_back(size_t(fused.out) * K);
-  std::vector<float> rows;
-  size_t at = 0;
-  for (const Linear* p : parts)
-    for (int r = 0; r < p->out; r += 256) {
-      const int n = std::min(256, p->out - r);
-      rows.resize(size_t(n) * K);
-      weight_rows(*p, r, n, rows.data());
-      for (float v : rows) w[at++] = kernels::bf16_round(v);
-    }
+  auto w = arrays.next<uint16_t>(size_t(fused.out) * K);
+  if (w.fill) {
+    std::vector<float> rows;
+    size_t at = 0;
+    for (const Linear* p : parts)
+      for (int r = 0; r < p->out; r += 256) {
+        const int n = std::min(256, p->out - r);
+        rows.resize(size_t(n) * K);
+        weight_rows(*p, r, n, rows.data());
+        for (float v : rows) w.fill[at++] = kernels::bf16_round(v);
+      }
+  }
   const float* bias = parts.size() == 1 ? fused.b : nullptr;  // fused matrices carry none
   fused = Linear{nullptr, bias, K, fused.out};
-  fused.w16 = w.data();
+  fused.w16 = w.data;
   fused.bf16_dot = true;
 }
 
@@ -183,12 +185,11 @@ void to_fp32(std::initializer_list<Linear*> parts) {
 
 }  // namespace
 
-void set_precision(Linear& fused, std::initializer_list<Linear*> parts, WeightType precision,
-                   std::deque<std::vector<uint16_t>>& storage) {
+void set_precision(Linear& fused, std::initializer_list<Linear*> parts, WeightType precision, DerivedArrays& arrays) {
   switch (precision) {
     case WeightType::Stored: return;
     case WeightType::F32: return to_fp32(parts);
-    case WeightType::BF16: return to_bf16(fused, parts, storage);
+    case WeightType::BF16: return to_bf16(fused, parts, arrays);
     case WeightType::Int8: throw std::invalid_argument("set_precision: int8 is for LM layers (quantize_layer_int8)");
   }
 }

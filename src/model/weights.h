@@ -14,6 +14,7 @@
 #include "core/arena.h"
 #include "evla/plan.h"
 #include "io/safetensors.h"
+#include "model/derived_arrays.h"
 #include "model/weight_cache.h"
 
 namespace evla {
@@ -51,24 +52,23 @@ void weight_rows(const Linear& L, int r0, int n, float* dst);
 // The matrix stacked from `parts` (`fused` itself, or the parts of a fused
 // matrix) made to run at `precision`; Stored leaves it as loaded.
 // BF16: bfloat16 weights are used where they lie; others (fp32, IEEE half)
-//   are rounded once into a bfloat16 matrix in `storage`, which `fused` then holds.
+//   are rounded once into a bfloat16 matrix in `arrays`, which `fused` then holds.
 // F32: bfloat16 weights stay where they lie and are widened as the products
 //   read them (nothing is copied).
 // Int8 is refused (std::invalid_argument): it is quantize_layer_int8's.
-void set_precision(Linear& fused, std::initializer_list<Linear*> parts, WeightType precision,
-                   std::deque<std::vector<uint16_t>>& storage);
-inline void set_precision(Linear& L, WeightType precision, std::deque<std::vector<uint16_t>>& storage) {
-  set_precision(L, {&L}, precision, storage);
+void set_precision(Linear& fused, std::initializer_list<Linear*> parts, WeightType precision, DerivedArrays& arrays);
+inline void set_precision(Linear& L, WeightType precision, DerivedArrays& arrays) {
+  set_precision(L, {&L}, precision, arrays);
 }
 
 class ThreadPool;
 // y = x · Wᵀ + b through whichever weights `L` carries (fp32 or int8); x and y
 // rows have strides ldx and ldy.
 void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy);
-// Gives L its packed copy (from `allocate(n floats)`) when the packed kernel
-// is the faster one for L's shape (for matrices derived after loading; the
-// loader's go through WeightStore::derived).
-void pack_if_faster(Linear& L, const std::function<float*(size_t)>& allocate);
+// Gives L its packed copy (in `arrays`) when the packed kernel is the faster
+// one for L's shape (for matrices a plan derives; the loader's go through
+// WeightStore::derived).
+void pack_if_faster(Linear& L, DerivedArrays& arrays);
 
 class WeightStore {
  public:

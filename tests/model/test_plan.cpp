@@ -220,7 +220,7 @@ TEST(Plan, Bf16LayersAreCloseToFp32) {
     Policy pol(fixture_model(), PolicyOptions{1});
     pol.set_plan(Plan::from_json(json, "p"));
     pol.infer(fixture_obs());
-    return std::pair{pol.cognition(), pol.state().planned->derived_16bit.size()};
+    return std::pair{pol.cognition(), pol.state().planned->derived->count_of<uint16_t>()};
   };
   const auto [dense, none] = run(R"({"evla_plan": 1})");
   const auto [one, copies] = run(R"({"evla_plan": 1, "llm": {"num_layers": 3, "bf16_layers": [1]}})");
@@ -325,8 +325,8 @@ TEST(Plan, PoliciesOnOnePlanShareItsDerivedWeights) {
   b.set_plan(Plan::from_json(int8_mlp, "p"));
   const PlannedModel* pa = a.state().planned.get();
   ASSERT_EQ(pa, b.state().planned.get());
-  ASSERT_FALSE(pa->derived_int8.empty());
-  ASSERT_FALSE(pa->derived_weights.empty());
+  ASSERT_GT(pa->derived->count_of<int8_t>(), 0u);
+  ASSERT_GT(pa->derived->count_of<float>(), 0u);
   EXPECT_EQ(a.infer(fixture_obs()).actions, b.infer(fixture_obs()).actions);
 
   Policy dense(fixture_model(), PolicyOptions{1});
@@ -336,7 +336,7 @@ TEST(Plan, PoliciesOnOnePlanShareItsDerivedWeights) {
   EXPECT_GT(a.memory().derived, dense.memory().derived);
   EXPECT_GT(a.memory().scratch, 0);
   EXPECT_EQ(dense.memory().scratch, 0);  // no inference yet
-  EXPECT_TRUE(dense.state().planned->derived_weights.empty());  // nothing derived for a dense plan
+  EXPECT_EQ(dense.state().planned->derived->count(), 0u);  // nothing derived for a dense plan
 
   // b moves to the dense plan: a still holds the int8 one, unchanged.
   b.set_plan(Plan{});

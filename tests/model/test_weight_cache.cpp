@@ -1,6 +1,6 @@
-// The derived-weight cache: a load that reads its derived weights from the
-// cache computes exactly what a load without one does, and a stale, damaged,
-// foreign or unwritable cache costs only the speed-up.
+// The derived-weight caches: a load (or a plan's compilation) that reads its
+// derived weights from the cache computes exactly what one without it does,
+// and a stale, damaged, foreign or unwritable cache costs only the speed-up.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,6 +11,8 @@
 
 #include "evla/evla.h"
 #include "io/safetensors.h"
+#include "model/model_impl.h"
+#include "model/weight_cache.h"
 #include "test_util.h"
 
 namespace evla {
@@ -177,6 +179,128 @@ TEST_F(WeightCacheTest, UnwritableDirectoryOnlyCostsTheSpeedUp) {
   EXPECT_TRUE(starts_with(status, "cannot write ")) << status;
   EXPECT_EQ(actions(model, "", &status), reference);
   EXPECT_EQ(status, "off");
+}
+
+// A plan's derived arrays (int8 codes and scales, compacted 16-bit MLPs,
+// BF16 copies of fp32 ones) kept for the next compilation of the same plan.
+constexpr const char* kPlan = R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [1],
+  "intermediate_size": 128, "mlp_channels": {"0": [0, 5, 9, 64, 127], "2": [3, 4]}},
+  "precision": {"action_head": "bf16"}})";
+
+struct PlannedRun {
+  std::vector<float> actions;
+  std::string status;
+  bool replayed = false;
+};
+
+PlannedRun planned_run(const std::string& dir, const std::string& cache_dir, const std::string& plan_json,
+                       double min_seconds = 0) {
+  LoadOptions o;
+  o.weight_cache_dir = cache_dir;
+  o.plan_cache_min_seconds = min_seconds;
+  auto m = Model::load(dir, o);  // a fresh model: nothing compiled in this process yet
+  Policy p(m, PolicyOptions{1});
+  p.set_plan(Plan::from_json(plan_json, "plan"));
+  PlannedRun r;
+  r.actions = p.infer(observation(*m)).actions;
+  r.status = p.plan_cache_status();
+  r.replayed = p.state().planned->derived->replayed();
+  return r;
+}
+
+class PlanCacheTest : public WeightCacheTest {
+ protected:
+  void SetUp() override {
+    WeightCacheTest::SetUp();
+    planned_reference = planned_run(model, "", kPlan).actions;
+    EXPECT_NE(planned_reference, reference);
+  }
+  std::vector<fs::path> plan_files() const {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(cache))
+      if (e.path().filename().string().find("-plan-") != std::string::npos) files.push_back(e.path());
+    return files;
+  }
+  std::vector<float> planned_reference;
+};
+
+TEST_F(PlanCacheTest, WrittenThenReplayedGivesBitIdenticalActions) {
+  PlannedRun r = planned_run(model, cache, kPlan);
+  EXPECT_EQ(r.actions, planned_reference);
+  EXPECT_TRUE(starts_with(r.status, "wrote ")) << r.status;
+  EXPECT_FALSE(r.replayed);
+  ASSERT_EQ(plan_files().size(), 1u);
+  r = planned_run(model, cache, kPlan);
+  EXPECT_EQ(r.actions, planned_reference);
+  EXPECT_TRUE(starts_with(r.status, "read ")) << r.status;
+  EXPECT_TRUE(r.replayed);
+  // A dense plan derives nothing and writes nothing.
+  EXPECT_EQ(planned_run(model, cache, R"({"evla_plan": 1})").status, "nothing derived");
+  EXPECT_EQ(plan_files().size(), 1u);
+}
+
+TEST_F(PlanCacheTest, QuickDerivationsAreNotWritten) {
+  const PlannedRun r = planned_run(model, cache, kPlan, /*min_seconds=*/60);
+  EXPECT_EQ(r.actions, planned_reference);
+  EXPECT_TRUE(starts_with(r.status, "not written: derived in")) << r.status;
+  EXPECT_TRUE(plan_files().empty());
+}
+
+TEST_F(PlanCacheTest, DamagedOrForeignFilesAreReplaced) {
+  planned_run(model, cache, kPlan);
+  ASSERT_EQ(plan_files().size(), 1u);
+  const std::string file = plan_files()[0].string();
+  fs::resize_file(file, fs::file_size(file) / 2);
+  PlannedRun r = planned_run(model, cache, kPlan);
+  EXPECT_EQ(r.actions, planned_reference);
+  EXPECT_TRUE(starts_with(r.status, "wrote ")) << r.status;
+
+  // The right fingerprint but arrays of another layout (one missing, one
+  // resized): the compilation notices, derives afresh and replaces the file.
+  for (int variant = 0; variant < 2; ++variant) {
+    auto f = io::SafetensorsFile::open(file);
+    const std::string fingerprint = f->metadata().at("fingerprint");
+    io::SafetensorsWriter w;
+    for (const auto& [name, t] : f->tensors()) {
+      if (variant == 0 && name == f->tensors().rbegin()->first) continue;
+      std::vector<int64_t> shape = t.shape;
+      if (variant == 1 && name == f->tensors().begin()->first) shape[0] += 64;
+      std::vector<uint8_t> zeros(size_t(shape[0]) * io::dtype_size(t.dtype), 0);
+      w.add(name, t.dtype, shape, zeros.data(), zeros.size());
+    }
+    w.set_metadata("fingerprint", fingerprint);
+    f.reset();
+    w.write(file, 64);
+    r = planned_run(model, cache, kPlan);
+    EXPECT_EQ(r.actions, planned_reference) << "variant " << variant;
+    EXPECT_FALSE(r.replayed);
+    EXPECT_TRUE(starts_with(r.status, "wrote ")) << r.status;
+    r = planned_run(model, cache, kPlan);
+    EXPECT_TRUE(r.replayed) << "variant " << variant << ": " << r.status;
+    EXPECT_EQ(r.actions, planned_reference);
+  }
+}
+
+TEST_F(PlanCacheTest, OnlyTheMostRecentlyUsedPlansAreKept) {
+  std::vector<std::string> plans;
+  for (int k = 0; k < 10; ++k)
+    plans.push_back(R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [)" + std::to_string(k % 3) +
+                    R"(], "intermediate_size": 128, "mlp_channels": {"1": [)" + std::to_string(k) + "]}}}");
+  for (const std::string& p : plans) planned_run(model, cache, p);
+  EXPECT_EQ(plan_files().size(), size_t(PlanCache::kMaxPlanFiles));
+  // The newest is still there, the oldest gone.
+  EXPECT_TRUE(planned_run(model, cache, plans.back()).replayed);
+  EXPECT_FALSE(planned_run(model, cache, plans.front()).replayed);
+}
+
+TEST_F(PlanCacheTest, ANewCheckpointStateDropsTheOldPlans) {
+  planned_run(model, cache, kPlan);
+  ASSERT_EQ(plan_files().size(), 1u);
+  write_bf16_model(model, 0.5f);  // rewritten: another state of the same location
+  const PlannedRun r = planned_run(model, cache, kPlan);
+  EXPECT_FALSE(r.replayed);
+  EXPECT_NE(r.actions, planned_reference);
+  EXPECT_EQ(plan_files().size(), 1u);  // the old state's plan file removed when the load's cache was rewritten
 }
 
 }  // namespace
