@@ -125,7 +125,7 @@ void add_bench_command(CLI::App& app) {
                "({:.1f} ms); weight cache: {}; plan cache: {}\n", configs.front().plan.name, configs.front().threads,
                load_ms, first_ms, (load_ms + first_ms) / warm_p50, warm_p50, model->weight_cache_status(),
                configs.front().policy->plan_cache_status());
-    fmt::print(stderr, "int8 layers run on: {}\n", kernels::int8_kernel_name());
+    fmt::print(stderr, "kernels: {}\n", kernels::selection());
     for (const Config& c : configs) {
       const FlopCount fl = model->flops(c.plan);
       const double p50 = percentile(c.total, 0.5);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace evla {
 class ThreadPool;
@@ -35,6 +36,9 @@ bool blas_only();
 inline constexpr int kPackedMaxK = 1024;
 inline constexpr int64_t kPackedMaxWeights = int64_t(1) << 20;
 bool prefer_packed(int N, int K);
+// Which kernels this process runs, in words (packed fp32, BF16 products, int8,
+// the OpenBLAS core): the same selection gives the same bits.
+std::string selection();
 size_t packed_floats(int N, int K);
 void pack_weights(const float* W, int N, int K, float* Wp);
 // y = x · Wᵀ + bias with W packed by pack_weights; strides as linear_strided.

@@ -14,8 +14,15 @@
 #include "kernels/vec_math.h"
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_corename();
 
 namespace evla::kernels {
+
+std::string selection() {
+  return std::string("packed ") + (prefer_packed(kPackedPanel, kPackedPanel) ? "yes" : "no") +
+         "; bf16 dot " + (prefer_bf16_dot() ? "yes" : "no") + "; int8 " + int8_kernel_name() +
+         "; OpenBLAS " + openblas_get_corename();
+}
 
 void init_blas() {
   static std::once_flag once;

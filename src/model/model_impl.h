@@ -2,7 +2,7 @@
 // (immutable, shared), and what a Policy holds (per-caller buffers, thread
 // pool). Internal; the public API is include/evla/evla.h.
 #pragma once
-#include <deque>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -66,11 +66,15 @@ struct ModelImpl {
   // The plan compiled against this model: built on first use and shared by
   // every caller while any holds it (the plan must have been validated).
   std::shared_ptr<const PlannedModel> planned(const Plan& plan) const;
+  // How many compilations of a plan derived weights for this model (afresh
+  // or from the plan cache): sharing keeps it at one per plan while in use.
+  int derivations() const { return derivations_; }
 
  private:
   // Compiles `plan` into `pm` with `arrays` (fresh, or replaying a file).
   void compile(const Plan& plan, PlannedModel& pm, std::unique_ptr<DerivedArrays> arrays) const;
   mutable std::mutex planned_mu_;
+  mutable std::atomic<int> derivations_{0};
   mutable std::map<std::string, std::weak_ptr<const PlannedModel>> planned_;  // by the plan's JSON
 
  public:

@@ -101,6 +101,7 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
     cache.save(*pm->derived, seconds, plan_cache_min_seconds);
   }
   pm->cache_status = cache.status();
+  if (pm->derived->count() > 0) ++derivations_;
   planned_[key] = pm;
   return pm;
 }

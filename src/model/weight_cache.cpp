@@ -59,10 +59,7 @@ std::string state_prefix(const io::TensorStore& checkpoint) {
 
 // Which kernels read a plan's arrays decides their form (packed or plain
 // int8 codes, packed fp32 panels).
-std::string kernel_selection() {
-  return fmt::format("kernels: packed {}, int8 dynamic {}, int8 rows {}, bf16 dot {}\n", kernels::prefer_packed(16, 16),
-                     kernels::prefer_int8_dynamic(), kernels::prefer_int8_rows(), kernels::prefer_bf16_dot());
-}
+std::string kernel_selection() { return "kernels: " + kernels::selection() + "\n"; }
 
 bool is_temp(const std::string& name) { return name.find(".tmp.") != std::string::npos; }
 

@@ -11,6 +11,7 @@
 #include "eval/sticky_gripper.h"
 #include "sim/env.h"
 #include "eval/stats.h"
+#include "model/model_impl.h"
 
 namespace evla::eval {
 namespace {
@@ -122,6 +123,22 @@ TEST(Evaluator, SmokeRunIsDeterministicAcrossWorkers) {
   EXPECT_GT(a.control_hz, 0);
   EXPECT_TRUE(a.to_json().contains("episodes"));
   EXPECT_NE(a.to_markdown().find("overall"), std::string::npos);
+}
+
+// Parallel episodes on an int8 plan: the probe that checks memory and the two
+// workers share one planned model, so its weights are derived once.
+TEST(Evaluator, WorkersShareOnePlannedModel) {
+  auto model = Model::load(std::string(EVLA_SOURCE_DIR) + "/tests/fixtures/sim_random");
+  const Plan plan = Plan::from_json(R"({"evla_plan": 1, "llm": {"num_layers": 3, "int8_layers": [0, 1, 2],
+    "intermediate_size": 96, "mlp_channels": {"2": [0, 7, 50]}}})", "int8");
+  EvalOptions o;
+  o.episodes = 4;
+  o.tasks = {sim::Task::Pick};
+  o.progress = false;
+  o.execute = 8;
+  o.workers = 2;
+  evaluate(model, plan, o);
+  EXPECT_EQ(model->impl().derivations(), 1);
 }
 
 TEST(Evaluator, RecordsEpisodesAndEnsembles) {

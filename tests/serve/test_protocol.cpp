@@ -8,6 +8,7 @@
 #include <chrono>
 #include <thread>
 
+#include "model/model_impl.h"
 #include "serve/protocol.h"
 #include "serve/server.h"
 #include "serve/worker_pool.h"
@@ -300,6 +301,20 @@ TEST(ServeWorkerPool, RunsEveryJobOnceAndMatchesADirectPolicy) {
   for (int i = 0; i < 500 && done < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(done.load(), 6);
   EXPECT_EQ(same.load(), 6);
+}
+
+// Two workers on an int8 plan with a compacted MLP hold one planned model:
+// its weights were derived once, and both hold that very copy.
+TEST(ServeWorkerPool, WorkersShareOnePlannedModel) {
+  auto model = Model::load(model_dir("models/evla-tiny-random"));
+  const Plan plan = Plan::from_json(R"({"evla_plan": 1, "llm": {"num_layers": 4, "int8_layers": [1, 2, 3],
+    "intermediate_size": 344, "mlp_channels": {"0": [1, 2, 3, 100, 300]}}})", "int8");
+  WorkerPool pool(model, plan, 2, 1, 8);
+  EXPECT_EQ(model->impl().derivations(), 1);
+  const std::shared_ptr<const PlannedModel> held = model->impl().planned(plan);
+  EXPECT_EQ(held.use_count(), 3);  // the two workers' and this one
+  EXPECT_GT(held->derived->count(), 0u);
+  EXPECT_EQ(model->impl().derivations(), 1);
 }
 
 TEST(ServeWorkerPool, FullQueueRefusesAndStopAnswersTheQueued) {
