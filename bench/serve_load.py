@@ -5,7 +5,8 @@ Starts `evla serve` on an ephemeral loopback port (or drives --connect
 HOST:PORT, e.g. nginx in front of replicas), warms it up, then runs
 --clients concurrent WebSocket clients x --requests sequential requests each,
 and reports latency p50/p99, throughput, errors and the server's RSS before
-and after the load.
+and after the load (and before it, the anonymous part: memory private to the
+process, where a second copy of a plan's weights would show).
 
     PYTHONPATH=python /usr/bin/python3 bench/serve_load.py --evla build/bin/evla \
         --model models/evla-tiny-random --clients 8 --requests 200 --workers 2
@@ -29,10 +30,10 @@ import websockets
 from evla_client import msgpack_numpy  # noqa: E402
 
 
-def rss_mb(pid):
+def rss_mb(pid, field="VmRSS:"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -41,10 +42,12 @@ def start_server(args):
     cmd = [args.evla, "serve", "--model", args.model, "--port", "0", "--workers", str(args.workers)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.plan:
+        cmd += ["--plan", args.plan]
     if args.api_key:
         cmd += ["--api-key", args.api_key]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + args.start_seconds
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -65,6 +68,8 @@ def observation(meta, size, seed):
         obs[meta["state_key"]] = rng.standard_normal(meta["state_dim"]).astype(np.float32)
     obs[meta["prompt_key"]] = "put the eggplant in the basket"
     obs["seed"] = seed
+    if len(meta.get("unnorm_keys") or []) > 1:  # a model with several datasets' statistics needs one named
+        obs["unnorm_key"] = meta["unnorm_keys"][0]
     return obs
 
 
@@ -109,6 +114,9 @@ def main():
     ap.add_argument("--evla", default="build/bin/evla", help="evla binary (when starting the server)")
     ap.add_argument("--model", default="models/evla-tiny-random")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--plan", help="plan JSON the server runs (when starting it)")
+    ap.add_argument("--start-seconds", type=float, default=60,
+                    help="how long the server may take to load, compile its plan and warm up its workers")
     ap.add_argument("--threads", type=int, default=0, help="threads per worker (0: server default)")
     ap.add_argument("--connect", help="HOST:PORT of a running server/proxy instead of starting one")
     ap.add_argument("--api-key")
@@ -136,6 +144,7 @@ def main():
     try:
         _, errors, _, _ = asyncio.run(run_load(uri, headers, 1, args.warmup, args.image_size, 120))
         rss_before = rss_mb(proc.pid) if proc else None
+        anon_before = rss_mb(proc.pid, "RssAnon:") if proc else None
         latencies, timings, wall, rss_after = [], [], 0.0, []
         for _ in range(args.rounds):
             lat, err, tim, w = asyncio.run(
@@ -168,6 +177,7 @@ def main():
         "server_queue_p50_ms": q([t[1] for t in timings], 0.5),
         "throughput_rps": round(len(lat) / wall, 1) if wall > 0 else None, "wall_s": round(wall, 2),
         "rss_before_mb": round(rss_before, 1) if rss_before else None,
+        "rss_anon_before_mb": round(anon_before, 1) if anon_before else None,
         "rss_after_mb": rss_after or None,
     }
     if args.json:
