@@ -98,6 +98,8 @@ class Model {
   // Throws evla::Error naming the problem if `plan` does not fit this model.
   void validate(const Plan& plan) const;
 
+  // Internal (src/model/model_impl.h, not installed): for the offline tools
+  // (analysis, plan building) and tests built with the library.
   const ModelImpl& impl() const { return *impl_; }
 
  private:
@@ -175,6 +177,7 @@ class Policy {
   // cognition token, hidden_size values): what conditions the action head.
   const std::vector<float>& cognition() const;
 
+  // Internal (src/model/model_impl.h, not installed): for tests.
   PolicyState& state() { return *state_; }
 
  private:
