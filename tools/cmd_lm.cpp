@@ -20,14 +20,14 @@ static void add_lm_command(CLI::App& app) {
   cmd->add_option("--model,-m", o->model, "Hugging Face Llama directory")->required();
   cmd->add_option("--ids", o->ids, "Comma-separated token ids (default: BOS)");
   cmd->add_option("--prompt,-p", o->prompt, "Text, encoded with the tokenizer");
-  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model (default: MODEL/tokenizer.model)");
+  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model or tokenizer.json (default: MODEL/tokenizer.model)");
   cmd->add_option("--generate,-n", o->generate, "Greedy tokens to append")->check(CLI::Range(0, 4096));
   cmd->add_option("--threads,-t", o->threads, "Threads")->check(kThreadCount);
   cmd->callback([o] {
     auto lm = LanguageModel::load(o->model);
     std::unique_ptr<io::Tokenizer> tok;
     std::string tok_path = o->tokenizer.empty() ? o->model + "/tokenizer.model" : o->tokenizer;
-    if (std::filesystem::exists(tok_path)) tok = io::load_sentencepiece(tok_path);
+    if (std::filesystem::exists(tok_path)) tok = io::load_tokenizer(tok_path);
     std::vector<int> ids;
     if (!o->prompt.empty()) {
       if (!tok) throw Error("--prompt needs a tokenizer; none at " + tok_path);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "evla/error.h"
+#include "io/bpe_tokenizer.h"
 
 namespace evla::io {
 namespace {
@@ -61,6 +62,10 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
   return std::make_unique<SentencePieceTokenizer>(path);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  return path.ends_with(".json") ? load_hf_tokenizer(path) : load_sentencepiece(path);
 }
 
 }  // namespace evla::io

@@ -72,7 +72,7 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   w.save_cache();
   const std::string tok = (fs::path(dir) / im.cfg.prompt.tokenizer).string();
   if (opts.load_tokenizer && !(opts.tokenizer_optional && !fs::exists(tok))) {
-    im.tokenizer = io::load_sentencepiece(tok);
+    im.tokenizer = io::load_tokenizer(tok);
     if (im.tokenizer->vocab_size() > im.cfg.llm.vocab_size)
       throw Error(tok + ": tokenizer has " + std::to_string(im.tokenizer->vocab_size()) +
                   " pieces but llm.vocab_size is " + std::to_string(im.cfg.llm.vocab_size));

@@ -108,12 +108,13 @@ TEST(ShippedActions, EveryShippedPlanComputesWhatItDidWhenStored) {
       ASSERT_TRUE(plans.contains(name)) << name << " is not stored for " << sel;
       const std::vector<float> want = from_bits(plans[name]);
       ASSERT_EQ(want.size(), a.size()) << name;
-      if (exact)
+      if (exact) {
         EXPECT_EQ(to_bits(a), to_bits(want)) << name << " under " << sel;
-      else if (!int8_plans.count(name))
+      } else if (!int8_plans.count(name)) {
         EXPECT_LE(test::nmse(a.data(), want.data(), a.size()), 1e-6) << name << " against " << sel;
-      else if (same_int8)
+      } else if (same_int8) {
         EXPECT_LE(test::nmse(a.data(), want.data(), a.size()), 1e-5) << name << " against " << sel;
+      }
     }
   }
   if (!stored.contains(selection))
