@@ -75,6 +75,8 @@ class Model {
 
   const std::string& name() const;
   const std::string& directory() const;
+  // "cogact" (vision towers → Llama → DiT head) or "smolvla" (LeRobot's SmolVLA).
+  std::string family() const;
   int action_dim() const;
   int action_horizon() const;
   // Actions per chunk to execute before the next inference (config's n_action_steps).

@@ -13,8 +13,10 @@ namespace evla {
 
 enum class Stage {
   PromptIds,          // the prompt's token ids (BOS … cognition token), ints
+  ImagePixels,        // index = image: SmolVLA's resized, padded, [-1, 1]-scaled image [3, H, W]
   VisionFeatures,     // index = encoder: its features of every image's patches [tokens, width]
   Projected,          // the visual tokens the LM reads [tokens, hidden]
+  Prefix,             // SmolVLA: images, language and state tokens the VLM reads [tokens, hidden]
   LlmHidden,          // index = l: the input of LM layer l; l = layers: the last layer's output
   LlmAfterAttention,  // index = layer: the residual stream after the attention sub-layer
   LlmLayerOutput,     // index = layer: the layer's output, before any token selection after it
@@ -31,6 +33,7 @@ enum class Stage {
   DitEps,             // index = step: the guided noise prediction [chunk, action_dim]
   DitSample,          // index = step: the sample after the step
   DitRefreshed,       // index = step: per step so far, 1 where the head recomputed, 0 where it reused
+  FlowVelocity,       // index = step: SmolVLA's flow-matching velocity [chunk, max_action_dim]
   ActionsSample,      // the final normalised sample
   ActionsNormalized,  // after clipping and the gripper threshold
   Actions,            // un-normalised

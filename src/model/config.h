@@ -22,6 +22,11 @@ struct VitConfig {
   bool layer_scale = false;
   int feature_layer = 0;  // block whose output is taken
   float norm_eps = 1e-6f;
+  // Hugging Face's SigLIP layout (SmolVLM's vision_model: embeddings.*,
+  // encoder.layers.N.* with separate q/k/v projections) instead of timm's.
+  bool hf_layout = false;
+  bool gelu_tanh = false;  // GELU's tanh approximation (SmolVLM's SigLIP) instead of erf's
+  bool post_norm = false;  // the features through the final LayerNorm (post_layernorm / norm)
   float image_mean[3] = {0.5f, 0.5f, 0.5f};
   float image_std[3] = {0.5f, 0.5f, 0.5f};
 

@@ -21,21 +21,25 @@ Llama::Llama(const LlamaConfig& cfg, WeightStore& store, bool need_lm_head) : cf
     WeightLoader l = w.pp("model.layers").pp(i);
     const LlamaLayerShape& shape = cfg.layers[size_t(i)];
     LlamaLayer L;
-    L.has_attn = shape.attn;
-    L.has_mlp = shape.mlp;
-    if (L.has_attn) {
-      L.attn_norm = l.get("input_layernorm.weight", {D});
-      L.q = l.linear("self_attn.q_proj", Dq, D, false, false);
-      L.k = l.linear("self_attn.k_proj", Dkv, D, false, false);
-      L.v = l.linear("self_attn.v_proj", Dkv, D, false, false);
-      L.o = l.linear("self_attn.o_proj", D, Dq, false);
-    }
-    if (L.has_mlp) {
-      const int F = shape.intermediate_size;
-      L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
-      L.gate = l.linear("mlp.gate_proj", F, D, false, false);
-      L.up = l.linear("mlp.up_proj", F, D, false, false);
-      L.down = l.linear("mlp.down_proj", D, F, false);
+    if (shape.attn && shape.mlp) {
+      L = load_llama_layer(l, D, Dq, Dkv, shape.intermediate_size, D, /*fused_later=*/true);
+    } else {  // a physically pruned layer keeps one sub-layer
+      L.has_attn = shape.attn;
+      L.has_mlp = shape.mlp;
+      if (L.has_attn) {
+        L.attn_norm = l.get("input_layernorm.weight", {D});
+        L.q = l.linear("self_attn.q_proj", Dq, D, false, false);
+        L.k = l.linear("self_attn.k_proj", Dkv, D, false, false);
+        L.v = l.linear("self_attn.v_proj", Dkv, D, false, false);
+        L.o = l.linear("self_attn.o_proj", D, Dq, false);
+      }
+      if (L.has_mlp) {
+        const int F = shape.intermediate_size;
+        L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
+        L.gate = l.linear("mlp.gate_proj", F, D, false, false);
+        L.up = l.linear("mlp.up_proj", F, D, false, false);
+        L.down = l.linear("mlp.down_proj", D, F, false);
+      }
     }
     layers_.push_back(L);
   }
@@ -89,6 +93,21 @@ void Llama::final_norm(const float* x, int rows, float* y) const {
 void Llama::logits(const float* normed, int rows, float* out, ThreadPool& pool) const {
   if (lm_head_.empty()) throw Error("this model was loaded without its LM head");
   apply_linear(pool, lm_head_, normed, cfg_.hidden_size, rows, out, cfg_.vocab_size);
+}
+
+LlamaLayer load_llama_layer(const WeightLoader& l, int D, int Dq, int Dkv, int F, int kv_in, bool fused_later) {
+  const bool pack = !fused_later;
+  LlamaLayer L;
+  L.attn_norm = l.get("input_layernorm.weight", {D});
+  L.q = l.linear("self_attn.q_proj", Dq, D, false, pack);
+  L.k = l.linear("self_attn.k_proj", Dkv, kv_in, false, pack);
+  L.v = l.linear("self_attn.v_proj", Dkv, kv_in, false, pack);
+  L.o = l.linear("self_attn.o_proj", D, Dq, false);
+  L.mlp_norm = l.get("post_attention_layernorm.weight", {D});
+  L.gate = l.linear("mlp.gate_proj", F, D, false, pack);
+  L.up = l.linear("mlp.up_proj", F, D, false, pack);
+  L.down = l.linear("mlp.down_proj", D, F, false);
+  return L;
 }
 
 Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage) {

@@ -31,6 +31,13 @@ struct LlamaLayer {
   Linear qkv, gate_up;
 };
 
+// One Llama decoder layer's weights under `l` (input_layernorm, self_attn.*,
+// post_attention_layernorm, mlp.*): width D, Dq query and Dkv key/value
+// features, MLP width F; k and v read kv_in features (D, except where they
+// project another model's keys and values). With fused_later, q, k, v, gate
+// and up are not packed on their own (the caller stacks them).
+LlamaLayer load_llama_layer(const WeightLoader& l, int D, int Dq, int Dkv, int F, int kv_in, bool fused_later);
+
 // The parts' rows stacked into one matrix held in `storage` (no bias).
 Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage);
 // y = x · [parts]ᵀ through the fused matrix, or part by part into adjacent

@@ -47,6 +47,28 @@ void check_load_memory(const ModelConfig& cfg, const io::TensorStore& tensors, c
                             dir, bytes / 1e9, double(avail) / 1e9));
 }
 
+// A SmolVLA policy directory in LeRobot's layout, plus the tokenizer.json of
+// its VLM (LeRobot fetches it by vlm_model_name; evla reads it beside the model).
+void load_smolvla(ModelImpl& im, const LoadOptions& opts) {
+  const SmolVlaConfig cfg = load_smolvla_config(im.dir);
+  im.weights = std::make_unique<WeightStore>(io::TensorStore::open_dir(im.dir));
+  im.weights->use_cache(opts.weight_cache_dir);
+  im.cache_dir = opts.weight_cache_dir;
+  im.plan_cache_min_seconds = opts.plan_cache_min_seconds;
+  im.smolvla = std::make_unique<SmolVla>(cfg, *im.weights, im.dir);
+  im.weights->save_cache();
+  im.cfg.name = cfg.name;
+  const std::string tok = (fs::path(im.dir) / cfg.tokenizer).string();
+  if (!opts.load_tokenizer || (opts.tokenizer_optional && !fs::exists(tok))) return;
+  if (!fs::exists(tok))
+    throw Error(tok + ": missing; SmolVLA reads its VLM's tokenizer.json (" + cfg.tokenizer +
+                " of the vlm_model_name repository) from the model directory");
+  im.tokenizer = io::load_tokenizer(tok);
+  if (im.tokenizer->vocab_size() > cfg.vocab_size)
+    throw Error(fmt::format("{}: tokenizer has {} tokens but the VLM's vocabulary has {}", tok,
+                            im.tokenizer->vocab_size(), cfg.vocab_size));
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptions& opts) {
@@ -55,6 +77,10 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   m->impl_ = std::make_unique<ModelImpl>();
   ModelImpl& im = *m->impl_;
   im.dir = dir;
+  if (is_smolvla_dir(dir)) {
+    load_smolvla(im, opts);
+    return m;
+  }
   im.cfg = load_model_config(dir);
   io::TensorStore tensors = io::TensorStore::open_dir(dir);
   check_load_memory(im.cfg, tensors, dir);
@@ -108,12 +134,25 @@ std::vector<int> ModelImpl::prompt_ids(const std::string& instruction) const {
 
 const std::string& Model::name() const { return impl_->cfg.name; }
 const std::string& Model::directory() const { return impl_->dir; }
-int Model::action_dim() const { return impl_->cfg.action_head.action_dim; }
-int Model::action_horizon() const { return impl_->cfg.action_head.chunk_size; }
-int Model::action_steps() const { return impl_->cfg.action_head.n_action_steps; }
-int Model::num_images() const { return impl_->cfg.vision.num_images; }
-int Model::image_size() const { return impl_->cfg.vision.image_size(); }
-int Model::state_dim() const { return impl_->cfg.action_head.state_dim; }
+std::string Model::family() const { return impl_->smolvla ? "smolvla" : "cogact"; }
+int Model::action_dim() const {
+  return impl_->smolvla ? impl_->smolvla->config().action_dim : impl_->cfg.action_head.action_dim;
+}
+int Model::action_horizon() const {
+  return impl_->smolvla ? impl_->smolvla->config().chunk : impl_->cfg.action_head.chunk_size;
+}
+int Model::action_steps() const {
+  return impl_->smolvla ? impl_->smolvla->config().n_action_steps : impl_->cfg.action_head.n_action_steps;
+}
+int Model::num_images() const {
+  return impl_->smolvla ? int(impl_->smolvla->config().cameras.size()) : impl_->cfg.vision.num_images;
+}
+int Model::image_size() const {
+  return impl_->smolvla ? impl_->smolvla->config().vision.image_size : impl_->cfg.vision.image_size();
+}
+int Model::state_dim() const {
+  return impl_->smolvla ? impl_->smolvla->config().state_dim : impl_->cfg.action_head.state_dim;
+}
 int64_t Model::num_params() const { return impl_->weights->loaded_params(); }
 MemoryUse Model::memory() const {
   MemoryUse m;
@@ -137,16 +176,29 @@ Observation example_observation(const Model& m) {
   return obs;
 }
 
-int Model::llm_layers() const { return impl_->cfg.llm.num_layers; }
+int Model::llm_layers() const {
+  return impl_->smolvla ? impl_->smolvla->config().num_vlm_layers : impl_->cfg.llm.num_layers;
+}
 
 std::vector<std::string> Model::unnorm_keys() const { return impl_->cfg.action_norm.keys(); }
 const std::string& Model::weight_cache_status() const { return impl_->weights->cache_status(); }
 
-void Model::validate(const Plan& plan) const { check_plan(plan, impl_->cfg); }
+void Model::validate(const Plan& plan) const {
+  if (impl_->smolvla) {
+    if (!plan.is_dense()) throw Error("plan '" + plan.name + "': plans for SmolVLA models are not supported yet");
+    return;
+  }
+  check_plan(plan, impl_->cfg);
+}
 
 FlopCount Model::flops(const Plan& plan) const {
   const ModelImpl& im = *impl_;
   FlopCount f;
+  if (im.smolvla) {
+    const int text = im.tokenizer ? int(im.tokenizer->encode("pick up the red block\n", true).size()) : 8;
+    im.smolvla->flops(text, f);
+    return f;
+  }
   for (const auto& e : im.encoders) f.vision += e.flops() * im.cfg.vision.num_images;
   const int nv = im.visual_tokens();
   f.projector = im.projector->flops(nv);
@@ -162,6 +214,26 @@ FlopCount Model::flops(const Plan& plan) const {
 }
 
 std::string Model::describe() const {
+  if (impl_->smolvla) {
+    const SmolVlaConfig& s = impl_->smolvla->config();
+    std::string o = fmt::format("model        {} ({}), SmolVLA\n", s.name, impl_->dir);
+    o += fmt::format("parameters   {:.2f} M\n", num_params() / 1e6);
+    o += fmt::format("vision       SigLIP {}px/{}, {} layers, d={} heads={} mlp={}; pixel shuffle ×{} → {} tokens per "
+                     "camera\n", s.vision.image_size, s.vision.patch_size, s.vision.num_layers, s.vision.hidden_size,
+                     s.vision.num_heads, s.vision.intermediate_size, s.scale_factor, s.tokens_per_image());
+    o += fmt::format("cameras      {}: {}\n", s.cameras.size(), fmt::join(s.cameras, ", "));
+    o += fmt::format("vlm          {} Llama layers, d={}, heads={}/{} kv × {}, ffn={}, vocab={}\n", s.num_vlm_layers,
+                     s.hidden, s.heads, s.kv_heads, s.head_dim, s.intermediate, s.vocab_size);
+    o += fmt::format("expert       {} layers, d={}, ffn={}; self-attention over [prefix | actions] on layers 0, {}, "
+                     "…, cross-attention to the VLM's keys and values on the others\n",
+                     s.num_expert_layers, s.expert_width, s.expert_intermediate, s.self_attn_every);
+    o += fmt::format("actions      flow matching, {} Euler steps; chunk {}×{} ({} padded), {} executed; state {} "
+                     "({} padded)\n", s.num_steps, s.chunk, s.action_dim, s.max_action_dim, s.n_action_steps,
+                     s.state_dim, s.max_state_dim);
+    o += fmt::format("tokenizer    {}: {}\n", s.tokenizer,
+                     impl_->tokenizer ? fmt::format("{} tokens", impl_->tokenizer->vocab_size()) : "not loaded");
+    return o;
+  }
   const ModelConfig& c = impl_->cfg;
   std::ostringstream o;
   o << fmt::format("model        {} ({})\n", c.name, impl_->dir);

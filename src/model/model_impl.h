@@ -17,6 +17,7 @@
 #include "model/llama.h"
 #include "model/projector.h"
 #include "model/sampler.h"
+#include "model/smolvla.h"
 #include "model/vit.h"
 #include "model/weights.h"
 
@@ -59,6 +60,8 @@ struct ModelImpl {
   std::unique_ptr<Dit> dit;
   DiffusionSchedule schedule;
   std::unique_ptr<io::Tokenizer> tokenizer;
+  // A SmolVLA policy (LeRobot's layout) instead of the CogACT modules above.
+  std::unique_ptr<SmolVla> smolvla;
 
   // Token ids of the whole text part of the sequence: BOS, prompt, space
   // piece, cognition token.
@@ -94,6 +97,7 @@ struct PolicyState {
   std::vector<float> proj_scratch;
   LlamaScratch llm;
   DitScratch dit;
+  SmolVlaScratch smolvla;
 
   // f(v) on every buffer above, a container of buffers after its items; S is
   // PolicyState or const PolicyState. Memory accounting and release share it.
@@ -105,7 +109,8 @@ struct PolicyState {
                     &s.normalized, &s.proj_scratch})
       f(*v);
     f(s.ids), f(s.positions);
-    for (auto* v : {&s.vit.patches, &s.vit.x, &s.vit.h, &s.vit.qkv, &s.vit.attn, &s.vit.mlp, &s.vit.attn_scratch})
+    for (auto* v : {&s.vit.pixels, &s.vit.patches, &s.vit.x, &s.vit.h, &s.vit.qkv, &s.vit.attn, &s.vit.mlp,
+                    &s.vit.attn_scratch})
       f(*v);
     for (auto* v : {&s.llm.h, &s.llm.qkv, &s.llm.attn, &s.llm.gate_up, &s.llm.attn_scratch, &s.llm.relevance,
                     &s.llm.rope_cos, &s.llm.rope_sin, &s.llm.x_next})
@@ -119,6 +124,17 @@ struct PolicyState {
       for (auto& v : *c) f(v);
       f(*c);
     }
+    auto& m = s.smolvla;
+    for (auto* v : {&m.rgb, &m.pixels, &m.features, &m.prefix, &m.x, &m.h, &m.q, &m.attn, &m.gate_up,
+                    &m.attn_scratch, &m.self_cos, &m.self_sin, &m.cross_cos, &m.cross_sin, &m.noise, &m.sample,
+                    &m.suffix, &m.velocity, &m.time_in, &m.vit.pixels, &m.vit.patches, &m.vit.x, &m.vit.h,
+                    &m.vit.qkv, &m.vit.attn, &m.vit.mlp, &m.vit.attn_scratch})
+      f(*v);
+    for (auto* c : {&m.keys, &m.values}) {
+      for (auto& v : *c) f(v);
+      f(*c);
+    }
+    f(m.ids), f(m.positions);
   }
   void release_buffers();  // the buffers above, freed
 };

@@ -8,8 +8,10 @@ std::string StageOutput::name() const {
   const std::string i = std::to_string(index);
   switch (stage) {
     case Stage::PromptIds: return "prompt.ids";
+    case Stage::ImagePixels: return "images." + i + ".pixels";
     case Stage::VisionFeatures: return "vision." + i + ".features";
     case Stage::Projected: return "projector.out";
+    case Stage::Prefix: return "prefix";
     case Stage::LlmHidden: return "llm.hidden." + i;
     case Stage::LlmAfterAttention: return "llm.after_attention." + i;
     case Stage::LlmLayerOutput: return "llm.output." + i;
@@ -25,6 +27,7 @@ std::string StageOutput::name() const {
     case Stage::DitEps: return "dit.eps." + i;
     case Stage::DitSample: return "dit.x." + i;
     case Stage::DitRefreshed: return "dit.refreshed";
+    case Stage::FlowVelocity: return "flow.velocity." + i;
     case Stage::ActionsSample: return "actions.sample";
     case Stage::ActionsNormalized: return "actions.normalized";
     case Stage::Actions: return "actions";

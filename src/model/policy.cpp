@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/mlp_compact.h"
@@ -109,6 +112,11 @@ std::shared_ptr<const PlannedModel> ModelImpl::planned(const Plan& plan) const {
 void ModelImpl::compile(const Plan& plan, PlannedModel& pm, std::unique_ptr<DerivedArrays> arrays) const {
   DerivedArrays& d = *arrays;
   pm.plan = plan;
+  if (smolvla) {  // runs dense (Model::validate refuses other plans)
+    arrays->check_replay_complete();
+    pm.derived = std::move(arrays);
+    return;
+  }
   pm.schedule = Schedule::resolve(plan, cfg);
   pm.llm_layers = llm->layers();
   for (size_t l = 0; l < plan.llm.size(); ++l)
@@ -150,8 +158,73 @@ struct HeadObserver {
 
 }  // namespace
 
+namespace {
+
+// SmolVLA: the observation checked, the instruction tokenized as LeRobot does
+// (a newline appended, the tokenizer's own special tokens, truncated to
+// tokenizer_max_length), the noise drawn from the seed.
+ActionChunk infer_smolvla(const ModelImpl& im, PolicyState& st, const Observation& obs, Observer* observer) {
+  const SmolVla& m = *im.smolvla;
+  const SmolVlaConfig& c = m.config();
+  const auto t_start = Clock::now();
+  if (obs.images.size() != c.cameras.size())
+    throw Error(fmt::format("observation has {} images but the model takes {} ({})", obs.images.size(),
+                            c.cameras.size(), fmt::join(c.cameras, ", ")));
+  for (size_t i = 0; i < obs.images.size(); ++i) {
+    const Image& img = obs.images[i];
+    if (img.empty() || img.rgb.size() != size_t(img.width) * img.height * 3)
+      throw Error("observation image " + std::to_string(i) + " is empty or malformed");
+  }
+  if (int(obs.state.size()) != c.state_dim)
+    throw Error(fmt::format("observation state has {} values but the model takes {}", obs.state.size(), c.state_dim));
+  for (size_t i = 0; i < obs.state.size(); ++i)
+    if (!std::isfinite(obs.state[i]))
+      throw Error(fmt::format("observation state[{}] is {}, not a finite number", i, obs.state[i]));
+  if (!obs.unnorm_key.empty()) throw Error("unnorm_key '" + obs.unnorm_key + "': a SmolVLA model has one set of statistics");
+  if (!obs.step_noise.empty()) throw Error("observation step_noise: SmolVLA's flow matching takes no per-step noise");
+  const size_t n = size_t(c.chunk) * c.max_action_dim;
+  if (!obs.noise.empty() && obs.noise.size() != n)
+    throw Error(fmt::format("observation noise has {} values but SmolVLA's starts from chunk × max_action_dim = {}",
+                            obs.noise.size(), n));
+  for (float v : obs.noise)
+    if (!std::isfinite(v)) throw Error("observation noise holds a non-finite value");
+  if (!obs.token_ids.empty()) {
+    st.smolvla.ids = obs.token_ids;
+  } else {
+    if (!im.tokenizer) throw Error(im.dir + ": no tokenizer loaded: the instruction cannot be tokenized; give the token ids instead");
+    const std::string& text = obs.instruction;
+    st.smolvla.ids = im.tokenizer->encode(text.ends_with('\n') ? text : text + "\n", true);
+  }
+  if (int(st.smolvla.ids.size()) > c.tokenizer_max_length) st.smolvla.ids.resize(size_t(c.tokenizer_max_length));
+  for (int id : st.smolvla.ids)
+    if (id < 0 || id >= c.vocab_size)
+      throw Error(fmt::format("token id {} is outside the vocabulary of {}", id, c.vocab_size));
+  show(observer, {Stage::PromptIds, -1, -1, nullptr, st.smolvla.ids.data(), 1, int(st.smolvla.ids.size()),
+                  int(st.smolvla.ids.size())});
+  std::vector<float>& noise = st.smolvla.noise;
+  if (obs.noise.empty()) {
+    Rng rng(obs.seed);
+    noise.resize(n);
+    for (float& v : noise) v = float(rng.normal());
+  } else {
+    noise = obs.noise;
+  }
+  show(observer, {Stage::Noise, -1, -1, noise.data(), nullptr, c.chunk, c.max_action_dim, c.max_action_dim});
+  ActionChunk out;
+  out.actions = m.infer(obs.images, st.smolvla.ids, obs.state, noise, st.smolvla, st.pool, observer, out.timing);
+  out.horizon = c.chunk;
+  out.dim = c.action_dim;
+  for (float v : out.actions)
+    if (!std::isfinite(v)) throw Error("the policy produced a non-finite action (check the model's weights)");
+  out.timing.total_ms = ms_since(t_start);
+  return out;
+}
+
+}  // namespace
+
 ActionChunk Policy::infer(const Observation& obs, Observer* observer) {
   const ModelImpl& im = model_->impl();
+  if (im.smolvla) return infer_smolvla(im, *state_, obs, observer);
   const ModelConfig& cfg = im.cfg;
   PolicyState& st = *state_;
   ThreadPool& pool = st.pool;

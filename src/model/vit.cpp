@@ -8,8 +8,59 @@
 
 namespace evla {
 
+namespace {
+
+// Hugging Face's separate q, k, v projections stacked into one [3D, D]
+// matrix with its bias, derived at load (and packed where that is faster).
+Linear fused_qkv(const WeightLoader& a, int D) {
+  const Linear q = a.linear("q_proj", D, D, true, false), k = a.linear("k_proj", D, D, true, false),
+               v = a.linear("v_proj", D, D, true, false);
+  WeightStore& st = a.store();
+  const std::string key = a.name("qkv_proj");
+  const size_t DD = size_t(D) * D;
+  Linear f{nullptr, nullptr, D, 3 * D};
+  f.w = st.derived("fused:" + key + ".weight", 3 * DD, [&](float* p) {
+    weight_rows(q, 0, D, p);
+    weight_rows(k, 0, D, p + DD);
+    weight_rows(v, 0, D, p + 2 * DD);
+  });
+  f.b = st.derived("fused:" + key + ".bias", size_t(3) * D, [&](float* p) {
+    std::memcpy(p, q.b, sizeof(float) * D);
+    std::memcpy(p + D, k.b, sizeof(float) * D);
+    std::memcpy(p + 2 * D, v.b, sizeof(float) * D);
+  });
+  if (kernels::prefer_packed(3 * D, D))
+    f.packed = st.derived("packed:" + key, kernels::packed_floats(3 * D, D),
+                          [&](float* p) { kernels::pack_weights(f.w, 3 * D, D, p); });
+  return f;
+}
+
+}  // namespace
+
 Vit::Vit(const VitConfig& cfg, const WeightLoader& w) : cfg_(cfg) {
   const int D = cfg.hidden_size, P = cfg.patch_size;
+  if (cfg.hf_layout) {
+    patch_embed_ = w.matrix("embeddings.patch_embedding.weight", {D, 3, P, P}, "embeddings.patch_embedding.bias");
+    pos_embed_ = w.get("embeddings.position_embedding.weight", {cfg.num_patches(), D});
+    for (int i = 0; i <= cfg.feature_layer; ++i) {
+      WeightLoader b = w.pp("encoder.layers").pp(i);
+      VitBlock blk;
+      blk.norm1_w = b.get("layer_norm1.weight", {D});
+      blk.norm1_b = b.get("layer_norm1.bias", {D});
+      blk.norm2_w = b.get("layer_norm2.weight", {D});
+      blk.norm2_b = b.get("layer_norm2.bias", {D});
+      blk.qkv = fused_qkv(b.pp("self_attn"), D);
+      blk.proj = b.linear("self_attn.out_proj", D, D);
+      blk.fc1 = b.linear("mlp.fc1", cfg.intermediate_size, D);
+      blk.fc2 = b.linear("mlp.fc2", D, cfg.intermediate_size);
+      blocks_.push_back(blk);
+    }
+    if (cfg.post_norm) {
+      post_norm_w_ = w.get("post_layernorm.weight", {D});
+      post_norm_b_ = w.get("post_layernorm.bias", {D});
+    }
+    return;
+  }
   patch_embed_ = w.matrix("patch_embed.proj.weight", {D, 3, P, P}, "patch_embed.proj.bias");
   pos_embed_ = w.get("pos_embed", {1, cfg.num_patches(), D});
   if (cfg.class_token) cls_token_ = w.get("cls_token", {1, 1, D});
@@ -43,7 +94,17 @@ double Vit::flops() const {
 
 void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
                   ThreadPool& pool) const {
-  const int P = cfg_.patch_size, G = cfg_.grid(), D = cfg_.hidden_size;
+  const int S = cfg_.image_size;
+  s.pixels.resize(size_t(3) * S * S);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < S; ++y)
+      for (int x = 0; x < S; ++x)
+        s.pixels[(size_t(c) * S + y) * S + x] = (img.pixel(x, y)[c] / 255.0f - cfg_.image_mean[c]) / cfg_.image_std[c];
+  forward_pixels(s.pixels.data(), out, out_stride, s, pool);
+}
+
+void Vit::forward_pixels(const float* chw, float* out, int out_stride, VitScratch& s, ThreadPool& pool) const {
+  const int P = cfg_.patch_size, G = cfg_.grid(), D = cfg_.hidden_size, S = cfg_.image_size;
   const int N = cfg_.num_patches(), prefix = cfg_.num_prefix_tokens(), T = N + prefix;
   const int H = cfg_.num_heads, hd = D / H, I = cfg_.intermediate_size;
 
@@ -54,10 +115,7 @@ void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
       float* row = &s.patches[(size_t(gy) * G + gx) * 3 * P * P];
       for (int c = 0; c < 3; ++c)
         for (int ky = 0; ky < P; ++ky)
-          for (int kx = 0; kx < P; ++kx) {
-            const uint8_t v = img.pixel(gx * P + kx, gy * P + ky)[c];
-            row[(c * P + ky) * P + kx] = (v / 255.0f - cfg_.image_mean[c]) / cfg_.image_std[c];
-          }
+          std::memcpy(row + (c * P + ky) * P, chw + (size_t(c) * S + gy * P + ky) * S + gx * P, sizeof(float) * P);
     }
 
   // Tokens: [CLS, registers, patches + pos_embed].
@@ -105,10 +163,15 @@ void Vit::forward(const Image& img, float* out, int out_stride, VitScratch& s,
     norm(b.norm2_w, b.norm2_b);
     apply_linear(pool, b.fc1, s.h.data(), D, T, s.mlp.data(), I);
     pool.for_rows(T, I, [&](int r0, int r1) {
-      kernels::gelu_erf(s.mlp.data() + size_t(r0) * I, size_t(r1 - r0) * I);
+      if (cfg_.gelu_tanh) kernels::gelu_tanh(s.mlp.data() + size_t(r0) * I, size_t(r1 - r0) * I);
+      else kernels::gelu_erf(s.mlp.data() + size_t(r0) * I, size_t(r1 - r0) * I);
     });
     apply_linear(pool, b.fc2, s.mlp.data(), I, T, s.h.data(), D);
     residual(b.ls2);
+  }
+  if (post_norm_w_) {
+    norm(post_norm_w_, post_norm_b_);
+    x = s.h.data();
   }
 
   for (int n = 0; n < N; ++n)

@@ -1,6 +1,8 @@
 // Vision transformer encoder (timm layout: DINOv2 with registers and
-// LayerScale, or SigLIP without a class token). Produces the patch features
-// of block `feature_layer`, without the final norm, as CogACT uses them.
+// LayerScale, or SigLIP without a class token; or Hugging Face's SigLIP
+// layout, as SmolVLM has it). Produces the patch features of block
+// `feature_layer`: without the final norm as CogACT uses them, or through it
+// (post_norm) as SmolVLM does.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -20,7 +22,7 @@ struct VitBlock {
 };
 
 struct VitScratch {
-  std::vector<float> patches, x, h, qkv, attn, mlp, attn_scratch;
+  std::vector<float> pixels, patches, x, h, qkv, attn, mlp, attn_scratch;
 };
 
 class Vit {
@@ -31,6 +33,8 @@ class Vit {
   // Normalises `img` (already image_size × image_size) and writes the
   // num_patches × hidden_size features to out, rows strided by out_stride.
   void forward(const Image& img, float* out, int out_stride, VitScratch& s, ThreadPool& pool) const;
+  // The same from pixels already normalised, [3, image_size, image_size].
+  void forward_pixels(const float* chw, float* out, int out_stride, VitScratch& s, ThreadPool& pool) const;
   double flops() const;
   // A copy whose matrix products run at `precision` (set_precision); the
   // BF16 matrices it derives go into `arrays`.
@@ -42,6 +46,7 @@ class Vit {
   const float* pos_embed_;
   const float* cls_token_ = nullptr;
   const float* reg_token_ = nullptr;
+  const float *post_norm_w_ = nullptr, *post_norm_b_ = nullptr;
   std::vector<VitBlock> blocks_;  // only up to feature_layer
 };
 

@@ -199,6 +199,7 @@ Metadata make_metadata(const Model& model, const Plan& plan, const ObsKeys& keys
                             model.num_images(), keys.images.size()));
   Metadata m;
   m.model = model.name();
+  m.family = model.family();
   m.action_horizon = model.action_horizon();
   m.action_steps = model.action_steps();
   m.action_dim = model.action_dim();
@@ -381,13 +382,14 @@ std::string encode_reply(const ActionChunk& chunk, const ReplyTiming& t) {
 std::string encode_metadata(const Metadata& meta) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(17);
+  pk.pack_map(18);
   auto kv = [&](std::string_view k, const auto& v) {
     pack_key(pk, k);
     pk.pack(v);
   };
   kv("server", std::string("evla"));
   kv("model", meta.model);
+  kv("family", meta.family);
   kv("action_horizon", meta.action_horizon);
   kv("action_steps", meta.action_steps);
   kv("action_dim", meta.action_dim);

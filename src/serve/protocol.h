@@ -41,6 +41,7 @@ struct ObsKeys {
 // What the server announces on connect (and Python's Policy.metadata).
 struct Metadata {
   std::string model;
+  std::string family;  // Model::family()
   int action_horizon = 0, action_dim = 0;
   int action_steps = 0;  // rows to execute before the next request (the model's n_action_steps)
   std::vector<std::string> image_keys;  // the first num_images of ObsKeys::images

@@ -68,3 +68,10 @@ set_tests_properties(cli.convert_cogact PROPERTIES TIMEOUT 300)
 # evla against CogACT's own code: every stage of every oracle case (tests/oracle/), f32 and bf16 conversions.
 add_test(NAME cli.cogact_oracle COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/oracle/check_cogact_oracle.py --evla ${EVLA_BIN})
 set_tests_properties(cli.cogact_oracle PROPERTIES TIMEOUT 300 PASS_REGULAR_EXPRESSION "cogact oracle ok")
+# SmolVLA in LeRobot's layout (tests/fixtures/smolvla_tiny), and its tokenizer.
+set(SMOL ${CMAKE_SOURCE_DIR}/tests/fixtures/smolvla_tiny)
+evla_cli_test(smolvla_info 0 "SmolVLA.*cameras +2: observation.images.camera1, observation.images.camera2" ${EVLA_BIN} info -m ${SMOL})
+evla_cli_test(smolvla_run 0 "action chunk \\(8 steps × 6 dims\\)" ${EVLA_BIN} run -m ${SMOL} -i ${TINY}/example.png -i ${TINY}/example.png -p "pick up the red block" --state 0,0,0,0,0 -t 1)
+evla_cli_test(smolvla_run_missing_state 1 "evla: error: .*state has 0 values but the model takes 5" ${EVLA_BIN} run -m ${SMOL} -i ${TINY}/example.png -i ${TINY}/example.png -p x)
+evla_cli_test(smolvla_plan_refused 1 "evla: error: .*plans for SmolVLA models are not supported yet" ${EVLA_BIN} run -m ${SMOL} -i ${TINY}/example.png -i ${TINY}/example.png -p x --state 0,0,0,0,0 --plan ${TABLETOP}/plans/int8.json)
+evla_cli_test(tokenize 0 "^360 352 258 463 368\n" ${EVLA_BIN} tokenize -t ${CMAKE_SOURCE_DIR}/tests/fixtures/bpe/smol.json "pick up the coke can")

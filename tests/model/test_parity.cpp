@@ -42,12 +42,7 @@ struct Fixture {
   }
   Observation observation() const {
     Observation obs;
-    for (int k = 0; k < model->num_images(); ++k) {
-      const io::TensorInfo* t = expected->find("input.image." + std::to_string(k));
-      Image img(int(t->shape[1]), int(t->shape[0]));
-      std::memcpy(img.rgb.data(), t->data, img.rgb.size());
-      obs.images.push_back(img);
-    }
+    obs.images = test::fixture_images(*expected, model->num_images());
     obs.instruction = expected->metadata().at("instruction");
     if (model->state_dim() > 0) obs.state = f32("input.state");
     return obs;

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
+#include <stdexcept>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/json_reader.h"
+#include "evla/image.h"
+#include "io/safetensors.h"
 
 namespace evla::test {
 
@@ -28,6 +32,19 @@ inline double nmse(const float* a, const float* b, size_t n) {
 
 inline std::string source_path(const std::string& rel) { return std::string(EVLA_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(EVLA_BINARY_DIR) + "/" + rel; }
+
+// The fixture's input images input.image.0 … n−1 ([H, W, 3] uint8).
+inline std::vector<Image> fixture_images(const io::SafetensorsFile& f, int n) {
+  std::vector<Image> out;
+  for (int k = 0; k < n; ++k) {
+    const io::TensorInfo* t = f.find("input.image." + std::to_string(k));
+    if (!t) throw std::runtime_error("fixture lacks input.image." + std::to_string(k));
+    Image img(int(t->shape[1]), int(t->shape[0]));
+    std::memcpy(img.rgb.data(), t->data, img.rgb.size());
+    out.push_back(std::move(img));
+  }
+  return out;
+}
 
 // A scratch copy of a fixture model that a test may change or corrupt.
 struct ModelCopy {

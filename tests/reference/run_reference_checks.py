@@ -23,7 +23,7 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 import sentencepiece as spm  # noqa: E402
 
 from evla_ref import safetensors_io as st  # noqa: E402
-from evla_ref import plans  # noqa: E402
+from evla_ref import make_smolvla_fixture, plans, smolvla  # noqa: E402
 from evla_ref.model import (build_prompt_ids, ddim_schedule, forward_all, greedy_generate,  # noqa: E402
                             lm_forward, load_hf_llama, load_model, postprocess)
 
@@ -273,9 +273,16 @@ def expected_output_shapes(cfg):
     return s
 
 
+def is_smolvla(d):
+    with open(os.path.join(d, "config.json")) as f:
+        return json.load(f).get("type") == "smolvla"
+
+
 def fixture_dirs():
+    """The CogACT-family fixtures (SmolVLA's has its own checks)."""
     ds = sorted(os.path.join(FIXTURES, c) for c in os.listdir(FIXTURES)
-                if os.path.exists(os.path.join(FIXTURES, c, "expected.safetensors")))
+                if os.path.exists(os.path.join(FIXTURES, c, "expected.safetensors"))
+                and not is_smolvla(os.path.join(FIXTURES, c)))
     assert ds, "no fixtures: run python -m evla_ref.make_fixtures"
     return ds
 
@@ -605,6 +612,49 @@ def planned_reference_agrees_with_dense_rewrites():
     # And each of those plans does move the output, so the agreement is not vacuous.
     for text, _ in cases[:4]:
         assert nmse(run_plan(model, cfg, t, text)["llm.cognition"], dense["llm.cognition"]) > 1e-8, text
+
+
+# ------------------------------------------------------------------ SmolVLA
+
+SMOLVLA = os.path.join(FIXTURES, "smolvla_tiny")
+
+
+def smolvla_inputs(t, meta):
+    cams = [t[k] for k in sorted(x for x in t if x.startswith("input.image."))]
+    return cams, [int(i) for i in t["input.ids"]], t["input.state"], t["input.noise"]
+
+
+@check
+def smolvla_fixture_reproduces():
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        make_smolvla_fixture.main(d)
+        got, _ = st.read(os.path.join(d, "expected.safetensors"))
+    want, _ = st.read(os.path.join(SMOLVLA, "expected.safetensors"))
+    assert sorted(got) == sorted(want), (sorted(got), sorted(want))
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
+
+
+@check
+def smolvla_dropping_language_padding_is_exact():
+    """LeRobot pads the language to tokenizer_max_length and masks the pads;
+    the runtime drops them. Same actions, same outputs at the valid rows."""
+    torch.set_num_threads(1)
+    t, meta = st.read(os.path.join(SMOLVLA, "expected.safetensors"))
+    model = smolvla.SmolVLA(SMOLVLA)
+    args = smolvla_inputs(t, meta)
+    with torch.no_grad():
+        a, sa = model.forward(*args)
+        b, sb = model.forward(*args, pad_to=model.cfg.tokenizer_max_length)
+    n_pad = model.cfg.tokenizer_max_length - len(args[1])
+    assert n_pad > 0
+    print(f"    {n_pad} pad tokens: actions NMSE {nmse(b, a):.1e}")
+    assert nmse(b, a) < 1e-12
+    for k in sa:
+        if k.startswith("llm.output."):  # the padded prefix has n_pad more rows before the state
+            keep = torch.cat([sb[k][:-1 - n_pad], sb[k][-1:]])
+            assert nmse(keep, sa[k]) < 1e-12, k
 
 
 def main():
