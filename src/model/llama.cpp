@@ -123,15 +123,6 @@ Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>
   return Linear{storage.data(), nullptr, in, rows};
 }
 
-void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<const Linear*> parts,
-                 const float* x, int ldx, int M, float* y, int ldy) {
-  if (!fused.empty()) return apply_linear(pool, fused, x, ldx, M, y, ldy);
-  for (const Linear* p : parts) {
-    apply_linear(pool, *p, x, ldx, M, y, ldy);
-    y += p->out;
-  }
-}
-
 void Llama::forward(std::vector<float>& x, std::vector<int>& positions, SequenceLayout layout,
                     const std::vector<LlamaLayer>& layers, const Schedule& schedule, LlamaScratch& s,
                     ThreadPool& pool, Observer* obs) const {

@@ -40,10 +40,6 @@ LlamaLayer load_llama_layer(const WeightLoader& l, int D, int Dq, int Dkv, int F
 
 // The parts' rows stacked into one matrix held in `storage` (no bias).
 Linear stack_rows(std::initializer_list<const Linear*> parts, std::vector<float>& storage);
-// y = x · [parts]ᵀ through the fused matrix, or part by part into adjacent
-// column blocks of y when the fused one is empty (16-bit layers).
-void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<const Linear*> parts,
-                 const float* x, int ldx, int M, float* y, int ldy);
 
 // Where the visual tokens sit in the sequence; the text follows them.
 struct SequenceLayout {

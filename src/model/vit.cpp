@@ -10,11 +10,16 @@ namespace evla {
 
 namespace {
 
-// Hugging Face's separate q, k, v projections stacked into one [3D, D]
-// matrix with its bias, derived at load (and packed where that is faster).
-Linear fused_qkv(const WeightLoader& a, int D) {
+// Hugging Face's separate q, k, v projections: 16-bit ones kept apart in
+// `blk` (run where they lie), others stacked into one [3D, D] matrix with its
+// bias, derived at load (and packed where that is faster).
+Linear fused_qkv(const WeightLoader& a, int D, VitBlock& blk) {
   const Linear q = a.linear("q_proj", D, D, true, false), k = a.linear("k_proj", D, D, true, false),
                v = a.linear("v_proj", D, D, true, false);
+  if (q.w16 && k.w16 && v.w16) {
+    blk.q = a.linear("q_proj", D, D), blk.k = a.linear("k_proj", D, D), blk.v = a.linear("v_proj", D, D);
+    return Linear{nullptr, nullptr, D, 3 * D};
+  }
   WeightStore& st = a.store();
   const std::string key = a.name("qkv_proj");
   const size_t DD = size_t(D) * D;
@@ -49,7 +54,7 @@ Vit::Vit(const VitConfig& cfg, const WeightLoader& w) : cfg_(cfg) {
       blk.norm1_b = b.get("layer_norm1.bias", {D});
       blk.norm2_w = b.get("layer_norm2.weight", {D});
       blk.norm2_b = b.get("layer_norm2.bias", {D});
-      blk.qkv = fused_qkv(b.pp("self_attn"), D);
+      blk.qkv = fused_qkv(b.pp("self_attn"), D, blk);
       blk.proj = b.linear("self_attn.out_proj", D, D);
       blk.fc1 = b.linear("mlp.fc1", cfg.intermediate_size, D);
       blk.fc2 = b.linear("mlp.fc2", D, cfg.intermediate_size);
@@ -153,7 +158,7 @@ void Vit::forward_pixels(const float* chw, float* out, int out_stride, VitScratc
   };
   for (const VitBlock& b : blocks_) {
     norm(b.norm1_w, b.norm1_b);
-    apply_linear(pool, b.qkv, s.h.data(), D, T, s.qkv.data(), 3 * D);
+    apply_fused(pool, b.qkv, {&b.q, &b.k, &b.v}, s.h.data(), D, T, s.qkv.data(), 3 * D);
     const float* qkv = s.qkv.data();
     kernels::attention(pool, attn_shape, qkv, qkv + D, qkv + 2 * D, s.attn.data(),
                        s.attn_scratch.data());
@@ -182,7 +187,8 @@ Vit Vit::with_precision(WeightType precision, DerivedArrays& arrays) const {
   Vit v = *this;
   set_precision(v.patch_embed_, precision, arrays);
   for (VitBlock& b : v.blocks_)
-    for (Linear* L : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) set_precision(*L, precision, arrays);
+    for (Linear* L : {&b.qkv, &b.q, &b.k, &b.v, &b.proj, &b.fc1, &b.fc2})
+      if (!L->empty()) set_precision(*L, precision, arrays);
   return v;
 }
 

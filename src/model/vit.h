@@ -19,6 +19,9 @@ struct VitBlock {
   const float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
   const float *ls1 = nullptr, *ls2 = nullptr;
   Linear qkv, proj, fc1, fc2;
+  // Hugging Face's separate projections when 16-bit: run one after another
+  // where they lie (qkv then empty) rather than stacked into an fp32 copy.
+  Linear q, k, v;
 };
 
 struct VitScratch {

@@ -81,6 +81,15 @@ void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, in
     kernels::linear_strided(pool, x, ldx, M, L.in, L.w, L.b, L.out, y, ldy);
 }
 
+void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<const Linear*> parts,
+                 const float* x, int ldx, int M, float* y, int ldy) {
+  if (!fused.empty()) return apply_linear(pool, fused, x, ldx, M, y, ldy);
+  for (const Linear* p : parts) {
+    apply_linear(pool, *p, x, ldx, M, y, ldy);
+    y += p->out;
+  }
+}
+
 void weight_rows(const Linear& L, int r0, int n, float* dst) {
   if (L.w)
     std::copy_n(L.w + size_t(r0) * L.in, size_t(n) * L.in, dst);

@@ -65,6 +65,10 @@ class ThreadPool;
 // y = x · Wᵀ + b through whichever weights `L` carries (fp32 or int8); x and y
 // rows have strides ldx and ldy.
 void apply_linear(ThreadPool& pool, const Linear& L, const float* x, int ldx, int M, float* y, int ldy);
+// y = x · [parts]ᵀ through the fused matrix, or part by part into adjacent
+// column blocks of y when the fused one is empty (16-bit layers).
+void apply_fused(ThreadPool& pool, const Linear& fused, std::initializer_list<const Linear*> parts,
+                 const float* x, int ldx, int M, float* y, int ldy);
 // Gives L its packed copy (in `arrays`) when the packed kernel is the faster
 // one for L's shape (for matrices a plan derives; the loader's go through
 // WeightStore::derived).
