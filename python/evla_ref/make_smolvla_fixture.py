@@ -10,8 +10,8 @@ from fixed inputs.
   state files (mean / std of the state and the actions);
 - tokenizer.json: the byte-level BPE fixture laid out as SmolVLM2's
   (tests/fixtures/bpe/smol.json);
-- expected.safetensors: inputs (camera images of two shapes, so that one is
-  resized with padding; the state; the noise; the language ids) and every stage.
+- expected.safetensors: inputs (camera images of two shapes, both resampled,
+  one padded; the state; the noise; the language ids) and every stage.
 
     PYTHONPATH=python /usr/bin/python3 -m evla_ref.make_smolvla_fixture tests/fixtures/smolvla_tiny
 """
@@ -33,8 +33,8 @@ VLM_SIZES = {"text_hidden": 64, "text_heads": 4, "text_kv_heads": 2, "head_dim":
 CONFIG = {
     "type": "smolvla", "n_obs_steps": 1, "chunk_size": 8, "n_action_steps": 8,
     "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
-    "input_features": {"observation.images.camera1": {"type": "VISUAL", "shape": [3, 48, 64]},
-                       "observation.images.camera2": {"type": "VISUAL", "shape": [3, 64, 64]},
+    "input_features": {"observation.images.camera1": {"type": "VISUAL", "shape": [3, 48, 80]},
+                       "observation.images.camera2": {"type": "VISUAL", "shape": [3, 96, 96]},
                        "observation.state": {"type": "STATE", "shape": [5]}},
     "output_features": {"action": {"type": "ACTION", "shape": [6]}},
     "max_state_dim": 8, "max_action_dim": 8, "resize_imgs_with_padding": [64, 64], "empty_cameras": 0,
@@ -100,7 +100,7 @@ def weights(cfg, rng):
     for i in range(cfg.num_vlm_layers):
         llama_layer(T + f"layers.{i}.", D, v["text_intermediate"], D)
     for i in range(cfg.num_expert_layers):
-        cross = i % cfg.self_attn_every != 0
+        cross = not (cfg.self_attn_every > 0 and i % cfg.self_attn_every == 0)
         llama_layer(smolvla.EXPERT + f"layers.{i}.", E, cfg.expert_intermediate, Hkv * hd if cross else E)
     norm(smolvla.EXPERT + "norm", E)
     w[smolvla.VLM.replace(".model.", ".") + "lm_head.weight"] = rng.normal(0, 0.02, (v["vocab_size"], D)).astype(np.float32)
@@ -149,7 +149,8 @@ def main(out_dir):
     shutil.copyfile(src, os.path.join(out_dir, "tokenizer.json"))
 
     scenes = np.random.RandomState(7)
-    cams = [images.tabletop(64, scenes)[8:56], images.tabletop(64, scenes)]  # 48 x 64 and 64 x 64
+    # 48 x 80 (downscaled to 38 x 64 and padded on top) and 96 x 96 (downscaled).
+    cams = [images.tabletop(80, scenes)[16:64], images.tabletop(96, scenes)]
     instruction = "pick up the red block"
     ids = bpe.Tokenizer(os.path.join(out_dir, "tokenizer.json")).encode(instruction + "\n", True)[:cfg.tokenizer_max_length]
     state = rng.normal(0, 1, 5).astype(np.float32)

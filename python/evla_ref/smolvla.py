@@ -120,6 +120,10 @@ class SmolVLA:
         self.w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32))
                   for k, v in safetensors_io.read(os.path.join(model_dir, "model.safetensors"))[0].items()}
         self.stats = read_stats(model_dir)
+        mapping = self.cfg.raw.get("normalization_mapping", {})
+        for feature, kind in (("observation.state", "STATE"), ("action", "ACTION")):
+            if mapping.get(kind, "MEAN_STD") == "IDENTITY":
+                self.stats.pop(feature, None)
 
     def lin(self, name, x):
         y = x @ self.w[name + ".weight"].T
@@ -209,7 +213,7 @@ class SmolVLA:
             L = EXPERT + f"layers.{l}."
             kv_prefix, v_prefix = cache[l]
             hn = rms(h, self.w[L + "input_layernorm.weight"], eps)
-            if l % c.self_attn_every == 0:
+            if c.self_attn_every > 0 and l % c.self_attn_every == 0:
                 q, k, v = self.layer_qkv(L, hn)
                 pos = torch.arange(n_valid, n_valid + N)
                 q, k = rope(q, pos), rope(k, pos)
@@ -264,12 +268,11 @@ class SmolVLA:
             stages[f"llm.output.{l}"] = h
         x = torch.as_tensor(noise, dtype=torch.float32).clone()
         dt = -1.0 / c.num_steps
-        t = torch.tensor(1.0, dtype=torch.float32)  # stepped in float32, as LeRobot's loop does
         for step in range(c.num_steps):
+            t = torch.tensor(1.0 + step * dt, dtype=torch.float32)  # in double, then float32, as LeRobot's loop
             v = self.velocity(x, t, cache, valid)
             stages[f"flow.velocity.{step}"] = v
             x = x + dt * v
-            t = t + dt
         a = x[:, :c.action_dim]
         if "action" in self.stats:
             mean, std = self.stats["action"]

@@ -58,7 +58,10 @@ void load_smolvla(ModelImpl& im, const LoadOptions& opts) {
   im.smolvla = std::make_unique<SmolVla>(cfg, *im.weights, im.dir);
   im.weights->save_cache();
   im.cfg.name = cfg.name;
-  const std::string tok = (fs::path(im.dir) / cfg.tokenizer).string();
+  // Beside the model, or where newer LeRobot saves its processor's tokenizer.
+  std::string tok = (fs::path(im.dir) / cfg.tokenizer).string();
+  if (const fs::path nested = fs::path(im.dir) / "tokenizer" / cfg.tokenizer; !fs::exists(tok) && fs::exists(nested))
+    tok = nested.string();
   if (!opts.load_tokenizer || (opts.tokenizer_optional && !fs::exists(tok))) return;
   if (!fs::exists(tok))
     throw Error(tok + ": missing; SmolVLA reads its VLM's tokenizer.json (" + cfg.tokenizer +

@@ -177,11 +177,19 @@ SmolVlaConfig load_smolvla_config(const std::string& dir) {
     r.fail("add_image_special_tokens", "image special tokens are not supported yet");
   if (r.int32("empty_cameras", 0) != 0) r.fail("empty_cameras", "empty cameras are not supported yet");
   if (r.int32("n_obs_steps", 1) != 1) r.fail("n_obs_steps", "only one observation step is supported");
+  for (const char* k : {"adapt_to_pi_aloha", "use_delta_joint_actions_aloha"})
+    if (r.boolean(k, false)) r.fail(k, "the Aloha joint and gripper transforms are not supported");
+  if (r.has("rtc_config") && j["rtc_config"].is_object() && j["rtc_config"].value("enabled", false))
+    r.fail("rtc_config", "real-time chunking is not supported");
   if (r.has("normalization_mapping")) {
     const JsonReader nm = r.child("normalization_mapping");
     for (const char* k : {"STATE", "ACTION"})
       if (nm.has(k) && nm.string(k) != "MEAN_STD" && nm.string(k) != "IDENTITY")
         nm.fail(k, "'" + nm.string(k) + "' is not supported (MEAN_STD or IDENTITY)");
+    if (nm.has("VISUAL") && nm.string("VISUAL") != "IDENTITY")
+      nm.fail("VISUAL", "'" + nm.string("VISUAL") + "' is not supported (IDENTITY: LeRobot's own scaling only)");
+    c.normalize_state = nm.string("STATE", "MEAN_STD") == "MEAN_STD";
+    c.normalize_action = nm.string("ACTION", "MEAN_STD") == "MEAN_STD";
   }
 
   // Cameras in the file's order (nlohmann::json would sort them).
@@ -254,6 +262,7 @@ SmolVlaConfig load_smolvla_config(const std::string& dir) {
     if (wh.size() != 2) r.fail("resize_imgs_with_padding", "expected [width, height]");
     c.resize_width = int(wh[0]), c.resize_height = int(wh[1]);
   } else {
+    c.resize = false;
     c.resize_width = c.resize_height = vc.image_size;
   }
   if (c.resize_width != vc.image_size || c.resize_height != vc.image_size)
@@ -291,10 +300,11 @@ SmolVla::SmolVla(const SmolVlaConfig& cfg, WeightStore& store, const std::string
   time_in_ = root.linear("model.action_time_mlp_in", E, 2 * E);
   time_out_ = root.linear("model.action_time_mlp_out", E, E);
   const io::TensorStore& t = store.tensors();
-  if (cfg.state_dim > 0)
+  if (cfg.state_dim > 0 && cfg.normalize_state)
     state_stats_ = read_stats(dir, t, "observation.state", "policy_preprocessor.json",
                               "normalize_inputs.buffer_observation_state", cfg.state_dim);
-  action_stats_ = read_stats(dir, t, "action", "policy_postprocessor.json", "unnormalize_outputs.buffer_action",
+  if (cfg.normalize_action)
+    action_stats_ = read_stats(dir, t, "action", "policy_postprocessor.json", "unnormalize_outputs.buffer_action",
                              cfg.action_dim);
 }
 
@@ -466,7 +476,14 @@ std::vector<float> SmolVla::infer(const std::vector<Image>& images, const std::v
       for (int y = 0; y < img.height; ++y)
         for (int x = 0; x < img.width; ++x)
           s.rgb[(size_t(c) * img.height + y) * img.width + x] = img.pixel(x, y)[c] / 255.0f;
-    resize_with_pad(s.rgb, img.height, img.width, S, S, s.pixels);
+    if (cfg_.resize) {
+      resize_with_pad(s.rgb, img.height, img.width, S, S, s.pixels);
+    } else {  // no resize_imgs_with_padding: the image comes at the tower's size
+      if (img.width != S || img.height != S)
+        throw Error(fmt::format("image {} is {} × {}; without resize_imgs_with_padding the model takes {} × {}", k,
+                                img.width, img.height, S, S));
+      s.pixels = s.rgb;
+    }
     for (float& v : s.pixels) v = v * 2.0f - 1.0f;
     show(obs, {Stage::ImagePixels, k, -1, s.pixels.data(), nullptr, 3, S * S, S * S});
     vision_.forward_pixels(s.pixels.data(), s.features.data(), Dv, s.vit, pool);
@@ -516,13 +533,13 @@ std::vector<float> SmolVla::infer(const std::vector<Image>& images, const std::v
   s.cross_cos.resize(size_t(N) * hd / 2), s.cross_sin.resize(size_t(N) * hd / 2);
   kernels::rope_tables(pos.data(), N, hd, kRopeTheta, s.cross_cos.data(), s.cross_sin.data());
   s.sample = noise;
-  const float dt = float(-1.0 / cfg_.num_steps);
-  float t = 1.0f;
+  const double dt = -1.0 / cfg_.num_steps;
   for (int step = 0; step < cfg_.num_steps; ++step) {
-    velocity(s, P, t, pool);
+    // t in double, then float32, as LeRobot's Euler loop computes it.
+    velocity(s, P, float(1.0 + step * dt), pool);
     show(obs, {Stage::FlowVelocity, step, -1, s.velocity.data(), nullptr, N, A, A});
-    for (size_t i = 0; i < s.sample.size(); ++i) s.sample[i] += dt * s.velocity[i];
-    t += dt;
+    const float dtf = float(dt);
+    for (size_t i = 0; i < s.sample.size(); ++i) s.sample[i] += dtf * s.velocity[i];
   }
   std::vector<float> actions(size_t(N) * cfg_.action_dim);
   for (int r = 0; r < N; ++r)

@@ -24,8 +24,10 @@ struct SmolVlaConfig {
   std::vector<std::string> cameras;  // input_features of type VISUAL, in order
   int state_dim = 0, action_dim = 0;
   int chunk = 50, n_action_steps = 50, max_state_dim = 32, max_action_dim = 32;
+  bool resize = true;  // resize_imgs_with_padding set (else images must come at the tower's size)
   int resize_width = 512, resize_height = 512;
   int tokenizer_max_length = 48, num_steps = 10;
+  bool normalize_state = true, normalize_action = true;  // normalization_mapping MEAN_STD (else IDENTITY)
   int num_vlm_layers = 16, num_expert_layers = 16, self_attn_every = 2;
   double min_period = 4e-3, max_period = 4.0;
   // The VLM (from vlm_model_name, or config.json's evla_vlm).
@@ -37,7 +39,9 @@ struct SmolVlaConfig {
   std::string tokenizer = "tokenizer.json";
 
   int tokens_per_image() const { return vision.num_patches() / (scale_factor * scale_factor); }
-  bool cross_layer(int l) const { return self_attn_every > 0 && l % self_attn_every != 0; }
+  // As LeRobot decides it: self-attention where the index is a multiple of
+  // self_attn_every_n_layers (none when it is 0), cross-attention elsewhere.
+  bool cross_layer(int l) const { return !(self_attn_every > 0 && l % self_attn_every == 0); }
 };
 
 // Mean and standard deviation of a feature (empty: identity).

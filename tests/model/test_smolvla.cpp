@@ -124,6 +124,12 @@ TEST(SmolVla, BadConfigsNameWhatIsWrong) {
   expect_error([](auto& c) { c["evla_vlm"]["text_hidden"] = 72; }, "model.vlm_with_expert.vlm.model.connector.modality_projection.proj.weight");
   expect_error([](auto& c) { c["evla_vlm"]["bogus"] = 1; }, "evla_vlm.bogus: unknown key");
   expect_error([](auto& c) { c["chunk_size"] = 0; }, "chunk_size: 0 is not in [1, 1024]");
+  expect_error([](auto& c) { c["adapt_to_pi_aloha"] = true; }, "adapt_to_pi_aloha: the Aloha joint and gripper");
+  expect_error([](auto& c) { c["rtc_config"] = {{"enabled", true}}; }, "rtc_config: real-time chunking");
+  expect_error([](auto& c) { c["normalization_mapping"]["VISUAL"] = "MEAN_STD"; }, "VISUAL: 'MEAN_STD' is not supported");
+  // 0: every expert layer cross-attends (as LeRobot reads it), which this
+  // checkpoint's self-attention layers do not fit.
+  expect_error([](auto& c) { c["self_attn_every_n_layers"] = 0; }, "lm_expert.layers.0.self_attn.k_proj.weight");
   // Missing tokenizer: named, with where it comes from.
   test::ModelCopy copy("smolvla_tiny");
   std::filesystem::remove(copy.dir / "tokenizer.json");
@@ -133,6 +139,34 @@ TEST(SmolVla, BadConfigsNameWhatIsWrong) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("tokenizer.json: missing"), std::string::npos) << e.what();
   }
+}
+
+// normalization_mapping IDENTITY leaves the actions as sampled; without
+// resize_imgs_with_padding images must come at the tower's size; newer
+// LeRobot keeps the tokenizer in tokenizer/.
+TEST(SmolVla, IdentityNormalisationNoResizeAndTheTokenizerFolder) {
+  SmolFixture fx;
+  Observation obs = fx.observation();
+  const std::vector<float> scaled = Policy(fx.model, PolicyOptions{1}).infer(obs).actions;
+  test::ModelCopy copy("smolvla_tiny");
+  nlohmann::json cfg = copy.config();
+  cfg["normalization_mapping"]["ACTION"] = "IDENTITY";
+  cfg["resize_imgs_with_padding"] = nullptr;
+  copy.write_config(cfg);
+  std::filesystem::create_directories(copy.dir / "tokenizer");
+  std::filesystem::rename(copy.dir / "tokenizer.json", copy.dir / "tokenizer" / "tokenizer.json");
+  auto m = Model::load(copy.dir.string());
+  Policy p(m, PolicyOptions{1});
+  EXPECT_THROW(p.infer(obs), Error);  // 80 × 48 and 96 × 96 images, no resize
+  for (Image& img : obs.images) img = Image(64, 64);
+  const std::vector<float> raw = p.infer(obs).actions;
+  const std::vector<float> scaled_same_images = Policy(fx.model, PolicyOptions{1}).infer(obs).actions;
+  auto pre = io::SafetensorsFile::open(
+      (copy.dir / "policy_postprocessor_step_0_unnormalizer_processor.safetensors").string());
+  const std::vector<float> mean = io::to_f32(*pre->find("action.mean")), std = io::to_f32(*pre->find("action.std"));
+  for (size_t i = 0; i < raw.size(); ++i)
+    EXPECT_NEAR(raw[i] * std[i % 6] + mean[i % 6], scaled_same_images[i], 1e-5) << i;
+  EXPECT_NE(raw, scaled);
 }
 
 // The older LeRobot layout keeps the statistics inside model.safetensors.
