@@ -108,11 +108,13 @@ void Bf16Dot(benchmark::State& st) { run_16bit(st, true); }
 // {M, K, N, threads}: CogACT-Base's LM products over 275 tokens (256 visual,
 // the prompt, the cognition token): q|k|v and o (4096 → 4096), gate|up
 // (4096 → 11008), down (11008 → 4096); its action head (2 × 17 rows, d 768);
-// on 1 and 2 threads.
+// SmolVLA's expert over its 50 action tokens (d 720: q 720 → 960, o, gate|up
+// 720 → 2048, down); on 1 and 2 threads.
 void shapes_16bit(benchmark::internal::Benchmark* b) {
   for (int64_t t : {1, 2})
     for (auto s : std::vector<std::vector<int64_t>>{{275, 4096, 4096}, {275, 4096, 11008}, {275, 11008, 4096},
-                                                     {34, 768, 2304}})
+                                                     {34, 768, 2304}, {50, 720, 960}, {50, 960, 720}, {50, 720, 2048},
+                                                     {50, 2048, 720}})
       b->Args({s[0], s[1], s[2], t});
 }
 

@@ -196,19 +196,20 @@ void Llama::forward(std::vector<float>& x, std::vector<int>& positions, Sequence
     if (ls.mlp) {
       const int F = L.gate.out;  // compacted layers have fewer channels
       s.h.resize(size_t(T) * D);
-      s.gate_up.resize(size_t(T) * 2 * F);
+      const int ld = kernels::unaliased_stride(2 * F);
+      s.gate_up.resize(size_t(T) * ld);
       norm(L.mlp_norm);
-      apply_fused(pool, L.gate_up, {&L.gate, &L.up}, s.h.data(), D, T, s.gate_up.data(), 2 * F);
+      apply_fused(pool, L.gate_up, {&L.gate, &L.up}, s.h.data(), D, T, s.gate_up.data(), ld);
       // Row t holds [gate | up]; SwiGLU overwrites the gate half, which the
-      // down projection then reads in place (row stride 2F).
+      // down projection then reads in place (row stride ld, 2F or a little more).
       pool.for_rows(T, 2 * F, [&](int t0, int t1) {
         for (int t = t0; t < t1; ++t) {
-          float* row = s.gate_up.data() + size_t(t) * 2 * F;
+          float* row = s.gate_up.data() + size_t(t) * ld;
           kernels::swiglu(row, row + F, size_t(F));
         }
       });
-      show(obs, {Stage::LlmMlpActivation, l, -1, s.gate_up.data(), nullptr, T, F, 2 * F});
-      apply_linear(pool, L.down, s.gate_up.data(), 2 * F, T, s.h.data(), D);
+      show(obs, {Stage::LlmMlpActivation, l, -1, s.gate_up.data(), nullptr, T, F, ld});
+      apply_linear(pool, L.down, s.gate_up.data(), ld, T, s.h.data(), D);
       residual();
     }
     show_stream(Stage::LlmLayerOutput, l);

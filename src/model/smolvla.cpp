@@ -320,16 +320,16 @@ void rms_rows(ThreadPool& pool, const float* x, int T, int D, const float* w, fl
 // x += SwiGLU MLP of RMSNorm(x), T rows of width D.
 void mlp_residual(ThreadPool& pool, const LlamaLayer& L, float* x, int T, int D, float eps, std::vector<float>& h,
                   std::vector<float>& gate_up) {
-  const int F = L.gate.out;
+  const int F = L.gate.out, ld = kernels::unaliased_stride(2 * F);
   h.resize(size_t(T) * D);
-  gate_up.resize(size_t(T) * 2 * F);
+  gate_up.resize(size_t(T) * ld);
   rms_rows(pool, x, T, D, L.mlp_norm, eps, h.data());
-  apply_linear(pool, L.gate, h.data(), D, T, gate_up.data(), 2 * F);
-  apply_linear(pool, L.up, h.data(), D, T, gate_up.data() + F, 2 * F);
-  pool.for_rows(T, 2 * F, [&](int t0, int t1) {
-    for (int t = t0; t < t1; ++t) kernels::swiglu(&gate_up[size_t(t) * 2 * F], &gate_up[size_t(t) * 2 * F + F], size_t(F));
+  apply_linear(pool, L.gate, h.data(), D, T, gate_up.data(), ld);
+  apply_linear(pool, L.up, h.data(), D, T, gate_up.data() + F, ld);
+  pool.for_rows(T, ld, [&](int t0, int t1) {
+    for (int t = t0; t < t1; ++t) kernels::swiglu(&gate_up[size_t(t) * ld], &gate_up[size_t(t) * ld + F], size_t(F));
   });
-  apply_linear(pool, L.down, gate_up.data(), 2 * F, T, h.data(), D);
+  apply_linear(pool, L.down, gate_up.data(), ld, T, h.data(), D);
   kernels::add(x, h.data(), size_t(T) * D);
 }
 

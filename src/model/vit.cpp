@@ -136,7 +136,8 @@ void Vit::forward_pixels(const float* chw, float* out, int out_stride, VitScratc
   s.h.resize(size_t(T) * D);
   s.qkv.resize(size_t(T) * 3 * D);
   s.attn.resize(size_t(T) * D);
-  s.mlp.resize(size_t(T) * I);
+  const int ldm = kernels::unaliased_stride(I);
+  s.mlp.resize(size_t(T) * ldm);
   s.attn_scratch.resize(kernels::attention_scratch_floats(pool, T, T));
   kernels::AttentionShape attn_shape{T, T, H, H, hd, 3 * D, 3 * D, 3 * D, D};
   attn_shape.scale = 1.0f / std::sqrt(float(hd));
@@ -166,12 +167,15 @@ void Vit::forward_pixels(const float* chw, float* out, int out_stride, VitScratc
     residual(b.ls1);
 
     norm(b.norm2_w, b.norm2_b);
-    apply_linear(pool, b.fc1, s.h.data(), D, T, s.mlp.data(), I);
+    apply_linear(pool, b.fc1, s.h.data(), D, T, s.mlp.data(), ldm);
     pool.for_rows(T, I, [&](int r0, int r1) {
-      if (cfg_.gelu_tanh) kernels::gelu_tanh(s.mlp.data() + size_t(r0) * I, size_t(r1 - r0) * I);
-      else kernels::gelu_erf(s.mlp.data() + size_t(r0) * I, size_t(r1 - r0) * I);
+      for (int r = r0; r < r1; ++r) {
+        float* row = s.mlp.data() + size_t(r) * ldm;
+        if (cfg_.gelu_tanh) kernels::gelu_tanh(row, size_t(I));
+        else kernels::gelu_erf(row, size_t(I));
+      }
     });
-    apply_linear(pool, b.fc2, s.mlp.data(), I, T, s.h.data(), D);
+    apply_linear(pool, b.fc2, s.mlp.data(), ldm, T, s.h.data(), D);
     residual(b.ls2);
   }
   if (post_norm_w_) {
