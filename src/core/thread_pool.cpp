@@ -1,12 +1,31 @@
 #include "core/thread_pool.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
 #include "evla/error.h"
 
 namespace evla {
+
+namespace {
+
+// Polls `done` for up to kSpin before the caller falls back to sleeping.
+constexpr auto kSpin = std::chrono::microseconds(50);
+template <typename F>
+bool spin_until(F&& done) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    _mm_pause();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return false;
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   if (n_threads > kMaxThreads)
@@ -37,17 +56,22 @@ void ThreadPool::worker(int index) {
     const std::function<void(int)>* job;
     int n_tasks;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      auto ready = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(ready)) {
+        std::unique_lock<std::mutex> lock(mu_);
+        start_cv_.wait(lock, ready);
+      }
+      // job_ and n_tasks_ were written before generation_ moved (under mu_).
+      std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
       seen = generation_;
       job = job_;
       n_tasks = n_tasks_;
     }
     for (int t = index; t < n_tasks; t += n_threads_) (*job)(t);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);  // the caller may be between its check and its sleep
+      done_cv_.notify_one();
     }
   }
 }
@@ -67,8 +91,12 @@ void ThreadPool::run(int n_tasks, const std::function<void(int)>& fn) {
   }
   start_cv_.notify_all();
   for (int t = 0; t < n_tasks; t += n_threads_) fn(t);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
+  auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(done)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, done);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
   job_ = nullptr;
 }
 

@@ -1,7 +1,11 @@
 // A fixed pool of worker threads with a static, deterministic partition of
 // work: the same thread count always splits a range the same way, so results
-// are bit-identical run to run.
+// are bit-identical run to run. Between jobs a worker, and the caller waiting
+// for one, poll for a short while before sleeping: a policy's products come
+// thousands per inference, many of them tens of microseconds long, where
+// waking a sleeping thread costs as much as the work.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -50,9 +54,9 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
   int n_tasks_ = 0;
-  int generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<int> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace evla
