@@ -125,7 +125,7 @@ struct PolicyState {
       f(*c);
     }
     auto& m = s.smolvla;
-    for (auto* v : {&m.rgb, &m.pixels, &m.features, &m.prefix, &m.x, &m.h, &m.q, &m.attn, &m.gate_up,
+    for (auto* v : {&m.rgb, &m.pixels, &m.features, &m.shuffled, &m.prefix, &m.x, &m.h, &m.q, &m.attn, &m.gate_up,
                     &m.attn_scratch, &m.self_cos, &m.self_sin, &m.cross_cos, &m.cross_sin, &m.noise, &m.sample,
                     &m.suffix, &m.velocity, &m.time_in, &m.vit.pixels, &m.vit.patches, &m.vit.x, &m.vit.h,
                     &m.vit.qkv, &m.vit.attn, &m.vit.mlp, &m.vit.attn_scratch})

@@ -156,9 +156,6 @@ struct HeadObserver {
   ~HeadObserver() { s.observer = nullptr; }
 };
 
-}  // namespace
-
-namespace {
 
 // SmolVLA: the observation checked, the instruction tokenized as LeRobot does
 // (a newline appended, the tokenizer's own special tokens, truncated to
@@ -170,10 +167,14 @@ ActionChunk infer_smolvla(const ModelImpl& im, PolicyState& st, const Observatio
   if (obs.images.size() != c.cameras.size())
     throw Error(fmt::format("observation has {} images but the model takes {} ({})", obs.images.size(),
                             c.cameras.size(), fmt::join(c.cameras, ", ")));
+  constexpr int kMaxSide = 8192;  // each image is widened to floats before it is resized
   for (size_t i = 0; i < obs.images.size(); ++i) {
     const Image& img = obs.images[i];
     if (img.empty() || img.rgb.size() != size_t(img.width) * img.height * 3)
       throw Error("observation image " + std::to_string(i) + " is empty or malformed");
+    if (img.width > kMaxSide || img.height > kMaxSide)
+      throw Error(fmt::format("observation image {} is {} × {}, more than {} pixels on a side", i, img.width,
+                              img.height, kMaxSide));
   }
   if (int(obs.state.size()) != c.state_dim)
     throw Error(fmt::format("observation state has {} values but the model takes {}", obs.state.size(), c.state_dim));

@@ -467,7 +467,8 @@ std::vector<float> SmolVla::infer(const std::vector<Image>& images, const std::v
   // --- images: resized with padding, [-1, 1], SigLIP, pixel shuffle, projection ---
   auto t0 = Clock::now();
   s.prefix.resize(size_t(P) * D);
-  std::vector<float> shuffled(size_t(Ni) * sf * sf * Dv);
+  std::vector<float>& shuffled = s.shuffled;
+  shuffled.resize(size_t(Ni) * sf * sf * Dv);
   s.features.resize(size_t(G) * G * Dv);
   for (int k = 0; k < C; ++k) {
     const Image& img = images[size_t(k)];

@@ -55,7 +55,7 @@ bool is_smolvla_dir(const std::string& dir);
 SmolVlaConfig load_smolvla_config(const std::string& dir);
 
 struct SmolVlaScratch {
-  std::vector<float> rgb, pixels, features, prefix, x, h, q, attn, gate_up, attn_scratch;
+  std::vector<float> rgb, pixels, features, shuffled, prefix, x, h, q, attn, gate_up, attn_scratch;
   std::vector<float> self_cos, self_sin, cross_cos, cross_sin;  // rotary tables of the action tokens
   std::vector<float> noise, sample, suffix, velocity, time_in;
   std::vector<std::vector<float>> keys, values;  // per VLM layer: [prefix (+ chunk on self layers), kv width]
