@@ -72,6 +72,7 @@ py::dict metadata_dict(const serve::Metadata& m) {
   plan["summary"] = m.plan_summary;
   d["server"] = "evla";
   d["model"] = m.model;
+  d["family"] = m.family;
   d["action_horizon"] = m.action_horizon;
   d["action_steps"] = m.action_steps;
   d["action_dim"] = m.action_dim;

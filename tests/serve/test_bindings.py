@@ -122,6 +122,22 @@ def test_gil_released(p, obs):
     check(ticks > 0.3 * elapsed / 0.0011, f"only {ticks} ticks in {elapsed:.3f} s")
 
 
+def test_smolvla():
+    """LeRobot's SmolVLA through the same module: its metadata names the family
+    and its cameras' keys; any frame size is resized with padding."""
+    p = evla.Policy(os.path.join(ROOT, "tests", "fixtures", "smolvla_tiny"), threads=1)
+    m = p.metadata
+    check(m["family"] == "smolvla" and m["action_horizon"] == 8 and m["action_dim"] == 6, m)
+    keys = m["image_keys"]
+    check(len(keys) == 2, keys)
+    obs = {keys[0]: image(48, 80, 1), keys[1]: image(96, 96, 2), "prompt": "pick up the red block",
+           "observation/state": np.linspace(-1, 1, 5).astype(np.float32), "seed": 2}
+    a = p.infer(obs)["actions"]
+    check(a.shape == (8, 6) and np.all(np.isfinite(a)), a.shape)
+    check(np.array_equal(p.infer(obs)["actions"], a), "same seed, same actions")
+    raises(ValueError, lambda: p.infer(dict(obs, **{"observation/state": np.zeros(4, np.float32)})), "state")
+
+
 def test_sim():
     check(hasattr(evla, "sim"), "evla.sim not built (the module was built without src/sim)")
     env = evla.sim.Env("matching", "pick", 0)
@@ -140,5 +156,6 @@ if __name__ == "__main__":
     policy, observation = test_tiny()
     test_fixture()
     test_gil_released(policy, observation)
+    test_smolvla()
     test_sim()
     print(f"test_bindings: {pycheck.passed} checks passed")
