@@ -205,7 +205,8 @@ class PyPolicy {
     timing["action_head_ms"] = t.action_head_ms;
     timing["total_ms"] = t.total_ms;
     py::array_t<float> cognition(py::ssize_t(c.size()));
-    std::memcpy(cognition.mutable_data(), c.data(), c.size() * sizeof(float));
+    if (!c.empty())  // a SmolVLA model has no cognition feature (memcpy from null is undefined)
+      std::memcpy(cognition.mutable_data(), c.data(), c.size() * sizeof(float));
     py::dict out;
     out["actions"] = actions;
     out["cognition"] = cognition;
